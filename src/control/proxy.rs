@@ -1,0 +1,142 @@
+//! Answering `ProxyConnReq`: open a new TLS connection, `ProxyReq`, hand
+//! the stream to its tunnel, then `ProxyConnRsp` (PROTOCOL.md §4).
+//!
+//! Bounded: at most N handshakes run at once (a semaphore, FIFO), the rest
+//! wait in the control task's `JoinSet`, whose size is capped.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::proto::{
+    self, encode_frame, message::Payload, read_frame, write_frame, ErrorCode, Message, ProxyConnReq,
+    ProxyConnRsp, ProxyReq,
+};
+use crate::stream::{RstreamStream, StreamInfo};
+use crate::transport::Endpoint;
+use crate::tunnel::TunnelShared;
+
+pub(super) struct ProxyContext {
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) client: Client,
+    pub(super) out: mpsc::Sender<Bytes>,
+}
+
+/// Where a proxy connection goes, and the name its TLS must present.
+pub(super) struct Target {
+    endpoint: Endpoint,
+    sni: String,
+}
+
+pub(super) struct Job {
+    pub(super) req: ProxyConnReq,
+    pub(super) target: Target,
+    pub(super) streams: mpsc::Sender<RstreamStream>,
+    pub(super) tunnel: Arc<TunnelShared>,
+}
+
+/// Checks `proxy_endpoint`/`secret` and picks the target (before any dial).
+pub(super) fn target(client: &Client, req: &ProxyConnReq) -> Result<Target> {
+    let inner = client.inner();
+    let Some(endpoint) = req.proxy_endpoint.as_deref() else {
+        return Ok(Target {
+            endpoint: inner.engine.clone(),
+            sni: inner.sni.clone(),
+        });
+    };
+    if req.secret.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        return Err(Error::protocol("proxy_endpoint without a secret"));
+    }
+    let endpoint = Endpoint::parse(endpoint.trim())
+        .map_err(|_| Error::protocol("invalid proxy_endpoint"))?;
+    // The server-name override applies only to the engine itself.
+    let sni = if endpoint == inner.engine {
+        inner.sni.clone()
+    } else {
+        endpoint.host().to_owned()
+    };
+    Ok(Target { endpoint, sni })
+}
+
+pub(super) fn refusal(stream_id: String, why: &str) -> ProxyConnRsp {
+    ProxyConnRsp {
+        stream_id,
+        error: Some(proto::Error::new(ErrorCode::InvalidStream, why)),
+    }
+}
+
+pub(super) async fn run(ctx: Arc<ProxyContext>, job: Job) {
+    // invariant-free: a closed semaphore only happens if we closed it, which we never do.
+    let Ok(_permit) = ctx.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let stream_id = job.req.stream_id.clone();
+    let rsp = match handshake(&ctx, job).await {
+        Ok(()) => ProxyConnRsp {
+            stream_id,
+            error: None,
+        },
+        Err(e) => {
+            tracing::debug!(%stream_id, code = e.code(), error = %e, "proxy connection failed");
+            refusal(stream_id, e.message())
+        }
+    };
+    match encode_frame(&Message::new(Payload::ProxyConnRsp(rsp))) {
+        // If the control channel is gone, nothing is sent.
+        Ok(frame) => {
+            let _ = ctx.out.send(frame).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot encode ProxyConnRsp"),
+    }
+}
+
+async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
+    let inner = ctx.client.inner();
+    let op = inner.options.operation_timeout;
+    let zero_rtt = inner.options.zero_rtt;
+    let mut io = inner.dialer.connect(&job.target.endpoint, &job.target.sni).await?;
+    let request = ProxyReq {
+        // The per-stream secret, never the agent's own token.
+        client_details: Some(inner.details(job.req.secret.clone())),
+        stream_id: job.req.stream_id.clone(),
+        zero_rtt: Some(zero_rtt),
+    };
+    write_frame(&mut io, &Message::new(Payload::ProxyReq(request))).await?;
+    if !zero_rtt {
+        let first = tokio::time::timeout(op, read_frame(&mut io))
+            .await
+            .map_err(|_| Error::timeout(format!("no ProxyRsp within {op:?}")))??;
+        match first.and_then(|m| m.payload) {
+            Some(Payload::ProxyRsp(rsp)) => {
+                if let Some(e) = rsp.error {
+                    return Err(Error::engine(e.code, e.message.as_deref()));
+                }
+            }
+            Some(other) => {
+                return Err(Error::protocol(format!("expected ProxyRsp, got {}", other.name())))
+            }
+            None => return Err(Error::protocol("engine closed the proxy connection")),
+        }
+    }
+    if job.tunnel.is_closed() {
+        return Err(Error::tunnel_closed("tunnel closed during the proxy handshake"));
+    }
+    let info = StreamInfo::new(
+        job.tunnel.id().clone(),
+        Some(Arc::from(job.req.stream_id.as_str())),
+        job.req.source_ip.as_ref().and_then(|ip| ip.to_ip()),
+    );
+    let stream = RstreamStream::new(io, info);
+    match job.streams.send_timeout(stream, op).await {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Error::timeout(
+            "tunnel accept backlog full: the application is not accepting",
+        )),
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+            Err(Error::tunnel_closed("tunnel closed during the proxy handshake"))
+        }
+    }
+}

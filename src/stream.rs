@@ -1,0 +1,114 @@
+//! [`RstreamStream`]: one tunnel connection as a byte stream.
+
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::transport::EngineStream;
+
+/// One connection through a tunnel: a downstream connection accepted from a
+/// [`Tunnel`](crate::Tunnel), or a private stream from
+/// [`Client::dial`](crate::Client::dial).
+///
+/// It is a plain `AsyncRead + AsyncWrite` byte stream (TLS to the engine
+/// underneath). `shutdown()` half-closes: the peer reads EOF while this side
+/// can still read what the peer sends.
+#[derive(Debug)]
+pub struct RstreamStream {
+    io: EngineStream,
+    info: StreamInfo,
+}
+
+/// What is known about a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    tunnel: Arc<str>,
+    stream_id: Option<Arc<str>>,
+    source_ip: Option<IpAddr>,
+}
+
+impl StreamInfo {
+    pub(crate) fn new(tunnel: Arc<str>, stream_id: Option<Arc<str>>, source_ip: Option<IpAddr>) -> Self {
+        StreamInfo {
+            tunnel,
+            stream_id,
+            source_ip,
+        }
+    }
+
+    /// For accepted streams, the tunnel id; for dialed streams, the tunnel
+    /// id or name that was dialed.
+    pub fn tunnel(&self) -> &str {
+        &self.tunnel
+    }
+
+    /// The engine's stream id (unknown for zero-RTT dials).
+    pub fn stream_id(&self) -> Option<&str> {
+        self.stream_id.as_deref()
+    }
+
+    /// The downstream client's IP address, when the engine sent it.
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        self.source_ip
+    }
+}
+
+impl RstreamStream {
+    pub(crate) fn new(io: EngineStream, info: StreamInfo) -> Self {
+        RstreamStream { io, info }
+    }
+
+    /// Metadata: tunnel, stream id, source IP.
+    pub fn info(&self) -> &StreamInfo {
+        &self.info
+    }
+
+    /// Shortcut for `info().source_ip()`.
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        self.info.source_ip
+    }
+}
+
+impl AsyncRead for RstreamStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RstreamStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

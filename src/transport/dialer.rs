@@ -1,0 +1,71 @@
+//! Opening TLS connections to the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::{server_name, Endpoint};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A TLS connection to the engine.
+pub type EngineStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Opens TLS connections with one shared `rustls::ClientConfig`, so TLS
+/// sessions resume across the many short proxy and dial connections.
+#[derive(Clone)]
+pub struct TlsDialer {
+    config: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for TlsDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsDialer")
+            .field("alpn", &self.config.alpn_protocols)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl TlsDialer {
+    /// A dialer over `config`; `connect_timeout` bounds TCP connect + TLS handshake.
+    pub fn new(config: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+        TlsDialer {
+            config,
+            connect_timeout,
+        }
+    }
+
+    /// Connects to `endpoint`, presenting `sni` as the server name.
+    pub async fn connect(&self, endpoint: &Endpoint, sni: &str) -> Result<EngineStream> {
+        let name = server_name(sni)?;
+        let connector = TlsConnector::from(self.config.clone());
+        let fut = async {
+            let tcp = TcpStream::connect((endpoint.host(), endpoint.port()))
+                .await
+                .map_err(|e| Error::io(format!("connecting to {endpoint}"), e))?;
+            // Small frames and interactive traffic: never wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+            connector.connect(name, tcp).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    Error::tls(format!("TLS handshake with {endpoint}"), e)
+                } else {
+                    Error::io(format!("TLS handshake with {endpoint}"), e)
+                }
+            })
+        };
+        match tokio::time::timeout(self.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "ERR_RSTREAM_CONNECT_TIMEOUT",
+                format!(
+                    "connecting to {endpoint} took longer than {:?}",
+                    self.connect_timeout
+                ),
+            )),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! TLS settings and the client-side `rustls` configuration.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The crypto provider used everywhere in this crate (ring: pure Rust + asm, no cmake).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS settings shared by every connection a client makes (control channel,
+/// private dials and proxy connections).
+///
+/// Server certificates are verified against the webpki roots plus any extra
+/// trust anchors added here. Verification can only be turned off with the
+/// loudly named [`danger_accept_invalid_certs`](TlsOptions::danger_accept_invalid_certs).
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    pub(crate) extra_roots: Vec<CertificateDer<'static>>,
+    pub(crate) accept_invalid_certs: bool,
+    pub(crate) identity: Option<ClientIdentity>,
+    pub(crate) server_name: Option<String>,
+}
+
+/// A client certificate chain and its private key (mTLS).
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl ClientIdentity {
+    /// Parses a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        let chain = parse_certs(cert_pem, "client certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+            Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                format!("client key: no usable PEM private key ({e})"),
+            )
+        })?;
+        Ok(ClientIdentity {
+            chain,
+            key: Arc::new(key),
+        })
+    }
+
+    /// Reads [`from_pem`](Self::from_pem) input from two files.
+    pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self> {
+        let cert_pem = read_file(cert.as_ref(), "client certificate")?;
+        let key_pem = read_file(key.as_ref(), "client key")?;
+        Self::from_pem(&cert_pem, &key_pem)
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("extra_roots", &self.extra_roots.len())
+            .field("accept_invalid_certs", &self.accept_invalid_certs)
+            .field("identity", &self.identity)
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// Default settings: webpki roots, verification on, no client certificate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every certificate of a PEM bundle as an extra trust anchor.
+    pub fn add_ca_pem(mut self, pem: &[u8]) -> Result<Self> {
+        self.extra_roots.extend(parse_certs(pem, "CA file")?);
+        Ok(self)
+    }
+
+    /// Adds the certificates of a PEM file as extra trust anchors
+    /// (what `RSTREAM_CA_FILE` does).
+    pub fn add_ca_file(self, path: impl AsRef<Path>) -> Result<Self> {
+        let pem = read_file(path.as_ref(), "CA file")?;
+        self.add_ca_pem(&pem)
+    }
+
+    /// Presents a client certificate (mTLS agent authentication).
+    pub fn client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Overrides the TLS server name (SNI and certificate name) used for the engine.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// **Disables server certificate verification** (chain and host name).
+    /// Anyone on the path can then impersonate the engine. For tests only.
+    pub fn danger_accept_invalid_certs(mut self, yes: bool) -> Self {
+        self.accept_invalid_certs = yes;
+        self
+    }
+
+    /// Whether a client certificate is configured.
+    pub fn has_client_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// Builds a `rustls` client configuration offering the given ALPN protocols.
+    ///
+    /// Build it once and share it: its session cache is what lets the many
+    /// proxy connections resume TLS sessions.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::tls("TLS configuration", e))?;
+        let builder = if self.accept_invalid_certs {
+            tracing::warn!(
+                "TLS certificate verification is DISABLED (danger_accept_invalid_certs)"
+            );
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for cert in &self.extra_roots {
+                roots.add(cert.clone()).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        "ERR_RSTREAM_INVALID_CONFIG",
+                        format!("CA certificate rejected: {e}"),
+                    )
+                })?;
+            }
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match &self.identity {
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                .map_err(|e| {
+                    Error::config(
+                        "ERR_RSTREAM_INVALID_CONFIG",
+                        format!("client certificate and key do not match: {e}"),
+                    )
+                })?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}
+
+/// Parses a server name for SNI and verification (DNS name or IP literal).
+pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(name.to_owned()).map_err(|_| {
+        Error::config(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("{name:?} is not a valid TLS server name"),
+        )
+    })
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::config(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("cannot read {what} {}: {e}", path.display()),
+        )
+        .with_source(e)
+    })
+}
+
+fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                format!("{what}: malformed PEM ({e})"),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::config(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("{what}: no PEM certificate found"),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Accepts any server certificate but still checks handshake signatures
+/// (so the session keys are at least bound to the presented key).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,388 @@
+//! [`TunnelOptions`]: what to ask the engine for, validated before any I/O.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::proto::TunnelProperties;
+
+/// The downstream protocol of a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// HTTPS at the edge, plaintext HTTP to the tunnel (the default for web apps).
+    Http,
+    /// TLS passthrough or termination at the edge.
+    Tls,
+    /// Raw TCP on a published port.
+    Tcp,
+    /// DTLS (datagram; unsupported by this SDK).
+    Dtls,
+    /// QUIC (datagram; unsupported by this SDK).
+    Quic,
+}
+
+impl Protocol {
+    /// The wire value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tls => "tls",
+            Protocol::Tcp => "tcp",
+            Protocol::Dtls => "dtls",
+            Protocol::Quic => "quic",
+        }
+    }
+}
+
+/// The HTTP version the engine speaks to the tunnel (upstream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HttpVersion {
+    /// HTTP/1.1 (the default).
+    Http11,
+    /// HTTP/2 over plaintext with prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS to the upstream.
+    H2,
+    /// HTTP/3 (unsupported).
+    H3,
+}
+
+impl HttpVersion {
+    /// The wire value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HttpVersion::Http11 => "http/1.1",
+            HttpVersion::H2c => "h2c",
+            HttpVersion::H2 => "h2",
+            HttpVersion::H3 => "h3",
+        }
+    }
+}
+
+/// TLS handling at the edge for `tls` tunnels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// The edge forwards the client's TLS bytes untouched.
+    Passthrough,
+    /// The edge terminates TLS.
+    Terminated,
+}
+
+impl TlsMode {
+    fn as_str(&self) -> &'static str {
+        match self {
+            TlsMode::Passthrough => "passthrough",
+            TlsMode::Terminated => "terminated",
+        }
+    }
+}
+
+/// Options for [`ControlChannel::create_tunnel`](crate::ControlChannel::create_tunnel).
+///
+/// Only what you set is sent; the engine fills the rest. Validation runs
+/// before any I/O, and unsupported combinations fail with an explicit error
+/// (`ERR_RSTREAM_UNSUPPORTED_TUNNEL` or `ERR_RSTREAM_INVALID_TUNNEL`).
+///
+/// ```
+/// use rstream::{TunnelOptions, HttpVersion};
+/// let web = TunnelOptions::http().name("web").publish().http_version(HttpVersion::H2c);
+/// let db = TunnelOptions::tcp().port(15432);
+/// let private = TunnelOptions::new().name("private-api");
+/// # let _ = (web, db, private);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TunnelOptions {
+    name: Option<String>,
+    datagram: bool,
+    publish: Option<bool>,
+    protocol: Option<Protocol>,
+    labels: HashMap<String, String>,
+    geoip: Vec<String>,
+    trusted_ips: Vec<String>,
+    tls_mode: Option<TlsMode>,
+    tls_alpns: Vec<String>,
+    tls_min_version: Option<String>,
+    tls_ciphers: Vec<String>,
+    mtls_auth: Option<bool>,
+    http_version: Option<HttpVersion>,
+    token_auth: Option<bool>,
+    rstream_auth: Option<bool>,
+    challenge_mode: Option<bool>,
+    hostname: Option<String>,
+    port: Option<u32>,
+    upstream_tls: Option<bool>,
+    allow_cross_region_routing: Option<bool>,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = Some(value);
+            self
+        }
+    };
+}
+
+impl TunnelOptions {
+    /// A bytestream tunnel with nothing set (private unless published).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A published `http` tunnel (HTTPS at the edge).
+    pub fn http() -> Self {
+        Self::new().protocol(Protocol::Http).publish()
+    }
+
+    /// A `tcp` tunnel (always published).
+    pub fn tcp() -> Self {
+        Self::new().protocol(Protocol::Tcp)
+    }
+
+    /// A published `tls` tunnel.
+    pub fn tls() -> Self {
+        Self::new().protocol(Protocol::Tls).publish()
+    }
+
+    /// The tunnel name (others dial it by this name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Publishes the tunnel (internet-facing address).
+    pub fn publish(mut self) -> Self {
+        self.publish = Some(true);
+        self
+    }
+
+    /// Keeps the tunnel private (dial only); sends `publish = false` explicitly.
+    pub fn private(mut self) -> Self {
+        self.publish = Some(false);
+        self
+    }
+
+    /// Asks for a datagram tunnel. Unsupported: creating it fails before any I/O.
+    pub fn datagram(mut self) -> Self {
+        self.datagram = true;
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a GeoIP country code to the allow-list.
+    pub fn geoip(mut self, country: impl Into<String>) -> Self {
+        self.geoip.push(country.into());
+        self
+    }
+
+    /// Adds a CIDR (or single IP) to the allow-list of downstream addresses.
+    pub fn trusted_ip(mut self, cidr: impl Into<String>) -> Self {
+        self.trusted_ips.push(cidr.into());
+        self
+    }
+
+    /// Adds an ALPN protocol offered at the edge (`tls` tunnels).
+    pub fn tls_alpn(mut self, alpn: impl Into<String>) -> Self {
+        self.tls_alpns.push(alpn.into());
+        self
+    }
+
+    /// Adds a TLS cipher suite allowed at the edge.
+    pub fn tls_cipher(mut self, cipher: impl Into<String>) -> Self {
+        self.tls_ciphers.push(cipher.into());
+        self
+    }
+
+    /// Minimum TLS version at the edge (e.g. `"1.3"`).
+    pub fn tls_min_version(mut self, version: impl Into<String>) -> Self {
+        self.tls_min_version = Some(version.into());
+        self
+    }
+
+    /// Requested public hostname.
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    setter!(
+        /// The downstream protocol.
+        protocol: Protocol
+    );
+    setter!(
+        /// TLS mode at the edge.
+        tls_mode: TlsMode
+    );
+    setter!(
+        /// Downstream clients must present a registered certificate.
+        mtls_auth: bool
+    );
+    setter!(
+        /// The HTTP version spoken to this tunnel (`h2c` for HTTP/2 apps).
+        http_version: HttpVersion
+    );
+    setter!(
+        /// The edge requires a token on downstream requests.
+        token_auth: bool
+    );
+    setter!(
+        /// The edge requires an rstream browser login.
+        rstream_auth: bool
+    );
+    setter!(
+        /// The edge shows a challenge page first.
+        challenge_mode: bool
+    );
+    setter!(
+        /// Published port (`tcp` tunnels), 1–65535.
+        port: u32
+    );
+    setter!(
+        /// TLS between the edge and the tunnel.
+        upstream_tls: bool
+    );
+    setter!(
+        /// Allow routing through another region.
+        allow_cross_region_routing: bool
+    );
+
+    /// The name, if set.
+    pub fn get_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Validates and converts to wire properties (PROTOCOL.md §6).
+    pub fn to_properties(&self) -> Result<TunnelProperties> {
+        let invalid = |msg: &str| Error::config("ERR_RSTREAM_INVALID_TUNNEL", msg.to_owned());
+        let unsupported = |msg: &str| Error::unsupported("ERR_RSTREAM_UNSUPPORTED_TUNNEL", msg.to_owned());
+        if self.datagram {
+            return Err(unsupported("datagram tunnels are not supported by the Rust SDK"));
+        }
+        if matches!(self.protocol, Some(Protocol::Dtls | Protocol::Quic)) {
+            return Err(unsupported("dtls and quic tunnels are datagram tunnels, which are not supported"));
+        }
+        if self.http_version == Some(HttpVersion::H3) {
+            return Err(unsupported("http_version h3 is not supported"));
+        }
+        if let Some(port) = self.port {
+            if self.protocol != Some(Protocol::Tcp) {
+                return Err(invalid("port is only allowed with protocol tcp"));
+            }
+            if !(1..=65535).contains(&port) {
+                return Err(invalid("port must be 1-65535"));
+            }
+        }
+        let mut publish = self.publish;
+        if self.protocol == Some(Protocol::Tcp) {
+            if publish == Some(false) {
+                return Err(invalid("tcp tunnels are always published"));
+            }
+            publish = Some(true);
+            let forbidden = [
+                ("hostname", self.hostname.is_some()),
+                ("tls_mode", self.tls_mode.is_some()),
+                ("tls_alpns", !self.tls_alpns.is_empty()),
+                ("tls_min_version", self.tls_min_version.is_some()),
+                ("tls_ciphers", !self.tls_ciphers.is_empty()),
+                ("mtls_auth", self.mtls_auth.is_some()),
+                ("http_version", self.http_version.is_some()),
+                ("upstream_tls", self.upstream_tls.is_some()),
+                ("token_auth", self.token_auth.is_some()),
+                ("rstream_auth", self.rstream_auth.is_some()),
+                ("challenge_mode", self.challenge_mode.is_some()),
+            ];
+            if let Some((name, _)) = forbidden.iter().find(|(_, set)| *set) {
+                return Err(invalid(&format!("{name} is not allowed on tcp tunnels")));
+            }
+        }
+        if let Some(name) = &self.name {
+            if name.trim().is_empty() {
+                return Err(invalid("tunnel name must not be blank"));
+            }
+        }
+        Ok(TunnelProperties {
+            r#type: Some("bytestream".to_owned()),
+            name: self.name.clone(),
+            publish,
+            protocol: self.protocol.map(|p| p.as_str().to_owned()),
+            labels: self.labels.clone(),
+            geoip: self.geoip.clone(),
+            trusted_ips: self.trusted_ips.clone(),
+            tls_mode: self.tls_mode.map(|m| m.as_str().to_owned()),
+            tls_alpns: self.tls_alpns.clone(),
+            tls_min_version: self.tls_min_version.clone(),
+            tls_ciphers: self.tls_ciphers.clone(),
+            mtls_auth: self.mtls_auth,
+            http_version: self.http_version.map(|v| v.as_str().to_owned()),
+            token_auth: self.token_auth,
+            rstream_auth: self.rstream_auth,
+            challenge_mode: self.challenge_mode,
+            hostname: self.hostname.clone(),
+            port: self.port,
+            upstream_tls: self.upstream_tls,
+            allow_cross_region_routing: self.allow_cross_region_routing,
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(o: TunnelOptions) -> &'static str {
+        o.to_properties().unwrap_err().code()
+    }
+
+    #[test]
+    fn only_set_fields_are_sent() {
+        let p = TunnelOptions::new().to_properties().unwrap();
+        assert_eq!(p.r#type.as_deref(), Some("bytestream"));
+        assert_eq!(p.publish, None);
+        assert_eq!(p.protocol, None);
+        let p = TunnelOptions::http()
+            .name("web")
+            .http_version(HttpVersion::H2c)
+            .label("env", "dev")
+            .to_properties()
+            .unwrap();
+        assert_eq!(p.publish, Some(true));
+        assert_eq!(p.protocol.as_deref(), Some("http"));
+        assert_eq!(p.http_version.as_deref(), Some("h2c"));
+        assert_eq!(p.labels["env"], "dev");
+    }
+
+    #[test]
+    fn tcp_rules() {
+        let p = TunnelOptions::tcp().port(5432).to_properties().unwrap();
+        assert_eq!(p.publish, Some(true));
+        assert_eq!(p.port, Some(5432));
+        assert_eq!(code(TunnelOptions::tcp().private()), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(code(TunnelOptions::tcp().hostname("x")), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(code(TunnelOptions::tcp().token_auth(false)), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(code(TunnelOptions::tcp().port(0)), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(code(TunnelOptions::tcp().port(65536)), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(code(TunnelOptions::http().port(80)), "ERR_RSTREAM_INVALID_TUNNEL");
+    }
+
+    #[test]
+    fn unsupported_is_explicit() {
+        assert_eq!(code(TunnelOptions::new().datagram()), "ERR_RSTREAM_UNSUPPORTED_TUNNEL");
+        assert_eq!(
+            code(TunnelOptions::http().http_version(HttpVersion::H3)),
+            "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
+        );
+        assert_eq!(
+            code(TunnelOptions::new().protocol(Protocol::Quic)),
+            "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
+        );
+        assert_eq!(code(TunnelOptions::new().name("  ")), "ERR_RSTREAM_INVALID_TUNNEL");
+    }
+}

@@ -1,0 +1,1 @@
+//! Webhooks (placeholder, being written).
