@@ -14,6 +14,7 @@ mod client;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod http;
 pub mod proto;
 mod stream;
 pub mod transport;

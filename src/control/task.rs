@@ -137,7 +137,7 @@ impl Task {
                         }
                     }
                     Some(Err(e)) => break Err(e),
-                    None => break Err(Error::control_closed("engine closed the control channel")),
+                    None => break Err(lost("control channel reader stopped")),
                 },
                 res = &mut writer => break Err(match res {
                     Ok(Err(e)) => e,
@@ -299,12 +299,23 @@ impl Task {
         match cmd {
             Command::OpenTunnel { properties, reply } => {
                 let request_id = uuid::Uuid::new_v4().to_string();
-                self.send(Payload::OpenTunnelReq(OpenTunnelReq {
+                let request = Message::new(Payload::OpenTunnelReq(OpenTunnelReq {
                     request_id: request_id.clone(),
                     tunnel_properties: Some(properties),
-                }))
-                .await?;
-                self.opens.insert(request_id, reply);
+                }));
+                // An oversized request is the caller's error, not the channel's.
+                match encode_frame(&request) {
+                    Ok(frame) => {
+                        self.out
+                            .send(frame)
+                            .await
+                            .map_err(|_| Error::control_closed("control channel writer stopped"))?;
+                        self.opens.insert(request_id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::CloseTunnel { id, reply } => {
                 if !self.tunnels.contains_key(&id) {
@@ -382,6 +393,11 @@ impl Task {
     }
 }
 
+/// The connection dropped under us (EOF, reset): a transport loss, not a close.
+fn lost(why: &str) -> Error {
+    Error::new(ErrorKind::Io, "ERR_RSTREAM_CONTROL_LOST", format!("control channel lost: {why}"))
+}
+
 async fn read_loop(rd: ReadHalf<EngineStream>, tx: mpsc::Sender<Result<Message>>) {
     let mut rd = BufReader::new(rd);
     loop {
@@ -389,7 +405,7 @@ async fn read_loop(rd: ReadHalf<EngineStream>, tx: mpsc::Sender<Result<Message>>
         let end = !matches!(res, Ok(Some(_)));
         let item = match res {
             Ok(Some(m)) => Ok(m),
-            Ok(None) => Err(Error::control_closed("engine closed the control channel")),
+            Ok(None) => Err(lost("engine closed the connection")),
             Err(e) => Err(e),
         };
         if tx.send(item).await.is_err() || end {

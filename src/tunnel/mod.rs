@@ -2,6 +2,9 @@
 //! the downstream connections they receive.
 
 mod address;
+mod forward;
+#[cfg(feature = "axum")]
+mod listener;
 mod options;
 
 use std::future::Future;
@@ -13,6 +16,9 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use address::forwarding_address;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use listener::TunnelAddr;
 pub use options::{HttpVersion, Protocol, TlsMode, TunnelOptions};
 
 use crate::control::{Command, ControlChannel, NewTunnel};

@@ -1,0 +1,132 @@
+//! Shared test helpers: the local engine, clients trusting it, a real
+//! HTTPS client, and a scripted engine for protocol-violation tests.
+#![allow(dead_code, unreachable_pub)]
+
+#[allow(dead_code)]
+pub mod scripted;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rstream::engine::LocalEngine;
+use rstream::transport::TlsOptions;
+use rstream::{Client, ClientOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bounds every await in tests so a bug fails instead of hanging CI.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn engine() -> LocalEngine {
+    init_tracing();
+    LocalEngine::builder().start().await.expect("engine starts")
+}
+
+/// Options for a client of `engine` (trusting its CA).
+pub fn options(engine: &LocalEngine) -> ClientOptions {
+    Client::builder()
+        .engine(engine.engine_address())
+        .tls(TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes()).expect("CA"))
+}
+
+pub fn client(engine: &LocalEngine) -> Client {
+    options(engine).build().expect("client")
+}
+
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// `host:port` from `https://host:port`.
+pub fn authority(url: &str) -> String {
+    url.trim_start_matches("https://").to_owned()
+}
+
+/// A rustls client config trusting `ca_pem`, offering `alpn`.
+pub fn tls_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    TlsOptions::new()
+        .add_ca_pem(ca_pem.as_bytes())
+        .expect("CA")
+        .client_config(alpn)
+        .expect("client config")
+}
+
+/// Opens a TLS connection to a published `https://` address.
+pub async fn tls_connect(
+    url: &str,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let authority = authority(url);
+    let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).to_owned();
+    let tcp = TcpStream::connect(&authority).await.expect("tcp connect");
+    tcp.set_nodelay(true).ok();
+    let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+    tokio_rustls::TlsConnector::from(tls_config(ca_pem, alpn))
+        .connect(name, tcp)
+        .await
+        .expect("tls handshake")
+}
+
+/// One real HTTPS request with hyper's HTTP/1.1 client.
+pub async fn https_get(url: &str, ca_pem: &str, path: &str) -> (http::StatusCode, String) {
+    let tls = tls_connect(url, ca_pem, &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", authority(url))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let rsp = send.send_request(req).await.expect("response");
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Accepts every stream of `tunnel` and echoes its bytes back.
+pub fn spawn_echo(mut tunnel: rstream::Tunnel) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(mut stream) = tunnel.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    })
+}
+
+/// Writes `msg` on a dialed stream, half-closes, and reads everything back.
+pub async fn echo_round_trip(mut stream: rstream::RstreamStream, msg: &[u8]) -> Vec<u8> {
+    stream.write_all(msg).await.expect("write");
+    stream.shutdown().await.expect("shutdown");
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.expect("read");
+    back
+}
