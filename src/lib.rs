@@ -1,6 +1,51 @@
 //! # rstream
 //!
-//! The Rust SDK for rstream tunnels.
+//! The Rust SDK for rstream tunnels: publish axum, hyper or any tower service
+//! through an rstream engine with **no loopback socket**, dial private
+//! tunnels, and verify rstream webhooks with a Tower layer.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use rstream::{Client, TunnelOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::from_env()?;
+//! let control = client.connect().await?;
+//! let tunnel = control.create_tunnel(TunnelOptions::http()).await?;
+//! println!("{}", tunnel.forwarding_address());
+//! let router = Router::new().route("/", get(|| async { "hello" }));
+//! axum::serve(tunnel, router).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Tour
+//!
+//! - [`Client`]: where the engine is and how to authenticate
+//!   ([`ClientOptions`], [`Client::from_env`]); [`Client::connect`] opens a
+//!   [`ControlChannel`], [`Client::dial`] a private [`RstreamStream`].
+//! - [`ControlChannel::create_tunnel`] with [`TunnelOptions`] gives a
+//!   [`Tunnel`]: accept its connections ([`Tunnel::accept`], `Stream`), hand
+//!   it to `axum::serve`, to [`http::serve`], or [`Tunnel::forward_to`] a
+//!   local port.
+//! - [`http`]: hyper/tower serving and the [`http::Connector`] for
+//!   hyper-util's pooled client over private dials.
+//! - [`webhook`]: signatures, typed events, and `WebhookLayer`.
+//! - [`engine`] (feature `local-engine`): a real engine for one machine, for
+//!   examples, tests and benchmarks.
+//! - [`proto`]: the wire schema and frame codec.
+//!
+//! ## Feature flags
+//!
+//! - `axum` (default): `axum::serve::Listener` for [`Tunnel`] and the
+//!   webhook extractor.
+//! - `local-engine` (default): [`engine`] and the `rstream-local-engine`
+//!   binary.
+//!
+//! ## Errors
+//!
+//! One [`Error`] with a [`kind`](Error::kind) and a stable
+//! [`code`](Error::code). Nothing that comes from the network, a file or the
+//! environment panics.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
@@ -31,3 +76,5 @@ pub use control::ControlChannel;
 pub use error::{Error, ErrorKind, Result};
 pub use stream::{RstreamStream, StreamInfo};
 pub use tunnel::{HttpVersion, Protocol, TlsMode, Tunnel, TunnelOptions};
+#[cfg(feature = "axum")]
+pub use tunnel::TunnelAddr;

@@ -1,0 +1,42 @@
+//! A plain hyper/tower service on a tunnel with `rstream::http::serve`
+//! (HTTP/1.1 and h2c auto-detected, upgrades enabled).
+//!
+//! ```text
+//! cargo run --example hyper_tunnel [-- --serve]
+//! ```
+
+mod support;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use rstream::TunnelOptions;
+
+#[tokio::main]
+async fn main() -> Result<(), support::BoxError> {
+    let setup = support::setup().await?;
+    let control = setup.client.connect().await?;
+    let tunnel = control.create_tunnel(TunnelOptions::http()).await?;
+    let url = tunnel.forwarding_address().to_owned();
+    println!("forwarding address: {url}");
+    println!("try: {}", setup.curl(&url));
+
+    let service = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+        let text = format!("{} {} over {:?}\n", req.method(), req.uri().path(), req.version());
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(rstream::http::serve_with_shutdown(tunnel, service, async move {
+        let _ = stopped.await;
+    }));
+
+    let (status, body) = support::https_get(&setup.tls, &url).await?;
+    println!("GET {url} -> {status}: {}", body.trim_end());
+    if std::env::args().any(|a| a == "--serve") {
+        tokio::signal::ctrl_c().await?;
+    }
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
