@@ -378,6 +378,7 @@ pub struct OpenTunnelRsp {
 /// Nested types of [`OpenTunnelRsp`].
 pub mod open_tunnel_rsp {
     /// The `oneof payload`.
+    #[allow(clippy::large_enum_variant)] // mirrors the wire schema
     #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Payload {
         /// Success: the tunnel as created.
