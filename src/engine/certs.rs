@@ -1,0 +1,365 @@
+//! The engine's certificate authority and server certificate.
+//!
+//! The CA (`ca.pem`, `ca-key.pem` with mode 0600) lives in the state
+//! directory and is reused on restart; a fresh server certificate for
+//! `localhost`, `127.0.0.1` and `::1` is issued from it at every start.
+//! Both are shaped for strict verifiers (OpenSSL/Python, webpki): the CA
+//! has `basicConstraints CA:true, pathlen:0` (critical), `keyUsage
+//! keyCertSign, cRLSign`, a subject key identifier and name constraints
+//! limiting it to `localhost` and loopback addresses; the leaf has SANs,
+//! `extendedKeyUsage serverAuth`, `CA:false` and an authority key
+//! identifier.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints, SanType, SerialNumber,
+};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::ServerConfig;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::provider;
+
+const CA_FILE: &str = "ca.pem";
+const CA_KEY_FILE: &str = "ca-key.pem";
+const CODE: &str = "ERR_RSTREAM_LOCAL_ENGINE_CA";
+
+fn ca_error(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Config, CODE, message.into())
+}
+
+fn cert_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Tls, CODE, format!("{what}: {e}"))
+}
+
+/// The CA and the server certificate of one engine run.
+pub(crate) struct EngineTls {
+    pub(crate) ca_pem: String,
+    pub(crate) ca_file: PathBuf,
+    leaf: CertificateDer<'static>,
+    leaf_key: PrivateKeyDer<'static>,
+}
+
+/// The `rustls` server configurations the engine needs.
+pub(crate) struct ServerConfigs {
+    /// The engine port: `rstrm/1`, then the Engine API's `h2`, `http/1.1`.
+    pub(crate) engine: Arc<ServerConfig>,
+    /// Published `http` tunnels: `[http/1.1]` or `[h2, http/1.1]`, each
+    /// with TLS 1.2+ or TLS 1.3 only.
+    https: [Arc<ServerConfig>; 4],
+}
+
+impl ServerConfigs {
+    /// The configuration for a published `http` tunnel.
+    pub(crate) fn https(&self, h2: bool, tls13_only: bool) -> Arc<ServerConfig> {
+        self.https[usize::from(h2) * 2 + usize::from(tls13_only)].clone()
+    }
+}
+
+impl EngineTls {
+    /// Loads the CA from `dir` (creating it, and `dir`, when absent) and
+    /// issues this run's server certificate.
+    pub(crate) fn load_or_create(dir: &Path) -> Result<Self> {
+        create_dir(dir)?;
+        let ca_file = dir.join(CA_FILE);
+        let key_file = dir.join(CA_KEY_FILE);
+        let (ca_pem, ca_key) = match (ca_file.exists(), key_file.exists()) {
+            (true, true) => load_ca(&ca_file, &key_file)?,
+            (false, false) => create_ca(&ca_file, &key_file)?,
+            _ => {
+                return Err(ca_error(format!(
+                    "{} holds only one of {CA_FILE} and {CA_KEY_FILE}; remove the other or use a fresh state directory",
+                    dir.display()
+                )))
+            }
+        };
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .map_err(|e| ca_error(format!("{}: malformed PEM ({e})", ca_file.display())))?;
+        let issuer = Issuer::new(ca_params(&ca_key)?, ca_key);
+
+        let leaf_key = KeyPair::generate().map_err(|e| cert_error("generating a key", e))?;
+        let leaf = leaf_params()?
+            .signed_by(&leaf_key, &issuer)
+            .map_err(|e| cert_error("issuing the server certificate", e))?;
+        let leaf = leaf.der().clone();
+        check_chain(&ca_der, &leaf).map_err(|e| {
+            ca_error(format!(
+                "{} does not match {CA_KEY_FILE} ({e}); use a fresh state directory",
+                ca_file.display()
+            ))
+        })?;
+        Ok(EngineTls {
+            ca_pem,
+            ca_file,
+            leaf,
+            leaf_key: PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        })
+    }
+
+    /// Builds every server configuration (each with its own session cache
+    /// and ticketer, so clients resume sessions).
+    pub(crate) fn server_configs(&self) -> Result<ServerConfigs> {
+        let h1: &[&[u8]] = &[b"http/1.1"];
+        let h2: &[&[u8]] = &[b"h2", b"http/1.1"];
+        Ok(ServerConfigs {
+            engine: self.server_config(&[crate::proto::ALPN, b"h2", b"http/1.1"], false)?,
+            https: [
+                self.server_config(h1, false)?,
+                self.server_config(h1, true)?,
+                self.server_config(h2, false)?,
+                self.server_config(h2, true)?,
+            ],
+        })
+    }
+
+    fn server_config(&self, alpn: &[&[u8]], tls13_only: bool) -> Result<Arc<ServerConfig>> {
+        let builder = ServerConfig::builder_with_provider(provider());
+        let builder = if tls13_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS13])
+        } else {
+            builder.with_safe_default_protocol_versions()
+        }
+        .map_err(|e| Error::tls("local engine TLS configuration", e))?;
+        let mut config = builder
+            .with_no_client_auth()
+            .with_single_cert(vec![self.leaf.clone()], self.leaf_key.clone_key())
+            .map_err(|e| Error::tls("local engine TLS configuration", e))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| Error::tls("local engine TLS session tickets", e))?;
+        Ok(Arc::new(config))
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating state directory {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+fn load_ca(ca_file: &Path, key_file: &Path) -> Result<(String, KeyPair)> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))
+    };
+    let ca_pem = read(ca_file)?;
+    let key = KeyPair::from_pem(&read(key_file)?).map_err(|e| {
+        ca_error(format!(
+            "{}: not a usable private key ({e})",
+            key_file.display()
+        ))
+    })?;
+    Ok((ca_pem, key))
+}
+
+fn create_ca(ca_file: &Path, key_file: &Path) -> Result<(String, KeyPair)> {
+    let key = KeyPair::generate().map_err(|e| cert_error("generating the CA key", e))?;
+    let mut params = ca_params(&key)?;
+    params.serial_number = Some(random_serial());
+    let now = unix_days();
+    params.not_before = {
+        let (y, m, d) = civil_from_days(now - 1);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    params.not_after = {
+        let (y, m, d) = civil_from_days(now + 3650);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| cert_error("creating the CA certificate", e))?;
+    let ca_pem = cert.pem();
+    // Key first: a crash in between leaves a key without a CA, which is
+    // reported rather than silently replaced.
+    write_file(key_file, key.serialize_pem().as_bytes(), true)?;
+    write_file(ca_file, ca_pem.as_bytes(), false)?;
+    Ok((ca_pem, key))
+}
+
+/// Writes `path` atomically (temp file + rename); `secret` files get mode 0600.
+fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let result = options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("writing {}", path.display()), e));
+    }
+    Ok(())
+}
+
+/// The CA's parameters. Everything the leaf's issuer field and authority
+/// key identifier depend on is derived from the key, so a reloaded key
+/// yields the same issuer as the one that signed `ca.pem`.
+fn ca_params(key: &KeyPair) -> Result<CertificateParams> {
+    let fingerprint = hex::encode(&Sha256::digest(key.public_key_raw())[..4]);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "rstream local engine");
+    dn.push(
+        DnType::CommonName,
+        format!("rstream local engine CA {fingerprint}"),
+    );
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.name_constraints = Some(NameConstraints {
+        permitted_subtrees: vec![
+            GeneralSubtree::DnsName("localhost".into()),
+            GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix([127, 0, 0, 0], 8)),
+            GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix(
+                std::net::Ipv6Addr::LOCALHOST.octets(),
+                128,
+            )),
+        ],
+        excluded_subtrees: Vec::new(),
+    });
+    Ok(params)
+}
+
+fn leaf_params() -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "localhost");
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![
+        SanType::DnsName(
+            "localhost"
+                .try_into()
+                .map_err(|e| cert_error("server certificate name", e))?,
+        ),
+        SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+        SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
+    ];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    let now = unix_days();
+    params.not_before = {
+        let (y, m, d) = civil_from_days(now - 1);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    params.not_after = {
+        let (y, m, d) = civil_from_days(now + 365);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    Ok(params)
+}
+
+/// Verifies the fresh leaf against the CA as a client would (webpki).
+fn check_chain(ca: &CertificateDer<'static>, leaf: &CertificateDer<'static>) -> Result<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| cert_error("CA certificate", e))?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| cert_error("verifier", e))?;
+    for name in ["localhost", "127.0.0.1"] {
+        let name = ServerName::try_from(name).map_err(|e| cert_error("server name", e))?;
+        verifier
+            .verify_server_cert(leaf, &[], &name, &[], UnixTime::now())
+            .map_err(|e| cert_error("certificate check", e))?;
+    }
+    Ok(())
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // positive, and no leading zero byte to strip
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Days since 1970-01-01 (UTC).
+fn unix_days() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    i64::try_from(secs / 86_400).unwrap_or(0)
+}
+
+/// Proleptic Gregorian date of a day number (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    // Ranges: 1 <= d <= 31, 1 <= m <= 12; y fits for any realistic clock.
+    (y as i32, m as u8, d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn creates_then_reuses_the_ca() {
+        let dir = std::env::temp_dir().join(format!(
+            "rstream-engine-certs-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let first = EngineTls::load_or_create(&dir).unwrap();
+        let second = EngineTls::load_or_create(&dir).unwrap();
+        assert_eq!(first.ca_pem, second.ca_pem);
+        assert_ne!(first.leaf, second.leaf);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(CA_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        first.server_configs().unwrap();
+        std::fs::remove_file(dir.join(CA_FILE)).unwrap();
+        assert!(EngineTls::load_or_create(&dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,369 @@
+//! A real rstream engine for one machine (feature `local-engine`).
+//!
+//! [`LocalEngine`] speaks the rstream runtime protocol (PROTOCOL.md) as a
+//! server, byte for byte, so any rstream SDK (this crate's client, the
+//! official Python SDK, …) can connect to it: control channels with
+//! heartbeat liveness, private and published tunnels, private dial
+//! (with and without zero-RTT) and published endpoints on loopback.
+//!
+//! One TLS port carries everything, split by ALPN: `rstrm/1` (or no ALPN)
+//! is the tunnel protocol, `h2` / `http/1.1` is the Engine HTTP API.
+//! The engine creates its own certificate authority in its state directory
+//! (`ca.pem`, `ca-key.pem`) and reuses it on restart; point clients at
+//! [`LocalEngine::ca_file`] (or `RSTREAM_CA_FILE`) and
+//! [`LocalEngine::engine_address`] (or `RSTREAM_ENGINE`).
+//!
+//! Published tunnels listen on `127.0.0.1` with a port of their own and
+//! come back with `hostname = "127.0.0.1"` and that `port`, so the
+//! forwarding address is `https://127.0.0.1:PORT` for `http` tunnels
+//! (TLS terminated by the engine with its own certificate) and
+//! `127.0.0.1:PORT (tcp)` / `127.0.0.1:PORT (tls)` for raw ones.
+//! Features a single machine cannot provide (GeoIP, edge auth, custom
+//! hostnames, datagrams, …) are refused with `FEATURE_NOT_AVAILABLE`,
+//! never silently ignored. See `docs/LOCAL_ENGINE.md` for the full list.
+//!
+//! # Example
+//!
+//! ```
+//! # async fn run() -> rstream::Result<()> {
+//! use rstream::engine::LocalEngine;
+//!
+//! let engine = LocalEngine::builder().start().await?;
+//! println!("RSTREAM_ENGINE={}", engine.engine_address());
+//! println!("RSTREAM_CA_FILE={}", engine.ca_file().display());
+//! engine.shutdown().await;
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+//! ```
+//!
+//! The `rstream-local-engine` binary wraps the same engine for other tools
+//! and languages: it prints one line,
+//! `RSTREAM_ENGINE=<host:port> RSTREAM_CA_FILE=<path>`, once it listens.
+
+mod api;
+mod certs;
+mod control;
+mod events;
+mod listener;
+mod state;
+mod streams;
+mod tasks;
+mod tunnels;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+pub use events::{ClientInfo, EngineEvent, TunnelInfo};
+
+/// Default liveness floor: the timeout answered is `max(3 × interval, 15 s)`.
+const DEFAULT_LIVENESS_FLOOR: Duration = Duration::from_secs(15);
+/// The protocol's ceiling for `heartbeat_timeout_ms` (PROTOCOL.md §5).
+const MAX_LIVENESS_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Builds and starts a [`LocalEngine`]. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct LocalEngineBuilder {
+    listen: SocketAddr,
+    state_dir: Option<PathBuf>,
+    tokens: Vec<String>,
+    liveness_timeout: Option<Duration>,
+    max_tunnels_per_client: usize,
+    max_pending_streams: usize,
+}
+
+impl Default for LocalEngineBuilder {
+    fn default() -> Self {
+        LocalEngineBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: None,
+            tokens: Vec::new(),
+            liveness_timeout: None,
+            max_tunnels_per_client: 64,
+            max_pending_streams: 256,
+        }
+    }
+}
+
+impl LocalEngineBuilder {
+    /// The address to listen on (default `127.0.0.1:0`, an ephemeral port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Where the engine keeps its CA (`ca.pem`, `ca-key.pem`). Default: a
+    /// fresh directory under [`std::env::temp_dir`], left in place after
+    /// shutdown. Restarting with the same directory reuses the same CA.
+    /// Run one engine per state directory at a time.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Adds a static agent token (repeatable). Once any token is
+    /// configured, control channels and private dials must present one of
+    /// them, or get `UNAUTHORIZED`. Without tokens, everyone is admitted.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.tokens.push(token.into());
+        self
+    }
+
+    /// The liveness timeout answered to clients that negotiate heartbeats
+    /// (and enforced on them). Default `max(3 × interval, 15 s)`. It is
+    /// always clamped into `[interval, 900 s]`, as the protocol requires.
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.liveness_timeout = Some(timeout);
+        self
+    }
+
+    /// How many tunnels one control channel may hold (default 64); one more
+    /// is refused with `CAPACITY_EXHAUSTED`.
+    pub fn max_tunnels_per_client(mut self, n: usize) -> Self {
+        self.max_tunnels_per_client = n;
+        self
+    }
+
+    /// How many streams per tunnel may wait for their owner's proxy
+    /// connection at once (default 256); more downstream connections are
+    /// refused (dials get `CAPACITY_EXHAUSTED`).
+    pub fn max_pending_streams(mut self, n: usize) -> Self {
+        self.max_pending_streams = n;
+        self
+    }
+
+    /// Creates (or reuses) the CA, binds the port and starts serving.
+    ///
+    /// Fails on an invalid setting (a blank token, a zero liveness timeout),
+    /// an unusable state directory, a CA that does not match its key, or a
+    /// port that cannot be bound.
+    pub async fn start(self) -> Result<LocalEngine> {
+        if self.tokens.iter().any(|t| t.trim().is_empty()) {
+            return Err(Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                "local engine: agent tokens must not be blank",
+            ));
+        }
+        if self.liveness_timeout == Some(Duration::ZERO) {
+            return Err(Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                "local engine: the liveness timeout must be greater than zero",
+            ));
+        }
+        let state_dir = match self.state_dir {
+            Some(dir) => dir,
+            None => std::env::temp_dir().join(format!(
+                "rstream-local-engine-{}",
+                uuid::Uuid::new_v4().simple()
+            )),
+        };
+        let state_dir = std::path::absolute(&state_dir)
+            .map_err(|e| Error::io(format!("resolving {}", state_dir.display()), e))?;
+        let tls = certs::EngineTls::load_or_create(&state_dir)?;
+        let configs = tls.server_configs()?;
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| Error::io(format!("local engine: binding {}", self.listen), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("local engine: reading the bound address", e))?;
+
+        let (events, _) = broadcast::channel(events::CAPACITY);
+        let inner = Arc::new(Inner {
+            config: Config {
+                tokens: self.tokens,
+                liveness_timeout: self.liveness_timeout,
+                max_tunnels_per_client: self.max_tunnels_per_client,
+                max_pending_streams: self.max_pending_streams,
+            },
+            tls: configs,
+            state: Mutex::new(state::State::new(events)),
+            tasks: tasks::Tasks::new(),
+        });
+        let accept_loop = tokio::spawn(listener::run(inner.clone(), listener));
+        tracing::debug!(%local_addr, state_dir = %state_dir.display(), "local engine listening");
+        Ok(LocalEngine {
+            inner,
+            accept_loop: Some(accept_loop),
+            local_addr,
+            ca_pem: tls.ca_pem,
+            ca_file: tls.ca_file,
+            state_dir,
+        })
+    }
+}
+
+/// Engine settings shared by every task.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) tokens: Vec<String>,
+    pub(crate) liveness_timeout: Option<Duration>,
+    pub(crate) max_tunnels_per_client: usize,
+    pub(crate) max_pending_streams: usize,
+}
+
+impl Config {
+    /// The timeout answered for a proposed heartbeat interval (PROTOCOL.md §5).
+    pub(crate) fn liveness_timeout_for(&self, interval: Duration) -> Duration {
+        let wanted = self
+            .liveness_timeout
+            .unwrap_or_else(|| (interval * 3).max(DEFAULT_LIVENESS_FLOOR));
+        wanted.clamp(interval, MAX_LIVENESS_TIMEOUT.max(interval))
+    }
+}
+
+/// What every engine task shares.
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) tls: certs::ServerConfigs,
+    state: Mutex<state::State>,
+    pub(crate) tasks: tasks::Tasks,
+}
+
+impl Inner {
+    /// Locks the engine state. Keep the guard for a few map operations only;
+    /// never hold it across an `.await`.
+    pub(crate) fn state(&self) -> MutexGuard<'_, state::State> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that matters more than stopping the engine would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running local engine. See the [module docs](self).
+///
+/// Dropping it stops the engine (every connection, tunnel and published
+/// port is closed); [`shutdown`](LocalEngine::shutdown) does the same and
+/// waits until the ports are released.
+pub struct LocalEngine {
+    inner: Arc<Inner>,
+    accept_loop: Option<JoinHandle<()>>,
+    local_addr: SocketAddr,
+    ca_pem: String,
+    ca_file: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl std::fmt::Debug for LocalEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEngine")
+            .field("local_addr", &self.local_addr)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalEngine {
+    /// A builder with the defaults (`127.0.0.1:0`, temp state dir, no tokens).
+    pub fn builder() -> LocalEngineBuilder {
+        LocalEngineBuilder::default()
+    }
+
+    /// The address the engine listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The engine address for clients (`RSTREAM_ENGINE`): `127.0.0.1:PORT`
+    /// when listening on IPv4 loopback or any IPv4 address, `localhost:PORT`
+    /// for IPv6 (the SDKs refuse IPv6 literals), else `IP:PORT`.
+    pub fn engine_address(&self) -> String {
+        let port = self.local_addr.port();
+        match self.local_addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() || v4.is_loopback() => {
+                format!("127.0.0.1:{port}")
+            }
+            std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+            std::net::IpAddr::V6(_) => format!("localhost:{port}"),
+        }
+    }
+
+    /// The engine's CA certificate (PEM), the only trust anchor clients need.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The CA certificate file (`RSTREAM_CA_FILE`), `<state dir>/ca.pem`.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The state directory (absolute).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Subscribes to engine events: clients and tunnels created and deleted,
+    /// in the order they happen. The channel is bounded; a receiver that
+    /// falls too far behind gets `RecvError::Lagged` and skips ahead.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.state().subscribe()
+    }
+
+    /// The connected clients (control channels), in no particular order.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.inner.state().clients()
+    }
+
+    /// The open tunnels, in no particular order.
+    pub fn tunnels(&self) -> Vec<TunnelInfo> {
+        self.inner.state().tunnels()
+    }
+
+    // ---------------------------------------------------------------
+    // `client_builder()` goes here (added by the lead once `Client`
+    // exists): a client builder pre-set with `engine_address()` and
+    // `ca_pem()` (and the first configured token, if any).
+    // ---------------------------------------------------------------
+
+    /// Stops the engine: closes the listening port, every connection, tunnel
+    /// and published port, and waits until they are released.
+    pub async fn shutdown(mut self) {
+        let stopped = self.stop();
+        if let Some(handle) = stopped.accept_loop {
+            let _ = handle.await;
+        }
+        if let Some(mut tasks) = stopped.tasks {
+            while tasks.join_next().await.is_some() {}
+        }
+        for handle in stopped.endpoints {
+            let _ = handle.await;
+        }
+    }
+
+    /// Aborts everything (synchronously); returns what to wait for.
+    fn stop(&mut self) -> Stopped {
+        let accept_loop = self.accept_loop.take();
+        if let Some(handle) = &accept_loop {
+            handle.abort();
+        }
+        Stopped {
+            accept_loop,
+            tasks: self.inner.tasks.close(),
+            endpoints: self.inner.state().drain(),
+        }
+    }
+}
+
+/// The aborted tasks of a stopping engine.
+struct Stopped {
+    accept_loop: Option<JoinHandle<()>>,
+    tasks: Option<tokio::task::JoinSet<()>>,
+    endpoints: Vec<JoinHandle<()>>,
+}
+
+impl Drop for LocalEngine {
+    fn drop(&mut self) {
+        // Aborting is synchronous; the runtime drops the tasks (and with
+        // them every socket) at its next turn.
+        let _ = self.stop();
+    }
+}

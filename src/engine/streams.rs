@@ -1,0 +1,234 @@
+//! Streams: reaching a tunnel's owner (`ProxyConnReq` → the owner's
+//! `ProxyReq` connection + `ProxyConnRsp`), private dials (`StreamReq`),
+//! and the byte splice between downstream and owner.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use super::state::{allowed, PendingEvent};
+use super::Inner;
+use crate::proto::{
+    self, message::Payload, stream_rsp, write_frame, ErrorCode, Message, ProxyConnReq, ProxyReq,
+    ProxyRsp, StreamReq, StreamRsp,
+};
+
+/// A TLS connection accepted on the engine port.
+pub(crate) type ServerTls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// How long a downstream waits for the owner (PROTOCOL.md's operation timeout).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on writing one handshake frame.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Splice buffer per direction (one TLS record).
+const SPLICE_BUFFER: usize = 16 * 1024;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
+    proto::Error::new(code, message)
+}
+
+/// Asks the owner of `tunnel_id` for a stream and waits (30 s at most) for
+/// both its proxy connection (secret checked) and its positive
+/// `ProxyConnRsp`. Returns the stream id and the owner's connection.
+pub(crate) async fn reach_owner(
+    inner: &Inner,
+    tunnel_id: &str,
+    source: IpAddr,
+) -> Result<(String, ServerTls), proto::Error> {
+    let start = inner
+        .state()
+        .open_pending(tunnel_id, inner.config.max_pending_streams)?;
+    let stream_id = start.stream_id;
+    let _pending = PendingGuard {
+        inner,
+        stream_id: &stream_id,
+    };
+    let deadline = Instant::now() + OPERATION_TIMEOUT;
+    let req = Message::new(Payload::ProxyConnReq(ProxyConnReq {
+        tunnel_id: tunnel_id.to_owned(),
+        stream_id: stream_id.clone(),
+        secret: Some(start.secret),
+        source_ip: Some(source.into()),
+        proxy_endpoint: None,
+    }));
+    let too_late = || {
+        error(
+            ErrorCode::ServiceUnavailable,
+            "the tunnel's client did not answer within 30 s",
+        )
+    };
+    match timeout_at(deadline, start.owner.send(req)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(error(ErrorCode::TunnelNotFound, "the tunnel is closed")),
+        Err(_) => return Err(too_late()),
+    }
+    let mut events = start.events;
+    let mut connection = None;
+    let mut answered = false;
+    loop {
+        match timeout_at(deadline, events.recv()).await {
+            Err(_) => return Err(too_late()),
+            Ok(None) => return Err(error(ErrorCode::TunnelNotFound, "the tunnel is closed")),
+            Ok(Some(PendingEvent::Connected(tls))) => connection = Some(*tls),
+            Ok(Some(PendingEvent::Answered(Ok(())))) => answered = true,
+            Ok(Some(PendingEvent::Answered(Err(e)))) => {
+                let why = e.message.unwrap_or_else(|| "no reason given".into());
+                return Err(error(
+                    ErrorCode::InvalidStream,
+                    format!("the tunnel's client refused the stream: {why}"),
+                ));
+            }
+        }
+        if answered {
+            if let Some(tls) = connection.take() {
+                return Ok((stream_id.clone(), tls));
+            }
+        }
+    }
+}
+
+/// Unregisters a pending stream however its waiter ends.
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    stream_id: &'a str,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.state().close_pending(self.stream_id);
+    }
+}
+
+/// Serves a proxy connection (first frame `ProxyReq`): the owner's side
+/// of a pending stream.
+pub(crate) async fn serve_proxy(inner: &Inner, mut tls: ServerTls, req: ProxyReq) {
+    let zero_rtt = req.zero_rtt.unwrap_or(false);
+    let token = req.client_details.and_then(|d| d.token);
+    let claimed = inner
+        .state()
+        .claim_pending(&req.stream_id, token.as_deref());
+    match claimed {
+        Some(waiter) => {
+            if !zero_rtt {
+                let ok = Message::new(Payload::ProxyRsp(ProxyRsp { error: None }));
+                if let Err(e) = write(&mut tls, &ok).await {
+                    // The owner's ProxyConnRsp will carry the failure.
+                    tracing::debug!(stream_id = req.stream_id, error = %e, "ProxyRsp not sent");
+                    return;
+                }
+            }
+            // Capacity 2 and one connection per stream: never full.
+            let _ = waiter.try_send(PendingEvent::Connected(Box::new(tls)));
+        }
+        None => {
+            tracing::debug!(stream_id = req.stream_id, "proxy connection refused");
+            if !zero_rtt {
+                let rsp = Message::new(Payload::ProxyRsp(ProxyRsp {
+                    error: Some(error(
+                        ErrorCode::InvalidStream,
+                        "unknown stream, wrong secret, or stream already connected",
+                    )),
+                }));
+                let _ = write(&mut tls, &rsp).await;
+            }
+            close(tls).await;
+        }
+    }
+}
+
+/// Serves a private dial (first frame `StreamReq`).
+pub(crate) async fn serve_dial(
+    inner: &Inner,
+    mut tls: ServerTls,
+    peer: SocketAddr,
+    req: StreamReq,
+) {
+    let zero_rtt = req.zero_rtt.unwrap_or(false);
+    match dial(inner, peer, req).await {
+        Ok((stream_id, upstream)) => {
+            if !zero_rtt {
+                let rsp = Message::new(Payload::StreamRsp(StreamRsp {
+                    payload: Some(stream_rsp::Payload::StreamId(stream_id)),
+                }));
+                if write(&mut tls, &rsp).await.is_err() {
+                    return;
+                }
+            }
+            splice(tls, upstream).await;
+        }
+        Err(e) => {
+            tracing::debug!(%peer, code = e.code, message = ?e.message, "dial refused");
+            if !zero_rtt {
+                let rsp = Message::new(Payload::StreamRsp(StreamRsp {
+                    payload: Some(stream_rsp::Payload::Error(e)),
+                }));
+                let _ = write(&mut tls, &rsp).await;
+            }
+            close(tls).await;
+        }
+    }
+}
+
+async fn dial(
+    inner: &Inner,
+    peer: SocketAddr,
+    req: StreamReq,
+) -> Result<(String, ServerTls), proto::Error> {
+    let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
+    super::control::check_token(&inner.config, token)?;
+    if req.datagram_channel == Some(true) {
+        return Err(error(
+            ErrorCode::FeatureNotAvailable,
+            "the local engine does not support datagram channels",
+        ));
+    }
+    let name = req.tunnel_id_name.trim();
+    if name.is_empty() {
+        return Err(error(ErrorCode::InvalidRequest, "tunnel_id_name is empty"));
+    }
+    let target = inner.state().find_tunnel(name).ok_or_else(|| {
+        error(
+            ErrorCode::TunnelNotFound,
+            format!("tunnel {name:?} not found"),
+        )
+    })?;
+    let ip = peer.ip().to_canonical();
+    if !allowed(&target.trusted, ip) {
+        return Err(error(
+            ErrorCode::Unauthorized,
+            format!("{ip} is not in the tunnel's trusted_ips"),
+        ));
+    }
+    reach_owner(inner, &target.id, ip).await
+}
+
+async fn write(tls: &mut ServerTls, msg: &Message) -> crate::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write_frame(tls, msg)).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::Error::timeout("writing a handshake frame")),
+    }
+}
+
+/// Closes a connection cleanly (TLS close_notify), bounded in time.
+pub(crate) async fn close(mut tls: ServerTls) {
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, tls.shutdown()).await;
+}
+
+/// Copies bytes both ways until both directions are done (an EOF on one
+/// side shuts down the other's write side); an error on either side closes
+/// both. Bounded buffers.
+pub(crate) async fn splice<A, B>(mut a: A, mut b: B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER)
+        .await
+    {
+        Ok((down, up)) => tracing::trace!(down, up, "stream finished"),
+        Err(e) => tracing::debug!(error = %e, "stream ended with an error"),
+    }
+}

@@ -1,0 +1,420 @@
+//! Tunnel creation (validation of the requested properties), closing, and
+//! the published endpoints on `127.0.0.1`.
+//!
+//! Honoured: `name`, `type = bytestream`, `publish`, `protocol` (`http`,
+//! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
+//! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
+//! `http_version` (`http/1.1`, `h2c`), `hostname` (`localhost` /
+//! `127.0.0.1` only), `port` (`tcp` tunnels), `allow_cross_region_routing`
+//! (echoed; there is one region). Everything else that asks for behaviour
+//! is refused with `FEATURE_NOT_AVAILABLE`, naming the property.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::events::TunnelInfo;
+use super::state::{allowed, TrustedIps};
+use super::{streams, Inner};
+use crate::proto::TunnelProperties;
+use crate::proto::{self, open_tunnel_rsp, ErrorCode, Message, OpenTunnelReq, OpenTunnelRsp};
+
+/// How long a published `http` endpoint waits for a downstream TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a published endpoint does with a downstream connection.
+#[derive(Clone)]
+pub(crate) enum EndpointKind {
+    /// `tcp`, `tls` (passthrough) or no protocol: splice raw bytes.
+    Raw,
+    /// `http`: terminate TLS with the engine's certificate, splice plaintext.
+    Https(Arc<rustls::ServerConfig>),
+}
+
+/// A validated tunnel request.
+pub(crate) struct Plan {
+    /// The properties to return (id, date, hostname and port still to fill).
+    props: TunnelProperties,
+    /// `Some` for published tunnels: the kind and the requested port.
+    endpoint: Option<(EndpointKind, Option<u16>)>,
+    trusted: TrustedIps,
+}
+
+fn unavailable(what: impl std::fmt::Display) -> proto::Error {
+    proto::Error::new(
+        ErrorCode::FeatureNotAvailable,
+        format!("the local engine does not support {what}"),
+    )
+}
+
+fn invalid(message: impl Into<String>) -> proto::Error {
+    proto::Error::new(ErrorCode::InvalidRequest, message)
+}
+
+fn non_blank(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Validates requested properties against what this engine can do.
+pub(crate) fn validate(
+    requested: Option<TunnelProperties>,
+    tls: &super::certs::ServerConfigs,
+) -> Result<Plan, proto::Error> {
+    let mut p = requested.unwrap_or_default();
+
+    match non_blank(&p.r#type) {
+        None | Some("bytestream") => {}
+        Some("datagram") => return Err(unavailable("datagram tunnels (type = \"datagram\")")),
+        Some(other) => return Err(invalid(format!("unknown tunnel type {other:?}"))),
+    }
+    let protocol = non_blank(&p.protocol).map(str::to_owned);
+    match protocol.as_deref() {
+        None | Some("http" | "tls" | "tcp") => {}
+        Some(other @ ("dtls" | "quic")) => {
+            return Err(unavailable(format!("protocol = {other:?}")))
+        }
+        Some(other) => return Err(invalid(format!("unknown protocol {other:?}"))),
+    }
+    let tcp = protocol.as_deref() == Some("tcp");
+    let http = protocol.as_deref() == Some("http");
+    if tcp && p.publish == Some(false) {
+        return Err(invalid(
+            "tcp tunnels are always published (publish = false)",
+        ));
+    }
+    let published = p.publish.unwrap_or(false) || tcp;
+
+    let http_version = non_blank(&p.http_version).map(str::to_owned);
+    match http_version.as_deref() {
+        None | Some("http/1.1" | "h2c") => {}
+        Some(v @ ("h2" | "h3")) => {
+            return Err(unavailable(format!(
+                "upstream http_version = {v:?} (use \"http/1.1\" or \"h2c\")"
+            )))
+        }
+        Some(v) => return Err(invalid(format!("unknown http_version {v:?}"))),
+    }
+    match non_blank(&p.tls_mode) {
+        None => {}
+        Some("passthrough") if !http => {}
+        Some("passthrough") => {
+            return Err(unavailable("tls_mode = \"passthrough\" on http tunnels"))
+        }
+        Some("terminated") => return Err(unavailable("tls_mode = \"terminated\"")),
+        Some(m) => return Err(invalid(format!("unknown tls_mode {m:?}"))),
+    }
+    if tcp && (p.tls_mode.is_some() || p.http_version.is_some()) {
+        return Err(invalid(
+            "tcp tunnels take neither tls_mode nor http_version",
+        ));
+    }
+    let flags = [
+        ("upstream_tls", p.upstream_tls),
+        ("token_auth", p.token_auth),
+        ("rstream_auth", p.rstream_auth),
+        ("challenge_mode", p.challenge_mode),
+        ("mtls_auth", p.mtls_auth),
+        ("http_use_tls", p.http_use_tls),
+        (
+            "datagram_guaranteed_delivery",
+            p.datagram_guaranteed_delivery,
+        ),
+    ];
+    if let Some((name, _)) = flags.iter().find(|(_, v)| *v == Some(true)) {
+        return Err(unavailable(format!("{name} = true")));
+    }
+    if !p.geoip.is_empty() {
+        return Err(unavailable("geoip filtering"));
+    }
+    if non_blank(&p.mtls_cacert_pem).is_some() {
+        return Err(unavailable("mtls_cacert_pem"));
+    }
+    if !p.tls_alpns.is_empty() {
+        return Err(unavailable("tls_alpns"));
+    }
+    if !p.tls_ciphers.is_empty() {
+        return Err(unavailable("tls_ciphers"));
+    }
+    let tls13_only = match non_blank(&p.tls_min_version) {
+        None => false,
+        Some(v) if !(http && published) => {
+            return Err(unavailable(format!(
+                "tls_min_version = {v:?} outside published http tunnels"
+            )))
+        }
+        Some(v) => parse_tls_version(v).ok_or_else(|| {
+            invalid(format!(
+                "unknown tls_min_version {v:?} (use \"1.2\" or \"1.3\")"
+            ))
+        })?,
+    };
+    match non_blank(&p.hostname) {
+        None | Some("localhost" | "127.0.0.1") => {}
+        Some(h) => {
+            return Err(unavailable(format!(
+                "custom hostnames (hostname = {h:?}); published tunnels get 127.0.0.1"
+            )))
+        }
+    }
+    let port = match p.port {
+        None => None,
+        Some(_) if !tcp => return Err(invalid("port is only allowed on tcp tunnels")),
+        Some(n) => Some(
+            u16::try_from(n)
+                .ok()
+                .filter(|n| *n != 0)
+                .ok_or_else(|| invalid(format!("port {n} is outside 1-65535")))?,
+        ),
+    };
+    let mut trusted = Vec::with_capacity(p.trusted_ips.len());
+    for entry in &p.trusted_ips {
+        trusted.push(parse_trusted(entry).ok_or_else(|| {
+            invalid(format!(
+                "trusted_ips: {entry:?} is not an IP address or CIDR block"
+            ))
+        })?);
+    }
+    if let Some(name) = &p.name {
+        if name.trim().is_empty() {
+            p.name = None;
+        } else if name.len() > 255 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(format!(
+                "invalid tunnel name {name:?} (at most 255 characters, no spaces or control characters)"
+            )));
+        }
+    }
+
+    let endpoint = published.then(|| {
+        let kind = if http {
+            EndpointKind::Https(tls.https(http_version.as_deref() == Some("h2c"), tls13_only))
+        } else {
+            EndpointKind::Raw
+        };
+        (kind, port)
+    });
+    p.id = None;
+    p.creation_date = None;
+    p.host = None;
+    p.r#type = Some("bytestream".into());
+    p.publish = Some(published);
+    p.hostname = None;
+    p.port = None;
+    Ok(Plan {
+        props: p,
+        endpoint,
+        trusted: trusted.into(),
+    })
+}
+
+fn parse_tls_version(v: &str) -> Option<bool> {
+    let v = v.to_ascii_lowercase();
+    let v = v.trim_start_matches("tls").trim_start_matches('v');
+    let v = v.trim_start_matches(['_', ' ']);
+    match v {
+        "1.2" | "1_2" | "12" => Some(false),
+        "1.3" | "1_3" | "13" => Some(true),
+        _ => None,
+    }
+}
+
+fn parse_trusted(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Handles an `OpenTunnelReq` from `client_id`.
+pub(crate) async fn open(
+    inner: &Arc<Inner>,
+    client_id: &str,
+    owner: &mpsc::Sender<Message>,
+    req: OpenTunnelReq,
+) -> OpenTunnelRsp {
+    let payload = match create(inner, client_id, owner, req.tunnel_properties).await {
+        Ok(props) => open_tunnel_rsp::Payload::TunnelProperties(props),
+        Err(e) => {
+            tracing::debug!(client_id, code = e.code, message = ?e.message, "tunnel refused");
+            open_tunnel_rsp::Payload::Error(e)
+        }
+    };
+    OpenTunnelRsp {
+        request_id: req.request_id,
+        payload: Some(payload),
+    }
+}
+
+async fn create(
+    inner: &Arc<Inner>,
+    client_id: &str,
+    owner: &mpsc::Sender<Message>,
+    requested: Option<TunnelProperties>,
+) -> Result<TunnelProperties, proto::Error> {
+    let plan = validate(requested, &inner.tls)?;
+    let max = inner.config.max_tunnels_per_client;
+    inner
+        .state()
+        .check_new_tunnel(client_id, plan.props.name.as_deref(), max)?;
+
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    let mut props = plan.props;
+    props.id = Some(id.clone());
+    let created_at = SystemTime::now();
+    props.creation_date = Some(created_at.into());
+    let endpoint = match plan.endpoint {
+        Some((kind, port)) => {
+            let listener = bind(port).await?;
+            let port = listener
+                .local_addr()
+                .map_err(|e| proto::Error::new(ErrorCode::Internal, e.to_string()))?
+                .port();
+            props.hostname = Some("127.0.0.1".into());
+            props.port = Some(u32::from(port));
+            Some(spawn_endpoint(
+                inner.clone(),
+                id.clone(),
+                listener,
+                kind,
+                plan.trusted.clone(),
+            ))
+        }
+        None => None,
+    };
+    let info = TunnelInfo {
+        id,
+        client_id: client_id.to_owned(),
+        properties: props.clone(),
+        created_at,
+    };
+    inner
+        .state()
+        .insert_tunnel(info, owner.clone(), plan.trusted, endpoint, max)?;
+    tracing::debug!(client_id, tunnel = ?props.id, port = ?props.port, "tunnel created");
+    Ok(props)
+}
+
+/// Binds a published endpoint on 127.0.0.1 (a requested port or any).
+/// A port in use is `CAPACITY_EXHAUSTED` (retryable once it is released).
+async fn bind(port: Option<u16>) -> Result<TcpListener, proto::Error> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => proto::Error::new(
+            ErrorCode::CapacityExhausted,
+            format!("port {} is already in use", addr.port()),
+        ),
+        std::io::ErrorKind::PermissionDenied => invalid(format!(
+            "port {} cannot be bound by the engine",
+            addr.port()
+        )),
+        _ => proto::Error::new(
+            ErrorCode::CapacityExhausted,
+            format!("cannot listen on {addr}: {e}"),
+        ),
+    })
+}
+
+/// Closes `tunnel_id` if `client_id` owns it, and waits until its port is free.
+pub(crate) async fn close(inner: &Inner, client_id: &str, tunnel_id: &str) {
+    let endpoint = inner.state().remove_tunnel(client_id, tunnel_id);
+    if let Some(Some(handle)) = endpoint {
+        let _ = handle.await;
+    }
+}
+
+fn spawn_endpoint(
+    inner: Arc<Inner>,
+    tunnel_id: String,
+    listener: TcpListener,
+    kind: EndpointKind,
+    trusted: TrustedIps,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(tunnel_id, error = %e, "published endpoint accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let ip = peer.ip().to_canonical();
+            if !allowed(&trusted, ip) {
+                tracing::debug!(tunnel_id, %peer, "downstream refused by trusted_ips");
+                continue;
+            }
+            let _ = tcp.set_nodelay(true);
+            let task = downstream(inner.clone(), tunnel_id.clone(), tcp, ip, kind.clone());
+            inner.tasks.spawn(task);
+        }
+    })
+}
+
+async fn downstream(
+    inner: Arc<Inner>,
+    tunnel_id: String,
+    tcp: TcpStream,
+    ip: IpAddr,
+    kind: EndpointKind,
+) {
+    match kind {
+        EndpointKind::Raw => {
+            if let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await {
+                streams::splice(tcp, upstream).await;
+            }
+        }
+        EndpointKind::Https(config) => {
+            let accept = TlsAcceptor::from(config).accept(tcp);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(tunnel_id, error = %e, "downstream TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(tunnel_id, "downstream TLS handshake timed out");
+                    return;
+                }
+            };
+            if let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await {
+                streams::splice(tls, upstream).await;
+            }
+        }
+    }
+}
+
+async fn reach(
+    inner: &Inner,
+    tunnel_id: &str,
+    ip: IpAddr,
+) -> Result<(String, streams::ServerTls), proto::Error> {
+    streams::reach_owner(inner, tunnel_id, ip)
+        .await
+        .inspect_err(|e| {
+            tracing::debug!(tunnel_id, code = e.code, message = ?e.message, "downstream abandoned");
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_versions_and_cidrs() {
+        assert_eq!(parse_tls_version("1.2"), Some(false));
+        assert_eq!(parse_tls_version("TLSv1.3"), Some(true));
+        assert_eq!(parse_tls_version("tls1_3"), Some(true));
+        assert_eq!(parse_tls_version("1.1"), None);
+        assert!(parse_trusted("10.0.0.0/8").is_some());
+        assert!(parse_trusted(" 127.0.0.1 ").is_some());
+        assert!(parse_trusted("::1").is_some());
+        assert!(parse_trusted("nope").is_none());
+        assert!(parse_trusted("10.0.0.0/33").is_none());
+    }
+}
