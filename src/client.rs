@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{ClientOptions, Resolved, Secret};
+use crate::config::{managed, ClientOptions, EngineTarget, ResolvedOptions, Secret};
 use crate::control::ControlChannel;
 use crate::error::{Error, Result};
 use crate::proto::{
@@ -26,17 +26,31 @@ pub struct Client {
 }
 
 pub(crate) struct ClientInner {
-    pub(crate) engine: Endpoint,
-    pub(crate) sni: String,
+    /// The engine address and SNI: set at construction for a known engine,
+    /// on first use for a managed one (resolved once, then cached; a failed
+    /// resolution is retried by the next connect).
+    engine: tokio::sync::OnceCell<EngineAddr>,
     pub(crate) dialer: TlsDialer,
-    pub(crate) options: Resolved,
+    pub(crate) options: ResolvedOptions,
+}
+
+/// Where to connect to reach the engine.
+#[derive(Clone, Debug)]
+pub(crate) struct EngineAddr {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) sni: String,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("engine", &self.inner.engine.to_string())
+            .field("engine", &self.inner.options.engine)
+            .field(
+                "resolved_engine",
+                &self.inner.engine.get().map(|e| e.endpoint.to_string()),
+            )
             .field("token", &self.inner.options.token)
+            .field("proxy", &self.inner.options.proxy)
             .finish()
     }
 }
@@ -71,18 +85,33 @@ impl Client {
     /// A client from explicit options (the environment is read only if the
     /// options came from [`ClientOptions::from_env`]).
     pub fn new(options: ClientOptions) -> Result<Client> {
-        let options = options.resolve()?;
+        Client::from_resolved(options.resolve()?)
+    }
+
+    /// A client from already [resolved](ClientOptions::resolve) options
+    /// (e.g. after printing them for `--debug`).
+    ///
+    /// Fails with `ERR_RSTREAM_ENGINE_REQUIRED` when neither an engine nor a
+    /// project endpoint is configured.
+    pub fn from_resolved(options: ResolvedOptions) -> Result<Client> {
+        let engine = match &options.engine {
+            Some(EngineTarget::Address(endpoint)) => {
+                tokio::sync::OnceCell::new_with(Some(EngineAddr::new(endpoint.clone(), &options)))
+            }
+            Some(EngineTarget::Managed { .. }) => tokio::sync::OnceCell::new(),
+            None => {
+                return Err(Error::config(
+                    "ERR_RSTREAM_ENGINE_REQUIRED",
+                    "no engine: set ClientOptions::engine, RSTREAM_ENGINE, a context engine or a project endpoint",
+                ))
+            }
+        };
         let config = options.tls.client_config(&[ALPN])?;
-        let sni = options
-            .tls
-            .server_name
-            .clone()
-            .unwrap_or_else(|| options.engine.host().to_owned());
         Ok(Client {
             inner: Arc::new(ClientInner {
-                engine: options.engine.clone(),
-                sni,
-                dialer: TlsDialer::new(config, options.connect_timeout),
+                engine,
+                dialer: TlsDialer::new(config, options.connect_timeout)
+                    .with_proxy(options.proxy.clone()),
                 options,
             }),
         })
@@ -93,16 +122,37 @@ impl Client {
         ClientOptions::new()
     }
 
-    /// A client configured from the environment: `RSTREAM_ENGINE` (or
-    /// legacy `RSTREAM_ENGINE_ADDRESS`), `RSTREAM_AUTHENTICATION_TOKEN`,
-    /// `RSTREAM_CA_FILE` (extra trust anchors, as printed by the local engine).
+    /// A client configured from the environment and the CLI's config file
+    /// (see [`config`](crate::config)): `RSTREAM_ENGINE` (or legacy
+    /// `RSTREAM_ENGINE_ADDRESS`), `RSTREAM_AUTHENTICATION_TOKEN`,
+    /// `RSTREAM_CA_FILE` (extra trust anchors, as printed by the local
+    /// engine), `RSTREAM_CONTEXT`, `~/.rstream/config.yaml`, …
     pub fn from_env() -> Result<Client> {
         ClientOptions::from_env().build()
     }
 
-    /// The engine address.
-    pub fn engine(&self) -> &Endpoint {
-        &self.inner.engine
+    /// The engine address, once known: always for a configured engine, after
+    /// the first [`connect`](Client::connect) or [`dial`](Client::dial) (or
+    /// [`resolve_engine`](Client::resolve_engine)) for a managed project.
+    pub fn engine(&self) -> Option<&Endpoint> {
+        self.inner.engine.get().map(|e| &e.endpoint)
+    }
+
+    /// The engine address, resolving a managed project endpoint through the
+    /// control-plane API if that has not happened yet (once per client; a
+    /// failure is not cached).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a cancelled resolution is simply started again by the
+    /// next call.
+    pub async fn resolve_engine(&self) -> Result<Endpoint> {
+        Ok(self.inner.engine().await?.endpoint.clone())
+    }
+
+    /// The resolved options this client uses (printable; secrets redacted).
+    pub fn options(&self) -> &ResolvedOptions {
+        &self.inner.options
     }
 
     pub(crate) fn inner(&self) -> &ClientInner {
@@ -139,7 +189,8 @@ impl Client {
         let inner = &self.inner;
         let zero_rtt = options.zero_rtt.unwrap_or(inner.options.zero_rtt);
         let token = options.token.or_else(|| inner.options.token.clone());
-        let mut io = inner.dialer.connect(&inner.engine, &inner.sni).await?;
+        let engine = inner.engine().await?;
+        let mut io = inner.dialer.connect(&engine.endpoint, &engine.sni).await?;
         let request = StreamReq {
             client_details: Some(inner.details(token.map(|t| t.expose().to_owned()))),
             tunnel_id_name: target.to_owned(),
@@ -174,7 +225,52 @@ impl Client {
     }
 }
 
+impl EngineAddr {
+    fn new(endpoint: Endpoint, options: &ResolvedOptions) -> Self {
+        let sni = options
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| endpoint.host().to_owned());
+        EngineAddr { endpoint, sni }
+    }
+}
+
 impl ClientInner {
+    /// The engine to connect to, resolving a managed project once.
+    pub(crate) async fn engine(&self) -> Result<&EngineAddr> {
+        self.engine
+            .get_or_try_init(|| async {
+                let endpoint = match &self.options.engine {
+                    Some(EngineTarget::Address(endpoint)) => endpoint.clone(),
+                    Some(EngineTarget::Managed {
+                        project_endpoint,
+                        region,
+                    }) => {
+                        let region = region.as_deref();
+                        let endpoint =
+                            managed::resolve_engine(&self.options, project_endpoint, region).await?;
+                        tracing::debug!(%endpoint, project = %project_endpoint, "managed engine resolved");
+                        endpoint
+                    }
+                    // from_resolved refuses a client without an engine.
+                    None => {
+                        return Err(Error::config(
+                            "ERR_RSTREAM_ENGINE_REQUIRED",
+                            "no engine configured",
+                        ))
+                    }
+                };
+                Ok(EngineAddr::new(endpoint, &self.options))
+            })
+            .await
+    }
+
+    /// The engine, if already known (always, once a control channel is open).
+    pub(crate) fn resolved_engine(&self) -> Option<&EngineAddr> {
+        self.engine.get()
+    }
+
     /// `ClientDetails`, identical on every connection but for the token.
     pub(crate) fn details(&self, token: Option<String>) -> ClientDetails {
         ClientDetails {

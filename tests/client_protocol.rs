@@ -2,6 +2,7 @@
 //! enforcement, out-of-order responses, and every protocol-error path.
 
 #[path = "support/scripted.rs"]
+#[allow(dead_code)]
 mod scripted;
 
 use std::time::Duration;

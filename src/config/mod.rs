@@ -1,20 +1,48 @@
 //! Client options and where they come from.
 //!
-//! [`ClientOptions`] holds every client setting. Explicit setters always win;
-//! [`ClientOptions::from_env`] additionally fills what was not set from the
-//! environment (`RSTREAM_ENGINE`, legacy `RSTREAM_ENGINE_ADDRESS`,
-//! `RSTREAM_AUTHENTICATION_TOKEN`, `RSTREAM_CA_FILE`). Empty or
-//! whitespace-only variables count as unset.
+//! Every setting is resolved by one resolver with the precedence the other
+//! rstream SDKs and the CLI share:
+//!
+//! **option in code > environment variable > selected context of the config
+//! file > the file's `environments` entry for the context's API URL > built-in
+//! default.**
+//!
+//! - [`ClientOptions::new`] (= [`Client::builder`](crate::Client::builder))
+//!   reads **nothing** but what you set: no environment, no config file.
+//!   Pure, for embedding and tests. Add [`config_file`](ClientOptions::config_file)
+//!   to read a given file anyway.
+//! - [`ClientOptions::from_env`] (= [`Client::from_env`](crate::Client::from_env))
+//!   also reads the environment and the CLI's config file
+//!   (`RSTREAM_CONFIG`, default `~/.rstream/config.yaml`);
+//!   [`no_config_file`](ClientOptions::no_config_file) skips the file.
+//! - [`ClientOptions::from_env_with`] is `from_env` with an injected
+//!   variable lookup (tests never need to touch the process environment).
+//!
+//! [`ClientOptions::resolve`] runs the resolver and returns
+//! [`ResolvedOptions`], printable for `--debug` output with every secret
+//! redacted. The full model, with examples, is in `docs/CONFIGURATION.md`.
 
+mod env;
+mod file;
+mod headers;
+mod jwt;
+pub(crate) mod managed;
+mod resolve;
+mod resolved;
 mod secret;
 
+use std::fmt;
+use std::io::Read as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use managed::{MAX_RESOLVE_BODY, RESOLVE_TIMEOUT};
+pub use resolved::{AuthKind, ClientCertificate, EngineTarget, ResolvedOptions, Source};
 pub use secret::Secret;
 
 use crate::error::{Error, Result};
-use crate::transport::{ClientIdentity, Endpoint, TlsOptions};
+use crate::transport::{ClientIdentity, HttpProxy, TlsOptions};
 
 /// Default TCP connect + TLS handshake timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,9 +57,30 @@ pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 64;
 pub const DEFAULT_HANDSHAKE_QUEUE: usize = 256;
 /// Accepted-by-the-engine streams a tunnel buffers until the app accepts them.
 pub const DEFAULT_ACCEPT_BACKLOG: usize = 256;
+/// The hosted control-plane API.
+pub const DEFAULT_API_URL: &str = "https://rstream.io";
+
+type LookupFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+#[derive(Clone)]
+enum EnvSource {
+    None,
+    Process,
+    Custom(Arc<LookupFn>),
+}
+
+#[derive(Clone, Debug)]
+enum ProxyChoice {
+    Use(HttpProxy),
+    Direct,
+}
 
 /// Every client setting. Build a [`Client`](crate::Client) with
-/// [`build`](ClientOptions::build) or [`Client::new`](crate::Client::new).
+/// [`build`](ClientOptions::build), or inspect the outcome first with
+/// [`resolve`](ClientOptions::resolve).
+///
+/// Setters never fail; everything is validated when the options are
+/// resolved. Blank strings count as unset.
 ///
 /// ```
 /// use std::time::Duration;
@@ -40,11 +89,22 @@ pub const DEFAULT_ACCEPT_BACKLOG: usize = 256;
 ///     .token("my-token")
 ///     .operation_timeout(Duration::from_secs(10));
 /// assert!(!format!("{options:?}").contains("my-token"));
+/// let resolved = options.resolve().unwrap();
+/// assert_eq!(resolved.auth(), rstream::config::AuthKind::Token);
+/// assert!(!resolved.to_string().contains("my-token"));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientOptions {
     pub(crate) engine: Option<String>,
     pub(crate) token: Option<Secret>,
+    pub(crate) api_url: Option<String>,
+    pub(crate) project_endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) context: Option<String>,
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) read_config_file: Option<bool>,
+    pub(crate) control_plane_headers: Vec<(String, String)>,
+    proxy: Option<ProxyChoice>,
     pub(crate) tls: TlsOptions,
     pub(crate) ca_files: Vec<PathBuf>,
     pub(crate) connect_timeout: Duration,
@@ -54,7 +114,7 @@ pub struct ClientOptions {
     pub(crate) max_concurrent_handshakes: usize,
     pub(crate) handshake_queue: usize,
     pub(crate) accept_backlog: usize,
-    pub(crate) read_env: bool,
+    env: EnvSource,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +122,14 @@ impl Default for ClientOptions {
         ClientOptions {
             engine: None,
             token: None,
+            api_url: None,
+            project_endpoint: None,
+            region: None,
+            context: None,
+            config_file: None,
+            read_config_file: None,
+            control_plane_headers: Vec::new(),
+            proxy: None,
             tls: TlsOptions::default(),
             ca_files: Vec::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -71,26 +139,87 @@ impl Default for ClientOptions {
             max_concurrent_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
             handshake_queue: DEFAULT_HANDSHAKE_QUEUE,
             accept_backlog: DEFAULT_ACCEPT_BACKLOG,
-            read_env: false,
+            env: EnvSource::None,
         }
     }
 }
 
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env = match self.env {
+            EnvSource::None => "none",
+            EnvSource::Process => "process",
+            EnvSource::Custom(_) => "custom lookup",
+        };
+        f.debug_struct("ClientOptions")
+            .field("engine", &self.engine)
+            .field("token", &self.token)
+            .field("api_url", &self.api_url)
+            .field("project_endpoint", &self.project_endpoint)
+            .field("region", &self.region)
+            .field("context", &self.context)
+            .field("config_file", &self.config_file)
+            .field("read_config_file", &self.read_config_file)
+            .field(
+                "control_plane_headers",
+                &self
+                    .control_plane_headers
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("proxy", &self.proxy)
+            .field("tls", &self.tls)
+            .field("ca_files", &self.ca_files)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("zero_rtt", &self.zero_rtt)
+            .field("max_concurrent_handshakes", &self.max_concurrent_handshakes)
+            .field("handshake_queue", &self.handshake_queue)
+            .field("accept_backlog", &self.accept_backlog)
+            .field("env", &env)
+            .finish()
+    }
+}
+
 impl ClientOptions {
-    /// Defaults, reading nothing from the environment.
+    /// Defaults, reading nothing from the environment or the config file.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Defaults, with unset values later filled from the environment.
+    /// Defaults, with what is not set in code taken from the environment
+    /// and the config file (`RSTREAM_CONFIG`, default `~/.rstream/config.yaml`).
     pub fn from_env() -> Self {
         ClientOptions {
-            read_env: true,
+            env: EnvSource::Process,
             ..Self::default()
         }
     }
 
-    /// The engine address, `host[:port]` (default port 443).
+    /// [`from_env`](Self::from_env), but variables are looked up with
+    /// `lookup` instead of the process environment (including `HOME`, for
+    /// the default config file path).
+    ///
+    /// ```
+    /// let options = rstream::ClientOptions::from_env_with(|name| match name {
+    ///     "RSTREAM_ENGINE" => Some("engine.example.test".to_owned()),
+    ///     _ => None,
+    /// });
+    /// let resolved = options.resolve().unwrap();
+    /// assert_eq!(resolved.engine().unwrap().to_string(), "engine.example.test:443");
+    /// ```
+    pub fn from_env_with(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        ClientOptions {
+            env: EnvSource::Custom(Arc::new(lookup)),
+            ..Self::default()
+        }
+    }
+
+    /// The engine address, `host[:port]` (default port 443). An explicit
+    /// engine that differs from the selected context's refuses that
+    /// context's stored credentials.
     pub fn engine(mut self, engine: impl Into<String>) -> Self {
         self.engine = Some(engine.into());
         self
@@ -102,13 +231,77 @@ impl ClientOptions {
         self
     }
 
+    /// The hosted project endpoint: the engine is then resolved through the
+    /// control-plane API on first connect (unless an engine is also given).
+    pub fn project_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.project_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The region of a managed project (`auto` = no preference). Needs a
+    /// project endpoint; cannot be combined with an explicit engine.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// The control-plane API URL (default `https://rstream.io`).
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
+
+    /// Adds a header to control-plane API requests (managed resolution).
+    pub fn control_plane_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.control_plane_headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Selects a context of the config file by name.
+    pub fn context(mut self, name: impl Into<String>) -> Self {
+        self.context = Some(name.into());
+        self
+    }
+
+    /// Reads this config file (also with [`new`](Self::new), which reads
+    /// no file by default). A missing file counts as an empty one.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self.read_config_file = Some(true);
+        self
+    }
+
+    /// Does not read any config file.
+    pub fn no_config_file(mut self) -> Self {
+        self.config_file = None;
+        self.read_config_file = Some(false);
+        self
+    }
+
+    /// Connects to the engine through this HTTP CONNECT proxy (overrides
+    /// the config file and `HTTPS_PROXY`).
+    pub fn proxy(mut self, proxy: HttpProxy) -> Self {
+        self.proxy = Some(ProxyChoice::Use(proxy));
+        self
+    }
+
+    /// Connects directly, ignoring any configured or environment proxy.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = Some(ProxyChoice::Direct);
+        self
+    }
+
     /// TLS settings (extra CAs, client certificate, server name, verification).
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = tls;
         self
     }
 
-    /// Adds a PEM file of extra trust anchors (read when the client is built).
+    /// Adds a PEM file of extra trust anchors (read when the options are resolved).
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_files.push(path.into());
         self
@@ -177,154 +370,181 @@ impl ClientOptions {
         crate::Client::new(self)
     }
 
-    /// Applies the environment (when enabled) and validates everything,
-    /// without any I/O other than reading CA/certificate files.
-    pub(crate) fn resolve(self) -> Result<Resolved> {
-        self.resolve_with(&|name| std::env::var(name).ok())
-    }
-
-    pub(crate) fn resolve_with(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved> {
-        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        if self.read_env {
-            if self.engine.is_none() {
-                self.engine = var("RSTREAM_ENGINE").or_else(|| var("RSTREAM_ENGINE_ADDRESS"));
-            }
-            if self.token.is_none() {
-                self.token = var("RSTREAM_AUTHENTICATION_TOKEN").map(|t| Secret::new(t.trim()));
-            }
-            if let Some(ca) = var("RSTREAM_CA_FILE") {
-                self.ca_files.push(PathBuf::from(ca.trim()));
-            }
-        }
-        let engine = match self.engine.as_deref() {
-            Some(e) => Endpoint::parse(e)?,
-            None => {
-                return Err(Error::config(
-                    "ERR_RSTREAM_ENGINE_REQUIRED",
-                    "no engine address: set ClientOptions::engine or RSTREAM_ENGINE",
-                ))
-            }
+    /// Resolves and validates every setting: reads the environment and the
+    /// config file when enabled, and the CA, certificate and key files.
+    /// No network I/O (a managed engine is resolved on first connect).
+    pub fn resolve(&self) -> Result<ResolvedOptions> {
+        let env = match &self.env {
+            EnvSource::None => env::EnvSettings::default(),
+            EnvSource::Process => env::EnvSettings::read(&|name| std::env::var(name).ok())?,
+            EnvSource::Custom(lookup) => env::EnvSettings::read(&**lookup)?,
         };
-        for (what, t) in [
-            ("connect timeout", self.connect_timeout),
-            ("operation timeout", self.operation_timeout),
-        ] {
-            if t.is_zero() {
-                return Err(Error::config(
-                    "ERR_RSTREAM_INVALID_TIMEOUT",
-                    format!("{what} must be greater than zero"),
-                ));
+        let read_file = self
+            .read_config_file
+            .unwrap_or(!matches!(self.env, EnvSource::None));
+        let (file, file_path) = if read_file {
+            let path = self
+                .config_file
+                .clone()
+                .or_else(|| env.config_path.as_ref().map(PathBuf::from))
+                .or_else(|| {
+                    env.home
+                        .as_ref()
+                        .map(|h| PathBuf::from(h).join(".rstream").join("config.yaml"))
+                });
+            match path {
+                Some(path) => match read_config_text(&path)? {
+                    Some(text) => (
+                        file::ConfigFile::parse(&text, &path.display().to_string())?,
+                        Some(path),
+                    ),
+                    None => (None, None),
+                },
+                None => (None, None),
             }
-        }
-        let heartbeat_interval_ms = match self.heartbeat_interval {
+        } else {
+            (None, None)
+        };
+        let proxy = match &self.proxy {
             None => None,
-            Some(d) => {
-                let ms = d.as_millis();
-                if d.subsec_nanos() % 1_000_000 != 0 || !(1_000..=300_000).contains(&ms) {
-                    return Err(Error::config(
-                        "ERR_RSTREAM_INVALID_CONFIG",
-                        "heartbeat interval must be 1-300 s in whole milliseconds",
-                    ));
-                }
-                // 1_000..=300_000 fits in u32.
-                Some(ms as u32)
-            }
+            Some(ProxyChoice::Use(p)) => Some(Some(p.clone())),
+            Some(ProxyChoice::Direct) => Some(None),
         };
-        let mut tls = self.tls;
-        for path in &self.ca_files {
-            tls = tls.add_ca_file(path)?;
-        }
-        if self.token.is_some() && tls.has_client_identity() {
-            return Err(Error::config(
-                "ERR_RSTREAM_AUTH_CONFLICT",
-                "a token and a client certificate were both configured; use one",
-            ));
-        }
-        Ok(Resolved {
-            engine,
-            token: self.token,
-            tls,
-            connect_timeout: self.connect_timeout,
-            operation_timeout: self.operation_timeout,
-            heartbeat_interval_ms,
-            zero_rtt: self.zero_rtt,
-            max_concurrent_handshakes: self.max_concurrent_handshakes,
-            handshake_queue: self.handshake_queue,
-            accept_backlog: self.accept_backlog,
-        })
+        let plan = resolve::resolve(resolve::Inputs {
+            options: self,
+            proxy,
+            env: &env,
+            file: file.as_ref(),
+            file_enabled: read_file,
+            file_path,
+            now: jwt::now(),
+        })?;
+        plan.load()
     }
 }
 
-/// Validated options.
-#[derive(Clone, Debug)]
-pub(crate) struct Resolved {
-    pub(crate) engine: Endpoint,
-    pub(crate) token: Option<Secret>,
-    pub(crate) tls: TlsOptions,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) operation_timeout: Duration,
-    pub(crate) heartbeat_interval_ms: Option<u32>,
-    pub(crate) zero_rtt: bool,
-    pub(crate) max_concurrent_handshakes: usize,
-    pub(crate) handshake_queue: usize,
-    pub(crate) accept_backlog: usize,
+/// Reads a config file: `None` when it does not exist.
+fn read_config_text(path: &std::path::Path) -> Result<Option<String>> {
+    let unreadable = |e: std::io::Error| {
+        Error::config(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("cannot read config file {}: {e}", path.display()),
+        )
+        .with_source(e)
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(file::MAX_CONFIG_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > file::MAX_CONFIG_FILE_BYTES {
+        return Err(Error::config(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!(
+                "config file {} is larger than {} bytes",
+                path.display(),
+                file::MAX_CONFIG_FILE_BYTES
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        Error::config(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("config file {} is not UTF-8", path.display()),
+        )
+    })
+}
+
+/// Checks an API URL (absolute `http(s)://` with a host) and drops trailing
+/// slashes; blank is `None`. `what` names the key or variable in errors.
+pub(crate) fn normalize_api_url(value: &str, what: &str) -> Result<Option<String>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || {
+        Error::config(
+            "ERR_RSTREAM_INVALID_API_URL",
+            format!("{what} must be an absolute http(s) URL"),
+        )
+    };
+    let uri: http::Uri = v.parse().map_err(|_| invalid())?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(invalid()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid());
+    }
+    Ok(Some(v.trim_end_matches('/').to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> ClientOptions {
+        ClientOptions::from_env_with(move |k| {
             pairs
                 .iter()
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
-        }
+        })
+    }
+
+    fn engine(r: &ResolvedOptions) -> String {
+        r.engine().map(|e| e.to_string()).unwrap_or_default()
     }
 
     #[test]
     fn env_fills_unset_values_only() {
-        let r = ClientOptions::from_env()
-            .resolve_with(&env(&[
-                ("RSTREAM_ENGINE", "a.test:1"),
-                ("RSTREAM_AUTHENTICATION_TOKEN", "tok"),
-            ]))
-            .unwrap();
-        assert_eq!(r.engine.to_string(), "a.test:1");
-        assert_eq!(r.token.unwrap().expose(), "tok");
-        let r = ClientOptions::from_env()
+        let r = env(&[
+            ("RSTREAM_ENGINE", "a.test:1"),
+            ("RSTREAM_AUTHENTICATION_TOKEN", "tok"),
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(engine(&r), "a.test:1");
+        assert_eq!(r.token().unwrap().0.expose(), "tok");
+        assert_eq!(r.engine_source(), Source::Env("RSTREAM_ENGINE"));
+        let r = env(&[("RSTREAM_ENGINE", "a.test:1")])
             .engine("b.test")
-            .resolve_with(&env(&[("RSTREAM_ENGINE", "a.test:1")]))
+            .resolve()
             .unwrap();
-        assert_eq!(r.engine.to_string(), "b.test:443");
+        assert_eq!(engine(&r), "b.test:443");
+        assert_eq!(r.engine_source(), Source::Option);
     }
 
     #[test]
     fn legacy_variable_and_empty_values() {
-        let r = ClientOptions::from_env()
-            .resolve_with(&env(&[
-                ("RSTREAM_ENGINE", "  "),
-                ("RSTREAM_ENGINE_ADDRESS", "legacy.test:8443"),
-                ("RSTREAM_AUTHENTICATION_TOKEN", ""),
-            ]))
-            .unwrap();
-        assert_eq!(r.engine.to_string(), "legacy.test:8443");
-        assert!(r.token.is_none());
+        let r = env(&[
+            ("RSTREAM_ENGINE", "  "),
+            ("RSTREAM_ENGINE_ADDRESS", "legacy.test:8443"),
+            ("RSTREAM_AUTHENTICATION_TOKEN", ""),
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(engine(&r), "legacy.test:8443");
+        assert!(r.token().is_none());
     }
 
     #[test]
-    fn new_ignores_environment() {
-        let err = ClientOptions::new()
-            .resolve_with(&env(&[("RSTREAM_ENGINE", "a.test")]))
-            .unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_ENGINE_REQUIRED");
+    fn new_ignores_environment_and_file() {
+        let r = ClientOptions::new().resolve().unwrap();
+        assert!(r.engine().is_none());
+        assert!(r.config_file().is_none());
+        let e = ClientOptions::new().build().unwrap_err();
+        assert_eq!(e.code(), "ERR_RSTREAM_ENGINE_REQUIRED");
     }
 
     #[test]
     fn validation() {
         let base = || ClientOptions::new().engine("a.test");
-        let code = |o: ClientOptions| o.resolve_with(&|_| None).unwrap_err().code();
+        let code = |o: ClientOptions| o.resolve().unwrap_err().code();
         assert_eq!(
             code(base().operation_timeout(Duration::ZERO)),
             "ERR_RSTREAM_INVALID_TIMEOUT"
@@ -343,7 +563,7 @@ mod tests {
         );
         assert!(base()
             .heartbeat_interval(Duration::from_secs(300))
-            .resolve_with(&|_| None)
+            .resolve()
             .is_ok());
         assert_eq!(
             code(ClientOptions::new().engine("https://a.test")),
@@ -353,5 +573,39 @@ mod tests {
             code(base().ca_file("/nonexistent/ca.pem")),
             "ERR_RSTREAM_INVALID_CONFIG"
         );
+        assert_eq!(code(base().context("dev")), "ERR_RSTREAM_CONTEXT_NOT_FOUND");
+    }
+
+    #[test]
+    fn api_url_normalization() {
+        assert_eq!(
+            normalize_api_url(" https://x.test/ ", "t")
+                .unwrap()
+                .as_deref(),
+            Some("https://x.test")
+        );
+        assert_eq!(normalize_api_url(" ", "t").unwrap(), None);
+        for bad in ["x.test", "ftp://x.test", "https://", "/relative"] {
+            assert_eq!(
+                normalize_api_url(bad, "t").unwrap_err().code(),
+                "ERR_RSTREAM_INVALID_API_URL",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        let o = ClientOptions::new()
+            .engine("a.test")
+            .token("sekret-token")
+            .control_plane_header("X-Api-Key", "sekret-header")
+            .proxy(HttpProxy::parse("http://u:sekret-pw@proxy.test:3128").unwrap());
+        let r = o.resolve().unwrap();
+        for text in [format!("{o:?}"), format!("{r:?}"), r.to_string()] {
+            assert!(!text.contains("sekret"), "{text}");
+        }
+        assert!(r.to_string().contains("X-Api-Key"));
+        assert!(r.to_string().contains("proxy.test:3128"));
     }
 }

@@ -81,7 +81,8 @@ impl ControlChannel {
     /// answer and liveness negotiation, then the background task.
     pub(crate) async fn open(client: Client) -> Result<ControlChannel> {
         let inner = client.inner();
-        let mut io = inner.dialer.connect(&inner.engine, &inner.sni).await?;
+        let engine = inner.engine().await?;
+        let mut io = inner.dialer.connect(&engine.endpoint, &engine.sni).await?;
         let proposed = inner.options.heartbeat_interval_ms;
         let request = OpenControlChannelReq {
             client_details: Some(inner.details(inner.options.token.as_ref().map(|t| t.expose().to_owned()))),

@@ -40,11 +40,15 @@ pub(super) struct Job {
 
 /// Checks `proxy_endpoint`/`secret` and picks the target (before any dial).
 pub(super) fn target(client: &Client, req: &ProxyConnReq) -> Result<Target> {
-    let inner = client.inner();
+    // Known: a control channel is only opened after the engine is.
+    let engine = client
+        .inner()
+        .resolved_engine()
+        .ok_or_else(|| Error::protocol("proxy connection before the engine was resolved"))?;
     let Some(endpoint) = req.proxy_endpoint.as_deref() else {
         return Ok(Target {
-            endpoint: inner.engine.clone(),
-            sni: inner.sni.clone(),
+            endpoint: engine.endpoint.clone(),
+            sni: engine.sni.clone(),
         });
     };
     if req.secret.as_deref().is_none_or(|s| s.trim().is_empty()) {
@@ -53,8 +57,8 @@ pub(super) fn target(client: &Client, req: &ProxyConnReq) -> Result<Target> {
     let endpoint = Endpoint::parse(endpoint.trim())
         .map_err(|_| Error::protocol("invalid proxy_endpoint"))?;
     // The server-name override applies only to the engine itself.
-    let sni = if endpoint == inner.engine {
-        inner.sni.clone()
+    let sni = if endpoint == engine.endpoint {
+        engine.sni.clone()
     } else {
         endpoint.host().to_owned()
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{server_name, Endpoint};
+use super::{server_name, Endpoint, HttpProxy};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A TLS connection to the engine.
@@ -18,6 +18,7 @@ pub type EngineStream = tokio_rustls::client::TlsStream<TcpStream>;
 pub struct TlsDialer {
     config: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
+    proxy: Option<HttpProxy>,
 }
 
 impl std::fmt::Debug for TlsDialer {
@@ -25,6 +26,7 @@ impl std::fmt::Debug for TlsDialer {
         f.debug_struct("TlsDialer")
             .field("alpn", &self.config.alpn_protocols)
             .field("connect_timeout", &self.connect_timeout)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -35,7 +37,16 @@ impl TlsDialer {
         TlsDialer {
             config,
             connect_timeout,
+            proxy: None,
         }
+    }
+
+    /// Sends connections through an HTTP CONNECT proxy (unless the proxy's
+    /// `NO_PROXY` list bypasses the destination). The connect timeout then
+    /// covers the proxy handshake too.
+    pub fn with_proxy(mut self, proxy: Option<HttpProxy>) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     /// Connects to `endpoint`, presenting `sni` as the server name.
@@ -43,9 +54,14 @@ impl TlsDialer {
         let name = server_name(sni)?;
         let connector = TlsConnector::from(self.config.clone());
         let fut = async {
-            let tcp = TcpStream::connect((endpoint.host(), endpoint.port()))
-                .await
-                .map_err(|e| Error::io(format!("connecting to {endpoint}"), e))?;
+            let tcp = match &self.proxy {
+                Some(proxy) if proxy.applies_to(endpoint.host(), endpoint.port()) => {
+                    proxy.connect(endpoint.host(), endpoint.port()).await?
+                }
+                _ => TcpStream::connect((endpoint.host(), endpoint.port()))
+                    .await
+                    .map_err(|e| Error::io(format!("connecting to {endpoint}"), e))?,
+            };
             // Small frames and interactive traffic: never wait for Nagle.
             let _ = tcp.set_nodelay(true);
             connector.connect(name, tcp).await.map_err(|e| {

@@ -1,10 +1,14 @@
-//! Reaching the engine: endpoints, TLS settings and dialing.
+//! Reaching the engine: endpoints, TLS settings, HTTP CONNECT proxies and dialing.
 
 mod dialer;
 mod endpoint;
+mod proxy;
 mod tls;
 
 pub use dialer::{EngineStream, TlsDialer};
 pub use endpoint::{Endpoint, DEFAULT_PORT};
-pub(crate) use tls::{provider, server_name};
+pub use proxy::{HttpProxy, MAX_PROXY_RESPONSE_HEADER};
+#[cfg_attr(not(feature = "local-engine"), allow(unused_imports))]
+pub(crate) use tls::provider;
+pub(crate) use tls::server_name;
 pub use tls::{ClientIdentity, TlsOptions};

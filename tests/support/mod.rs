@@ -23,8 +23,7 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -37,9 +36,11 @@ pub async fn engine() -> LocalEngine {
 
 /// Options for a client of `engine` (trusting its CA).
 pub fn options(engine: &LocalEngine) -> ClientOptions {
-    Client::builder()
-        .engine(engine.engine_address())
-        .tls(TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes()).expect("CA"))
+    Client::builder().engine(engine.engine_address()).tls(
+        TlsOptions::new()
+            .add_ca_pem(engine.ca_pem().as_bytes())
+            .expect("CA"),
+    )
 }
 
 pub fn client(engine: &LocalEngine) -> Client {
@@ -73,7 +74,10 @@ pub async fn tls_connect(
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
     let authority = authority(url);
-    let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).to_owned();
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority.as_str(), |(h, _)| h)
+        .to_owned();
     let tcp = TcpStream::connect(&authority).await.expect("tcp connect");
     tcp.set_nodelay(true).ok();
     let name = rustls::pki_types::ServerName::try_from(host).expect("server name");

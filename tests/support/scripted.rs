@@ -1,7 +1,6 @@
 //! A scripted engine: a TLS server whose every frame the test writes by
 //! hand, to drive the client into the protocol's edge and error cases.
 
-#![allow(dead_code)]
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -25,14 +24,15 @@ impl Scripted {
     pub async fn start() -> Scripted {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
-            .expect("ca");
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
         let leaf_key = KeyPair::generate().expect("key");
         let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("params")
             .signed_by(&leaf_key, &ca)
             .expect("leaf");
-        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -111,15 +111,17 @@ impl Peer {
             }),
             _ => None,
         };
-        self.send(Payload::OpenControlChannelRsp(proto::OpenControlChannelRsp {
-            payload: Some(proto::open_control_channel_rsp::Payload::Ok(
-                proto::open_control_channel_rsp::Ok {
-                    client_id: "scripted-client".into(),
-                    server_details: None,
-                    liveness,
-                },
-            )),
-        }))
+        self.send(Payload::OpenControlChannelRsp(
+            proto::OpenControlChannelRsp {
+                payload: Some(proto::open_control_channel_rsp::Payload::Ok(
+                    proto::open_control_channel_rsp::Ok {
+                        client_id: "scripted-client".into(),
+                        server_details: None,
+                        liveness,
+                    },
+                )),
+            },
+        ))
         .await;
         req
     }

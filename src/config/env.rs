@@ -1,0 +1,88 @@
+//! The environment variables the SDK reads, through an injectable lookup.
+
+use super::headers::{self, Headers};
+use super::normalize_api_url;
+use crate::error::{Error, Result};
+
+/// The variables, read once. Blank values count as unset.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EnvSettings {
+    pub(crate) api_url: Option<String>,
+    pub(crate) config_path: Option<String>,
+    pub(crate) context: Option<String>,
+    pub(crate) headers: Headers,
+    /// The engine and the variable it came from.
+    pub(crate) engine: Option<(String, &'static str)>,
+    pub(crate) mtls_cert: Option<String>,
+    pub(crate) mtls_key: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) tunnel_transport: Option<String>,
+    /// `RSTREAM_QUIC_TRANSPORT` as a boolean.
+    pub(crate) use_quic: Option<bool>,
+    pub(crate) ca_file: Option<String>,
+    /// `HTTPS_PROXY`/`https_proxy` and the variable it came from.
+    pub(crate) https_proxy: Option<(String, &'static str)>,
+    pub(crate) no_proxy: Option<String>,
+    pub(crate) home: Option<String>,
+}
+
+/// The lookup type: variable name → value.
+pub(crate) type Lookup<'a> = &'a (dyn Fn(&str) -> Option<String> + Send + Sync);
+
+impl EnvSettings {
+    /// Reads and checks every variable (a malformed one fails even if a
+    /// higher-precedence option would have made it irrelevant, as in the
+    /// other SDKs).
+    pub(crate) fn read(lookup: Lookup<'_>) -> Result<EnvSettings> {
+        let var = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let first = |names: &[&'static str]| names.iter().find_map(|n| var(n).map(|v| (v, *n)));
+        let api_url = match var("RSTREAM_API_URL") {
+            Some(url) => normalize_api_url(&url, "RSTREAM_API_URL")?,
+            None => None,
+        };
+        let headers = match var("RSTREAM_CONTROL_PLANE_HEADERS") {
+            Some(json) => headers::from_json(&json, "RSTREAM_CONTROL_PLANE_HEADERS")?,
+            None => Headers::default(),
+        };
+        let use_quic = match var("RSTREAM_QUIC_TRANSPORT") {
+            None => None,
+            Some(v) => Some(match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(Error::config(
+                        "ERR_RSTREAM_INVALID_CONFIG",
+                        "RSTREAM_QUIC_TRANSPORT must be 1/true or 0/false",
+                    ))
+                }
+            }),
+        };
+        Ok(EnvSettings {
+            api_url,
+            config_path: var("RSTREAM_CONFIG"),
+            context: var("RSTREAM_CONTEXT"),
+            headers,
+            engine: first(&["RSTREAM_ENGINE", "RSTREAM_ENGINE_ADDRESS"]),
+            mtls_cert: var("RSTREAM_MTLS_CERT_FILE"),
+            mtls_key: var("RSTREAM_MTLS_KEY_FILE"),
+            region: var("RSTREAM_REGION"),
+            token: var("RSTREAM_AUTHENTICATION_TOKEN"),
+            tunnel_transport: var("RSTREAM_TUNNEL_TRANSPORT"),
+            use_quic,
+            ca_file: var("RSTREAM_CA_FILE"),
+            https_proxy: first(&["HTTPS_PROXY", "https_proxy"]),
+            no_proxy: first(&["NO_PROXY", "no_proxy"]).map(|(v, _)| v),
+            home: first(&["HOME", "USERPROFILE"]).map(|(v, _)| v),
+        })
+    }
+
+    /// Whether mTLS material is given by the environment (even half of it).
+    pub(crate) fn has_mtls(&self) -> bool {
+        self.mtls_cert.is_some() || self.mtls_key.is_some()
+    }
+}

@@ -1,0 +1,386 @@
+//! The CLI's YAML config file (`~/.rstream/config.yaml`).
+//!
+//! The document is parsed leniently into a [`serde_yaml_ng::Value`] and then
+//! checked key by key, so that a value of the wrong type fails with
+//! `ERR_RSTREAM_INVALID_CONFIG` naming the key (`contexts[0].engine`), never
+//! silently. Unknown keys are ignored (the CLI may write more than we read).
+//! A missing, empty or non-mapping document is "no config".
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::headers::{self, Headers};
+use super::normalize_api_url;
+use crate::error::{Error, Result};
+
+/// Largest config file we read (it is a few hundred bytes in practice).
+pub(crate) const MAX_CONFIG_FILE_BYTES: usize = 1024 * 1024;
+
+/// The parts of the config file the SDK uses.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ConfigFile {
+    pub(crate) default_context: Option<String>,
+    pub(crate) contexts: Vec<ContextCfg>,
+    pub(crate) environments: Vec<EnvironmentCfg>,
+}
+
+/// One `contexts[]` entry (entries without a name are dropped).
+#[derive(Clone, Debug)]
+pub(crate) struct ContextCfg {
+    pub(crate) name: String,
+    pub(crate) api_url: Option<String>,
+    pub(crate) engine: Option<String>,
+    pub(crate) project_endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) auth: AuthCfg,
+    pub(crate) transport: TransportCfg,
+}
+
+/// One `environments[]` entry (entries without an `apiUrl` are dropped).
+#[derive(Clone, Debug)]
+pub(crate) struct EnvironmentCfg {
+    pub(crate) api_url: String,
+    pub(crate) auth: AuthCfg,
+    pub(crate) headers: Headers,
+    pub(crate) transport: TransportCfg,
+}
+
+/// `auth:` of a context or environment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AuthCfg {
+    pub(crate) token: Option<TokenCfg>,
+    pub(crate) mtls: Option<MtlsCfg>,
+}
+
+/// `auth.token.storage`.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenCfg {
+    pub(crate) path: String,
+    /// `provider`, or else `kind`.
+    pub(crate) provider: Option<String>,
+    pub(crate) value: Option<String>,
+}
+
+/// `auth.mtls`.
+#[derive(Clone, Debug)]
+pub(crate) struct MtlsCfg {
+    pub(crate) path: String,
+    pub(crate) certificate_file: Option<String>,
+    pub(crate) key_file: Option<String>,
+    pub(crate) certificate: Option<String>,
+    pub(crate) key: Option<String>,
+    /// `Some(label)` when a non-empty `storage` mapping is configured.
+    pub(crate) storage: Option<String>,
+}
+
+/// `transport:` of a context or environment. Values are checked when the
+/// context or environment is selected, not when the file is read.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TransportCfg {
+    pub(crate) path: String,
+    /// Raw `mode` (checked later: must be a string `auto`/`tls`/`quic`).
+    pub(crate) mode: Option<Value>,
+    /// Raw `useQuic` (checked later: must be a boolean).
+    pub(crate) use_quic: Option<Value>,
+    pub(crate) proxy: Option<String>,
+    /// Keys we do not support, present with a value that asks for something.
+    pub(crate) unsupported: Vec<&'static str>,
+}
+
+impl ConfigFile {
+    /// Parses the file's text. `origin` names the file in error messages.
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Option<ConfigFile>> {
+        if text.len() > MAX_CONFIG_FILE_BYTES {
+            return Err(invalid(format!(
+                "config file {origin} is larger than {MAX_CONFIG_FILE_BYTES} bytes"
+            )));
+        }
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            invalid(format!("config file {origin} is not valid YAML: {e}")).with_source(e)
+        })?;
+        value.apply_merge().map_err(|e| {
+            invalid(format!("config file {origin}: invalid YAML merge key: {e}")).with_source(e)
+        })?;
+        let Value::Mapping(root) = value else {
+            return Ok(None);
+        };
+        let mut file = ConfigFile::default();
+        if let Some(defaults) = mapping(&root, "defaults", "")? {
+            if let Some(ctx) = mapping(defaults, "context", "defaults")? {
+                file.default_context =
+                    string(ctx, "name", "defaults.context")?.and_then(|s| non_blank(&s));
+            }
+        }
+        for (i, item) in sequence(&root, "contexts", "")?.iter().enumerate() {
+            let path = format!("contexts[{i}]");
+            if let Some(ctx) = ContextCfg::parse(as_mapping(item, &path)?, path)? {
+                file.contexts.push(ctx);
+            }
+        }
+        for (i, item) in sequence(&root, "environments", "")?.iter().enumerate() {
+            let path = format!("environments[{i}]");
+            if let Some(env) = EnvironmentCfg::parse(as_mapping(item, &path)?, path)? {
+                file.environments.push(env);
+            }
+        }
+        Ok(Some(file))
+    }
+}
+
+impl ContextCfg {
+    fn parse(map: &Mapping, path: String) -> Result<Option<ContextCfg>> {
+        let Some(name) = string(map, "name", &path)?.filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let api_url = match string(map, "apiUrl", &path)? {
+            Some(url) => normalize_api_url(&url, &format!("{path}.apiUrl"))?,
+            None => None,
+        };
+        Ok(Some(ContextCfg {
+            name,
+            api_url,
+            engine: string(map, "engine", &path)?.and_then(|s| non_blank(&s)),
+            project_endpoint: string(map, "projectEndpoint", &path)?.and_then(|s| non_blank(&s)),
+            region: string(map, "region", &path)?.and_then(|s| non_blank(&s)),
+            auth: AuthCfg::parse(map, &path)?,
+            transport: TransportCfg::parse(map, &path)?,
+        }))
+    }
+}
+
+impl EnvironmentCfg {
+    fn parse(map: &Mapping, path: String) -> Result<Option<EnvironmentCfg>> {
+        let api_url = match string(map, "apiUrl", &path)? {
+            Some(url) => normalize_api_url(&url, &format!("{path}.apiUrl"))?,
+            None => None,
+        };
+        let Some(api_url) = api_url else {
+            return Ok(None);
+        };
+        let headers = match mapping(map, "headers", &path)? {
+            Some(h) => {
+                let hpath = format!("{path}.headers");
+                let mut pairs = Vec::with_capacity(h.len());
+                for (k, v) in h {
+                    let (Value::String(name), Value::String(value)) = (k, v) else {
+                        return Err(invalid(format!(
+                            "{hpath} must map header names to string values"
+                        )));
+                    };
+                    pairs.push((name.clone(), value.clone()));
+                }
+                headers::normalize(pairs, &hpath)?
+            }
+            None => Headers::default(),
+        };
+        Ok(Some(EnvironmentCfg {
+            api_url,
+            auth: AuthCfg::parse(map, &path)?,
+            headers,
+            transport: TransportCfg::parse(map, &path)?,
+        }))
+    }
+}
+
+impl AuthCfg {
+    fn parse(parent: &Mapping, parent_path: &str) -> Result<AuthCfg> {
+        let Some(auth) = mapping(parent, "auth", parent_path)? else {
+            return Ok(AuthCfg::default());
+        };
+        let path = join(parent_path, "auth");
+        let mut out = AuthCfg::default();
+        if let Some(token) = mapping(auth, "token", &path)? {
+            let tpath = join(&path, "token");
+            if let Some(storage) = mapping(token, "storage", &tpath)? {
+                let spath = join(&tpath, "storage");
+                let provider = string(storage, "provider", &spath)?.and_then(|s| non_blank(&s));
+                let kind = string(storage, "kind", &spath)?.and_then(|s| non_blank(&s));
+                // Read for type checking; keychain-style fields are unused.
+                string(storage, "service", &spath)?;
+                string(storage, "account", &spath)?;
+                out.token = Some(TokenCfg {
+                    provider: provider.or(kind),
+                    value: string(storage, "value", &spath)?,
+                    path: spath,
+                });
+            }
+        }
+        if let Some(mtls) = mapping(auth, "mtls", &path)? {
+            let mpath = join(&path, "mtls");
+            let storage = match get(mtls, "storage") {
+                None => None,
+                Some(Value::Mapping(s)) if s.is_empty() => None,
+                Some(Value::Mapping(s)) => {
+                    let label = ["provider", "kind"]
+                        .iter()
+                        .find_map(|k| match get(s, k) {
+                            Some(Value::String(v)) => non_blank(v),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| "configured".to_owned());
+                    Some(label)
+                }
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "{} must be a mapping",
+                        join(&mpath, "storage")
+                    )))
+                }
+            };
+            out.mtls = Some(MtlsCfg {
+                certificate_file: string(mtls, "certificateFile", &mpath)?
+                    .and_then(|s| non_blank(&s)),
+                key_file: string(mtls, "keyFile", &mpath)?.and_then(|s| non_blank(&s)),
+                certificate: string(mtls, "certificate", &mpath)?.filter(|s| !s.trim().is_empty()),
+                key: string(mtls, "key", &mpath)?.filter(|s| !s.trim().is_empty()),
+                storage,
+                path: mpath,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl TransportCfg {
+    fn parse(parent: &Mapping, parent_path: &str) -> Result<TransportCfg> {
+        let path = join(parent_path, "transport");
+        let Some(t) = mapping(parent, "transport", parent_path)? else {
+            return Ok(TransportCfg {
+                path,
+                ..TransportCfg::default()
+            });
+        };
+        let mut unsupported = Vec::new();
+        for key in ["bind", "dns", "ipFamily", "mptcp"] {
+            match get(t, key) {
+                None => {}
+                // Turning MPTCP off asks for nothing we do not already do.
+                Some(Value::Bool(false)) if key == "mptcp" => {}
+                Some(_) => unsupported.push(key),
+            }
+        }
+        Ok(TransportCfg {
+            mode: get(t, "mode").cloned(),
+            use_quic: get(t, "useQuic").cloned(),
+            proxy: string(t, "proxy", &path)?.and_then(|s| non_blank(&s)),
+            unsupported,
+            path,
+        })
+    }
+}
+
+fn invalid(message: String) -> Error {
+    Error::config("ERR_RSTREAM_INVALID_CONFIG", message)
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+pub(crate) fn non_blank(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// The value at `key`; a YAML `null` counts as absent.
+fn get<'a>(map: &'a Mapping, key: &str) -> Option<&'a Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+fn string(map: &Mapping, key: &str, parent: &str) -> Result<Option<String>> {
+    match get(map, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(format!("{} must be a string", join(parent, key)))),
+    }
+}
+
+fn mapping<'a>(map: &'a Mapping, key: &str, parent: &str) -> Result<Option<&'a Mapping>> {
+    match get(map, key) {
+        None => Ok(None),
+        Some(Value::Mapping(m)) => Ok(Some(m)),
+        Some(_) => Err(invalid(format!("{} must be a mapping", join(parent, key)))),
+    }
+}
+
+fn sequence<'a>(map: &'a Mapping, key: &str, parent: &str) -> Result<&'a [Value]> {
+    match get(map, key) {
+        None => Ok(&[]),
+        Some(Value::Sequence(s)) => Ok(s),
+        Some(_) => Err(invalid(format!("{} must be a list", join(parent, key)))),
+    }
+}
+
+fn as_mapping<'a>(value: &'a Value, path: &str) -> Result<&'a Mapping> {
+    match value {
+        Value::Mapping(m) => Ok(m),
+        _ => Err(invalid(format!("{path} must be a mapping"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> &'static str {
+        ConfigFile::parse(text, "test").unwrap_err().code()
+    }
+
+    #[test]
+    fn empty_and_non_mapping_documents_are_no_config() {
+        for text in [
+            "",
+            "  \n",
+            "# only a comment\n",
+            "- a\n- b\n",
+            "hello\n",
+            "~\n",
+        ] {
+            assert!(ConfigFile::parse(text, "t").unwrap().is_none(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_yaml_and_wrong_types() {
+        assert_eq!(code("contexts: [\n"), "ERR_RSTREAM_INVALID_CONFIG");
+        assert_eq!(code("a: 1\n---\nb: 2\n"), "ERR_RSTREAM_INVALID_CONFIG");
+        assert_eq!(code("contexts: {}\n"), "ERR_RSTREAM_INVALID_CONFIG");
+        assert_eq!(code("contexts: [1]\n"), "ERR_RSTREAM_INVALID_CONFIG");
+        let e = ConfigFile::parse("contexts:\n  - name: a\n    engine: 42\n", "t").unwrap_err();
+        assert!(e.message().contains("contexts[0].engine"), "{e}");
+        assert_eq!(
+            code("contexts:\n  - name: a\n    apiUrl: ftp://x\n"),
+            "ERR_RSTREAM_INVALID_API_URL"
+        );
+    }
+
+    #[test]
+    fn nameless_contexts_and_urlless_environments_are_ignored() {
+        let f = ConfigFile::parse(
+            "contexts:\n  - engine: a.test\n  - name: b\n    engine: b.test\nenvironments:\n  - headers: {X-A: b}\n",
+            "t",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.contexts.len(), 1);
+        assert_eq!(f.contexts[0].name, "b");
+        assert!(f.environments.is_empty());
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let f = ConfigFile::parse(
+            "base: &b {engine: m.test}\ncontexts:\n  - <<: *b\n    name: m\n",
+            "t",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.contexts[0].engine.as_deref(), Some("m.test"));
+    }
+}

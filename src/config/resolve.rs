@@ -1,0 +1,662 @@
+//! The one resolver. Pure: it sees the options, the already-read
+//! environment and the already-parsed config file, and decides. Reading
+//! certificate/CA files happens afterwards in [`Plan::load`].
+//!
+//! The order of the checks follows the other SDKs, so that a configuration
+//! with several problems reports the same one first.
+
+use std::path::PathBuf;
+
+use super::env::EnvSettings;
+use super::file::{
+    non_blank, AuthCfg, ConfigFile, ContextCfg, EnvironmentCfg, MtlsCfg, TransportCfg,
+};
+use super::headers::{self, Headers};
+use super::resolved::{ClientCertificate, EngineTarget, ResolvedOptions, Source};
+use super::{jwt, normalize_api_url, ClientOptions, Secret, DEFAULT_API_URL};
+use crate::error::{Error, Result};
+use crate::transport::{ClientIdentity, Endpoint, HttpProxy};
+
+pub(crate) struct Inputs<'a> {
+    pub(crate) options: &'a ClientOptions,
+    /// The proxy option: `Some(None)` = explicitly direct.
+    pub(crate) proxy: Option<Option<HttpProxy>>,
+    pub(crate) env: &'a EnvSettings,
+    pub(crate) file: Option<&'a ConfigFile>,
+    pub(crate) file_enabled: bool,
+    pub(crate) file_path: Option<PathBuf>,
+    /// Seconds since the Unix epoch, for the token expiry check.
+    pub(crate) now: i64,
+}
+
+/// The decision, before certificate and CA files are read.
+pub(crate) struct Plan {
+    resolved: ResolvedOptions,
+    mtls: Option<Material>,
+    ca_files: Vec<PathBuf>,
+}
+
+/// Client certificate material still to be loaded.
+enum Material {
+    Files { cert: PathBuf, key: PathBuf },
+    Inline { cert: Secret, key: Secret },
+}
+
+impl Plan {
+    /// Reads the CA files and the client certificate.
+    pub(crate) fn load(self) -> Result<ResolvedOptions> {
+        let mut resolved = self.resolved;
+        for path in &self.ca_files {
+            resolved.tls = resolved.tls.add_ca_file(path)?;
+        }
+        if let Some(material) = self.mtls {
+            let identity = match material {
+                Material::Files { cert, key } => ClientIdentity::from_pem_files(cert, key)?,
+                Material::Inline { cert, key } => {
+                    ClientIdentity::from_pem(cert.expose().as_bytes(), key.expose().as_bytes())?
+                }
+            };
+            resolved.tls = resolved.tls.client_identity(identity);
+        }
+        Ok(resolved)
+    }
+}
+
+fn config_error(code: &'static str, message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::config(code, message)
+}
+
+fn blank_to_none(s: &Option<String>) -> Option<String> {
+    s.as_deref().and_then(non_blank)
+}
+
+pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
+    let o = input.options;
+    let env = input.env;
+
+    // --- context and environment entry -----------------------------------
+    let option_api_url = match &o.api_url {
+        Some(url) => normalize_api_url(url, "the api_url option")?,
+        None => None,
+    };
+    let explicit_api_url = option_api_url.clone().or_else(|| env.api_url.clone());
+    let option_context = blank_to_none(&o.context);
+    let empty = ConfigFile::default();
+    let (context, environment) = if input.file_enabled {
+        let file = input.file.unwrap_or(&empty);
+        let name = option_context
+            .clone()
+            .or_else(|| env.context.clone())
+            .or_else(|| file.default_context.clone());
+        let context = match &name {
+            Some(name) => Some(find_context(file, name, explicit_api_url.as_deref())?),
+            None => None,
+        };
+        let environment = match context.and_then(|c| c.api_url.as_ref()) {
+            Some(ctx_url) => {
+                let api_url = explicit_api_url.as_deref().unwrap_or(ctx_url);
+                file.environments.iter().find(|e| e.api_url == api_url)
+            }
+            None => None,
+        };
+        (context, environment)
+    } else {
+        if let Some(name) = option_context {
+            return Err(config_error(
+                "ERR_RSTREAM_CONTEXT_NOT_FOUND",
+                format!("context {name:?} was selected but reading the config file is disabled"),
+            ));
+        }
+        (None, None)
+    };
+
+    // --- token ----------------------------------------------------------
+    let option_token = o.token.as_ref().filter(|t| !t.expose().trim().is_empty());
+    let option_identity = o.tls.has_client_identity();
+    let explicit_mtls = env.has_mtls() || option_identity;
+    let option_engine = blank_to_none(&o.engine);
+    let explicit_engine = option_engine
+        .clone()
+        .map(|e| (e, Source::Option))
+        .or_else(|| env.engine.clone().map(|(e, var)| (e, Source::Env(var))));
+    let (token, token_source) = if let Some(t) = option_token {
+        (Some(t.clone()), Some(Source::Option))
+    } else if let Some(t) = &env.token {
+        (
+            Some(Secret::new(t.clone())),
+            Some(Source::Env("RSTREAM_AUTHENTICATION_TOKEN")),
+        )
+    } else if explicit_mtls {
+        (None, None)
+    } else {
+        match stored_token(context, environment)? {
+            Some((value, source)) => {
+                if let Some((engine, _)) = &explicit_engine {
+                    if override_differs(engine, context)? {
+                        return Err(config_error(
+                            "ERR_RSTREAM_STORED_TOKEN_ENGINE_OVERRIDE",
+                            "refusing to send the stored token to an explicitly overridden engine \
+                             (it differs from the context's engine); pass the token explicitly \
+                             (RSTREAM_AUTHENTICATION_TOKEN) or drop the engine override",
+                        ));
+                    }
+                }
+                (Some(Secret::new(value)), Some(source))
+            }
+            None => (None, None),
+        }
+    };
+
+    // --- mTLS -----------------------------------------------------------
+    let (mtls, client_certificate) = if option_identity {
+        (None, Some((ClientCertificate::Provided, Source::Option)))
+    } else if env.has_mtls() {
+        let (Some(cert), Some(key)) = (&env.mtls_cert, &env.mtls_key) else {
+            return Err(config_error(
+                "ERR_RSTREAM_MTLS_INCOMPLETE",
+                "RSTREAM_MTLS_CERT_FILE and RSTREAM_MTLS_KEY_FILE must be set together",
+            ));
+        };
+        let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+        (
+            Some(Material::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            Some((
+                ClientCertificate::Files { cert, key },
+                Source::Env("RSTREAM_MTLS_CERT_FILE"),
+            )),
+        )
+    } else {
+        match stored_mtls(context, environment)? {
+            Some((material, cert, source)) => {
+                if let Some((engine, _)) = &explicit_engine {
+                    if override_differs(engine, context)? {
+                        return Err(config_error(
+                            "ERR_RSTREAM_STORED_MTLS_ENGINE_OVERRIDE",
+                            "refusing to present the stored client certificate to an explicitly \
+                             overridden engine (it differs from the context's engine)",
+                        ));
+                    }
+                }
+                (Some(material), Some((cert, source)))
+            }
+            None => (None, None),
+        }
+    };
+
+    // --- transport in the file --------------------------------------------
+    let env_transport = environment.map(|e| &e.transport);
+    let ctx_transport = context.map(|c| &c.transport);
+    for t in [env_transport, ctx_transport].into_iter().flatten() {
+        if let Some(mode) = &t.mode {
+            parse_mode_value(mode, &format!("{}.mode", t.path))?;
+        }
+        if !t.unsupported.is_empty() {
+            return Err(Error::unsupported(
+                "ERR_RSTREAM_UNSUPPORTED_TRANSPORT",
+                format!(
+                    "{}: transport option(s) not supported by rstream-rust: {}",
+                    t.path,
+                    t.unsupported.join(", ")
+                ),
+            ));
+        }
+    }
+    let file_mode = match ctx_transport.map(file_mode).transpose()?.flatten() {
+        Some(m) => Some(m),
+        None => env_transport.map(file_mode).transpose()?.flatten(),
+    };
+
+    // --- control-plane headers ------------------------------------------
+    let option_headers = headers::normalize(
+        o.control_plane_headers.clone(),
+        "control_plane_header option",
+    )?;
+    let empty = Headers::new();
+    let control_plane_headers = headers::merge([
+        environment.map(|e| &e.headers).unwrap_or(&empty),
+        &env.headers,
+        &option_headers,
+    ]);
+
+    // --- auth conflict and expiry -----------------------------------------
+    if token.is_some() && client_certificate.is_some() {
+        return Err(Error::new(
+            crate::error::ErrorKind::Auth,
+            "ERR_RSTREAM_AUTH_CONFLICT",
+            "a token and a client certificate were both configured; use one",
+        ));
+    }
+    if let Some(t) = &token {
+        jwt::check_not_expired(t.expose(), input.now)?;
+    }
+
+    // --- tunnel transport -------------------------------------------------
+    let mode = match &env.tunnel_transport {
+        Some(v) => parse_mode(v, "RSTREAM_TUNNEL_TRANSPORT")?,
+        None => match env.use_quic {
+            Some(true) => Mode::Quic,
+            Some(false) => Mode::Tls,
+            None => file_mode.unwrap_or(Mode::Auto),
+        },
+    };
+    if mode == Mode::Quic {
+        return Err(Error::unsupported(
+            "ERR_RSTREAM_UNSUPPORTED_TRANSPORT",
+            "the QUIC tunnel transport is not supported by rstream-rust yet; use tls",
+        ));
+    }
+
+    // --- timeouts ---------------------------------------------------------
+    for (what, t) in [
+        ("connect timeout", o.connect_timeout),
+        ("operation timeout", o.operation_timeout),
+    ] {
+        if t.is_zero() {
+            return Err(config_error(
+                "ERR_RSTREAM_INVALID_TIMEOUT",
+                format!("{what} must be greater than zero"),
+            ));
+        }
+    }
+    let heartbeat_interval_ms = match o.heartbeat_interval {
+        None => None,
+        Some(d) => {
+            let ms = d.as_millis();
+            if d.subsec_nanos() % 1_000_000 != 0 || !(1_000..=300_000).contains(&ms) {
+                return Err(config_error(
+                    "ERR_RSTREAM_INVALID_CONFIG",
+                    "heartbeat interval must be 1-300 s in whole milliseconds",
+                ));
+            }
+            u32::try_from(ms).ok()
+        }
+    };
+
+    // --- region, project endpoint, engine ---------------------------------
+    let region = match blank_to_none(&o.region)
+        .map(|r| (r, "the region option"))
+        .or_else(|| env.region.clone().map(|r| (r, "RSTREAM_REGION")))
+        .or_else(|| {
+            context
+                .and_then(|c| c.region.clone())
+                .map(|r| (r, "context region"))
+        }) {
+        Some((r, what)) => normalize_region(&r, what)?,
+        None => None,
+    };
+    let project_endpoint = blank_to_none(&o.project_endpoint)
+        .map(|p| (p, Source::Option))
+        .or_else(|| {
+            context
+                .and_then(|c| c.project_endpoint.clone())
+                .map(|p| (p, Source::Context))
+        });
+    if region.is_some() && explicit_engine.is_some() {
+        return Err(config_error(
+            "ERR_RSTREAM_REGION_ENGINE_CONFLICT",
+            "a region cannot be combined with an explicit engine",
+        ));
+    }
+    if region.is_some() && project_endpoint.is_none() {
+        return Err(config_error(
+            "ERR_RSTREAM_PROJECT_ENDPOINT_REQUIRED",
+            "selecting a region needs a managed project endpoint",
+        ));
+    }
+    let api_url_source;
+    let api_url = match (
+        &option_api_url,
+        &env.api_url,
+        context.and_then(|c| c.api_url.clone()),
+    ) {
+        (Some(u), _, _) => {
+            api_url_source = Source::Option;
+            u.clone()
+        }
+        (None, Some(u), _) => {
+            api_url_source = Source::Env("RSTREAM_API_URL");
+            u.clone()
+        }
+        (None, None, Some(u)) => {
+            api_url_source = Source::Context;
+            u
+        }
+        (None, None, None) => {
+            api_url_source = Source::Default;
+            DEFAULT_API_URL.to_owned()
+        }
+    };
+    let engine_address = match explicit_engine.clone().or_else(|| {
+        context
+            .and_then(|c| c.engine.clone())
+            .map(|e| (e, Source::Context))
+    }) {
+        Some((e, src)) => Some((Endpoint::parse(&e)?, src)),
+        None => None,
+    };
+    let (engine, engine_source) = match (engine_address, &region, project_endpoint) {
+        (Some((addr, src)), None, _) => (Some(EngineTarget::Address(addr)), src),
+        (_, region, Some((project_endpoint, src))) => (
+            Some(EngineTarget::Managed {
+                project_endpoint,
+                region: region.clone(),
+            }),
+            src,
+        ),
+        (_, _, None) => (None, Source::Default),
+    };
+
+    // --- proxy ------------------------------------------------------------
+    let (proxy, proxy_source) = match input.proxy {
+        Some(choice) => {
+            let src = choice.as_ref().map(|_| Source::Option);
+            (choice, src)
+        }
+        None => {
+            let from_file = ctx_transport
+                .and_then(|t| t.proxy.clone().map(|p| (p, Source::Context, &t.path)))
+                .or_else(|| {
+                    env_transport
+                        .and_then(|t| t.proxy.clone().map(|p| (p, Source::Environment, &t.path)))
+                });
+            match from_file {
+                Some((url, src, path)) => (
+                    Some(
+                        HttpProxy::parse(&url)
+                            .map_err(|e| name_proxy_error(e, &format!("{path}.proxy")))?,
+                    ),
+                    Some(src),
+                ),
+                None => match &env.https_proxy {
+                    Some((url, var)) => {
+                        // Loopback never goes through an ambient proxy.
+                        let mut bypass = String::from("localhost,127.0.0.0/8,::1");
+                        if let Some(np) = &env.no_proxy {
+                            bypass.push(',');
+                            bypass.push_str(np);
+                        }
+                        (
+                            Some(
+                                HttpProxy::parse(url)
+                                    .map_err(|e| name_proxy_error(e, var))?
+                                    .no_proxy(&bypass),
+                            ),
+                            Some(Source::Env(var)),
+                        )
+                    }
+                    None => (None, None),
+                },
+            }
+        }
+    };
+
+    let mut ca_files = o.ca_files.clone();
+    if let Some(ca) = &env.ca_file {
+        ca_files.push(PathBuf::from(ca));
+    }
+
+    Ok(Plan {
+        resolved: ResolvedOptions {
+            engine,
+            engine_source,
+            api_url,
+            api_url_source,
+            config_file: input.file.and(input.file_path),
+            context: context.map(|c| c.name.clone()),
+            control_plane_headers,
+            token,
+            token_source,
+            client_certificate,
+            tls: o.tls.clone(),
+            proxy,
+            proxy_source,
+            connect_timeout: o.connect_timeout,
+            operation_timeout: o.operation_timeout,
+            heartbeat_interval_ms,
+            zero_rtt: o.zero_rtt,
+            max_concurrent_handshakes: o.max_concurrent_handshakes,
+            handshake_queue: o.handshake_queue,
+            accept_backlog: o.accept_backlog,
+        },
+        mtls,
+        ca_files,
+    })
+}
+
+/// Adds which key or variable held a bad proxy URL to the error.
+fn name_proxy_error(e: Error, what: &str) -> Error {
+    Error::new(e.kind(), e.code(), format!("{what}: {}", e.message()))
+}
+
+fn find_context<'a>(
+    file: &'a ConfigFile,
+    name: &str,
+    api_url: Option<&str>,
+) -> Result<&'a ContextCfg> {
+    let matches: Vec<&ContextCfg> = file
+        .contexts
+        .iter()
+        .filter(|c| {
+            c.name == name && api_url.is_none_or(|u| c.api_url.as_deref().is_none_or(|cu| cu == u))
+        })
+        .collect();
+    match matches.as_slice() {
+        [] => Err(config_error(
+            "ERR_RSTREAM_CONTEXT_NOT_FOUND",
+            match api_url {
+                Some(u) => format!("context {name:?} was not found for API URL {u}"),
+                None => format!("context {name:?} was not found"),
+            },
+        )),
+        [one] => Ok(one),
+        _ => Err(config_error(
+            "ERR_RSTREAM_CONTEXT_AMBIGUOUS",
+            format!("context {name:?} matches several contexts; select an API URL"),
+        )),
+    }
+}
+
+fn auth_of<'a>(
+    context: Option<&'a ContextCfg>,
+    environment: Option<&'a EnvironmentCfg>,
+) -> [(Option<&'a AuthCfg>, Source); 2] {
+    [
+        (context.map(|c| &c.auth), Source::Context),
+        (environment.map(|e| &e.auth), Source::Environment),
+    ]
+}
+
+/// Context token, else environment token.
+fn stored_token(
+    context: Option<&ContextCfg>,
+    environment: Option<&EnvironmentCfg>,
+) -> Result<Option<(String, Source)>> {
+    let Some((token, source)) = auth_of(context, environment)
+        .into_iter()
+        .find_map(|(auth, src)| auth.and_then(|a| a.token.as_ref()).map(|t| (t, src)))
+    else {
+        return Ok(None);
+    };
+    if let Some(provider) = &token.provider {
+        if provider != "inline" && provider != "env" {
+            return Err(Error::unsupported(
+                "ERR_RSTREAM_UNSUPPORTED_TOKEN_STORAGE",
+                format!(
+                    "{}: token storage provider {provider:?} is not supported by rstream-rust (use inline or env)",
+                    token.path
+                ),
+            ));
+        }
+    }
+    Ok(token
+        .value
+        .as_deref()
+        .and_then(non_blank)
+        .map(|v| (v, source)))
+}
+
+/// Context mTLS, else environment mTLS.
+fn stored_mtls(
+    context: Option<&ContextCfg>,
+    environment: Option<&EnvironmentCfg>,
+) -> Result<Option<(Material, ClientCertificate, Source)>> {
+    let Some((m, source)) = auth_of(context, environment)
+        .into_iter()
+        .find_map(|(auth, src)| auth.and_then(|a| a.mtls.as_ref()).map(|m| (m, src)))
+    else {
+        return Ok(None);
+    };
+    let MtlsCfg {
+        path,
+        certificate_file,
+        key_file,
+        certificate,
+        key,
+        storage,
+    } = m;
+    if let Some(label) = storage {
+        return Err(Error::unsupported(
+            "ERR_RSTREAM_UNSUPPORTED_MTLS_STORAGE",
+            format!(
+                "{path}.storage: mTLS storage provider {label:?} is not supported by rstream-rust"
+            ),
+        ));
+    }
+    if certificate_file.is_some() || key_file.is_some() {
+        let (Some(cert), Some(key)) = (certificate_file, key_file) else {
+            return Err(config_error(
+                "ERR_RSTREAM_MTLS_INCOMPLETE",
+                format!("{path}: certificateFile and keyFile must be set together"),
+            ));
+        };
+        let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+        return Ok(Some((
+            Material::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            ClientCertificate::Files { cert, key },
+            source,
+        )));
+    }
+    if certificate.is_some() || key.is_some() {
+        let (Some(cert), Some(key)) = (certificate, key) else {
+            return Err(config_error(
+                "ERR_RSTREAM_MTLS_INCOMPLETE",
+                format!("{path}: certificate and key must be set together"),
+            ));
+        };
+        return Ok(Some((
+            Material::Inline {
+                cert: Secret::new(cert.clone()),
+                key: Secret::new(key.clone()),
+            },
+            ClientCertificate::Inline,
+            source,
+        )));
+    }
+    Ok(None)
+}
+
+/// Whether an explicit engine is not the context's own engine (so stored
+/// credentials must not follow it). No context, or a context without an
+/// engine, counts as different.
+fn override_differs(explicit: &str, context: Option<&ContextCfg>) -> Result<bool> {
+    let Some(ctx_engine) = context.and_then(|c| c.engine.as_deref()) else {
+        return Ok(true);
+    };
+    Ok(Endpoint::parse(ctx_engine)? != Endpoint::parse(explicit)?)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Auto,
+    Tls,
+    Quic,
+}
+
+fn parse_mode(value: &str, what: &str) -> Result<Mode> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(Mode::Auto),
+        "tls" => Ok(Mode::Tls),
+        "quic" => Ok(Mode::Quic),
+        _ => Err(config_error(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("{what} must be one of auto, tls, quic"),
+        )),
+    }
+}
+
+fn parse_mode_value(value: &serde_yaml_ng::Value, what: &str) -> Result<Mode> {
+    match value {
+        serde_yaml_ng::Value::String(s) => parse_mode(s, what),
+        _ => Err(config_error(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("{what} must be a string"),
+        )),
+    }
+}
+
+/// `mode`, else `useQuic` (a boolean).
+fn file_mode(t: &TransportCfg) -> Result<Option<Mode>> {
+    if let Some(mode) = &t.mode {
+        return parse_mode_value(mode, &format!("{}.mode", t.path)).map(Some);
+    }
+    match &t.use_quic {
+        None => Ok(None),
+        Some(serde_yaml_ng::Value::Bool(true)) => Ok(Some(Mode::Quic)),
+        Some(serde_yaml_ng::Value::Bool(false)) => Ok(Some(Mode::Tls)),
+        Some(_) => Err(config_error(
+            "ERR_RSTREAM_INVALID_CONFIG",
+            format!("{}.useQuic must be a boolean", t.path),
+        )),
+    }
+}
+
+/// Lower-cases and checks a region; `auto` means none.
+fn normalize_region(region: &str, what: &str) -> Result<Option<String>> {
+    let r = region.trim().to_ascii_lowercase();
+    if r.is_empty() || r == "auto" {
+        return Ok(None);
+    }
+    let bytes = r.as_bytes();
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let valid = bytes.len() <= 64
+        && bytes.first().copied().is_some_and(edge)
+        && bytes.last().copied().is_some_and(edge)
+        && bytes
+            .iter()
+            .all(|&b| edge(b) || b == b'.' || b == b'_' || b == b'-');
+    if !valid {
+        return Err(config_error(
+            "ERR_RSTREAM_INVALID_REGION",
+            format!("{what}: a region is letters, digits, '.', '_' or '-' (at most 64)"),
+        ));
+    }
+    Ok(Some(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions() {
+        assert_eq!(
+            normalize_region(" EU-West ", "t").unwrap().as_deref(),
+            Some("eu-west")
+        );
+        assert_eq!(normalize_region("Auto", "t").unwrap(), None);
+        for bad in ["-eu", "eu-", "e u", "eu/1", &"a".repeat(65)] {
+            assert_eq!(
+                normalize_region(bad, "t").unwrap_err().code(),
+                "ERR_RSTREAM_INVALID_REGION",
+                "{bad}"
+            );
+        }
+        assert!(normalize_region("a", "t").is_ok());
+    }
+}

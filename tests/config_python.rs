@@ -1,0 +1,145 @@
+//! Differential test: the configuration case table through the Python SDK's
+//! own resolver (`rstream.config.resolve_client_options`, package
+//! `rstreamlabs-rstream`) and through ours.
+//!
+//! For every case both SDKs support, the outcome (engine, auth kind, error
+//! code) must be the same. A case where we deliberately differ says so
+//! (`python: {differs: reason, ...}`) and states what Python does, which is
+//! checked too, so the list of differences stays exact.
+//!
+//! Runs `tests/interop/config_resolve.py` with the interpreter named by
+//! `RSTREAM_PYTHON`. Without it the test fails, unless
+//! `RSTREAM_SKIP_PYTHON_INTEROP=1` is set, in which case it says loudly that
+//! it skipped.
+
+#[path = "config_cases/harness.rs"]
+mod harness;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use harness::{load_cases, prepare, run_rust, Fixture, Outcome, PythonExpect};
+use serde_json::json;
+
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("RSTREAM_PYTHON") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var("RSTREAM_SKIP_PYTHON_INTEROP").as_deref() == Ok("1") => {
+            // The real stderr, so the test harness does not capture it.
+            let _ = std::io::stderr().write_all(
+                b"\n!!!!!!!!!! SKIPPING the Python configuration differential test: \
+                  RSTREAM_SKIP_PYTHON_INTEROP=1 and RSTREAM_PYTHON is unset. Nothing was \
+                  compared with the Python SDK. !!!!!!!!!!\n\n",
+            );
+            None
+        }
+        _ => panic!(
+            "RSTREAM_PYTHON is not set. Point it at a Python interpreter that has the \
+             rstreamlabs-rstream SDK installed (e.g. RSTREAM_PYTHON=/tmp/pyvenv/bin/python), \
+             or set RSTREAM_SKIP_PYTHON_INTEROP=1 to skip this test on purpose."
+        ),
+    }
+}
+
+#[test]
+fn same_outcomes_as_the_python_sdk() {
+    let Some(python) = python() else { return };
+    let fx = Fixture::new("config-python");
+    let cases = load_cases();
+
+    let mut compared = Vec::new();
+    let mut requests = Vec::new();
+    let mut skipped = 0;
+    for (i, case) in cases.iter().enumerate() {
+        if let Some(PythonExpect::Skip { .. }) = &case.python {
+            skipped += 1;
+            continue;
+        }
+        assert!(
+            !case.options.pure && !case.options.mtls_inline,
+            "case {:?} uses an option Python does not have; mark it `python: {{skip: why}}`",
+            case.name
+        );
+        let prepared = prepare(case, &fx, i);
+        let ours = run_rust(&prepared, &fx);
+        requests.push(json!({
+            "name": case.name,
+            "env": prepared.env,
+            "options": prepared.options,
+            "cert": fx.cert,
+            "key": fx.key,
+        }));
+        compared.push((case, ours));
+    }
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/config_resolve.py");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let input = serde_json::to_vec(&requests).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python driver failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<Outcome> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad driver output ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(theirs.len(), compared.len());
+
+    let mut failures = Vec::new();
+    let mut differences = 0;
+    for ((case, ours), python) in compared.iter().zip(&theirs) {
+        let problem = match &case.python {
+            Some(PythonExpect::Differs { differs, outcome }) => {
+                differences += 1;
+                if !outcome.matches(python) {
+                    Some(format!(
+                        "documented difference ({differs}) no longer holds: Python now gives {python:?}, \
+                         the case says {outcome:?}"
+                    ))
+                } else if ours.matches(python) {
+                    Some(format!(
+                        "documented difference ({differs}) but both give {ours:?}"
+                    ))
+                } else {
+                    None
+                }
+            }
+            Some(PythonExpect::Same(word)) if word != "same" => {
+                Some(format!("unknown python marker {word:?}"))
+            }
+            _ => (!ours.matches(python)).then(|| format!("ours {ours:?}\n    python {python:?}")),
+        };
+        if let Some(p) = problem {
+            failures.push(format!("[{}] {}\n    {p}", case.file, case.name));
+        }
+    }
+    let _ = std::io::stderr().write_all(
+        format!(
+            "config differential: {} cases compared with Python ({} documented differences), {} skipped\n",
+            compared.len(),
+            differences,
+            skipped
+        )
+        .as_bytes(),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases disagree with the Python SDK:\n{}",
+        failures.len(),
+        compared.len(),
+        failures.join("\n")
+    );
+}
