@@ -1079,6 +1079,18 @@ async fn binary_contract() {
         }
         other => panic!("{}", other.name()),
     }
+    drop(conn);
+    // SIGTERM stops it cleanly; stdout held exactly one line.
+    #[cfg(unix)]
+    {
+        let pid = child.id().unwrap().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(killed.unwrap().success());
+        let status = within("exit on SIGTERM", child.wait()).await.unwrap();
+        assert!(status.success(), "{status:?}");
+        assert_eq!(within("stdout EOF", lines.next_line()).await.unwrap(), None);
+    }
+    #[cfg(not(unix))]
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1095,7 +1107,10 @@ async fn no_alpn_is_the_tunnel_protocol() {
     send(&mut conn, Payload::OpenControlChannelReq(req)).await;
     match recv(&mut conn).await {
         Payload::OpenControlChannelRsp(rsp) => {
-            assert!(matches!(rsp.payload, Some(open_control_channel_rsp::Payload::Ok(_))))
+            assert!(matches!(
+                rsp.payload,
+                Some(open_control_channel_rsp::Payload::Ok(_))
+            ))
         }
         other => panic!("{}", other.name()),
     }
