@@ -16,7 +16,9 @@ use rstream::{TunnelAddr, TunnelOptions};
 async fn main() -> Result<(), support::BoxError> {
     let setup = support::setup().await?;
     let control = setup.client.connect().await?;
-    let tunnel = control.create_tunnel(TunnelOptions::http().name("axum-example")).await?;
+    let tunnel = control
+        .create_tunnel(TunnelOptions::http().name("axum-example"))
+        .await?;
     let url = tunnel.forwarding_address().to_owned();
     println!("forwarding address: {url}");
     println!("try: {}", setup.curl(&url));
@@ -24,19 +26,26 @@ async fn main() -> Result<(), support::BoxError> {
     let app = Router::new().route(
         "/",
         get(|ConnectInfo(from): ConnectInfo<TunnelAddr>| async move {
-            format!("hello {}\n", from.source_ip().map_or("stranger".into(), |ip| ip.to_string()))
+            format!(
+                "hello {}\n",
+                from.source_ip()
+                    .map_or("stranger".into(), |ip| ip.to_string())
+            )
         }),
     );
     // Take the closed() future before serve consumes the tunnel: serve then
     // returns when the tunnel or its control channel ends.
     let closed = tunnel.closed();
     let server = tokio::spawn(async move {
-        axum::serve(tunnel, app.into_make_service_with_connect_info::<TunnelAddr>())
-            .with_graceful_shutdown(async move {
-                let reason = closed.await;
-                eprintln!("tunnel closed: {reason}");
-            })
-            .await
+        axum::serve(
+            tunnel,
+            app.into_make_service_with_connect_info::<TunnelAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let reason = closed.await;
+            eprintln!("tunnel closed: {reason}");
+        })
+        .await
     });
 
     let (status, body) = support::https_get(&setup.tls, &url).await?;

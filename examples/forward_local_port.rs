@@ -39,6 +39,9 @@ async fn main() -> Result<(), support::BoxError> {
     }
     control.close().await?;
     let reason = relay.await?;
-    println!("relay stopped: {}", reason.err().map_or("ok".into(), |e| e.to_string()));
+    println!(
+        "relay stopped: {}",
+        reason.err().map_or("ok".into(), |e| e.to_string())
+    );
     Ok(())
 }

@@ -34,17 +34,24 @@ async fn main() -> Result<(), support::BoxError> {
     // An HTTP/2 client: TLS with ALPN h2 to the published address.
     let uri: http::Uri = url.parse()?;
     let host = uri.host().ok_or("no host")?.to_owned();
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
+    let tcp =
+        tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
     let config = setup.tls.client_config(&[b"h2"])?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(rustls::pki_types::ServerName::try_from(host)?, tcp)
         .await?;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
     tokio::spawn(conn);
-    let rsp = send.send_request(http::Request::get(url.as_str()).body(Empty::<Bytes>::new())?).await?;
+    let rsp = send
+        .send_request(http::Request::get(url.as_str()).body(Empty::<Bytes>::new())?)
+        .await?;
     let version = rsp.version();
     let body = rsp.into_body().collect().await?.to_bytes();
-    println!("client saw {version:?}; the app saw {}", String::from_utf8_lossy(&body).trim_end());
+    println!(
+        "client saw {version:?}; the app saw {}",
+        String::from_utf8_lossy(&body).trim_end()
+    );
     if std::env::args().any(|a| a == "--serve") {
         tokio::signal::ctrl_c().await?;
     }

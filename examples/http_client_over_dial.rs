@@ -19,16 +19,22 @@ use rstream::TunnelOptions;
 async fn main() -> Result<(), support::BoxError> {
     let setup = support::setup().await?;
     let control = setup.client.connect().await?;
-    let tunnel = control.create_tunnel(TunnelOptions::new().name("inventory-api")).await?;
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("inventory-api"))
+        .await?;
     let app = Router::new().route("/items", get(|| async { r#"["apple","pear"]"# }));
     tokio::spawn(rstream::http::serve(tunnel, app));
 
-    let http = HttpClient::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(setup.client.connector());
+    let http = HttpClient::builder(TokioExecutor::new())
+        .build::<_, Empty<Bytes>>(setup.client.connector());
     for _ in 0..3 {
         let rsp = http.get("http://inventory-api/items".parse()?).await?;
         let status = rsp.status();
         let body = rsp.into_body().collect().await?.to_bytes();
-        println!("GET http://inventory-api/items -> {status}: {}", String::from_utf8_lossy(&body));
+        println!(
+            "GET http://inventory-api/items -> {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     control.close().await?;
     Ok(())

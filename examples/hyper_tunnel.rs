@@ -23,13 +23,22 @@ async fn main() -> Result<(), support::BoxError> {
     println!("try: {}", setup.curl(&url));
 
     let service = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-        let text = format!("{} {} over {:?}\n", req.method(), req.uri().path(), req.version());
+        let text = format!(
+            "{} {} over {:?}\n",
+            req.method(),
+            req.uri().path(),
+            req.version()
+        );
         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(rstream::http::serve_with_shutdown(tunnel, service, async move {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(rstream::http::serve_with_shutdown(
+        tunnel,
+        service,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     let (status, body) = support::https_get(&setup.tls, &url).await?;
     println!("GET {url} -> {status}: {}", body.trim_end());

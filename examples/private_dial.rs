@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn main() -> Result<(), support::BoxError> {
     let setup = support::setup().await?;
     let control = setup.client.connect().await?;
-    let mut tunnel = control.create_tunnel(TunnelOptions::new().name("private-echo")).await?;
+    let mut tunnel = control
+        .create_tunnel(TunnelOptions::new().name("private-echo"))
+        .await?;
     println!("tunnel: {}", tunnel.forwarding_address());
 
     // The owner side: upper-case whatever arrives.

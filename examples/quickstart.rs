@@ -26,7 +26,10 @@ async fn main() -> Result<(), support::BoxError> {
     println!("forwarding address: {url}");
     println!("try: {}", setup.curl(&url));
 
-    let app = Router::new().route("/", get(|| async { "Hello from axum, through an rstream tunnel!\n" }));
+    let app = Router::new().route(
+        "/",
+        get(|| async { "Hello from axum, through an rstream tunnel!\n" }),
+    );
     let closed = tunnel.closed();
     let server = tokio::spawn(async move {
         axum::serve(tunnel, app)

@@ -29,7 +29,11 @@ async fn main() -> Result<(), support::BoxError> {
         get(|ws: WebSocketUpgrade| async move {
             ws.on_upgrade(|mut socket| async move {
                 while let Some(Ok(Message::Text(text))) = socket.recv().await {
-                    if socket.send(Message::Text(format!("echo: {text}").into())).await.is_err() {
+                    if socket
+                        .send(Message::Text(format!("echo: {text}").into()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -40,7 +44,8 @@ async fn main() -> Result<(), support::BoxError> {
 
     let uri: http::Uri = url.parse()?;
     let host = uri.host().ok_or("no host")?.to_owned();
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
+    let tcp =
+        tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
     let tls = tokio_rustls::TlsConnector::from(setup.tls.client_config(&[b"http/1.1"])?)
         .connect(rustls::pki_types::ServerName::try_from(host)?, tcp)
         .await?;

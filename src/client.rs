@@ -6,8 +6,8 @@ use crate::config::{managed, ClientOptions, EngineTarget, ResolvedOptions, Secre
 use crate::control::ControlChannel;
 use crate::error::{Error, Result};
 use crate::proto::{
-    message::Payload, read_frame, stream_rsp, write_frame, ClientDetails, Message, StreamReq,
-    ALPN, PROTOCOL_VERSION,
+    message::Payload, read_frame, stream_rsp, write_frame, ClientDetails, Message, StreamReq, ALPN,
+    PROTOCOL_VERSION,
 };
 use crate::stream::{RstreamStream, StreamInfo};
 use crate::transport::{Endpoint, TlsDialer};
@@ -160,6 +160,16 @@ impl Client {
     }
 
     /// Opens a control channel, on which tunnels are created.
+    ///
+    /// The channel reconnects by itself (and re-creates its tunnels) when
+    /// the connection is lost, with the default
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy); see
+    /// [`connect_with`](Client::connect_with) to change or disable that.
+    /// A failure of this first connection is returned, not retried.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the half-open connection.
     pub async fn connect(&self) -> Result<ControlChannel> {
         ControlChannel::open(self.clone()).await
     }
@@ -210,10 +220,17 @@ impl Client {
                     Some(stream_rsp::Payload::Error(e)) => {
                         return Err(Error::engine(e.code, e.message.as_deref()))
                     }
-                    None => return Err(Error::protocol("StreamRsp with neither stream id nor error")),
+                    None => {
+                        return Err(Error::protocol(
+                            "StreamRsp with neither stream id nor error",
+                        ))
+                    }
                 },
                 Some(other) => {
-                    return Err(Error::protocol(format!("expected StreamRsp, got {}", other.name())))
+                    return Err(Error::protocol(format!(
+                        "expected StreamRsp, got {}",
+                        other.name()
+                    )))
                 }
                 None => return Err(Error::protocol("engine closed the dial before answering")),
             }

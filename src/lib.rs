@@ -55,6 +55,7 @@
     rust_2018_idioms
 )]
 
+pub mod api;
 mod client;
 pub mod config;
 pub mod control;
@@ -72,9 +73,9 @@ pub mod engine;
 
 pub use client::{Client, DialOptions, AGENT};
 pub use config::{ClientOptions, Secret};
-pub use control::ControlChannel;
+pub use control::{ConnectOptions, ConnectionStatus, ControlChannel, ReconnectPolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use stream::{RstreamStream, StreamInfo};
-pub use tunnel::{HttpVersion, Protocol, TlsMode, Tunnel, TunnelOptions};
 #[cfg(feature = "axum")]
 pub use tunnel::TunnelAddr;
+pub use tunnel::{HttpVersion, Protocol, TlsMode, Tunnel, TunnelOptions};

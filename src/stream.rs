@@ -32,7 +32,11 @@ pub struct StreamInfo {
 }
 
 impl StreamInfo {
-    pub(crate) fn new(tunnel: Arc<str>, stream_id: Option<Arc<str>>, source_ip: Option<IpAddr>) -> Self {
+    pub(crate) fn new(
+        tunnel: Arc<str>,
+        stream_id: Option<Arc<str>>,
+        source_ip: Option<IpAddr>,
+    ) -> Self {
         StreamInfo {
             tunnel,
             stream_id,
@@ -70,6 +74,17 @@ impl RstreamStream {
     /// Shortcut for `info().source_ip()`.
     pub fn source_ip(&self) -> Option<IpAddr> {
         self.info.source_ip
+    }
+
+    /// Whether the TLS connection to the engine resumed an earlier session
+    /// (an abbreviated handshake: no certificate exchange or verification),
+    /// which the client's shared TLS configuration makes the common case.
+    /// For diagnostics and benchmarks.
+    pub fn tls_resumed(&self) -> bool {
+        matches!(
+            self.io.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        )
     }
 }
 

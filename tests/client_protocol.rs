@@ -51,7 +51,12 @@ async fn client_details_and_liveness_proposal() {
     assert_eq!(req.liveness.unwrap().heartbeat_interval_ms, 5_000);
     assert_eq!(req.liveness.unwrap().heartbeat_timeout_ms, 0);
     // The first heartbeat goes out immediately, with sequence 1.
-    assert_eq!(within("first heartbeat", expect_heartbeat(&mut peer)).await.sequence, 1);
+    assert_eq!(
+        within("first heartbeat", expect_heartbeat(&mut peer))
+            .await
+            .sequence,
+        1
+    );
     assert_eq!(control.client_id(), "scripted-client");
 }
 
@@ -90,7 +95,10 @@ async fn silent_engine_expires_liveness() {
         .heartbeat_interval(Duration::from_secs(1))
         .build()
         .unwrap();
-    let (control, peer) = tokio::join!(client.connect(), async {
+    // Reconnect off: the expiry itself must close the channel (with
+    // reconnect on it would be a transient loss; tests/reliability.rs).
+    let connect = client.connect_with(rstream::ReconnectPolicy::disabled());
+    let (control, peer) = tokio::join!(connect, async {
         let mut peer = engine.accept().await;
         peer.open_ok(Some(2_000)).await;
         peer
@@ -144,7 +152,11 @@ async fn heartbeat_with_sequence_from_engine_is_a_protocol_error() {
 
 #[tokio::test]
 async fn liveness_negotiation_errors_fail_connect() {
-    for (timeout, proposed_none) in [(Some(4_999u32), false), (Some(900_001), false), (Some(15_000), true)] {
+    for (timeout, proposed_none) in [
+        (Some(4_999u32), false),
+        (Some(900_001), false),
+        (Some(15_000), true),
+    ] {
         let engine = Scripted::start().await;
         let mut opts = engine.client();
         if proposed_none {
@@ -157,18 +169,20 @@ async fn liveness_negotiation_errors_fail_connect() {
                 panic!("expected OpenControlChannelReq")
             };
             let interval = req.liveness.map_or(5_000, |l| l.heartbeat_interval_ms);
-            peer.send(Payload::OpenControlChannelRsp(proto::OpenControlChannelRsp {
-                payload: Some(proto::open_control_channel_rsp::Payload::Ok(
-                    proto::open_control_channel_rsp::Ok {
-                        client_id: "c".into(),
-                        server_details: None,
-                        liveness: timeout.map(|t| proto::ControlChannelLiveness {
-                            heartbeat_interval_ms: interval,
-                            heartbeat_timeout_ms: t,
-                        }),
-                    },
-                )),
-            }))
+            peer.send(Payload::OpenControlChannelRsp(
+                proto::OpenControlChannelRsp {
+                    payload: Some(proto::open_control_channel_rsp::Payload::Ok(
+                        proto::open_control_channel_rsp::Ok {
+                            client_id: "c".into(),
+                            server_details: None,
+                            liveness: timeout.map(|t| proto::ControlChannelLiveness {
+                                heartbeat_interval_ms: interval,
+                                heartbeat_timeout_ms: t,
+                            }),
+                        },
+                    )),
+                },
+            ))
             .await;
             peer
         });
@@ -267,7 +281,9 @@ async fn engine_errors_and_missing_id() {
     });
     let control = control.unwrap();
     let script = async {
-        let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else { panic!() };
+        let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else {
+            panic!()
+        };
         peer.send(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
             request_id: r.request_id,
             payload: Some(open_tunnel_rsp::Payload::Error(proto::Error::new(
@@ -276,30 +292,45 @@ async fn engine_errors_and_missing_id() {
             ))),
         }))
         .await;
-        let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else { panic!() };
+        let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else {
+            panic!()
+        };
         peer.send(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
             request_id: r.request_id,
             payload: None,
         }))
         .await;
-        let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else { panic!() };
+        let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else {
+            panic!()
+        };
         peer.send(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
             request_id: r.request_id,
-            payload: Some(open_tunnel_rsp::Payload::TunnelProperties(Default::default())),
+            payload: Some(open_tunnel_rsp::Payload::TunnelProperties(
+                Default::default(),
+            )),
         }))
         .await;
         peer
     };
     let client_side = async {
-        let e = control.create_tunnel(TunnelOptions::new().geoip("FR")).await.unwrap_err();
+        let e = control
+            .create_tunnel(TunnelOptions::new().geoip("FR"))
+            .await
+            .unwrap_err();
         assert_eq!(e.engine_code(), Some(5000));
         assert!(e.to_string().contains("no geoip here"));
         // Neither payload: that request fails, the channel stays.
-        let e = control.create_tunnel(TunnelOptions::new()).await.unwrap_err();
+        let e = control
+            .create_tunnel(TunnelOptions::new())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
         assert!(!control.is_closed());
         // Properties without id: fails at once and tears the channel down.
-        let e = control.create_tunnel(TunnelOptions::new()).await.unwrap_err();
+        let e = control
+            .create_tunnel(TunnelOptions::new())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
     };
     let (_, _peer) = tokio::join!(within("engine errors", client_side), script);
@@ -377,9 +408,16 @@ async fn unknown_frames_are_ignored_and_unknown_tunnel_proxy_is_refused() {
     // a stray StreamRsp, an unknown CloseTunnelRsp: all ignored.
     peer.send_raw(&[0, 0, 0, 0]).await;
     peer.send_raw(&[0, 0, 0, 3, 0x98, 0x06, 0x01]).await;
-    peer.send(Payload::ServerMessage(proto::ServerMessage { message: "hello".into() })).await;
-    peer.send(Payload::StreamRsp(proto::StreamRsp { payload: None })).await;
-    peer.send(Payload::CloseTunnelRsp(proto::CloseTunnelRsp { tunnel_id: "nope".into() })).await;
+    peer.send(Payload::ServerMessage(proto::ServerMessage {
+        message: "hello".into(),
+    }))
+    .await;
+    peer.send(Payload::StreamRsp(proto::StreamRsp { payload: None }))
+        .await;
+    peer.send(Payload::CloseTunnelRsp(proto::CloseTunnelRsp {
+        tunnel_id: "nope".into(),
+    }))
+    .await;
     peer.send(Payload::ProxyConnReq(proto::ProxyConnReq {
         tunnel_id: "unknown".into(),
         stream_id: "s1".into(),
@@ -389,7 +427,10 @@ async fn unknown_frames_are_ignored_and_unknown_tunnel_proxy_is_refused() {
     match within("refusal", peer.recv()).await {
         Some(Payload::ProxyConnRsp(rsp)) => {
             assert_eq!(rsp.stream_id, "s1");
-            assert_eq!(rsp.error.unwrap().code, proto::ErrorCode::InvalidStream as i32);
+            assert_eq!(
+                rsp.error.unwrap().code,
+                proto::ErrorCode::InvalidStream as i32
+            );
         }
         other => panic!("expected ProxyConnRsp, got {:?}", other.map(|p| p.name())),
     }
@@ -398,9 +439,15 @@ async fn unknown_frames_are_ignored_and_unknown_tunnel_proxy_is_refused() {
     let (res, _) = tokio::join!(control.close(), async {
         match peer.recv().await {
             Some(Payload::CloseControlChannelReq(_)) => {}
-            other => panic!("expected CloseControlChannelReq, got {:?}", other.map(|p| p.name())),
+            other => panic!(
+                "expected CloseControlChannelReq, got {:?}",
+                other.map(|p| p.name())
+            ),
         }
-        peer.send(Payload::CloseControlChannelRsp(proto::CloseControlChannelRsp {})).await;
+        peer.send(Payload::CloseControlChannelRsp(
+            proto::CloseControlChannelRsp {},
+        ))
+        .await;
     });
     res.unwrap();
     assert!(control.is_closed());

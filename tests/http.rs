@@ -86,17 +86,24 @@ fn app() -> Router {
 async fn published(
     engine: &rstream::engine::LocalEngine,
     options: TunnelOptions,
-) -> (String, rstream::ControlChannel, tokio::task::JoinHandle<std::io::Result<()>>) {
+) -> (
+    String,
+    rstream::ControlChannel,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let control = client(engine).connect().await.unwrap();
     let tunnel = control.create_tunnel(options).await.unwrap();
     let url = tunnel.forwarding_address().to_owned();
     let closed = tunnel.closed();
     let server = tokio::spawn(async move {
-        axum::serve(tunnel, app().into_make_service_with_connect_info::<TunnelAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = closed.await;
-            })
-            .await
+        axum::serve(
+            tunnel,
+            app().into_make_service_with_connect_info::<TunnelAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = closed.await;
+        })
+        .await
     });
     (url, control, server)
 }
@@ -106,14 +113,18 @@ async fn axum_serve_keep_alive_hundred_requests_on_one_connection() {
     let engine = engine().await;
     let (url, _control, _server) = published(&engine, TunnelOptions::http()).await;
     let tls = tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     for i in 0..100 {
         let req = http::Request::get(format!("/?n={i}"))
             .header("host", authority(&url))
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let rsp = within("keep-alive request", send.send_request(req)).await.unwrap();
+        let rsp = within("keep-alive request", send.send_request(req))
+            .await
+            .unwrap();
         assert_eq!(rsp.status(), 200);
         let body = rsp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"root");
@@ -143,13 +154,17 @@ async fn fifty_concurrent_downstream_connections_and_connect_info() {
 #[tokio::test]
 async fn h2c_tunnel_serves_http2_with_many_concurrent_streams() {
     let engine = engine().await;
-    let (url, _control, _server) =
-        published(&engine, TunnelOptions::http().http_version(HttpVersion::H2c)).await;
+    let (url, _control, _server) = published(
+        &engine,
+        TunnelOptions::http().http_version(HttpVersion::H2c),
+    )
+    .await;
     let tls = tls_connect(&url, engine.ca_pem(), &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..100 {
@@ -178,7 +193,9 @@ async fn websocket_round_trip_through_published_address() {
     let (url, _control, _server) = published(&engine, TunnelOptions::http()).await;
     let tls = tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
     let ws_url = format!("wss://{}/ws", authority(&url));
-    let (mut ws, rsp) = within("ws handshake", tokio_tungstenite::client_async(ws_url, tls)).await.unwrap();
+    let (mut ws, rsp) = within("ws handshake", tokio_tungstenite::client_async(ws_url, tls))
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 101);
     ws.send(TMessage::Text("hi".into())).await.unwrap();
     let got = within("ws text", ws.next()).await.unwrap().unwrap();
@@ -227,7 +244,10 @@ async fn closing_the_tunnel_ends_axum_serve_wired_to_closed() {
     let (status, _) = https_get(&url, engine.ca_pem(), "/").await;
     assert_eq!(status, 200);
     control.close().await.unwrap();
-    within("axum::serve returns", server).await.unwrap().unwrap();
+    within("axum::serve returns", server)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -237,7 +257,10 @@ async fn rstream_http_serve_returns_when_the_tunnel_closes() {
     let tunnel = control.create_tunnel(TunnelOptions::http()).await.unwrap();
     let url = tunnel.forwarding_address().to_owned();
     let svc = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(format!("{:?}", req.version())))))
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(format!(
+            "{:?}",
+            req.version()
+        )))))
     });
     let server = tokio::spawn(rstream::http::serve(tunnel, svc));
     let (status, body) = https_get(&url, engine.ca_pem(), "/").await;
@@ -258,14 +281,20 @@ async fn forward_to_relays_both_ways_and_survives_refused_connections() {
         l.local_addr().unwrap()
     };
     // A tunnel forwarding to a dead port: each dial is closed, the loop goes on.
-    let dead_tunnel = control.create_tunnel(TunnelOptions::new().name("fwd-dead")).await.unwrap();
+    let dead_tunnel = control
+        .create_tunnel(TunnelOptions::new().name("fwd-dead"))
+        .await
+        .unwrap();
     tokio::spawn(dead_tunnel.forward_to(dead.to_string()));
     let mut s = client.dial("fwd-dead").await.unwrap();
     let mut buf = Vec::new();
     let _ = within("refused closes the stream", s.read_to_end(&mut buf)).await;
     assert!(buf.is_empty());
 
-    let tunnel = control.create_tunnel(TunnelOptions::new().name("fwd")).await.unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("fwd"))
+        .await
+        .unwrap();
     let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local_addr = local.local_addr().unwrap();
     tokio::spawn(tunnel.forward_to(local_addr.to_string()));
@@ -309,64 +338,108 @@ async fn hyper_clients_over_dialed_streams() {
 
     // hyper http1 handshake on a dialed stream.
     let stream = client.dial("private-api").await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let rsp = send
-        .send_request(http::Request::get("/").header("host", "private-api").body(Empty::<Bytes>::new()).unwrap())
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
-    assert_eq!(&rsp.into_body().collect().await.unwrap().to_bytes()[..], b"root");
+    tokio::spawn(conn);
+    let rsp = send
+        .send_request(
+            http::Request::get("/")
+                .header("host", "private-api")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        &rsp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"root"
+    );
 
     // hyper http2 (prior knowledge) on a dialed stream.
     let stream = client.dial("private-api").await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let rsp = send
-        .send_request(http::Request::get("http://private-api/version").body(Empty::<Bytes>::new()).unwrap())
+        .send_request(
+            http::Request::get("http://private-api/version")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
         .await
         .unwrap();
-    assert_eq!(&rsp.into_body().collect().await.unwrap().to_bytes()[..], b"HTTP/2.0");
+    assert_eq!(
+        &rsp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"HTTP/2.0"
+    );
 
     // tokio-tungstenite over a dialed stream.
     let stream = client.dial("private-api").await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://private-api/ws", stream).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://private-api/ws", stream)
+        .await
+        .unwrap();
     ws.send(TMessage::Text("dialed".into())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), TMessage::Text("echo: dialed".into()));
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        TMessage::Text("echo: dialed".into())
+    );
 
     // hyper_util's pooled client over the connector, by name and by id.
     let pooled = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build::<_, Empty<Bytes>>(client.connector());
     for host in ["private-api", id.as_str()] {
-        let rsp = within("pooled", pooled.get(format!("http://{host}/").parse().unwrap())).await.unwrap();
+        let rsp = within(
+            "pooled",
+            pooled.get(format!("http://{host}/").parse().unwrap()),
+        )
+        .await
+        .unwrap();
         assert_eq!(rsp.status(), 200);
         let info = rsp.extensions().get::<rstream::StreamInfo>().cloned();
         assert_eq!(info.map(|i| i.tunnel().to_owned()).as_deref(), Some(host));
-        assert_eq!(&rsp.into_body().collect().await.unwrap().to_bytes()[..], b"root");
+        assert_eq!(
+            &rsp.into_body().collect().await.unwrap().to_bytes()[..],
+            b"root"
+        );
     }
 }
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways() {
-    let mib: usize = std::env::var("RSTREAM_TEST_STREAM_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let mib: usize = std::env::var("RSTREAM_TEST_STREAM_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let engine = engine().await;
     let (url, _control, _server) = published(&engine, TunnelOptions::http()).await;
     let tls = tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     // Upload, streamed from a generator (never all in memory).
     let chunk = Bytes::from(vec![1u8; 1 << 20]);
     let body = http_body_util::StreamBody::new(futures_util::stream::iter(
         (0..mib).map(move |_| Ok::<_, Infallible>(hyper::body::Frame::data(chunk.clone()))),
     ));
-    let req = http::Request::post("/upload").header("host", authority(&url)).body(body).unwrap();
-    let rsp = tokio::time::timeout(Duration::from_secs(120), send.send_request(req)).await.unwrap().unwrap();
+    let req = http::Request::post("/upload")
+        .header("host", authority(&url))
+        .body(body)
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(120), send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
     let text = rsp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(text, (mib << 20).to_string());
     // Download, counted frame by frame.
     let tls = tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get(format!("/download/{mib}"))
         .header("host", authority(&url))
@@ -374,7 +447,10 @@ async fn large_bodies_stream_both_ways() {
         .unwrap();
     let mut body = send.send_request(req).await.unwrap().into_body();
     let mut n = 0;
-    while let Some(frame) = tokio::time::timeout(Duration::from_secs(60), body.frame()).await.unwrap() {
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(60), body.frame())
+        .await
+        .unwrap()
+    {
         if let Ok(data) = frame.unwrap().into_data() {
             n += data.len();
         }

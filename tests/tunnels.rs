@@ -19,16 +19,29 @@ async fn connect_create_close() {
     let control = within("connect", client.connect()).await.unwrap();
     assert!(!control.client_id().is_empty());
 
-    let private = control.create_tunnel(TunnelOptions::new().name("private-api")).await.unwrap();
+    let private = control
+        .create_tunnel(TunnelOptions::new().name("private-api"))
+        .await
+        .unwrap();
     assert!(!private.id().is_empty());
     assert_eq!(private.name(), Some("private-api"));
-    assert_eq!(private.forwarding_address(), "rstrm://private-api (unpublished)");
+    assert_eq!(
+        private.forwarding_address(),
+        "rstrm://private-api (unpublished)"
+    );
 
     let web = control.create_tunnel(TunnelOptions::http()).await.unwrap();
-    assert!(web.forwarding_address().starts_with("https://127.0.0.1:"), "{}", web.forwarding_address());
+    assert!(
+        web.forwarding_address().starts_with("https://127.0.0.1:"),
+        "{}",
+        web.forwarding_address()
+    );
 
     // Names are unique on the engine.
-    let dup = control.create_tunnel(TunnelOptions::new().name("private-api")).await.unwrap_err();
+    let dup = control
+        .create_tunnel(TunnelOptions::new().name("private-api"))
+        .await
+        .unwrap_err();
     assert_eq!(dup.kind(), ErrorKind::Engine, "{dup}");
 
     let mut private = private;
@@ -37,18 +50,31 @@ async fn connect_create_close() {
     let err = private.accept().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);
     // The name is free again.
-    control.create_tunnel(TunnelOptions::new().name("private-api")).await.unwrap();
+    control
+        .create_tunnel(TunnelOptions::new().name("private-api"))
+        .await
+        .unwrap();
 
     control.close().await.unwrap();
     assert!(control.is_closed());
     let mut web = web;
-    assert_eq!(within("accept after close", web.accept()).await.unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        within("accept after close", web.accept())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Closed
+    );
 }
 
 #[tokio::test]
 async fn wrong_token_is_unauthorized_and_unknown_tunnel_not_found() {
     init();
-    let engine = LocalEngine::builder().token("good-token").start().await.unwrap();
+    let engine = LocalEngine::builder()
+        .token("good-token")
+        .start()
+        .await
+        .unwrap();
     let bad = options(&engine).token("bad-token").build().unwrap();
     let err = bad.connect().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
@@ -79,16 +105,21 @@ fn init() {
 async fn published_https_request_reaches_the_app_with_source_ip() {
     let engine = engine().await;
     let control = client(&engine).connect().await.unwrap();
-    let tunnel = control.create_tunnel(TunnelOptions::http().name("web")).await.unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::http().name("web"))
+        .await
+        .unwrap();
     let url = tunnel.forwarding_address().to_owned();
     let mut tunnel = tunnel;
     let app = tokio::spawn(async move {
         let stream = tunnel.accept().await.unwrap();
         let ip = stream.source_ip();
-        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
-            let body = format!("{} {} from {:?}", req.method(), req.uri().path(), ip);
-            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
-        });
+        let svc = hyper::service::service_fn(
+            move |req: http::Request<hyper::body::Incoming>| async move {
+                let body = format!("{} {} from {:?}", req.method(), req.uri().path(), ip);
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+            },
+        );
         hyper::server::conn::http1::Builder::new()
             .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
             .await
@@ -105,7 +136,10 @@ async fn dial_by_name_and_id_with_zero_rtt_on_and_off() {
     let engine = engine().await;
     let client = client(&engine);
     let control = client.connect().await.unwrap();
-    let tunnel = control.create_tunnel(TunnelOptions::new().name("echo")).await.unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("echo"))
+        .await
+        .unwrap();
     let id = tunnel.id().to_owned();
     let _echo = spawn_echo(tunnel);
     for target in ["echo", id.as_str()] {
@@ -134,7 +168,12 @@ async fn hundred_concurrent_dials() {
     let engine = engine().await;
     let client = client(&engine);
     let control = client.connect().await.unwrap();
-    let _echo = spawn_echo(control.create_tunnel(TunnelOptions::new().name("many")).await.unwrap());
+    let _echo = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("many"))
+            .await
+            .unwrap(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..100 {
         let client = client.clone();
@@ -155,10 +194,19 @@ async fn hundred_concurrent_dials() {
 #[tokio::test]
 async fn three_hundred_simultaneous_proxy_requests_queue_instead_of_failing() {
     init();
-    let engine = LocalEngine::builder().max_pending_streams(1024).start().await.unwrap();
+    let engine = LocalEngine::builder()
+        .max_pending_streams(1024)
+        .start()
+        .await
+        .unwrap();
     let client = client(&engine);
     let control = client.connect().await.unwrap();
-    let _echo = spawn_echo(control.create_tunnel(TunnelOptions::new().name("burst")).await.unwrap());
+    let _echo = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("burst"))
+            .await
+            .unwrap(),
+    );
     let barrier = Arc::new(tokio::sync::Barrier::new(300));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..300 {
@@ -187,10 +235,14 @@ async fn tunnel_is_a_stream_and_closes_with_its_channel() {
     let engine = engine().await;
     let client = client(&engine);
     let control = client.connect().await.unwrap();
-    let mut tunnel = control.create_tunnel(TunnelOptions::new().name("s")).await.unwrap();
+    let mut tunnel = control
+        .create_tunnel(TunnelOptions::new().name("s"))
+        .await
+        .unwrap();
     let closed = tunnel.closed();
     let dialer = client.clone();
-    let dial = tokio::spawn(async move { echo_round_trip(dialer.dial("s").await.unwrap(), b"").await });
+    let dial =
+        tokio::spawn(async move { echo_round_trip(dialer.dial("s").await.unwrap(), b"").await });
     let first = within("stream next", tunnel.next()).await.unwrap().unwrap();
     drop(first);
     let _ = within("dial", dial).await;
@@ -206,12 +258,19 @@ async fn dropping_a_tunnel_closes_it_on_the_engine() {
     let engine = engine().await;
     let client = client(&engine);
     let control = client.connect().await.unwrap();
-    let tunnel = control.create_tunnel(TunnelOptions::new().name("dropme")).await.unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("dropme"))
+        .await
+        .unwrap();
     drop(tunnel);
     // The name becomes available again once the engine processed the close.
     within("name freed", async {
         loop {
-            if control.create_tunnel(TunnelOptions::new().name("dropme")).await.is_ok() {
+            if control
+                .create_tunnel(TunnelOptions::new().name("dropme"))
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -224,9 +283,15 @@ async fn dropping_a_tunnel_closes_it_on_the_engine() {
 async fn unsupported_properties_are_refused_by_engine_and_client() {
     let engine = engine().await;
     let control = client(&engine).connect().await.unwrap();
-    let err = control.create_tunnel(TunnelOptions::http().geoip("FR")).await.unwrap_err();
+    let err = control
+        .create_tunnel(TunnelOptions::http().geoip("FR"))
+        .await
+        .unwrap_err();
     assert_eq!(err.engine_code(), Some(5000), "{err}");
-    let err = control.create_tunnel(TunnelOptions::new().datagram()).await.unwrap_err();
+    let err = control
+        .create_tunnel(TunnelOptions::new().datagram())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "ERR_RSTREAM_UNSUPPORTED_TUNNEL");
     assert!(!control.is_closed());
 }
@@ -237,12 +302,17 @@ async fn tcp_tunnel_splices_raw_bytes() {
     let engine = engine().await;
     let control = client(&engine).connect().await.unwrap();
     let tunnel = control.create_tunnel(TunnelOptions::tcp()).await.unwrap();
-    let addr = tunnel.forwarding_address().trim_end_matches(" (tcp)").to_owned();
+    let addr = tunnel
+        .forwarding_address()
+        .trim_end_matches(" (tcp)")
+        .to_owned();
     let _echo = spawn_echo(tunnel);
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(b"raw tcp bytes").await.unwrap();
     tcp.shutdown().await.unwrap();
     let mut back = Vec::new();
-    within("tcp echo", tcp.read_to_end(&mut back)).await.unwrap();
+    within("tcp echo", tcp.read_to_end(&mut back))
+        .await
+        .unwrap();
     assert_eq!(back, b"raw tcp bytes");
 }

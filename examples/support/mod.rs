@@ -29,17 +29,27 @@ pub struct Setup {
 
 pub async fn setup() -> Result<Setup, BoxError> {
     if std::env::var("RSTREAM_ENGINE").is_ok_and(|v| !v.trim().is_empty()) {
-        let ca_file = std::env::var("RSTREAM_CA_FILE").ok().filter(|v| !v.trim().is_empty());
+        let ca_file = std::env::var("RSTREAM_CA_FILE")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
         let tls = match &ca_file {
             Some(f) => TlsOptions::new().add_ca_file(f)?,
             None => TlsOptions::new(),
         };
-        return Ok(Setup { client: Client::from_env()?, tls, ca_file, engine: None });
+        return Ok(Setup {
+            client: Client::from_env()?,
+            tls,
+            ca_file,
+            engine: None,
+        });
     }
     let engine = LocalEngine::builder().start().await?;
     eprintln!("started a local engine on {}", engine.engine_address());
     let tls = TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes())?;
-    let client = Client::builder().engine(engine.engine_address()).tls(tls.clone()).build()?;
+    let client = Client::builder()
+        .engine(engine.engine_address())
+        .tls(tls.clone())
+        .build()?;
     Ok(Setup {
         client,
         tls,
@@ -59,19 +69,27 @@ impl Setup {
 }
 
 /// GET `url` (an `https://host[:port]/path` address) with hyper over rustls.
-pub async fn https_get(tls: &TlsOptions, url: &str) -> Result<(http::StatusCode, String), BoxError> {
+pub async fn https_get(
+    tls: &TlsOptions,
+    url: &str,
+) -> Result<(http::StatusCode, String), BoxError> {
     let uri: http::Uri = url.parse()?;
     let host = uri.host().ok_or("URL has no host")?.to_owned();
     let port = uri.port_u16().unwrap_or(443);
     let tcp = TcpStream::connect((host.as_str(), port)).await?;
     let config = tls.client_config(&[b"http/1.1"])?;
     let name = rustls::pki_types::ServerName::try_from(host.clone())?;
-    let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = http::Request::get(path)
-        .header(http::header::HOST, uri.authority().map_or(host.clone(), |a| a.to_string()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or(host.clone(), |a| a.to_string()),
+        )
         .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status();

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! rstream-local-engine [--listen ADDR] [--state-dir DIR] [--token T]...
+//!                      [--client-ca FILE]... [--require-client-certificate]
+//!                      [--webhook-url URL --webhook-secret whsec_...]...
 //! ```
 //!
 //! Prints exactly one line to stdout once it listens,
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rstream::engine::{EngineEvent, LocalEngine};
+use rstream::webhook::WebhookSecret;
 
 const USAGE: &str = "\
 usage: rstream-local-engine [OPTIONS]
@@ -32,10 +35,23 @@ options:
                                 (default: a fresh temporary directory)
   --token TOKEN                 accepted agent token (repeatable; without any,
                                 every client is admitted)
+  --client-ca FILE              trust this PEM CA to issue agent client
+                                certificates (mTLS; repeatable): a verified
+                                certificate authenticates an agent without
+                                a token
+  --require-client-certificate  refuse connections without such a
+                                certificate (needs --client-ca)
   --liveness-timeout-ms MS      liveness timeout answered to clients
                                 (default max(3 x interval, 15000), <= 900000)
   --max-tunnels-per-client N    default 64
   --max-pending-streams N       per tunnel, default 256
+  --webhook-url URL             deliver signed webhooks (client.created,
+                                tunnel.created, tunnel.deleted,
+                                client.deleted) to this http(s) URL
+                                (repeatable)
+  --webhook-secret SECRET       signing secret of the matching --webhook-url
+                                (repeatable, paired in order; without any,
+                                every URL uses $RSTREAM_WEBHOOK_SECRET)
   --quiet                       no event log on stderr
   -h, --help                    print this help
 ";
@@ -44,9 +60,12 @@ struct Args {
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
     tokens: Vec<String>,
+    client_cas: Vec<PathBuf>,
+    require_client_certificate: bool,
     liveness_timeout: Option<Duration>,
     max_tunnels_per_client: Option<usize>,
     max_pending_streams: Option<usize>,
+    webhooks: Vec<(String, WebhookSecret)>,
     quiet: bool,
 }
 
@@ -60,11 +79,16 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String>
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: None,
         tokens: Vec::new(),
+        client_cas: Vec::new(),
+        require_client_certificate: false,
         liveness_timeout: None,
         max_tunnels_per_client: None,
         max_pending_streams: None,
+        webhooks: Vec::new(),
         quiet: false,
     };
+    let mut webhook_urls = Vec::new();
+    let mut webhook_secrets = Vec::new();
     while let Some(arg) = argv.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -99,6 +123,14 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String>
                 }
                 args.tokens.push(v);
             }
+            "--client-ca" => {
+                let v = value("--client-ca")?;
+                if v.trim().is_empty() {
+                    return Err("--client-ca: empty path".into());
+                }
+                args.client_cas.push(PathBuf::from(v));
+            }
+            "--require-client-certificate" => args.require_client_certificate = true,
             "--liveness-timeout-ms" => {
                 let v = value("--liveness-timeout-ms")?;
                 let ms: u64 = v
@@ -120,9 +152,36 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String>
                     value("--max-pending-streams")?,
                 )?);
             }
+            "--webhook-url" => {
+                let v = value("--webhook-url")?;
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err("--webhook-url: must start with http:// or https://".into());
+                }
+                webhook_urls.push(v);
+            }
+            "--webhook-secret" => {
+                let v = value("--webhook-secret")?;
+                webhook_secrets
+                    .push(WebhookSecret::new(v).map_err(|_| "--webhook-secret: empty secret")?);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if webhook_secrets.is_empty() && !webhook_urls.is_empty() {
+        let secret = std::env::var("RSTREAM_WEBHOOK_SECRET")
+            .ok()
+            .and_then(|s| WebhookSecret::new(s).ok())
+            .ok_or("--webhook-url needs --webhook-secret (or RSTREAM_WEBHOOK_SECRET)")?;
+        webhook_secrets = vec![secret; webhook_urls.len()];
+    }
+    if webhook_secrets.len() != webhook_urls.len() {
+        return Err(format!(
+            "{} --webhook-url but {} --webhook-secret: give one secret per URL",
+            webhook_urls.len(),
+            webhook_secrets.len()
+        ));
+    }
+    args.webhooks = webhook_urls.into_iter().zip(webhook_secrets).collect();
     Ok(Command::Run(args))
 }
 
@@ -166,6 +225,10 @@ async fn run(args: Args) -> ExitCode {
     for token in args.tokens {
         builder = builder.token(token);
     }
+    for path in args.client_cas {
+        builder = builder.client_ca_file(path);
+    }
+    builder = builder.require_client_certificate(args.require_client_certificate);
     if let Some(t) = args.liveness_timeout {
         builder = builder.liveness_timeout(t);
     }
@@ -175,10 +238,20 @@ async fn run(args: Args) -> ExitCode {
     if let Some(n) = args.max_pending_streams {
         builder = builder.max_pending_streams(n);
     }
+    for (url, secret) in args.webhooks {
+        builder = builder.webhook(url, secret);
+    }
     let engine = match builder.start().await {
         Ok(engine) => engine,
         Err(e) => {
             eprintln!("rstream-local-engine: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = match shutdown_signal() {
+        Ok(signal) => signal,
+        Err(e) => {
+            eprintln!("rstream-local-engine: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -201,7 +274,7 @@ async fn run(args: Args) -> ExitCode {
     if !args.quiet {
         tokio::spawn(log_events(events));
     }
-    wait_for_signal().await;
+    signal.await;
     engine.shutdown().await;
     ExitCode::SUCCESS
 }
@@ -219,12 +292,16 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<EngineEvent>) {
         };
         let what = match &event {
             EngineEvent::ClientCreated { client } | EngineEvent::ClientDeleted { client, .. } => {
-                format!(
+                let mut s = format!(
                     "id={} peer={} agent={}",
                     client.id,
                     client.peer_addr,
                     client.details.agent.as_deref().unwrap_or("-")
-                )
+                );
+                if let Some(identity) = &client.identity {
+                    s.push_str(&format!(" identity={identity}"));
+                }
+                s
             }
             EngineEvent::TunnelCreated { tunnel } | EngineEvent::TunnelDeleted { tunnel, .. } => {
                 let p = &tunnel.properties;
@@ -246,24 +323,26 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<EngineEvent>) {
     }
 }
 
-async fn wait_for_signal() {
+/// Registers SIGINT/SIGTERM handlers at once (before the address line is
+/// printed, so a tool that signals right after reading it is not lost);
+/// the returned future resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

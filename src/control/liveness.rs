@@ -17,7 +17,10 @@ pub(crate) enum Mode {
     /// An older engine: empty heartbeats, no timeout.
     Legacy { interval: Duration },
     /// 1.4.5 liveness: numbered heartbeats, acknowledgements, a timeout.
-    Negotiated { interval: Duration, timeout: Duration },
+    Negotiated {
+        interval: Duration,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -86,6 +89,15 @@ impl Liveness {
         match self.mode {
             Mode::Negotiated { timeout, .. } => Some(timeout),
             _ => None,
+        }
+    }
+
+    /// Whether the engine has shown that it processes our frames: an
+    /// acknowledgement in negotiated mode; always true in the other modes.
+    pub(crate) fn confirmed(&self) -> bool {
+        match self.mode {
+            Mode::Negotiated { .. } => self.last_ack > 0,
+            Mode::Disabled | Mode::Legacy { .. } => true,
         }
     }
 
@@ -172,7 +184,10 @@ mod tests {
 
     #[test]
     fn negotiation_rules() {
-        assert_eq!(Liveness::negotiate(None, None).unwrap().mode(), Mode::Disabled);
+        assert_eq!(
+            Liveness::negotiate(None, None).unwrap().mode(),
+            Mode::Disabled
+        );
         assert!(Liveness::negotiate(None, l(5000, 15000)).is_err());
         assert!(matches!(
             Liveness::negotiate(Some(5000), None).unwrap().mode(),
@@ -211,7 +226,9 @@ mod tests {
     #[test]
     fn sequences_count_up() {
         let mut lv = Liveness::negotiate(Some(1000), l(1000, 3000)).unwrap();
-        let seqs: Vec<u64> = (0..3).map(|_| lv.next_heartbeat().unwrap().sequence).collect();
+        let seqs: Vec<u64> = (0..3)
+            .map(|_| lv.next_heartbeat().unwrap().sequence)
+            .collect();
         assert_eq!(seqs, [1, 2, 3]);
     }
 

@@ -3,13 +3,27 @@
 //! heartbeats keep both sides honest.
 //!
 //! [`ControlChannel`] is a cheap-to-clone handle; one background task owns
-//! the connection (one reader, one serialized writer). The channel closes
-//! gracefully when [`close`](ControlChannel::close) is called, or when the
-//! last handle *and* the last [`Tunnel`](crate::Tunnel) created on it are
-//! dropped.
+//! the connection (one reader, one serialized writer) and the tunnels. The
+//! channel closes gracefully when [`close`](ControlChannel::close) is
+//! called, or when the last handle *and* the last [`Tunnel`] created on it
+//! are dropped.
+//!
+//! # Reconnects
+//!
+//! When the connection is lost (engine restart, liveness expiry, TCP reset,
+//! a stalled engine) the task reconnects following the channel's
+//! [`ReconnectPolicy`] — capped exponential backoff with jitter — and
+//! re-creates every open tunnel with the properties it was created with,
+//! plus the hostname and port the engine assigned, so published addresses
+//! stay the same where the engine honours them. The same [`Tunnel`] values
+//! keep yielding connections. Watch it happen with
+//! [`ControlChannel::status`]; opt out with [`ReconnectPolicy::disabled`]
+//! and [`Client::connect_with`]. `docs/RELIABILITY.md` lists what survives
+//! which fault.
 
 mod liveness;
 mod proxy;
+mod reconnect;
 mod task;
 
 use std::future::Future;
@@ -19,24 +33,28 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::proto::{
-    message::Payload, open_control_channel_rsp, read_frame, write_frame, ControlChannelLiveness,
-    Message, OpenControlChannelReq, ServerDetails, TunnelProperties,
+    check_len, decode_body, message::Payload, open_control_channel_rsp, write_frame,
+    ControlChannelLiveness, Message, OpenControlChannelReq, ServerDetails, TunnelProperties,
 };
-use crate::tunnel::{Tunnel, TunnelOptions, TunnelShared};
 use crate::stream::RstreamStream;
+use crate::transport::EngineStream;
+use crate::tunnel::{Tunnel, TunnelOptions, TunnelShared};
+
+pub use reconnect::{ConnectOptions, ConnectionStatus, Jitter, ReconnectPolicy};
 
 use liveness::Liveness;
 
 /// Requests from handles to the control task.
 pub(crate) enum Command {
     OpenTunnel {
-        properties: TunnelProperties,
+        properties: Box<TunnelProperties>,
         reply: oneshot::Sender<Result<NewTunnel>>,
     },
     CloseTunnel {
-        id: Arc<str>,
+        /// The tunnel's stable key (see `TunnelShared::key`).
+        key: u64,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
     Close {
@@ -46,19 +64,32 @@ pub(crate) enum Command {
 
 /// What the task hands back for a created tunnel.
 pub(crate) struct NewTunnel {
-    pub(crate) properties: TunnelProperties,
     pub(crate) streams: mpsc::Receiver<RstreamStream>,
     pub(crate) shared: Arc<TunnelShared>,
+}
+
+/// What one successful `OpenControlChannelReq` exchange produced.
+pub(crate) struct Session {
+    pub(crate) io: EngineStream,
+    pub(crate) liveness: Liveness,
+    pub(crate) info: Arc<SessionInfo>,
+}
+
+/// The engine's identity for the current connection.
+#[derive(Debug)]
+pub(crate) struct SessionInfo {
+    pub(crate) client_id: String,
+    pub(crate) server: ServerDetails,
 }
 
 struct Shared {
     // Unbounded on purpose: every command is a user call that awaits its
     // reply (or a tunnel's drop), so the queue is bounded by the callers.
     commands: mpsc::UnboundedSender<Command>,
-    client_id: String,
-    server: ServerDetails,
-    closed: watch::Receiver<Option<Error>>,
+    status: watch::Receiver<ConnectionStatus>,
+    session: watch::Receiver<Arc<SessionInfo>>,
     operation_timeout: Duration,
+    policy: ReconnectPolicy,
 }
 
 /// A handle to an open control channel. Clone it freely.
@@ -70,81 +101,199 @@ pub struct ControlChannel {
 impl std::fmt::Debug for ControlChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlChannel")
-            .field("client_id", &self.shared.client_id)
-            .field("closed", &self.is_closed())
+            .field("client_id", &self.shared.session.borrow().client_id)
+            .field("status", &*self.shared.status.borrow())
             .finish()
     }
 }
 
-impl ControlChannel {
-    /// Opens a control channel: TLS, `OpenControlChannelReq`, the engine's
-    /// answer and liveness negotiation, then the background task.
-    pub(crate) async fn open(client: Client) -> Result<ControlChannel> {
-        let inner = client.inner();
-        let engine = inner.engine().await?;
-        let mut io = inner.dialer.connect(&engine.endpoint, &engine.sni).await?;
-        let proposed = inner.options.heartbeat_interval_ms;
-        let request = OpenControlChannelReq {
-            client_details: Some(inner.details(inner.options.token.as_ref().map(|t| t.expose().to_owned()))),
-            liveness: proposed.map(|ms| ControlChannelLiveness {
-                heartbeat_interval_ms: ms,
-                heartbeat_timeout_ms: 0,
-            }),
-        };
-        write_frame(&mut io, &Message::new(Payload::OpenControlChannelReq(request))).await?;
-        let op = inner.options.operation_timeout;
-        let first = tokio::time::timeout(op, read_frame(&mut io))
-            .await
-            .map_err(|_| Error::timeout(format!("no OpenControlChannelRsp within {op:?}")))??;
-        let ok = match first.and_then(|m| m.payload) {
-            Some(Payload::OpenControlChannelRsp(rsp)) => match rsp.payload {
-                Some(open_control_channel_rsp::Payload::Ok(ok)) => ok,
-                Some(open_control_channel_rsp::Payload::Error(e)) => {
-                    return Err(Error::engine(e.code, e.message.as_deref()))
-                }
-                None => return Err(Error::protocol("OpenControlChannelRsp with neither ok nor error")),
-            },
-            Some(other) => {
-                return Err(Error::protocol(format!(
-                    "expected OpenControlChannelRsp, got {}",
-                    other.name()
-                )))
+impl Client {
+    /// Opens a control channel with explicit options, e.g. a custom
+    /// [`ReconnectPolicy`] or none at all:
+    ///
+    /// ```no_run
+    /// # async fn run(client: rstream::Client) -> rstream::Result<()> {
+    /// use std::time::Duration;
+    /// use rstream::control::ReconnectPolicy;
+    ///
+    /// let control = client
+    ///     .connect_with(ReconnectPolicy::new().max_delay(Duration::from_secs(5)))
+    ///     .await?;
+    /// let no_reconnect = client.connect_with(ReconnectPolicy::disabled()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The first connection is made here and its failure is returned as is;
+    /// the policy governs only reconnects after a successful open.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the half-open connection.
+    pub async fn connect_with(&self, options: impl Into<ConnectOptions>) -> Result<ControlChannel> {
+        ControlChannel::open_with(self.clone(), options.into()).await
+    }
+}
+
+/// One `OpenControlChannelReq` exchange on a fresh connection: TLS, the
+/// request, the engine's answer and liveness negotiation.
+pub(crate) async fn handshake(client: &Client) -> Result<Session> {
+    let inner = client.inner();
+    let engine = inner.engine().await?;
+    let mut io = inner.dialer.connect(&engine.endpoint, &engine.sni).await?;
+    let proposed = inner.options.heartbeat_interval_ms;
+    let request = OpenControlChannelReq {
+        client_details: Some(
+            inner.details(inner.options.token.as_ref().map(|t| t.expose().to_owned())),
+        ),
+        liveness: proposed.map(|ms| ControlChannelLiveness {
+            heartbeat_interval_ms: ms,
+            heartbeat_timeout_ms: 0,
+        }),
+    };
+    let op = inner.options.operation_timeout;
+    let exchange = async {
+        write_frame(
+            &mut io,
+            &Message::new(Payload::OpenControlChannelReq(request)),
+        )
+        .await?;
+        read_answer(&mut io).await
+    };
+    let first = tokio::time::timeout(op, exchange)
+        .await
+        .map_err(|_| Error::timeout(format!("no OpenControlChannelRsp within {op:?}")))??;
+    let ok = match first.payload {
+        Some(Payload::OpenControlChannelRsp(rsp)) => match rsp.payload {
+            Some(open_control_channel_rsp::Payload::Ok(ok)) => ok,
+            Some(open_control_channel_rsp::Payload::Error(e)) => {
+                return Err(Error::engine(e.code, e.message.as_deref()))
             }
-            None => return Err(Error::protocol("engine closed the connection before answering")),
-        };
-        let liveness = Liveness::negotiate(proposed, ok.liveness)?;
-        tracing::debug!(client_id = %ok.client_id, mode = ?liveness.mode(), "control channel open");
+            None => {
+                return Err(Error::protocol(
+                    "OpenControlChannelRsp with neither ok nor error",
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(Error::protocol(format!(
+                "expected OpenControlChannelRsp, got {}",
+                other.name()
+            )))
+        }
+        None => {
+            return Err(Error::protocol(
+                "expected OpenControlChannelRsp, got an empty frame",
+            ))
+        }
+    };
+    let liveness = Liveness::negotiate(proposed, ok.liveness)?;
+    tracing::debug!(client_id = %ok.client_id, mode = ?liveness.mode(), "control channel open");
+    Ok(Session {
+        io,
+        liveness,
+        info: Arc::new(SessionInfo {
+            client_id: ok.client_id,
+            server: ok.server_details.unwrap_or_default(),
+        }),
+    })
+}
+
+/// Reads the engine's first frame. An engine that closes the connection
+/// before answering (a restart under way) is a transport loss, not a
+/// protocol error, so a reconnect tries again.
+async fn read_answer(io: &mut EngineStream) -> Result<Message> {
+    use tokio::io::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = io
+            .read(&mut prefix[got..])
+            .await
+            .map_err(|e| Error::io("reading OpenControlChannelRsp", e))?;
+        if n == 0 {
+            return Err(task::lost("engine closed the connection before answering"));
+        }
+        got += n;
+    }
+    let len = check_len(prefix)?;
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::protocol(format!("connection closed inside a {len}-byte frame"))
+        } else {
+            Error::io("reading OpenControlChannelRsp", e)
+        }
+    })?;
+    decode_body(&body)
+}
+
+impl ControlChannel {
+    /// Opens a control channel with the default [`ConnectOptions`].
+    pub(crate) async fn open(client: Client) -> Result<ControlChannel> {
+        ControlChannel::open_with(client, ConnectOptions::default()).await
+    }
+
+    /// Opens a control channel, then starts the background task.
+    pub(crate) async fn open_with(
+        client: Client,
+        options: ConnectOptions,
+    ) -> Result<ControlChannel> {
+        let session = handshake(&client).await?;
+        let operation_timeout = client.inner().options.operation_timeout;
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (closed_tx, closed) = watch::channel(None);
-        task::spawn(client.clone(), io, liveness, commands_rx, closed_tx);
+        let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
+        let (session_tx, session_rx) = watch::channel(session.info.clone());
+        task::spawn(task::Start {
+            client,
+            policy: options.reconnect.clone(),
+            session,
+            commands: commands_rx,
+            status: status_tx,
+            info: session_tx,
+        });
         Ok(ControlChannel {
             shared: Arc::new(Shared {
                 commands,
-                client_id: ok.client_id,
-                server: ok.server_details.unwrap_or_default(),
-                closed,
-                operation_timeout: op,
+                status,
+                session: session_rx,
+                operation_timeout,
+                policy: options.reconnect,
             }),
         })
     }
 
     /// Creates a tunnel. Options are validated before anything is sent.
     ///
+    /// While the channel is reconnecting, the request waits for the new
+    /// connection (bounded by the operation timeout).
+    ///
     /// # Errors
     ///
     /// Validation errors, the engine's refusal (with its code, see
     /// [`Error::engine_code`]), a timeout, or a closed channel.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the strict sense: if the future is dropped after
+    /// the request went out, the tunnel the engine creates is closed again
+    /// at once (nothing leaks, but the work is lost).
     pub async fn create_tunnel(&self, options: TunnelOptions) -> Result<Tunnel> {
-        let properties = options.to_properties()?;
+        let properties = Box::new(options.to_properties()?);
         let (reply, rx) = oneshot::channel();
         self.send(Command::OpenTunnel { properties, reply })?;
         let new = self.wait(rx, "OpenTunnelRsp").await?;
-        Tunnel::new(new, self.clone())
+        Ok(Tunnel::new(new, self.clone()))
     }
 
     /// Closes the channel gracefully (`CloseControlChannelReq` and the
-    /// engine's answer). Every tunnel created on it closes; streams already
-    /// accepted keep flowing.
+    /// engine's answer) and stops reconnecting. Every tunnel created on it
+    /// closes; streams already accepted keep flowing. While reconnecting,
+    /// the channel closes at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: once polled, the close proceeds whether or not the
+    /// future is then dropped.
     pub async fn close(&self) -> Result<()> {
         if self.is_closed() {
             return Ok(());
@@ -158,44 +307,80 @@ impl ControlChannel {
         }
     }
 
-    /// The engine-assigned client id.
-    pub fn client_id(&self) -> &str {
-        &self.shared.client_id
+    /// The engine-assigned client id of the current connection (it changes
+    /// when the channel reconnects).
+    pub fn client_id(&self) -> String {
+        self.shared.session.borrow().client_id.clone()
     }
 
-    /// What the engine said about itself.
-    pub fn server_details(&self) -> &ServerDetails {
-        &self.shared.server
+    /// What the engine said about itself on the current connection.
+    pub fn server_details(&self) -> ServerDetails {
+        self.shared.session.borrow().server.clone()
     }
 
-    /// Whether the channel has ended.
+    /// The channel's reconnect policy.
+    pub fn reconnect_policy(&self) -> &ReconnectPolicy {
+        &self.shared.policy
+    }
+
+    /// The channel's status — connected, reconnecting (with the attempt and
+    /// the last error) or closed — as a `watch` receiver: read it with
+    /// `borrow()`, wait for changes with `changed()` or `wait_for()`.
+    ///
+    /// ```no_run
+    /// # async fn run(control: rstream::ControlChannel) {
+    /// use rstream::control::ConnectionStatus;
+    /// let mut status = control.status();
+    /// while status.changed().await.is_ok() {
+    ///     match &*status.borrow_and_update() {
+    ///         ConnectionStatus::Reconnecting { attempt, last_error, .. } => {
+    ///             eprintln!("reconnecting (attempt {attempt}): {last_error}")
+    ///         }
+    ///         ConnectionStatus::Closed { .. } => break,
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn status(&self) -> watch::Receiver<ConnectionStatus> {
+        self.shared.status.clone()
+    }
+
+    /// Whether the channel has ended for good (a reconnect in progress is
+    /// not an end).
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.borrow().is_some()
+        self.shared.status.borrow().is_closed()
     }
 
-    /// Resolves with the reason once the channel has ended.
+    /// Resolves with the reason once the channel has ended for good (not on
+    /// a reconnect). After a clean close the reason has kind
+    /// [`ErrorKind::Closed`].
     ///
     /// The future is `'static`: take it before moving handles elsewhere.
     pub fn closed(&self) -> impl Future<Output = Error> + Send + 'static {
-        let mut rx = self.shared.closed.clone();
+        let mut rx = self.shared.status.clone();
         async move {
-            match rx.wait_for(Option::is_some).await {
-                Ok(v) => v.clone().unwrap_or_else(|| Error::control_closed("control channel closed")),
+            match rx.wait_for(ConnectionStatus::is_closed).await {
+                Ok(status) => closed_reason(&status),
                 Err(_) => Error::control_closed("control channel closed"),
             }
         }
     }
 
     pub(crate) fn closed_error(&self) -> Error {
-        self.shared
-            .closed
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| Error::control_closed("control channel closed"))
+        let status = self.shared.status.borrow();
+        if status.is_closed() {
+            closed_reason(&status)
+        } else {
+            Error::control_closed("control channel closed")
+        }
     }
 
     pub(crate) fn send(&self, cmd: Command) -> Result<()> {
-        self.shared.commands.send(cmd).map_err(|_| self.closed_error())
+        self.shared
+            .commands
+            .send(cmd)
+            .map_err(|_| self.closed_error())
     }
 
     pub(crate) async fn wait<T>(&self, rx: oneshot::Receiver<Result<T>>, what: &str) -> Result<T> {
@@ -205,5 +390,16 @@ impl ControlChannel {
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => Err(Error::timeout(format!("no {what} within {op:?}"))),
         }
+    }
+}
+
+fn closed_reason(status: &ConnectionStatus) -> Error {
+    match status {
+        ConnectionStatus::Closed { error: Some(e) } => e.clone(),
+        _ => Error::new(
+            ErrorKind::Closed,
+            "ERR_RSTREAM_CONTROL_CLOSED",
+            "control channel closed",
+        ),
     }
 }

@@ -2,7 +2,10 @@
 //! the stream to its tunnel, then `ProxyConnRsp` (PROTOCOL.md §4).
 //!
 //! Bounded: at most N handshakes run at once (a semaphore, FIFO), the rest
-//! wait in the control task's `JoinSet`, whose size is capped.
+//! wait in the control task's `JoinSet`, whose size is capped (one more
+//! fails the connection with `ERR_RSTREAM_CONTROL_OVERLOAD`). A stream
+//! meeting a full accept backlog is refused at once. Each handshake is
+//! bounded by the connect and operation timeouts.
 
 use std::sync::Arc;
 
@@ -10,10 +13,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::proto::{
-    self, encode_frame, message::Payload, read_frame, write_frame, ErrorCode, Message, ProxyConnReq,
-    ProxyConnRsp, ProxyReq,
+    self, encode_frame, message::Payload, read_frame, write_frame, ErrorCode, Message,
+    ProxyConnReq, ProxyConnRsp, ProxyReq,
 };
 use crate::stream::{RstreamStream, StreamInfo};
 use crate::transport::Endpoint;
@@ -54,8 +57,8 @@ pub(super) fn target(client: &Client, req: &ProxyConnReq) -> Result<Target> {
     if req.secret.as_deref().is_none_or(|s| s.trim().is_empty()) {
         return Err(Error::protocol("proxy_endpoint without a secret"));
     }
-    let endpoint = Endpoint::parse(endpoint.trim())
-        .map_err(|_| Error::protocol("invalid proxy_endpoint"))?;
+    let endpoint =
+        Endpoint::parse(endpoint.trim()).map_err(|_| Error::protocol("invalid proxy_endpoint"))?;
     // The server-name override applies only to the engine itself.
     let sni = if endpoint == engine.endpoint {
         engine.sni.clone()
@@ -73,7 +76,8 @@ pub(super) fn refusal(stream_id: String, why: &str) -> ProxyConnRsp {
 }
 
 pub(super) async fn run(ctx: Arc<ProxyContext>, job: Job) {
-    // invariant-free: a closed semaphore only happens if we closed it, which we never do.
+    // The semaphore is never closed; `Err` cannot happen, and would only
+    // drop this job.
     let Ok(_permit) = ctx.permits.clone().acquire_owned().await else {
         return;
     };
@@ -101,7 +105,10 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
     let inner = ctx.client.inner();
     let op = inner.options.operation_timeout;
     let zero_rtt = inner.options.zero_rtt;
-    let mut io = inner.dialer.connect(&job.target.endpoint, &job.target.sni).await?;
+    let mut io = inner
+        .dialer
+        .connect(&job.target.endpoint, &job.target.sni)
+        .await?;
     let request = ProxyReq {
         // The per-stream secret, never the agent's own token.
         client_details: Some(inner.details(job.req.secret.clone())),
@@ -120,27 +127,49 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
                 }
             }
             Some(other) => {
-                return Err(Error::protocol(format!("expected ProxyRsp, got {}", other.name())))
+                return Err(Error::protocol(format!(
+                    "expected ProxyRsp, got {}",
+                    other.name()
+                )))
             }
             None => return Err(Error::protocol("engine closed the proxy connection")),
         }
     }
     if job.tunnel.is_closed() {
-        return Err(Error::tunnel_closed("tunnel closed during the proxy handshake"));
+        return Err(Error::tunnel_closed(
+            "tunnel closed during the proxy handshake",
+        ));
     }
     let info = StreamInfo::new(
-        job.tunnel.id().clone(),
+        Arc::from(job.req.tunnel_id.as_str()),
         Some(Arc::from(job.req.stream_id.as_str())),
         job.req.source_ip.as_ref().and_then(|ip| ip.to_ip()),
     );
     let stream = RstreamStream::new(io, info);
-    match job.streams.send_timeout(stream, op).await {
+    // Never wait for the application here: a full backlog is refused at
+    // once, so one slow tunnel cannot hold handshake permits that the
+    // channel's other tunnels need.
+    match job.streams.try_send(stream) {
         Ok(()) => Ok(()),
-        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Error::timeout(
-            "tunnel accept backlog full: the application is not accepting",
-        )),
-        Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-            Err(Error::tunnel_closed("tunnel closed during the proxy handshake"))
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let backlog = job.streams.max_capacity();
+            if job.tunnel.note_backlog_full() {
+                tracing::warn!(
+                    tunnel = %job.tunnel.current().id,
+                    backlog,
+                    "tunnel accept backlog full: refusing new connections until the application accepts"
+                );
+            }
+            Err(Error::new(
+                ErrorKind::Timeout,
+                "ERR_RSTREAM_ACCEPT_BACKLOG_FULL",
+                format!(
+                    "tunnel accept backlog full: {backlog} connections wait for the application"
+                ),
+            ))
         }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::tunnel_closed(
+            "tunnel closed during the proxy handshake",
+        )),
     }
 }

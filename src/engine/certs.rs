@@ -22,7 +22,9 @@ use rcgen::{
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::ServerConfig;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -105,22 +107,33 @@ impl EngineTls {
     }
 
     /// Builds every server configuration (each with its own session cache
-    /// and ticketer, so clients resume sessions).
-    pub(crate) fn server_configs(&self) -> Result<ServerConfigs> {
+    /// and ticketer, so clients resume sessions). With `client_ca`, the
+    /// engine port (only) asks for client certificates issued by it.
+    pub(crate) fn server_configs(&self, client_ca: Option<&ClientCa>) -> Result<ServerConfigs> {
         let h1: &[&[u8]] = &[b"http/1.1"];
         let h2: &[&[u8]] = &[b"h2", b"http/1.1"];
+        let engine_auth = client_ca.map(ClientCa::verifier).transpose()?;
         Ok(ServerConfigs {
-            engine: self.server_config(&[crate::proto::ALPN, b"h2", b"http/1.1"], false)?,
+            engine: self.server_config(
+                &[crate::proto::ALPN, b"h2", b"http/1.1"],
+                false,
+                engine_auth,
+            )?,
             https: [
-                self.server_config(h1, false)?,
-                self.server_config(h1, true)?,
-                self.server_config(h2, false)?,
-                self.server_config(h2, true)?,
+                self.server_config(h1, false, None)?,
+                self.server_config(h1, true, None)?,
+                self.server_config(h2, false, None)?,
+                self.server_config(h2, true, None)?,
             ],
         })
     }
 
-    fn server_config(&self, alpn: &[&[u8]], tls13_only: bool) -> Result<Arc<ServerConfig>> {
+    fn server_config(
+        &self,
+        alpn: &[&[u8]],
+        tls13_only: bool,
+        client_auth: Option<Arc<dyn ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>> {
         let builder = ServerConfig::builder_with_provider(provider());
         let builder = if tls13_only {
             builder.with_protocol_versions(&[&rustls::version::TLS13])
@@ -128,8 +141,11 @@ impl EngineTls {
             builder.with_safe_default_protocol_versions()
         }
         .map_err(|e| Error::tls("local engine TLS configuration", e))?;
+        let builder = match client_auth {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
         let mut config = builder
-            .with_no_client_auth()
             .with_single_cert(vec![self.leaf.clone()], self.leaf_key.clone_key())
             .map_err(|e| Error::tls("local engine TLS configuration", e))?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -138,6 +154,147 @@ impl EngineTls {
             .map_err(|e| Error::tls("local engine TLS session tickets", e))?;
         Ok(Arc::new(config))
     }
+}
+
+/// The CA(s) whose client certificates authenticate agents (mTLS).
+pub(crate) struct ClientCa {
+    roots: Arc<RootCertStore>,
+    /// Refuse TLS handshakes without a (verified) client certificate.
+    required: bool,
+}
+
+impl ClientCa {
+    /// Trusts every certificate of the PEM bundles (`what` names each one
+    /// in errors). Fails when a bundle holds no usable certificate.
+    pub(crate) fn from_pems<'a>(
+        pems: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        required: bool,
+    ) -> Result<Self> {
+        let mut roots = RootCertStore::empty();
+        for (what, pem) in pems {
+            let mut found = false;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.map_err(|e| client_ca_error(format!("{what}: malformed PEM ({e})")))?;
+                roots.add(cert).map_err(|e| {
+                    client_ca_error(format!("{what}: not a usable CA certificate ({e})"))
+                })?;
+                found = true;
+            }
+            if !found {
+                return Err(client_ca_error(format!("{what}: no PEM certificate")));
+            }
+        }
+        if roots.is_empty() {
+            return Err(client_ca_error("no client CA certificate".into()));
+        }
+        Ok(ClientCa {
+            roots: Arc::new(roots),
+            required,
+        })
+    }
+
+    fn verifier(&self) -> Result<Arc<dyn ClientCertVerifier>> {
+        let builder = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        let builder = if self.required {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        builder
+            .build()
+            .map_err(|e| client_ca_error(format!("client certificate verifier: {e}")))
+    }
+}
+
+fn client_ca_error(message: String) -> Error {
+    Error::config(
+        "ERR_RSTREAM_INVALID_CONFIG",
+        format!("local engine client CA: {message}"),
+    )
+}
+
+/// How an engine connection's verified client certificate identifies the
+/// agent: `sha256:<hex>` of the leaf's DER, and its subject common name.
+pub(crate) fn client_identity(leaf: &CertificateDer<'_>) -> (String, Option<String>) {
+    let fingerprint = format!("sha256:{}", hex::encode(Sha256::digest(leaf.as_ref())));
+    (fingerprint, subject_common_name(leaf.as_ref()))
+}
+
+/// One DER element: (tag, contents, rest). `None` on malformed input.
+fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The subject CN of an X.509 certificate, by a minimal DER walk
+/// (`None` when absent, not a string, or the DER is malformed).
+fn subject_common_name(der: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
+    let (tag, cert, _) = der_next(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, tbs, _) = der_next(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let mut fields = tbs;
+    // [0] version (optional), serial, signature, issuer, validity, subject.
+    if fields.first() == Some(&0xa0) {
+        fields = der_next(fields)?.2;
+    }
+    for _ in 0..4 {
+        fields = der_next(fields)?.2;
+    }
+    let (tag, mut rdns, _) = der_next(fields)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    while !rdns.is_empty() {
+        let (tag, mut set, rest) = der_next(rdns)?;
+        rdns = rest;
+        if tag != SET {
+            return None;
+        }
+        while !set.is_empty() {
+            let (_, attr, rest) = der_next(set)?;
+            set = rest;
+            let (tag, oid, value) = der_next(attr)?;
+            if tag != 0x06 || oid != CN_OID {
+                continue;
+            }
+            let (tag, value, _) = der_next(value)?;
+            // UTF8String, PrintableString, IA5String, T61String (as Latin-1 is
+            // not worth it: only when ASCII).
+            return match tag {
+                0x0c | 0x13 | 0x16 | 0x14 => std::str::from_utf8(value)
+                    .ok()
+                    .filter(|s| !s.chars().any(char::is_control))
+                    .map(str::to_owned),
+                _ => None,
+            };
+        }
+    }
+    None
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
@@ -339,6 +496,37 @@ mod tests {
     }
 
     #[test]
+    fn client_identities() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "org");
+        dn.push(DnType::CommonName, "agent-7");
+        params.distinguished_name = dn;
+        let cert = params.self_signed(&key).unwrap();
+        let (fingerprint, cn) = client_identity(cert.der());
+        assert_eq!(fingerprint.len(), "sha256:".len() + 64);
+        assert!(fingerprint.starts_with("sha256:"));
+        assert_eq!(cn.as_deref(), Some("agent-7"));
+        // No CN, and malformed DER at every length: no name, no panic.
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "org");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(subject_common_name(cert.der()), None);
+        let der = cert.der().as_ref();
+        for n in 0..der.len() {
+            let _ = subject_common_name(&der[..n]);
+        }
+        assert_eq!(
+            subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
+    }
+
+    #[test]
     fn creates_then_reuses_the_ca() {
         let dir = std::env::temp_dir().join(format!(
             "rstream-engine-certs-{}",
@@ -357,7 +545,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        first.server_configs().unwrap();
+        first.server_configs(None).unwrap();
         std::fs::remove_file(dir.join(CA_FILE)).unwrap();
         assert!(EngineTls::load_or_create(&dir).is_err());
         let _ = std::fs::remove_dir_all(&dir);

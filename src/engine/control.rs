@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustls::pki_types::CertificateDer;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 use super::events::ClientInfo;
 use super::streams::ServerTls;
 use super::tasks::AbortOnDrop;
-use super::{tunnels, Config, Inner};
+use super::{certs, tunnels, Config, Inner};
 use crate::proto::{
     self, message::Payload, open_control_channel_rsp, read_frame, write_frame,
     CloseControlChannelRsp, CloseTunnelRsp, ControlChannelLiveness, ErrorCode, Heartbeat, Message,
@@ -83,13 +84,54 @@ fn check_protocol_version(version: Option<&str>) -> Result<(), proto::Error> {
     Ok(())
 }
 
+/// Authenticates an agent (`OpenControlChannelReq`, `StreamReq`): by its
+/// client certificate when it presented one (`has_certificate`: verified
+/// against the client CA during the handshake), else by its token.
+///
+/// A certificate and a token together are refused (`UNAUTHORIZED`), as
+/// PROTOCOL.md §1 makes them mutually exclusive (and the SDKs refuse the
+/// combination client-side). With `require_client_certificate`, no
+/// certificate means `UNAUTHORIZED` (the handshake already refuses it).
+pub(crate) fn authenticate(
+    config: &Config,
+    token: Option<&str>,
+    has_certificate: bool,
+) -> Result<(), proto::Error> {
+    if has_certificate {
+        return match token {
+            None => Ok(()),
+            Some(_) => Err(error(
+                ErrorCode::Unauthorized,
+                "a client certificate and an agent token are mutually exclusive",
+            )),
+        };
+    }
+    if config.require_client_certificate {
+        return Err(error(
+            ErrorCode::Unauthorized,
+            "a client certificate is required",
+        ));
+    }
+    check_token(config, token)
+}
+
+/// The verified client certificate of an engine connection, if any.
+pub(crate) fn peer_certificate(tls: &ServerTls) -> Option<&CertificateDer<'static>> {
+    tls.get_ref().1.peer_certificates()?.first()
+}
+
 /// Validates an `OpenControlChannelReq`; returns the liveness to answer.
 fn negotiate(
     config: &Config,
     req: &OpenControlChannelReq,
+    has_certificate: bool,
 ) -> Result<Option<ControlChannelLiveness>, proto::Error> {
     let details = req.client_details.as_ref();
-    check_token(config, details.and_then(|d| d.token.as_deref()))?;
+    authenticate(
+        config,
+        details.and_then(|d| d.token.as_deref()),
+        has_certificate,
+    )?;
     check_protocol_version(details.and_then(|d| d.protocol_version.as_deref()))?;
     let Some(proposed) = req.liveness else {
         return Ok(None);
@@ -116,7 +158,8 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     req: OpenControlChannelReq,
 ) {
-    let liveness = match negotiate(&inner.config, &req) {
+    let certificate = peer_certificate(&tls).map(certs::client_identity);
+    let liveness = match negotiate(&inner.config, &req, certificate.is_some()) {
         Ok(l) => l,
         Err(e) => {
             tracing::debug!(%peer, code = e.code, message = ?e.message, "control channel refused");
@@ -155,12 +198,15 @@ pub(crate) async fn serve(
     let mut details = req.client_details.unwrap_or_default();
     details.token = None;
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
+    let (identity, identity_name) = certificate.unzip();
     inner.state().add_client(ClientInfo {
         id: client_id.clone(),
         details,
         peer_addr: peer,
         liveness,
         created_at: SystemTime::now(),
+        identity,
+        identity_name: identity_name.flatten(),
     });
     // Removes the client however this task ends (even if aborted).
     let mut registered = ClientGuard {
@@ -375,12 +421,38 @@ mod tests {
     }
 
     #[test]
+    fn certificates_or_tokens() {
+        let config = |tokens: &[&str], required| Config {
+            tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+            liveness_timeout: None,
+            max_tunnels_per_client: 1,
+            max_pending_streams: 1,
+            client_ca: true,
+            require_client_certificate: required,
+        };
+        let unauthorized = ErrorCode::Unauthorized as i32;
+        let with_tokens = config(&["t"], false);
+        assert!(authenticate(&with_tokens, None, true).is_ok());
+        assert!(authenticate(&with_tokens, Some("t"), false).is_ok());
+        let code = |c: &Config, t, cert| authenticate(c, t, cert).unwrap_err().code;
+        assert_eq!(code(&with_tokens, Some("t"), true), unauthorized);
+        assert_eq!(code(&with_tokens, None, false), unauthorized);
+        let required = config(&["t"], true);
+        assert_eq!(code(&required, Some("t"), false), unauthorized);
+        assert!(authenticate(&required, None, true).is_ok());
+        // No tokens and not required: anonymous agents are admitted.
+        assert!(authenticate(&config(&[], false), None, false).is_ok());
+    }
+
+    #[test]
     fn liveness_timeouts() {
         let config = |t| Config {
             tokens: Vec::new(),
             liveness_timeout: t,
             max_tunnels_per_client: 1,
             max_pending_streams: 1,
+            client_ca: false,
+            require_client_certificate: false,
         };
         let s = Duration::from_secs;
         assert_eq!(config(None).liveness_timeout_for(s(5)), s(15));

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use super::streams::ServerTls;
 use super::{api, control, streams, Inner};
 use crate::proto::{message::Payload, read_frame};
+use crate::transport::ReadBuffered;
 
 /// Bound on the TLS handshake of an incoming connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +40,9 @@ pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
 }
 
 async fn connection(inner: Arc<Inner>, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(ReadBuffered::new(tcp)))
+        .await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -50,6 +50,7 @@ mod state;
 mod streams;
 mod tasks;
 mod tunnels;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 
 pub use events::{ClientInfo, EngineEvent, TunnelInfo};
+pub use webhooks::WebhookDelivery;
 
 /// Default liveness floor: the timeout answered is `max(3 × interval, 15 s)`.
 const DEFAULT_LIVENESS_FLOOR: Duration = Duration::from_secs(15);
@@ -78,6 +80,16 @@ pub struct LocalEngineBuilder {
     liveness_timeout: Option<Duration>,
     max_tunnels_per_client: usize,
     max_pending_streams: usize,
+    webhooks: Vec<(String, crate::webhook::WebhookSecret)>,
+    client_cas: Vec<ClientCaSource>,
+    require_client_certificate: bool,
+}
+
+/// Where a trusted client CA comes from (read by `start`).
+#[derive(Clone, Debug)]
+enum ClientCaSource {
+    Pem(Vec<u8>),
+    File(PathBuf),
 }
 
 impl Default for LocalEngineBuilder {
@@ -89,6 +101,9 @@ impl Default for LocalEngineBuilder {
             liveness_timeout: None,
             max_tunnels_per_client: 64,
             max_pending_streams: 256,
+            webhooks: Vec::new(),
+            client_cas: Vec::new(),
+            require_client_certificate: false,
         }
     }
 }
@@ -140,9 +155,58 @@ impl LocalEngineBuilder {
         self
     }
 
+    /// Delivers signed webhooks (`client.created`, `tunnel.created`,
+    /// `tunnel.deleted`, `client.deleted`) to `url`, an `http://` or
+    /// `https://` URL, signed with `secret` (repeatable: one endpoint per
+    /// call). `https://` targets are verified against the webpki roots and
+    /// the engine's own CA, so an address published through this engine
+    /// works. The URL is checked by [`start`](Self::start). See
+    /// `docs/WEBHOOKS.md`, "Deliveries from the local engine".
+    pub fn webhook(
+        mut self,
+        url: impl Into<String>,
+        secret: crate::webhook::WebhookSecret,
+    ) -> Self {
+        self.webhooks.push((url.into(), secret));
+        self
+    }
+
+    /// Trusts the CA certificate(s) of a PEM bundle to issue agent client
+    /// certificates (mTLS; repeatable). The engine port then asks every
+    /// TLS client for a certificate; one that verifies against these CAs
+    /// authenticates the agent without a token (and must not come with
+    /// one), and identifies it ([`ClientInfo::identity`]). Connections
+    /// without a certificate still use tokens, unless
+    /// [`require_client_certificate`](Self::require_client_certificate).
+    /// Published `https://` endpoints never ask for client certificates.
+    /// See `docs/LOCAL_ENGINE.md`, "mTLS agents".
+    pub fn client_ca_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.client_cas
+            .push(ClientCaSource::Pem(pem.as_ref().to_vec()));
+        self
+    }
+
+    /// Like [`client_ca_pem`](Self::client_ca_pem), read from a PEM file
+    /// by [`start`](Self::start).
+    pub fn client_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_cas.push(ClientCaSource::File(path.into()));
+        self
+    }
+
+    /// With `true`, the engine port refuses every TLS connection without a
+    /// client certificate issued by a [client CA](Self::client_ca_pem)
+    /// (tokens alone no longer admit anyone; the Engine HTTP API needs a
+    /// certificate too). Default `false`. Needs a client CA.
+    pub fn require_client_certificate(mut self, required: bool) -> Self {
+        self.require_client_certificate = required;
+        self
+    }
+
     /// Creates (or reuses) the CA, binds the port and starts serving.
     ///
-    /// Fails on an invalid setting (a blank token, a zero liveness timeout),
+    /// Fails on an invalid setting (a blank token, a zero liveness timeout,
+    /// an unreadable or empty client CA, a required client certificate
+    /// without a client CA),
     /// an unusable state directory, a CA that does not match its key, or a
     /// port that cannot be bound.
     pub async fn start(self) -> Result<LocalEngine> {
@@ -158,6 +222,38 @@ impl LocalEngineBuilder {
                 "local engine: the liveness timeout must be greater than zero",
             ));
         }
+        if self.require_client_certificate && self.client_cas.is_empty() {
+            return Err(Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                "local engine: require_client_certificate needs a client CA (client_ca_pem / client_ca_file)",
+            ));
+        }
+        let client_ca = if self.client_cas.is_empty() {
+            None
+        } else {
+            let mut pems = Vec::with_capacity(self.client_cas.len());
+            for source in &self.client_cas {
+                pems.push(match source {
+                    ClientCaSource::Pem(pem) => ("client CA PEM".to_owned(), pem.clone()),
+                    ClientCaSource::File(path) => (
+                        path.display().to_string(),
+                        std::fs::read(path).map_err(|e| {
+                            Error::io(format!("reading client CA {}", path.display()), e)
+                        })?,
+                    ),
+                });
+            }
+            Some(certs::ClientCa::from_pems(
+                pems.iter()
+                    .map(|(what, pem)| (what.as_str(), pem.as_slice())),
+                self.require_client_certificate,
+            )?)
+        };
+        let webhook_targets = self
+            .webhooks
+            .into_iter()
+            .map(|(url, secret)| webhooks::Target::new(&url, secret))
+            .collect::<Result<Vec<_>>>()?;
         let state_dir = match self.state_dir {
             Some(dir) => dir,
             None => std::env::temp_dir().join(format!(
@@ -168,7 +264,8 @@ impl LocalEngineBuilder {
         let state_dir = std::path::absolute(&state_dir)
             .map_err(|e| Error::io(format!("resolving {}", state_dir.display()), e))?;
         let tls = certs::EngineTls::load_or_create(&state_dir)?;
-        let configs = tls.server_configs()?;
+        let configs = tls.server_configs(client_ca.as_ref())?;
+        let webhooks = webhooks::Webhooks::new(&tls.ca_pem)?;
         let listener = TcpListener::bind(self.listen)
             .await
             .map_err(|e| Error::io(format!("local engine: binding {}", self.listen), e))?;
@@ -176,20 +273,30 @@ impl LocalEngineBuilder {
             .local_addr()
             .map_err(|e| Error::io("local engine: reading the bound address", e))?;
 
-        let (events, _) = broadcast::channel(events::CAPACITY);
         let inner = Arc::new(Inner {
             config: Config {
                 tokens: self.tokens,
                 liveness_timeout: self.liveness_timeout,
                 max_tunnels_per_client: self.max_tunnels_per_client,
                 max_pending_streams: self.max_pending_streams,
+                client_ca: client_ca.is_some(),
+                require_client_certificate: self.require_client_certificate,
             },
             tls: configs,
-            state: Mutex::new(state::State::new(events)),
+            state: Mutex::new(state::State::new(events::Bus::new())),
             tasks: tasks::Tasks::new(),
         });
+        for target in webhook_targets {
+            // Subscribed before the first connection: no event is missed.
+            webhooks.start(target, inner.state().subscribe(), &inner.tasks);
+        }
         let accept_loop = tokio::spawn(listener::run(inner.clone(), listener));
-        tracing::debug!(%local_addr, state_dir = %state_dir.display(), "local engine listening");
+        tracing::debug!(
+            %local_addr,
+            state_dir = %state_dir.display(),
+            client_ca = inner.config.client_ca_enabled(),
+            "local engine listening"
+        );
         Ok(LocalEngine {
             inner,
             accept_loop: Some(accept_loop),
@@ -197,6 +304,7 @@ impl LocalEngineBuilder {
             ca_pem: tls.ca_pem,
             ca_file: tls.ca_file,
             state_dir,
+            webhooks,
         })
     }
 }
@@ -208,9 +316,19 @@ pub(crate) struct Config {
     pub(crate) liveness_timeout: Option<Duration>,
     pub(crate) max_tunnels_per_client: usize,
     pub(crate) max_pending_streams: usize,
+    /// Client certificates from a configured CA authenticate agents.
+    pub(crate) client_ca: bool,
+    /// Connections without a verified client certificate are refused.
+    pub(crate) require_client_certificate: bool,
 }
 
 impl Config {
+    /// Whether the engine port accepts client certificates (mTLS agents),
+    /// e.g. for the `engine-api-mtls` capability of the discovery document.
+    pub(crate) fn client_ca_enabled(&self) -> bool {
+        self.client_ca
+    }
+
     /// The timeout answered for a proposed heartbeat interval (PROTOCOL.md §5).
     pub(crate) fn liveness_timeout_for(&self, interval: Duration) -> Duration {
         let wanted = self
@@ -250,6 +368,7 @@ pub struct LocalEngine {
     ca_pem: String,
     ca_file: PathBuf,
     state_dir: PathBuf,
+    webhooks: webhooks::Webhooks,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -316,6 +435,28 @@ impl LocalEngine {
     /// The open tunnels, in no particular order.
     pub fn tunnels(&self) -> Vec<TunnelInfo> {
         self.inner.state().tunnels()
+    }
+
+    /// Adds a webhook endpoint to the running engine (like
+    /// [`LocalEngineBuilder::webhook`]) and returns its webhook id (`wh_…`,
+    /// sent as `rstream-webhook-id`). It receives the events that happen
+    /// from now on, not earlier ones. Useful when the target's address is
+    /// only known once the engine runs, e.g. a receiver published through
+    /// this engine's own tunnel.
+    ///
+    /// Fails (`ERR_RSTREAM_INVALID_CONFIG`) when `url` is not an absolute
+    /// `http://` or `https://` URL without credentials.
+    pub fn add_webhook(&self, url: &str, secret: crate::webhook::WebhookSecret) -> Result<String> {
+        let target = webhooks::Target::new(url, secret)?;
+        Ok(self
+            .webhooks
+            .start(target, self.inner.state().subscribe(), &self.inner.tasks))
+    }
+
+    /// The most recent webhook delivery attempts (up to 100, oldest first),
+    /// one record per attempt, for tests and diagnostics.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.webhooks.deliveries()
     }
 
     // ---------------------------------------------------------------

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use super::events::{ClientInfo, EngineEvent, TunnelInfo};
+use super::events::{Bus, ClientInfo, EngineEvent, TunnelInfo, Watcher};
 use super::streams::ServerTls;
 use crate::proto::{self, ErrorCode, Message};
 
@@ -74,7 +74,7 @@ pub(crate) struct State {
     tunnels: HashMap<String, TunnelEntry>,
     names: HashMap<String, String>,
     pending: HashMap<String, PendingEntry>,
-    events: broadcast::Sender<EngineEvent>,
+    events: Bus,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
@@ -82,7 +82,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
 }
 
 impl State {
-    pub(crate) fn new(events: broadcast::Sender<EngineEvent>) -> Self {
+    pub(crate) fn new(events: Bus) -> Self {
         State {
             clients: HashMap::new(),
             tunnels: HashMap::new(),
@@ -92,13 +92,17 @@ impl State {
         }
     }
 
-    fn emit(&self, event: EngineEvent) {
-        // No receiver is fine.
-        let _ = self.events.send(event);
+    fn emit(&mut self, event: EngineEvent) {
+        self.events.emit(event);
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
         self.events.subscribe()
+    }
+
+    /// A new Engine API watch and the snapshot it starts from, atomically.
+    pub(crate) fn watch(&mut self, capacity: usize) -> (Watcher, Vec<ClientInfo>, Vec<TunnelInfo>) {
+        (self.events.watch(capacity), self.clients(), self.tunnels())
     }
 
     pub(crate) fn clients(&self) -> Vec<ClientInfo> {

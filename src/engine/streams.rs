@@ -3,9 +3,11 @@
 //! and the byte splice between downstream and owner.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
@@ -16,15 +18,18 @@ use crate::proto::{
     ProxyRsp, StreamReq, StreamRsp,
 };
 
-/// A TLS connection accepted on the engine port.
-pub(crate) type ServerTls = tokio_rustls::server::TlsStream<TcpStream>;
+/// A TLS connection accepted on the engine port (reads batched while data
+/// streams in, see [`ReadBuffered`](crate::transport::ReadBuffered)).
+pub(crate) type ServerTls =
+    tokio_rustls::server::TlsStream<crate::transport::ReadBuffered<TcpStream>>;
 
 /// How long a downstream waits for the owner (PROTOCOL.md's operation timeout).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on writing one handshake frame.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Splice buffer per direction (one TLS record).
-const SPLICE_BUFFER: usize = 16 * 1024;
+/// Splice buffer per direction: two full TLS records, so a bulk transfer
+/// is relayed two records per write system call (docs/BENCHMARKS.md).
+const SPLICE_BUFFER: usize = 32 * 1024;
 
 fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
     proto::Error::new(code, message)
@@ -147,7 +152,8 @@ pub(crate) async fn serve_dial(
     req: StreamReq,
 ) {
     let zero_rtt = req.zero_rtt.unwrap_or(false);
-    match dial(inner, peer, req).await {
+    let has_certificate = super::control::peer_certificate(&tls).is_some();
+    match dial(inner, peer, req, has_certificate).await {
         Ok((stream_id, upstream)) => {
             if !zero_rtt {
                 let rsp = Message::new(Payload::StreamRsp(StreamRsp {
@@ -176,9 +182,10 @@ async fn dial(
     inner: &Inner,
     peer: SocketAddr,
     req: StreamReq,
+    has_certificate: bool,
 ) -> Result<(String, ServerTls), proto::Error> {
     let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
-    super::control::check_token(&inner.config, token)?;
+    super::control::authenticate(&inner.config, token, has_certificate)?;
     if req.datagram_channel == Some(true) {
         return Err(error(
             ErrorCode::FeatureNotAvailable,
@@ -219,16 +226,95 @@ pub(crate) async fn close(mut tls: ServerTls) {
 
 /// Copies bytes both ways until both directions are done (an EOF on one
 /// side shuts down the other's write side); an error on either side closes
-/// both. Bounded buffers.
-pub(crate) async fn splice<A, B>(mut a: A, mut b: B)
+/// both. Bounded buffers; each read takes all that is ready (several TLS
+/// records), so each write carries as much as the buffer holds.
+pub(crate) async fn splice<A, B>(a: A, b: B)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    let (mut a, mut b) = (Greedy::new(a), Greedy::new(b));
     match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER)
         .await
     {
         Ok((down, up)) => tracing::trace!(down, up, "stream finished"),
         Err(e) => tracing::debug!(error = %e, "stream ended with an error"),
+    }
+}
+
+/// A reader that fills the caller's buffer with everything already
+/// readable, instead of returning after one TLS record: one call per
+/// burst, not per 16 KiB. Writes go straight through.
+///
+/// An error met after some bytes were read is kept for the next call, so
+/// it is never lost (nor turned into an EOF).
+struct Greedy<T> {
+    io: T,
+    deferred: Option<std::io::Error>,
+}
+
+impl<T> Greedy<T> {
+    fn new(io: T) -> Self {
+        Greedy { io, deferred: None }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Greedy<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.deferred.take() {
+            return Poll::Ready(Err(e));
+        }
+        let start = buf.filled().len();
+        // Bounded: every turn either fills more of `buf` or returns.
+        while buf.remaining() > 0 {
+            let before = buf.filled().len();
+            match Pin::new(&mut self.io).poll_read(cx, buf) {
+                // EOF: report what was read; the next call sees EOF again.
+                Poll::Ready(Ok(())) if buf.filled().len() == before => break,
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) if buf.filled().len() == start => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => {
+                    self.deferred = Some(e);
+                    break;
+                }
+                Poll::Pending if buf.filled().len() == start => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Greedy<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

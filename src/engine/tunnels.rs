@@ -5,7 +5,9 @@
 //! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
 //! `http_version` (`http/1.1`, `h2c`), `hostname` (`localhost` /
-//! `127.0.0.1` only), `port` (`tcp` tunnels), `allow_cross_region_routing`
+//! `127.0.0.1` only), `port` (`tcp` tunnels, and any published tunnel that
+//! also asks for `hostname = 127.0.0.1` or `localhost`: how a reconnecting
+//! client gets its previous address back), `allow_cross_region_routing`
 //! (echoed; there is one region). Everything else that asks for behaviour
 //! is refused with `FEATURE_NOT_AVAILABLE`, naming the property.
 
@@ -162,9 +164,16 @@ pub(crate) fn validate(
             )))
         }
     }
+    // A published tunnel that asks back the loopback hostname this engine
+    // assigns may ask for its port too, whatever its protocol: that is how
+    // a client re-creating its tunnels after a reconnect (or an engine
+    // restart) keeps their addresses.
+    let loopback_host = matches!(non_blank(&p.hostname), Some("localhost" | "127.0.0.1"));
     let port = match p.port {
         None => None,
-        Some(_) if !tcp => return Err(invalid("port is only allowed on tcp tunnels")),
+        Some(_) if !(tcp || (published && loopback_host)) => {
+            return Err(invalid("port is only allowed on tcp tunnels"))
+        }
         Some(n) => Some(
             u16::try_from(n)
                 .ok()

@@ -2,9 +2,9 @@
 //!
 //! - Server side: [`serve`] and [`serve_with_shutdown`] run any
 //!   `tower::Service` (an axum `Router`, a `service_fn`…) on every connection
-//!   of a [`Tunnel`], HTTP/1.1 and h2c prior knowledge on the same tunnel,
+//!   of a [`Tunnel`](crate::Tunnel), HTTP/1.1 and h2c prior knowledge on the same tunnel,
 //!   with upgrades (WebSocket). With axum, `axum::serve(tunnel, router)`
-//!   works too; see [`Tunnel`].
+//!   works too; see [`Tunnel`](crate::Tunnel).
 //! - Client side: [`Connector`] plugs private dials into
 //!   `hyper_util::client::legacy::Client`: the URI host is the tunnel name or
 //!   id, and each new pooled connection is a dial.

@@ -6,11 +6,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{server_name, Endpoint, HttpProxy};
+use super::{server_name, Endpoint, HttpProxy, ReadBuffered};
 use crate::error::{Error, ErrorKind, Result};
 
-/// A TLS connection to the engine.
-pub type EngineStream = tokio_rustls::client::TlsStream<TcpStream>;
+/// A TLS connection to the engine (over TCP with adaptive read batching,
+/// see [`ReadBuffered`]).
+pub type EngineStream = tokio_rustls::client::TlsStream<ReadBuffered<TcpStream>>;
 
 /// Opens TLS connections with one shared `rustls::ClientConfig`, so TLS
 /// sessions resume across the many short proxy and dial connections.
@@ -64,13 +65,16 @@ impl TlsDialer {
             };
             // Small frames and interactive traffic: never wait for Nagle.
             let _ = tcp.set_nodelay(true);
-            connector.connect(name, tcp).await.map_err(|e| {
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    Error::tls(format!("TLS handshake with {endpoint}"), e)
-                } else {
-                    Error::io(format!("TLS handshake with {endpoint}"), e)
-                }
-            })
+            connector
+                .connect(name, ReadBuffered::new(tcp))
+                .await
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        Error::tls(format!("TLS handshake with {endpoint}"), e)
+                    } else {
+                        Error::io(format!("TLS handshake with {endpoint}"), e)
+                    }
+                })
         };
         match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(r) => r,

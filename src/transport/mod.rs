@@ -1,10 +1,12 @@
 //! Reaching the engine: endpoints, TLS settings, HTTP CONNECT proxies and dialing.
 
+mod buffered;
 mod dialer;
 mod endpoint;
 mod proxy;
 mod tls;
 
+pub use buffered::ReadBuffered;
 pub use dialer::{EngineStream, TlsDialer};
 pub use endpoint::{Endpoint, DEFAULT_PORT};
 pub use proxy::{HttpProxy, MAX_PROXY_RESPONSE_HEADER};

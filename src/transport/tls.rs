@@ -13,8 +13,27 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The crypto provider used everywhere in this crate (ring: pure Rust + asm, no cmake).
+///
+/// ring's suites, AES-128-GCM first: the TLS 1.3 mandatory suite, as strong
+/// as any in practice, about a third cheaper per byte than AES-256-GCM, and
+/// its SHA-256 key schedule runs on the SHA extensions most CPUs have
+/// (SHA-384 has no such path): resumed handshakes and bulk transfer are
+/// both measurably cheaper (docs/BENCHMARKS.md). Peers that insist on the
+/// other suites still get them.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::CipherSuite as S;
+    let mut provider = rustls::crypto::ring::default_provider();
+    // Stable: otherwise ring's order (TLS 1.3 before TLS 1.2) is kept.
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| match suite.suite() {
+            S::TLS13_AES_128_GCM_SHA256 => 0,
+            S::TLS13_AES_256_GCM_SHA384 | S::TLS13_CHACHA20_POLY1305_SHA256 => 1,
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 2,
+            _ => 3,
+        });
+    Arc::new(provider)
 }
 
 /// TLS settings shared by every connection a client makes (control channel,
@@ -166,7 +185,114 @@ impl TlsOptions {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.resumption = rustls::client::Resumption::store(Arc::new(SessionStore::default()));
         Ok(Arc::new(config))
+    }
+}
+
+/// TLS 1.3 tickets kept per server. Every downstream connection opens a
+/// proxy connection, and each TLS 1.3 resumption consumes one ticket (the
+/// engine sends two fresh ones once the handshake is over). rustls's
+/// default store keeps 8 per server, so a burst of more than 8 concurrent
+/// proxy connections falls back to full handshakes (certificate chain
+/// verification, several ECDSA operations); 64 covers the default limit of
+/// concurrent proxy handshakes.
+const TICKETS_PER_SERVER: usize = 64;
+/// Servers remembered (the engine, plus `proxy_endpoint`s it names).
+const MAX_SERVERS: usize = 32;
+
+/// The client session store behind [`TlsOptions::client_config`]: rustls's
+/// in-memory store, with room for [`TICKETS_PER_SERVER`] tickets.
+#[derive(Default)]
+struct SessionStore {
+    /// Keyed by the server name's text (`ServerName::to_str`).
+    servers: std::sync::Mutex<std::collections::HashMap<String, ServerSessions>>,
+}
+
+#[derive(Default)]
+struct ServerSessions {
+    kx_hint: Option<rustls::NamedGroup>,
+    tls12: Option<rustls::client::Tls12ClientSessionValue>,
+    /// Oldest first; the newest is used first (least likely to expire).
+    tls13: std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>,
+}
+
+impl SessionStore {
+    fn with<R>(
+        &self,
+        name: &ServerName<'_>,
+        f: impl FnOnce(&mut ServerSessions) -> R,
+    ) -> Option<R> {
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        servers.get_mut(name.to_str().as_ref()).map(f)
+    }
+
+    fn edit(&self, name: ServerName<'static>, f: impl FnOnce(&mut ServerSessions)) {
+        let name = name.to_str().into_owned();
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if !servers.contains_key(&name) && servers.len() >= MAX_SERVERS {
+            // Evict an arbitrary server: a client talks to very few.
+            if let Some(victim) = servers.keys().next().cloned() {
+                servers.remove(&victim);
+            }
+        }
+        f(servers.entry(name).or_default());
+    }
+}
+
+impl fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the sessions themselves: they hold secrets.
+        f.debug_struct("SessionStore").finish_non_exhaustive()
+    }
+}
+
+impl rustls::client::ClientSessionStore for SessionStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.edit(server_name, |s| s.kx_hint = Some(group));
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.with(server_name, |s| s.kx_hint).flatten()
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.edit(server_name, |s| s.tls12 = Some(value));
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.with(server_name, |s| s.tls12.clone()).flatten()
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.with(server_name, |s| s.tls12 = None);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.edit(server_name, |s| {
+            if s.tls13.len() >= TICKETS_PER_SERVER {
+                s.tls13.pop_front();
+            }
+            s.tls13.push_back(value);
+        });
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.with(server_name, |s| s.tls13.pop_back()).flatten()
     }
 }
 

@@ -54,15 +54,64 @@ mod tests {
     #[test]
     fn spec_examples() {
         let cases = [
-            (props(|p| { p.hostname = Some("api.example.test".into()); p.protocol = Some("http".into()); }), "https://api.example.test"),
-            (props(|p| { p.hostname = Some("api.example.test".into()); p.protocol = Some("http".into()); p.port = Some(8443); }), "https://api.example.test:8443"),
-            (props(|p| { p.hostname = Some("tls.example.test".into()); p.protocol = Some("tls".into()); }), "tls.example.test:443 (tls)"),
-            (props(|p| { p.hostname = Some("tcp.example.test".into()); p.protocol = Some("tcp".into()); p.port = Some(10042); }), "tcp.example.test:10042 (tcp)"),
-            (props(|p| { p.name = Some("private-api".into()); }), "rstrm://private-api (unpublished)"),
+            (
+                props(|p| {
+                    p.hostname = Some("api.example.test".into());
+                    p.protocol = Some("http".into());
+                }),
+                "https://api.example.test",
+            ),
+            (
+                props(|p| {
+                    p.hostname = Some("api.example.test".into());
+                    p.protocol = Some("http".into());
+                    p.port = Some(8443);
+                }),
+                "https://api.example.test:8443",
+            ),
+            (
+                props(|p| {
+                    p.hostname = Some("tls.example.test".into());
+                    p.protocol = Some("tls".into());
+                }),
+                "tls.example.test:443 (tls)",
+            ),
+            (
+                props(|p| {
+                    p.hostname = Some("tcp.example.test".into());
+                    p.protocol = Some("tcp".into());
+                    p.port = Some(10042);
+                }),
+                "tcp.example.test:10042 (tcp)",
+            ),
+            (
+                props(|p| {
+                    p.name = Some("private-api".into());
+                }),
+                "rstrm://private-api (unpublished)",
+            ),
             (props(|_| {}), "rstrm://t1 (unpublished)"),
-            (props(|p| { p.host = Some("legacy.test".into()); p.protocol = Some("http".into()); }), "https://legacy.test"),
-            (props(|p| { p.hostname = Some(" ".into()); p.host = Some("h.test".into()); }), "h.test"),
-            (props(|p| { p.hostname = Some("h.test".into()); p.port = Some(0); }), "h.test"),
+            (
+                props(|p| {
+                    p.host = Some("legacy.test".into());
+                    p.protocol = Some("http".into());
+                }),
+                "https://legacy.test",
+            ),
+            (
+                props(|p| {
+                    p.hostname = Some(" ".into());
+                    p.host = Some("h.test".into());
+                }),
+                "h.test",
+            ),
+            (
+                props(|p| {
+                    p.hostname = Some("h.test".into());
+                    p.port = Some(0);
+                }),
+                "h.test",
+            ),
         ];
         for (p, want) in cases {
             assert_eq!(forwarding_address(&p).unwrap(), want);

@@ -14,9 +14,17 @@ impl Tunnel {
     /// A refused or failed local connection is logged and closes only that
     /// downstream connection. Returns the reason the tunnel closed.
     ///
-    /// Relays in flight survive a lost control channel (liveness expiry or a
-    /// transport error); they are stopped after a hard close (explicit close,
-    /// the engine closing the tunnel or the channel, a protocol error).
+    /// While the control channel reconnects, relays in flight keep running
+    /// and `forward_to` waits for the re-created tunnel. When the tunnel ends
+    /// for good after a lost control channel (reconnect disabled or given
+    /// up), relays in flight still survive; they are stopped after a hard
+    /// close (explicit close, the engine closing the tunnel or the channel, a
+    /// protocol error, a permanent re-creation failure).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the tunnel (closing it on the engine) and
+    /// aborts the relays it started.
     pub async fn forward_to(mut self, addr: impl Into<String>) -> Result<()> {
         let addr: String = addr.into();
         let mut relays = JoinSet::new();
@@ -42,7 +50,10 @@ impl Tunnel {
 
 /// Whether the control channel was lost (rather than closed on purpose).
 fn is_soft_loss(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Io | ErrorKind::Timeout | ErrorKind::Tls)
+    matches!(
+        e.kind(),
+        ErrorKind::Io | ErrorKind::Timeout | ErrorKind::Tls
+    )
 }
 
 async fn relay(mut stream: RstreamStream, addr: String) {

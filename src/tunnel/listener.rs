@@ -61,6 +61,10 @@ impl std::fmt::Display for TunnelAddr {
 /// `axum::serve(tunnel, router)` serves every downstream connection of the
 /// tunnel in-process, with no loopback socket.
 ///
+/// While the control channel reconnects, `accept` simply waits: `serve`
+/// keeps running and picks up connections again once the tunnel is
+/// re-created (see [`Tunnel`]'s docs on reconnects).
+///
 /// `Listener::accept` cannot fail, so when the tunnel closes for good this
 /// logs the reason once at `error` level and then waits forever without
 /// spinning. Pass [`Tunnel::closed`] to `with_graceful_shutdown` to make
@@ -86,7 +90,7 @@ impl axum::serve::Listener for Tunnel {
             }
             Err(e) => {
                 tracing::error!(
-                    tunnel = %self.id,
+                    tunnel = %self.shared.current().id,
                     code = e.code(),
                     error = %e,
                     "tunnel closed; accepting nothing more (use Tunnel::closed() for graceful shutdown)"
@@ -98,7 +102,7 @@ impl axum::serve::Listener for Tunnel {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(TunnelAddr {
-            tunnel_id: self.id.clone(),
+            tunnel_id: self.shared.current().id.clone(),
             stream_id: None,
             source_ip: None,
         })

@@ -1,5 +1,6 @@
 //! Tunnels: create them with [`ControlChannel::create_tunnel`], then accept
-//! the downstream connections they receive.
+//! the downstream connections they receive. A tunnel survives its control
+//! channel's reconnects (see [`Tunnel`]).
 
 mod address;
 mod forward;
@@ -9,6 +10,7 @@ mod options;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -26,25 +28,70 @@ use crate::error::{Error, Result};
 use crate::proto::TunnelProperties;
 use crate::stream::RstreamStream;
 
-/// State shared between a [`Tunnel`] and the control task.
+/// What the engine currently says about a tunnel. Replaced (never
+/// mutated) when the tunnel is re-created after a reconnect.
+#[derive(Debug)]
+pub(crate) struct Current {
+    pub(crate) id: Arc<str>,
+    pub(crate) properties: Arc<TunnelProperties>,
+    pub(crate) address: Arc<str>,
+}
+
+impl Current {
+    fn new(properties: TunnelProperties) -> Result<Self> {
+        let id = properties
+            .id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Error::protocol("tunnel properties without an id"))?;
+        Ok(Current {
+            id: Arc::from(id),
+            address: Arc::from(forwarding_address(&properties)?),
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+/// State shared between a [`Tunnel`] and the control task. It outlives
+/// reconnects: the control task rebinds it to each re-created engine tunnel.
 #[derive(Debug)]
 pub(crate) struct TunnelShared {
-    id: Arc<str>,
+    /// The control task's stable key for this tunnel (engine ids change).
+    key: u64,
+    current: watch::Sender<Arc<Current>>,
     closed: watch::Sender<Option<Error>>,
     waker: AtomicWaker,
+    /// Set once a full accept backlog was logged, until the next accept.
+    backlog_full: AtomicBool,
 }
 
 impl TunnelShared {
-    pub(crate) fn new(id: Arc<str>) -> Self {
-        TunnelShared {
-            id,
+    /// Fails when the engine's properties lack an id or an address.
+    pub(crate) fn new(key: u64, properties: TunnelProperties) -> Result<Self> {
+        Ok(TunnelShared {
+            key,
+            current: watch::Sender::new(Arc::new(Current::new(properties)?)),
             closed: watch::Sender::new(None),
             waker: AtomicWaker::new(),
-        }
+            backlog_full: AtomicBool::new(false),
+        })
     }
 
-    pub(crate) fn id(&self) -> &Arc<str> {
-        &self.id
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The current engine id, properties and address.
+    pub(crate) fn current(&self) -> Arc<Current> {
+        self.current.borrow().clone()
+    }
+
+    /// Points the tunnel at a re-created engine tunnel. Returns the previous
+    /// state, or the error if the new properties are unusable (then nothing
+    /// changes).
+    pub(crate) fn rebind(&self, properties: TunnelProperties) -> Result<Arc<Current>> {
+        let next = Arc::new(Current::new(properties)?);
+        Ok(self.current.send_replace(next))
     }
 
     /// Marks the tunnel closed (first reason wins) and wakes its acceptor.
@@ -67,20 +114,46 @@ impl TunnelShared {
     fn closed_error(&self) -> Option<Error> {
         self.closed.borrow().clone()
     }
+
+    /// Records that the backlog overflowed; `true` the first time since the
+    /// last accept (so the overflow is logged once per episode).
+    pub(crate) fn note_backlog_full(&self) -> bool {
+        !self.backlog_full.swap(true, Ordering::Relaxed)
+    }
 }
 
 /// A tunnel created on a control channel.
 ///
 /// Accept its downstream connections with [`accept`](Tunnel::accept), or use
-/// it as a `Stream` of connections. Dropping it closes it on the engine.
+/// it as a `Stream` of connections, or hand it to `axum::serve`. Dropping it
+/// closes it on the engine.
 ///
-/// When the tunnel closes (explicitly, by the engine, or because its control
-/// channel ended) `accept` returns the reason, connections delivered but not
-/// yet accepted are closed, and connections already accepted keep flowing.
+/// # Reconnects
+///
+/// When the control channel reconnects (see
+/// [`ReconnectPolicy`](crate::control::ReconnectPolicy)), the tunnel is
+/// re-created on the engine with the properties it was created with, plus
+/// the hostname (and non-default port) the engine assigned the first time,
+/// so its published address stays the same wherever the engine honours
+/// them. The same `Tunnel` value keeps yielding connections; meanwhile
+/// `accept` just waits. The engine may assign a new [`id`](Tunnel::id).
+///
+/// # Closing
+///
+/// When the tunnel closes for good (explicitly, by the engine, because its
+/// control channel ended, or because re-creating it failed permanently)
+/// `accept` returns the reason, connections delivered but not yet accepted
+/// are closed, and connections already accepted keep flowing.
+///
+/// # Bounds
+///
+/// At most `accept_backlog` connections
+/// ([`ClientOptions::accept_backlog`](crate::ClientOptions::accept_backlog),
+/// default 256) wait for the application to accept them; while the backlog
+/// is full, new downstream connections are refused at once (the engine gets
+/// an `INVALID_STREAM` answer saying so) instead of queueing without bound.
 pub struct Tunnel {
-    id: Arc<str>,
-    properties: Arc<TunnelProperties>,
-    address: String,
+    name: Option<String>,
     control: ControlChannel,
     streams: mpsc::Receiver<RstreamStream>,
     shared: Arc<TunnelShared>,
@@ -89,47 +162,52 @@ pub struct Tunnel {
 
 impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = self.shared.current();
         f.debug_struct("Tunnel")
-            .field("id", &self.id)
-            .field("address", &self.address)
+            .field("id", &current.id)
+            .field("address", &current.address)
             .field("closed", &self.shared.is_closed())
             .finish()
     }
 }
 
 impl Tunnel {
-    pub(crate) fn new(new: NewTunnel, control: ControlChannel) -> Result<Self> {
-        let address = forwarding_address(&new.properties)?;
-        Ok(Tunnel {
-            id: new.shared.id().clone(),
-            properties: Arc::new(new.properties),
-            address,
+    pub(crate) fn new(new: NewTunnel, control: ControlChannel) -> Self {
+        let name = new.shared.current().properties.name.clone();
+        Tunnel {
+            name,
             control,
             streams: new.streams,
             shared: new.shared,
             ended: false,
-        })
+        }
     }
 
     /// The engine-assigned tunnel id.
-    pub fn id(&self) -> &str {
-        &self.id
+    ///
+    /// It may change when the tunnel is re-created after a reconnect; this
+    /// always returns the current one (the id in each accepted stream's
+    /// [`StreamInfo`](crate::StreamInfo) is the one it arrived on).
+    pub fn id(&self) -> String {
+        self.shared.current().id.to_string()
     }
 
-    /// The tunnel name, if it has one.
+    /// The tunnel name, if it has one (it never changes).
     pub fn name(&self) -> Option<&str> {
-        self.properties.name.as_deref()
+        self.name.as_deref()
     }
 
-    /// The properties the engine returned (hostname, port, labels…).
-    pub fn properties(&self) -> &TunnelProperties {
-        &self.properties
+    /// The properties the engine returned (hostname, port, labels…), as of
+    /// the last (re-)creation.
+    pub fn properties(&self) -> Arc<TunnelProperties> {
+        self.shared.current().properties.clone()
     }
 
     /// Where downstream clients reach the tunnel, e.g. `https://host:port`,
-    /// `host:port (tcp)` or `rstrm://name (unpublished)`.
-    pub fn forwarding_address(&self) -> &str {
-        &self.address
+    /// `host:port (tcp)` or `rstrm://name (unpublished)`, as of the last
+    /// (re-)creation.
+    pub fn forwarding_address(&self) -> String {
+        self.shared.current().address.to_string()
     }
 
     /// The control channel this tunnel lives on.
@@ -137,11 +215,12 @@ impl Tunnel {
         &self.control
     }
 
-    /// Waits for the next downstream connection.
+    /// Waits for the next downstream connection. While the control channel
+    /// reconnects, it simply keeps waiting.
     ///
     /// # Errors
     ///
-    /// Once the tunnel is closed, every call returns the reason.
+    /// Once the tunnel is closed for good, every call returns the reason.
     ///
     /// # Cancel safety
     ///
@@ -161,7 +240,10 @@ impl Tunnel {
             return Poll::Ready(Err(reason));
         }
         match self.streams.poll_recv(cx) {
-            Poll::Ready(Some(s)) => Poll::Ready(Ok(s)),
+            Poll::Ready(Some(s)) => {
+                self.shared.backlog_full.store(false, Ordering::Relaxed);
+                Poll::Ready(Ok(s))
+            }
             Poll::Ready(None) => Poll::Ready(Err(self
                 .shared
                 .closed_error()
@@ -170,19 +252,22 @@ impl Tunnel {
         }
     }
 
-    /// Whether the tunnel is closed.
+    /// Whether the tunnel is closed for good.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
 
-    /// Resolves with the reason once the tunnel is closed. The future owns
-    /// what it needs (`'static`), so take it before handing the tunnel to
-    /// `axum::serve` and pass it to graceful shutdown.
+    /// Resolves with the reason once the tunnel is closed for good (not on
+    /// a reconnect). The future owns what it needs (`'static`), so take it
+    /// before handing the tunnel to `axum::serve` and pass it to graceful
+    /// shutdown.
     pub fn closed(&self) -> impl Future<Output = Error> + Send + 'static {
         let mut rx = self.shared.closed.subscribe();
         async move {
             match rx.wait_for(Option::is_some).await {
-                Ok(v) => v.clone().unwrap_or_else(|| Error::tunnel_closed("tunnel closed")),
+                Ok(v) => v
+                    .clone()
+                    .unwrap_or_else(|| Error::tunnel_closed("tunnel closed")),
                 Err(_) => Error::tunnel_closed("tunnel closed"),
             }
         }
@@ -190,13 +275,20 @@ impl Tunnel {
 
     /// Closes the tunnel on the engine and waits for the acknowledgement.
     /// After a timeout the tunnel stays open and `close` may be retried.
+    /// While the control channel is reconnecting, the tunnel is closed at
+    /// once (it no longer exists on the engine).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the close request is sent when the future is first
+    /// polled and proceeds whether or not the future is then dropped.
     pub async fn close(&self) -> Result<()> {
         if self.is_closed() {
             return Ok(());
         }
         let (reply, rx) = oneshot::channel();
         self.control.send(Command::CloseTunnel {
-            id: self.id.clone(),
+            key: self.shared.key(),
             reply: Some(reply),
         })?;
         self.control.wait(rx, "CloseTunnelRsp").await
@@ -207,7 +299,7 @@ impl Drop for Tunnel {
     fn drop(&mut self) {
         if !self.shared.is_closed() {
             let _ = self.control.send(Command::CloseTunnel {
-                id: self.id.clone(),
+                key: self.shared.key(),
                 reply: None,
             });
         }

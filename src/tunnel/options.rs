@@ -261,12 +261,17 @@ impl TunnelOptions {
     /// Validates and converts to wire properties (PROTOCOL.md §6).
     pub fn to_properties(&self) -> Result<TunnelProperties> {
         let invalid = |msg: &str| Error::config("ERR_RSTREAM_INVALID_TUNNEL", msg.to_owned());
-        let unsupported = |msg: &str| Error::unsupported("ERR_RSTREAM_UNSUPPORTED_TUNNEL", msg.to_owned());
+        let unsupported =
+            |msg: &str| Error::unsupported("ERR_RSTREAM_UNSUPPORTED_TUNNEL", msg.to_owned());
         if self.datagram {
-            return Err(unsupported("datagram tunnels are not supported by the Rust SDK"));
+            return Err(unsupported(
+                "datagram tunnels are not supported by the Rust SDK",
+            ));
         }
         if matches!(self.protocol, Some(Protocol::Dtls | Protocol::Quic)) {
-            return Err(unsupported("dtls and quic tunnels are datagram tunnels, which are not supported"));
+            return Err(unsupported(
+                "dtls and quic tunnels are datagram tunnels, which are not supported",
+            ));
         }
         if self.http_version == Some(HttpVersion::H3) {
             return Err(unsupported("http_version h3 is not supported"));
@@ -364,17 +369,38 @@ mod tests {
         let p = TunnelOptions::tcp().port(5432).to_properties().unwrap();
         assert_eq!(p.publish, Some(true));
         assert_eq!(p.port, Some(5432));
-        assert_eq!(code(TunnelOptions::tcp().private()), "ERR_RSTREAM_INVALID_TUNNEL");
-        assert_eq!(code(TunnelOptions::tcp().hostname("x")), "ERR_RSTREAM_INVALID_TUNNEL");
-        assert_eq!(code(TunnelOptions::tcp().token_auth(false)), "ERR_RSTREAM_INVALID_TUNNEL");
-        assert_eq!(code(TunnelOptions::tcp().port(0)), "ERR_RSTREAM_INVALID_TUNNEL");
-        assert_eq!(code(TunnelOptions::tcp().port(65536)), "ERR_RSTREAM_INVALID_TUNNEL");
-        assert_eq!(code(TunnelOptions::http().port(80)), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(
+            code(TunnelOptions::tcp().private()),
+            "ERR_RSTREAM_INVALID_TUNNEL"
+        );
+        assert_eq!(
+            code(TunnelOptions::tcp().hostname("x")),
+            "ERR_RSTREAM_INVALID_TUNNEL"
+        );
+        assert_eq!(
+            code(TunnelOptions::tcp().token_auth(false)),
+            "ERR_RSTREAM_INVALID_TUNNEL"
+        );
+        assert_eq!(
+            code(TunnelOptions::tcp().port(0)),
+            "ERR_RSTREAM_INVALID_TUNNEL"
+        );
+        assert_eq!(
+            code(TunnelOptions::tcp().port(65536)),
+            "ERR_RSTREAM_INVALID_TUNNEL"
+        );
+        assert_eq!(
+            code(TunnelOptions::http().port(80)),
+            "ERR_RSTREAM_INVALID_TUNNEL"
+        );
     }
 
     #[test]
     fn unsupported_is_explicit() {
-        assert_eq!(code(TunnelOptions::new().datagram()), "ERR_RSTREAM_UNSUPPORTED_TUNNEL");
+        assert_eq!(
+            code(TunnelOptions::new().datagram()),
+            "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
+        );
         assert_eq!(
             code(TunnelOptions::http().http_version(HttpVersion::H3)),
             "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
@@ -383,6 +409,9 @@ mod tests {
             code(TunnelOptions::new().protocol(Protocol::Quic)),
             "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
         );
-        assert_eq!(code(TunnelOptions::new().name("  ")), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(
+            code(TunnelOptions::new().name("  ")),
+            "ERR_RSTREAM_INVALID_TUNNEL"
+        );
     }
 }

@@ -1,0 +1,380 @@
+//! The Engine HTTP API: live inventory, real-time watch and health
+//! (ENGINE_API.md).
+//!
+//! [`Client::api`](crate::Client::api) gives an [`EngineApi`] handle that
+//! talks to the client's engine (same address, trust anchors, proxy and
+//! token):
+//!
+//! - [`list_tunnels`](EngineApi::list_tunnels) / [`list_clients`](EngineApi::list_clients)
+//!   with typed filters ([`TunnelFilters`], [`ClientFilters`]; a label
+//!   mapped to `None` matches any value), [`tunnel`](EngineApi::tunnel) /
+//!   [`client`](EngineApi::client) by id;
+//! - [`watch`](EngineApi::watch): a `Stream` of [`Event`]s over SSE (default)
+//!   or WebSocket — `state.initial` first, then `tunnel.*` / `client.*`
+//!   deltas — optionally [`resilient`](Watch::resilient) (reconnects with
+//!   backoff and starts again from a fresh `state.initial`);
+//! - [`LiveInventory`]: the watch folded into an always-current map of
+//!   tunnels and clients, readable at any time or observed through a
+//!   `tokio::sync::watch` channel;
+//! - [`check_auth`](EngineApi::check_auth), [`health`](EngineApi::health).
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use rstream::api::{TunnelFilters, WatchParams};
+//!
+//! # async fn run() -> rstream::Result<()> {
+//! let client = rstream::Client::from_env()?;
+//! let api = client.api();
+//! for tunnel in api.list_tunnels(TunnelFilters::new().label_any("service")).await? {
+//!     println!("{} {:?}", tunnel.id, tunnel.name);
+//! }
+//! let mut events = api.watch(WatchParams::new()).resilient();
+//! while let Some(event) = events.next().await {
+//!     let event = event?;
+//!     println!("{}", event.event_type);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! HTTP: one pooled hyper-util client per [`EngineApi`] (clone the handle
+//! to share it), ALPN `h2` then `http/1.1`, no redirects, a 5 s budget per
+//! call (not for watches), bounded bodies, one retry of a GET after a
+//! transient transport error. Errors keep the method, path, status and
+//! body ([`ApiError`]) and have a stable [`code`](crate::Error::code).
+//!
+//! A client with a TLS client certificate and no token first discovers the
+//! API URL at `/.well-known/rstream/engine` (validated, cached per
+//! `Cache-Control`), then calls it with its certificate.
+
+mod discovery;
+mod filters;
+mod http;
+mod inventory;
+pub(crate) mod models;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::config::Secret;
+use crate::error::{Error, ErrorKind, Result};
+
+pub use self::http::ApiError;
+pub use filters::{
+    ClientFilters, ListClientsParams, ListTunnelsParams, TunnelFilters, WatchParams,
+};
+pub use inventory::{InventorySnapshot, LiveInventory};
+pub use models::{Client, Event, EventObject, EventType, Health, InitialState, Status, Tunnel};
+pub use watch::{Transport, Watch};
+
+use self::http::{headers, read_body, Connector, HttpClient, Target};
+
+/// Default budget of one Engine API call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default cap on a response body (and on one watch event).
+pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Settings of an [`EngineApi`] handle.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+impl ApiOptions {
+    /// The defaults: 5 s per call, 8 MiB bodies.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The budget of one call (connect, TLS, request, whole body). Watches
+    /// use it for their connection and response head only.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest response body (and watch event) accepted.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body = bytes.max(1024);
+        self
+    }
+}
+
+/// Which health probe [`EngineApi::health`] calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// `GET /api/health/live`.
+    Live,
+    /// `GET /api/health/ready`.
+    Ready,
+}
+
+/// A handle on the Engine HTTP API of a [`Client`](crate::Client)'s
+/// engine. Cheap to clone; clones share one connection pool. See the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct EngineApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: crate::Client,
+    options: ApiOptions,
+    /// The pooled client (h2, http/1.1), with the client certificate if any.
+    http: Result<HttpClient>,
+    /// TLS for WebSocket watches (`http/1.1` only).
+    ws_tls: Result<Arc<rustls::ClientConfig>>,
+    /// mTLS discovery (anonymous: no client certificate).
+    discovery: discovery::Discovery,
+}
+
+impl std::fmt::Debug for EngineApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineApi")
+            .field("client", &self.inner.client)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::Client {
+    /// The Engine HTTP API of this client's engine, with the default
+    /// [`ApiOptions`]. Does no I/O. Each call builds a new connection pool:
+    /// keep the handle (and clone it) rather than calling this per request.
+    pub fn api(&self) -> EngineApi {
+        self.api_with(ApiOptions::default())
+    }
+
+    /// [`api`](Self::api) with explicit options.
+    pub fn api_with(&self, options: ApiOptions) -> EngineApi {
+        EngineApi::new(self.clone(), options)
+    }
+}
+
+/// Where API calls go and with which credentials.
+pub(crate) struct ApiTarget {
+    /// `host:port`.
+    pub(crate) authority: String,
+    pub(crate) token: Option<Secret>,
+}
+
+impl EngineApi {
+    fn new(client: crate::Client, options: ApiOptions) -> Self {
+        let resolved = client.options();
+        let proxy = resolved.proxy.clone();
+        let connect_timeout = resolved.connect_timeout;
+        let http = resolved
+            .tls
+            .client_config(&[b"h2", b"http/1.1"])
+            .map(|tls| HttpClient::new(Connector::new(tls, proxy.clone(), connect_timeout)));
+        let ws_tls = resolved.tls.client_config(&[b"http/1.1"]);
+        let anonymous = crate::transport::TlsOptions {
+            identity: None,
+            ..resolved.tls.clone()
+        };
+        let discovery = discovery::Discovery::new(
+            anonymous
+                .client_config(&[b"h2", b"http/1.1"])
+                .map(|tls| HttpClient::new(Connector::new(tls, proxy, connect_timeout))),
+        );
+        EngineApi {
+            inner: Arc::new(Inner {
+                client,
+                options,
+                http,
+                ws_tls,
+                discovery,
+            }),
+        }
+    }
+
+    /// The client this handle belongs to.
+    pub fn client_handle(&self) -> &crate::Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn options(&self) -> &ApiOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn http(&self) -> Result<&HttpClient> {
+        self.inner.http.as_ref().map_err(Clone::clone)
+    }
+
+    pub(crate) fn ws_tls(&self) -> Result<Arc<rustls::ClientConfig>> {
+        self.inner.ws_tls.clone()
+    }
+
+    /// Resolves where calls go: the engine (with the token), or the mTLS
+    /// API URL discovered from it (no token).
+    pub(crate) async fn target(&self) -> Result<ApiTarget> {
+        let client = &self.inner.client;
+        let engine = client.inner().engine().await?;
+        let options = client.options();
+        let http = self.http()?;
+        if options.token.is_none() && options.tls.has_client_identity() {
+            let authority = self
+                .inner
+                .discovery
+                .resolve(engine.endpoint.host(), &engine.endpoint.to_string())
+                .await?;
+            return Ok(ApiTarget {
+                authority,
+                token: None,
+            });
+        }
+        let target = Target {
+            authority: engine.endpoint.to_string(),
+            sni: engine.sni.clone(),
+        };
+        http.connector.remember(&target);
+        Ok(ApiTarget {
+            authority: target.authority,
+            token: options.token.clone(),
+        })
+    }
+
+    /// One GET under the call budget: status and (bounded) body.
+    async fn get(&self, path: &str, query: &str) -> Result<(StatusCode, bytes::Bytes)> {
+        let target = self.target().await?;
+        let http = self.http()?;
+        let headers = headers(
+            "application/json",
+            target.token.as_ref().map(Secret::expose),
+        )?;
+        let url = format!("https://{}{path}{query}", target.authority);
+        let max = self.inner.options.max_body;
+        let budget = self.inner.options.timeout;
+        let call = async {
+            let response = http.get(&url, path, &headers).await?;
+            let status = response.status();
+            let body = read_body(response.into_body(), max, path).await?;
+            Ok::<_, Error>((status, body))
+        };
+        tokio::time::timeout(budget, call).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                "ERR_RSTREAM_ENGINE_API_TIMEOUT",
+                format!("engine API GET {path}: no complete answer within {budget:?}"),
+            )
+        })?
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &str) -> Result<T> {
+        let (status, body) = self.get(path, query).await?;
+        if !status.is_success() {
+            return Err(ApiError::new(Method::GET, path, status, &body).into_error());
+        }
+        serde_json::from_slice(&body).map_err(|e| payload_error(path, e))
+    }
+
+    /// `GET /api/tunnels`: the live tunnels matching `params` (filters,
+    /// limit), oldest first on the local engine.
+    pub async fn list_tunnels(&self, params: impl Into<ListTunnelsParams>) -> Result<Vec<Tunnel>> {
+        let params = params.into();
+        self.get_json("/api/tunnels", &filters::query(&params))
+            .await
+    }
+
+    /// `GET /api/clients`: the connected clients matching `params`.
+    pub async fn list_clients(&self, params: impl Into<ListClientsParams>) -> Result<Vec<Client>> {
+        let params = params.into();
+        self.get_json("/api/clients", &filters::query(&params))
+            .await
+    }
+
+    /// `GET /api/tunnels/{id}`. An unknown id is an error with code
+    /// `ERR_RSTREAM_ENGINE_API_NOT_FOUND`.
+    pub async fn tunnel(&self, id: &str) -> Result<Tunnel> {
+        let path = format!("/api/tunnels/{}", path_segment(id)?);
+        self.get_json(&path, "").await
+    }
+
+    /// `GET /api/clients/{id}`. An unknown id is an error with code
+    /// `ERR_RSTREAM_ENGINE_API_NOT_FOUND`.
+    pub async fn client(&self, id: &str) -> Result<Client> {
+        let path = format!("/api/clients/{}", path_segment(id)?);
+        self.get_json(&path, "").await
+    }
+
+    /// `GET /api/auth`: `Ok` when the engine accepts this client's
+    /// credentials; an [`ErrorKind::Auth`] error (401 or 403) otherwise.
+    pub async fn check_auth(&self) -> Result<()> {
+        let (status, body) = self.get("/api/auth", "").await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(ApiError::new(Method::GET, "/api/auth", status, &body).into_error())
+        }
+    }
+
+    /// A health probe. `Ready` answers `Ok` with status `unavailable` (and
+    /// [`Health::is_ok`] false) when the engine says 503 so.
+    pub async fn health(&self, probe: HealthProbe) -> Result<Health> {
+        let path = match probe {
+            HealthProbe::Live => "/api/health/live",
+            HealthProbe::Ready => "/api/health/ready",
+        };
+        let (status, body) = self.get(path, "").await?;
+        if status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE {
+            if let Ok(health) = serde_json::from_slice::<Health>(&body) {
+                return Ok(health);
+            }
+        }
+        if !status.is_success() {
+            return Err(ApiError::new(Method::GET, path, status, &body).into_error());
+        }
+        serde_json::from_slice(&body).map_err(|e| payload_error(path, e))
+    }
+
+    /// `GET /api/openapi.json`: the engine's OpenAPI description.
+    pub async fn openapi(&self) -> Result<serde_json::Value> {
+        self.get_json("/api/openapi.json", "").await
+    }
+
+    /// A watch of the tunnels and clients `params` match: a `Stream` of
+    /// [`Event`]s, `state.initial` first. Nothing happens until it is
+    /// polled. See [`Watch`] for the transport and resilience options.
+    pub fn watch(&self, params: WatchParams) -> Watch {
+        Watch::new(self.clone(), params)
+    }
+
+    /// A [`LiveInventory`] of what `params` match, kept current by a
+    /// resilient SSE watch running in the background.
+    pub fn live_inventory(&self, params: WatchParams) -> LiveInventory {
+        LiveInventory::new(self.watch(params).resilient())
+    }
+}
+
+/// A decoding error of a 2xx response.
+fn payload_error(path: &str, e: serde_json::Error) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        "ERR_RSTREAM_ENGINE_API_PAYLOAD",
+        format!("engine API GET {path}: unexpected response payload: {e}"),
+    )
+}
+
+/// A non-empty id, percent-encoded as one path segment.
+fn path_segment(id: &str) -> Result<String> {
+    if id.is_empty() {
+        return Err(Error::config(
+            "ERR_RSTREAM_INVALID_ID",
+            "the id must not be empty",
+        ));
+    }
+    Ok(filters::encode_component(id))
+}

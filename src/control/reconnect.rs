@@ -1,0 +1,343 @@
+//! Automatic reconnect: the [`ReconnectPolicy`], the [`ConnectOptions`]
+//! that carry it, and the [`ConnectionStatus`] a control channel publishes.
+//!
+//! See `docs/RELIABILITY.md` for what survives which fault.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+
+/// How randomness is applied to each reconnect delay, so that many clients
+/// losing the same engine do not all come back at the same instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// Exactly the capped exponential delay. Not recommended beyond tests.
+    None,
+    /// A uniformly random delay between zero and the capped exponential
+    /// delay ("full jitter").
+    Full,
+    /// Half the capped exponential delay plus a uniformly random part of up
+    /// to the other half ("equal jitter"): never less than half the delay.
+    #[default]
+    Equal,
+}
+
+/// When and how often a [`ControlChannel`](crate::ControlChannel) that lost
+/// its connection reconnects and re-creates its tunnels.
+///
+/// The default (used by [`Client::connect`](crate::Client::connect)) is
+/// enabled: delays start at 200 ms, double on every failed attempt, are capped
+/// at 30 s, get [equal jitter](Jitter::Equal), and attempts are unlimited.
+/// Only the first connection is made by `connect`; its failure is returned
+/// as is, never retried.
+///
+/// ```
+/// use std::time::Duration;
+/// use rstream::control::{Jitter, ReconnectPolicy};
+///
+/// let policy = ReconnectPolicy::new()
+///     .initial_delay(Duration::from_millis(100))
+///     .max_delay(Duration::from_secs(10))
+///     .jitter(Jitter::Full)
+///     .max_attempts(20);
+/// assert!(policy.is_enabled());
+/// assert_eq!(policy.delay_bound(1), Duration::from_millis(100));
+/// assert_eq!(policy.delay_bound(4), Duration::from_millis(800));
+/// assert_eq!(policy.delay_bound(30), Duration::from_secs(10));
+/// assert!(!ReconnectPolicy::disabled().is_enabled());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReconnectPolicy {
+    enabled: bool,
+    initial: Duration,
+    max: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+    max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            enabled: true,
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: Jitter::Equal,
+            max_attempts: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The default policy (enabled; see the type docs).
+    pub fn new() -> Self {
+        ReconnectPolicy::default()
+    }
+
+    /// No reconnect: losing the connection closes the channel and every
+    /// tunnel on it with the reason (the behaviour of the other SDKs).
+    pub fn disabled() -> Self {
+        ReconnectPolicy {
+            enabled: false,
+            ..ReconnectPolicy::default()
+        }
+    }
+
+    /// The delay before the first attempt (default 200 ms; at least 1 ms).
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.initial = delay.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The cap on every delay (default 30 s; at least 1 ms).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max = delay.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How much each failed attempt multiplies the delay (default 2; values
+    /// below 1, and NaN, count as 1: a constant delay).
+    pub fn multiplier(mut self, factor: f64) -> Self {
+        self.multiplier = if factor.is_nan() {
+            1.0
+        } else {
+            factor.clamp(1.0, 1_000.0)
+        };
+        self
+    }
+
+    /// The jitter applied to each delay (default [`Jitter::Equal`]).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Gives up after `attempts` failed attempts in a row (the channel then
+    /// closes with the last error). `0` gives up at once, like
+    /// [`disabled`](Self::disabled). Default: unlimited.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Never gives up (the default).
+    pub fn unlimited_attempts(mut self) -> Self {
+        self.max_attempts = None;
+        self
+    }
+
+    /// Whether the channel reconnects at all.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The attempt limit, `None` when unlimited.
+    pub fn attempt_limit(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    /// Whether attempt number `attempt` (counting from 1) may be made.
+    pub(crate) fn allows(&self, attempt: u32) -> bool {
+        self.enabled && self.max_attempts.is_none_or(|max| attempt <= max)
+    }
+
+    /// The capped exponential delay before attempt `attempt` (counting from
+    /// 1), before jitter: `min(max, initial × multiplier^(attempt − 1))`.
+    pub fn delay_bound(&self, attempt: u32) -> Duration {
+        let exponent = i32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(i32::MAX)
+            .min(1_000);
+        let secs = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
+        let capped = secs.min(self.max.as_secs_f64());
+        Duration::try_from_secs_f64(capped).unwrap_or(self.max)
+    }
+
+    /// The delay to wait before attempt `attempt`: the
+    /// [bound](Self::delay_bound) with this policy's jitter applied.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let bound = self.delay_bound(attempt);
+        match self.jitter {
+            Jitter::None => bound,
+            Jitter::Full => bound.mul_f64(rand::random::<f64>()),
+            Jitter::Equal => {
+                let half = bound / 2;
+                half + half.mul_f64(rand::random::<f64>())
+            }
+        }
+    }
+}
+
+/// Options for [`Client::connect_with`](crate::Client::connect_with).
+///
+/// A [`ReconnectPolicy`] converts into it, so
+/// `client.connect_with(ReconnectPolicy::disabled())` works.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    pub(crate) reconnect: ReconnectPolicy,
+}
+
+impl ConnectOptions {
+    /// The defaults: reconnect enabled with [`ReconnectPolicy::default`].
+    pub fn new() -> Self {
+        ConnectOptions::default()
+    }
+
+    /// The reconnect policy.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+}
+
+impl From<ReconnectPolicy> for ConnectOptions {
+    fn from(policy: ReconnectPolicy) -> Self {
+        ConnectOptions::new().reconnect(policy)
+    }
+}
+
+/// Where a control channel stands, as published by
+/// [`ControlChannel::status`](crate::ControlChannel::status).
+///
+/// ```text
+///  Connected ──loss──▶ Reconnecting{1} ──fail──▶ Reconnecting{2} … ─┐
+///      ▲                     │ reopened, tunnels re-created         │
+///      └─────────────────────┘                                      │
+///  close(), last handle dropped, permanent error, attempts used up ──▶ Closed
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ConnectionStatus {
+    /// The connection is up and every tunnel is (re-)created.
+    Connected,
+    /// The connection was lost; the channel is waiting, reconnecting, or
+    /// re-creating its tunnels. Tunnels wait quietly meanwhile.
+    Reconnecting {
+        /// The attempt under way, counting from 1 since the last healthy
+        /// connection.
+        attempt: u32,
+        /// Why the connection was lost, or why the last attempt failed.
+        last_error: Error,
+    },
+    /// The channel has ended for good; every tunnel on it is closed.
+    Closed {
+        /// `None` after a clean close ([`close`](crate::ControlChannel::close),
+        /// every handle dropped, or the engine closing the channel);
+        /// otherwise the error that ended it.
+        error: Option<Error>,
+    },
+}
+
+impl ConnectionStatus {
+    /// Whether the connection is up.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, ConnectionStatus::Connected)
+    }
+
+    /// Whether the channel has ended for good.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, ConnectionStatus::Closed { .. })
+    }
+
+    /// The error attached to this status, if any.
+    pub fn error(&self) -> Option<&Error> {
+        match self {
+            ConnectionStatus::Connected => None,
+            ConnectionStatus::Reconnecting { last_error, .. } => Some(last_error),
+            ConnectionStatus::Closed { error } => error.as_ref(),
+        }
+    }
+}
+
+/// Whether a connection lost to `e` is worth reconnecting: transport
+/// losses (EOF, I/O, TLS), timeouts (liveness expiry, a stalled writer), a
+/// proxy-connection overload, and the engine's transient classes. Protocol
+/// violations, authentication and validation errors are permanent.
+pub(crate) fn loss_is_transient(e: &Error) -> bool {
+    match e.kind() {
+        ErrorKind::Io | ErrorKind::Timeout | ErrorKind::Tls => true,
+        ErrorKind::Protocol => e.code() == OVERLOAD,
+        _ => e.is_transient(),
+    }
+}
+
+/// Whether a failed reopen is worth another attempt. The same as
+/// [`loss_is_transient`] minus overloads (a reopen cannot overload).
+pub(crate) fn reopen_is_transient(e: &Error) -> bool {
+    match e.kind() {
+        ErrorKind::Io | ErrorKind::Timeout | ErrorKind::Tls => true,
+        ErrorKind::Protocol | ErrorKind::Auth | ErrorKind::Config | ErrorKind::Unsupported => false,
+        _ => e.is_transient(),
+    }
+}
+
+/// The code of a proxy-connection flood (PROTOCOL.md §6).
+pub(crate) const OVERLOAD: &str = "ERR_RSTREAM_CONTROL_OVERLOAD";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_grow_and_cap() {
+        let p = ReconnectPolicy::new();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(p.delay_bound(0), ms(200));
+        assert_eq!(p.delay_bound(1), ms(200));
+        assert_eq!(p.delay_bound(2), ms(400));
+        assert_eq!(p.delay_bound(8), ms(25_600));
+        assert_eq!(p.delay_bound(9), ms(30_000));
+        assert_eq!(p.delay_bound(u32::MAX), ms(30_000));
+        let constant = ReconnectPolicy::new().multiplier(f64::NAN);
+        assert_eq!(constant.delay_bound(50), ms(200));
+        let inverted = ReconnectPolicy::new()
+            .initial_delay(Duration::from_secs(60))
+            .max_delay(Duration::from_secs(1));
+        assert_eq!(inverted.delay_bound(1), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
+            let p = ReconnectPolicy::new().jitter(jitter);
+            for attempt in 1..20 {
+                let bound = p.delay_bound(attempt);
+                for _ in 0..50 {
+                    let d = p.backoff(attempt);
+                    assert!(d <= bound, "{jitter:?} {attempt}: {d:?} > {bound:?}");
+                    if jitter != Jitter::Full {
+                        assert!(d >= bound / 2, "{jitter:?} {attempt}: {d:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attempts() {
+        let p = ReconnectPolicy::new().max_attempts(3);
+        assert!(p.allows(1) && p.allows(3) && !p.allows(4));
+        assert!(!ReconnectPolicy::new().max_attempts(0).allows(1));
+        assert!(ReconnectPolicy::new().allows(u32::MAX));
+        assert!(!ReconnectPolicy::disabled().allows(1));
+    }
+
+    #[test]
+    fn classification() {
+        let lost = Error::new(ErrorKind::Io, "ERR_RSTREAM_CONTROL_LOST", "eof");
+        assert!(loss_is_transient(&lost));
+        assert!(loss_is_transient(&Error::timeout("liveness")));
+        assert!(!loss_is_transient(&Error::protocol("bad ack")));
+        assert!(loss_is_transient(&Error::new(
+            ErrorKind::Protocol,
+            OVERLOAD,
+            "flood"
+        )));
+        assert!(!reopen_is_transient(&Error::engine(1000, None)));
+        assert!(!reopen_is_transient(&Error::engine(2000, None)));
+        assert!(reopen_is_transient(&Error::engine(6000, None)));
+        assert!(reopen_is_transient(&Error::engine(7000, None)));
+        assert!(!reopen_is_transient(&Error::protocol("garbage")));
+    }
+}

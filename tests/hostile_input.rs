@@ -1,0 +1,809 @@
+//! Hostile input: the property-test versions of the fuzz targets in
+//! `fuzz/` (frame decoder, message decoding, config parsing, webhook
+//! signature headers), and misbehaving peers against both the local
+//! engine and the client: random bytes after the TLS handshake, a 4 GiB
+//! length prefix, truncated frames, unknown members, valid frames of the
+//! wrong kind at each step, peers that stop reading, peers that never
+//! answer. See docs/RELIABILITY.md.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use prost::Message as _;
+use rstream::engine::LocalEngine;
+use rstream::proto::{
+    self, check_len, decode_body, encode_frame, message::Payload, read_frame, write_frame,
+    ClientDetails, Message, OpenControlChannelReq, MAX_FRAME_LEN,
+};
+use rstream::transport::{Endpoint, EngineStream, TlsDialer, TlsOptions};
+use rstream::{ErrorKind, ReconnectPolicy, TunnelOptions};
+use support::scripted::Scripted;
+use support::within;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+// ---------------------------------------------------------------------------
+// A counting allocator (per thread), to show what is *not* allocated.
+
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the bookkeeping touches only
+// const-initialized thread locals (no allocation, `try_with` never panics).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let size = layout.size();
+        let _ = LIVE.try_with(|l| l.set(l.get() + size as isize));
+        let _ = LARGEST.try_with(|m| m.set(m.get().max(size)));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = LIVE.try_with(|l| l.set(l.get() - layout.size() as isize));
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f`, returning its output and the largest single allocation this
+/// thread made meanwhile.
+fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LARGEST.with(|m| m.set(0));
+    let out = f();
+    (out, LARGEST.with(Cell::get))
+}
+
+fn live_bytes() -> isize {
+    LIVE.with(Cell::get)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+// ---------------------------------------------------------------------------
+// Property tests: the CI versions of the fuzz targets.
+
+/// Reads frames from `bytes` until the end or an error; never panics.
+fn drain_frames(rt: &tokio::runtime::Runtime, bytes: &[u8]) -> Vec<Message> {
+    let mut r = bytes;
+    let mut out = Vec::new();
+    rt.block_on(async {
+        while let Ok(Some(m)) = read_frame(&mut r).await {
+            out.push(m);
+        }
+    });
+    out
+}
+
+fn arb_payload() -> impl Strategy<Value = Payload> {
+    let s = || "[ -~]{0,40}";
+    prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(sequence, acknowledgement)| {
+            Payload::Heartbeat(proto::Heartbeat {
+                sequence,
+                acknowledgement,
+            })
+        }),
+        (s(), s(), proptest::option::of(s())).prop_map(|(tunnel_id, stream_id, secret)| {
+            Payload::ProxyConnReq(proto::ProxyConnReq {
+                tunnel_id,
+                stream_id,
+                secret,
+                source_ip: None,
+                proxy_endpoint: None,
+            })
+        }),
+        (
+            s(),
+            proptest::option::of(s()),
+            proptest::option::of(any::<bool>()),
+            proptest::collection::btree_map(s(), s(), 0..4)
+        )
+            .prop_map(|(request_id, name, publish, labels)| {
+                Payload::OpenTunnelReq(proto::OpenTunnelReq {
+                    request_id,
+                    tunnel_properties: Some(proto::TunnelProperties {
+                        name,
+                        publish,
+                        labels: labels.into_iter().collect(),
+                        ..Default::default()
+                    }),
+                })
+            }),
+        s().prop_map(|message| Payload::ServerMessage(proto::ServerMessage { message })),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// `fuzz/fuzz_targets/frame_decoder.rs`
+    #[test]
+    fn frame_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let rt = rt();
+        for m in drain_frames(&rt, &bytes) {
+            prop_assert!(m.encoded_len() <= MAX_FRAME_LEN);
+        }
+    }
+
+    /// The length rule, checked on the prefix alone.
+    #[test]
+    fn length_prefix_rule(len in any::<u32>()) {
+        let checked = check_len(len.to_be_bytes());
+        prop_assert_eq!(checked.is_ok(), len as usize <= MAX_FRAME_LEN);
+        if let Err(e) = checked {
+            prop_assert_eq!(e.code(), "ERR_RSTREAM_FRAME_TOO_LARGE");
+        }
+    }
+
+    /// `fuzz/fuzz_targets/message_decode.rs`: any body either fails cleanly
+    /// or decodes to a message that re-encodes to an equal message.
+    #[test]
+    fn message_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        if let Ok(msg) = decode_body(&bytes) {
+            let frame = encode_frame(&msg).expect("a decoded message fits a frame");
+            prop_assert_eq!(decode_body(&frame[4..]).expect("re-decodes"), msg);
+        }
+    }
+
+    #[test]
+    fn messages_round_trip(payload in arb_payload()) {
+        let msg = Message::new(payload);
+        let frame = encode_frame(&msg).expect("small");
+        let rt = rt();
+        prop_assert_eq!(drain_frames(&rt, &frame), vec![msg]);
+    }
+
+    /// `fuzz/fuzz_targets/config_parse.rs` (first half): engine addresses.
+    #[test]
+    fn endpoint_parse_never_panics(s in "\\PC{0,64}", host in "[a-z0-9.-]{0,20}", port in any::<u32>()) {
+        let _ = Endpoint::parse(&s);
+        if let Ok(e) = Endpoint::parse(&format!("{host}:{port}")) {
+            prop_assert!(e.port() >= 1);
+        }
+    }
+
+    /// `fuzz/fuzz_targets/webhook_signature_header.rs`
+    #[test]
+    fn signature_header_never_panics(s in "\\PC{0,128}", t in any::<u64>(), sig in "[0-9a-f]{64}", junk in "[ -~]{0,20}") {
+        let _ = rstream::webhook::SignatureHeader::parse(&s);
+        let header = format!(" v0={junk} , t={t},v1={sig}");
+        let parsed = rstream::webhook::SignatureHeader::parse(&header).expect("well-formed header");
+        prop_assert_eq!(parsed.timestamp(), t);
+        prop_assert_eq!(parsed.signatures(), &[sig]);
+    }
+}
+
+fn yaml_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[ -~]{0,24}",
+        Just("null".to_owned()),
+        Just("~".to_owned()),
+        Just("[]".to_owned()),
+        Just("{a: b}".to_owned()),
+        Just("&a [*a]".to_owned()),
+        Just("\"127.0.0.1:0\"".to_owned()),
+        any::<i64>().prop_map(|n| n.to_string()),
+    ]
+}
+
+fn yaml_doc() -> impl Strategy<Value = String> {
+    let keys = prop_oneof![
+        Just("engine"),
+        Just("token"),
+        Just("context"),
+        Just("contexts"),
+        Just("environments"),
+        Just("api_url"),
+        Just("auth"),
+        Just("transport"),
+        Just("ca_file"),
+        Just("insecure"),
+        "[a-z_]{1,12}".prop_map(|s| Box::leak(s.into_boxed_str()) as &str),
+    ];
+    proptest::collection::vec((keys, yaml_value(), 0usize..3), 0..8).prop_map(|entries| {
+        entries
+            .into_iter()
+            .map(|(k, v, indent)| format!("{}{k}: {v}\n", "  ".repeat(indent)))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// `fuzz/fuzz_targets/config_parse.rs` (second half): the config file,
+    /// through the public entry point (`ClientOptions::config_file` +
+    /// `resolve`), with YAML-shaped and arbitrary text. Errors are fine;
+    /// panics are not.
+    #[test]
+    fn config_file_never_panics(doc in yaml_doc(), raw in "\\PC{0,200}") {
+        let dir = std::env::temp_dir().join(format!("rstream-cfg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for text in [doc, raw] {
+            let path = dir.join("config.yaml");
+            std::fs::write(&path, text).unwrap();
+            let _ = rstream::ClientOptions::from_env_with(|_| None).config_file(&path).resolve();
+            let _ = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&std::fs::read_to_string(&path).unwrap());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Without allocation
+
+#[test]
+fn a_4_gib_length_prefix_is_rejected_without_allocation() {
+    let rt = rt();
+    for prefix in [[0xff, 0xff, 0xff, 0xff], [0x00, 0x01, 0x00, 0x00]] {
+        let (res, largest) = largest_allocation(|| {
+            rt.block_on(async {
+                let mut r: &[u8] = &prefix;
+                read_frame(&mut r).await
+            })
+        });
+        assert_eq!(res.unwrap_err().code(), "ERR_RSTREAM_FRAME_TOO_LARGE");
+        assert!(
+            largest < 4096,
+            "allocated {largest} bytes for a rejected frame"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The local engine against hostile clients
+
+fn dialer(engine: &LocalEngine) -> TlsDialer {
+    let config = TlsOptions::new()
+        .add_ca_pem(engine.ca_pem().as_bytes())
+        .unwrap()
+        .client_config(&[proto::ALPN])
+        .unwrap();
+    TlsDialer::new(config, Duration::from_secs(10))
+}
+
+async fn raw(engine: &LocalEngine) -> EngineStream {
+    let endpoint = Endpoint::parse(&engine.engine_address()).unwrap();
+    dialer(engine)
+        .connect(&endpoint, "127.0.0.1")
+        .await
+        .unwrap()
+}
+
+fn details() -> ClientDetails {
+    ClientDetails {
+        agent: Some("hostile-input-test".into()),
+        protocol_version: Some(proto::PROTOCOL_VERSION.into()),
+        ..Default::default()
+    }
+}
+
+async fn send(io: &mut EngineStream, payload: Payload) {
+    write_frame(io, &Message::new(payload)).await.unwrap();
+}
+
+/// Reads until EOF or an error; fails if data arrives or nothing in time.
+async fn expect_closed(io: &mut EngineStream, within_: Duration) {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(within_, io.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => {}
+        Ok(Ok(n)) => panic!("expected the engine to close, got {n} bytes"),
+        Err(_) => panic!("the engine kept the connection open"),
+    }
+}
+
+/// The engine still works for a well-behaved client.
+async fn engine_still_serves(engine: &LocalEngine) {
+    let client = support::client(engine);
+    let control = within("connect", client.connect()).await.unwrap();
+    let tunnel = within("create", control.create_tunnel(TunnelOptions::new()))
+        .await
+        .unwrap();
+    let _echo = support::spawn_echo(tunnel);
+    control.close().await.unwrap();
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|_| rand::random::<u8>()).collect()
+}
+
+/// Garbage, oversized, truncated, unknown and wrong first frames: the
+/// engine closes each connection and keeps serving. The 4 GiB prefix costs
+/// it no allocation (current-thread runtime: the engine runs on this
+/// thread, so the counter sees it).
+#[tokio::test]
+async fn engine_survives_garbage_first_frames() {
+    let engine = support::engine().await;
+    let unknown_member: &[u8] = &[0, 0, 0, 3, 0x98, 0x06, 0x01];
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", random_bytes(4096)),
+        ("4 GiB length", vec![0xff, 0xff, 0xff, 0xff]),
+        ("65536 length", vec![0, 1, 0, 0, 1, 2, 3]),
+        ("truncated frame", vec![0, 0, 0, 10, 0x82, 0x01]),
+        ("truncated prefix", vec![0, 0]),
+        ("unknown member", unknown_member.to_vec()),
+        ("empty message", vec![0, 0, 0, 0]),
+    ];
+    for wrong in [
+        Payload::Heartbeat(proto::Heartbeat {
+            sequence: 1,
+            acknowledgement: 0,
+        }),
+        Payload::OpenTunnelReq(proto::OpenTunnelReq::default()),
+        Payload::ProxyConnRsp(proto::ProxyConnRsp::default()),
+        Payload::OpenControlChannelRsp(proto::OpenControlChannelRsp::default()),
+        Payload::CloseControlChannelReq(proto::CloseControlChannelReq {}),
+        Payload::StreamRsp(proto::StreamRsp::default()),
+        Payload::ProxyRsp(proto::ProxyRsp::default()),
+    ] {
+        let name = wrong.name();
+        cases.push((name, encode_frame(&Message::new(wrong)).unwrap().to_vec()));
+    }
+    for (what, bytes) in cases {
+        let mut io = raw(&engine).await;
+        LARGEST.with(|m| m.set(0));
+        io.write_all(&bytes).await.unwrap();
+        io.flush().await.unwrap();
+        // Half-close: a truncated frame then meets EOF at once.
+        let _ = io.shutdown().await;
+        expect_closed(&mut io, Duration::from_secs(5)).await;
+        let largest = LARGEST.with(Cell::get);
+        assert!(
+            largest < 1 << 20,
+            "{what}: largest allocation {largest} bytes"
+        );
+    }
+    assert!(engine.clients().is_empty());
+    engine_still_serves(&engine).await;
+}
+
+/// On an open control channel, frames of every wrong kind are ignored;
+/// then a 4 GiB prefix ends that channel only.
+#[tokio::test]
+async fn engine_ignores_wrong_frames_on_an_open_control_channel() {
+    let engine = support::engine().await;
+    let mut io = raw(&engine).await;
+    send(
+        &mut io,
+        Payload::OpenControlChannelReq(OpenControlChannelReq {
+            client_details: Some(details()),
+            liveness: None,
+        }),
+    )
+    .await;
+    match within("open", read_frame(&mut io))
+        .await
+        .unwrap()
+        .and_then(|m| m.payload)
+    {
+        Some(Payload::OpenControlChannelRsp(rsp)) => {
+            assert!(matches!(
+                rsp.payload,
+                Some(proto::open_control_channel_rsp::Payload::Ok(_))
+            ))
+        }
+        other => panic!("{:?}", other.map(|p| p.name())),
+    }
+    let wrong = [
+        Payload::OpenControlChannelReq(OpenControlChannelReq::default()),
+        Payload::OpenControlChannelRsp(proto::OpenControlChannelRsp::default()),
+        Payload::StreamReq(proto::StreamReq::default()),
+        Payload::StreamRsp(proto::StreamRsp::default()),
+        Payload::ProxyReq(proto::ProxyReq::default()),
+        Payload::ProxyRsp(proto::ProxyRsp::default()),
+        Payload::ProxyConnReq(proto::ProxyConnReq::default()),
+        Payload::ProxyConnRsp(proto::ProxyConnRsp {
+            stream_id: "nope".into(),
+            error: None,
+        }),
+        Payload::OpenTunnelRsp(proto::OpenTunnelRsp::default()),
+        Payload::CloseControlChannelRsp(proto::CloseControlChannelRsp {}),
+        Payload::DatagramChannelClose(proto::DatagramChannelClose::default()),
+        Payload::ServerMessage(proto::ServerMessage {
+            message: "hi".into(),
+        }),
+    ];
+    for p in wrong {
+        send(&mut io, p).await;
+    }
+    io.write_all(&[0, 0, 0, 3, 0x98, 0x06, 0x01, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    send(
+        &mut io,
+        Payload::OpenTunnelReq(proto::OpenTunnelReq {
+            request_id: "after-the-noise".into(),
+            tunnel_properties: Some(proto::TunnelProperties::default()),
+        }),
+    )
+    .await;
+    match within("answer", read_frame(&mut io))
+        .await
+        .unwrap()
+        .and_then(|m| m.payload)
+    {
+        Some(Payload::OpenTunnelRsp(rsp)) => {
+            assert_eq!(rsp.request_id, "after-the-noise");
+            assert!(matches!(
+                rsp.payload,
+                Some(proto::open_tunnel_rsp::Payload::TunnelProperties(_))
+            ));
+        }
+        other => panic!("expected OpenTunnelRsp, got {:?}", other.map(|p| p.name())),
+    }
+    assert_eq!(engine.clients().len(), 1);
+    io.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    io.flush().await.unwrap();
+    expect_closed(&mut io, Duration::from_secs(5)).await;
+    within("client removed", async {
+        while !engine.clients().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    engine_still_serves(&engine).await;
+}
+
+/// A client that floods requests and never reads the answers: the engine
+/// stops reading too (backpressure) instead of buffering without bound.
+#[tokio::test]
+async fn engine_backpressure_on_a_client_that_stops_reading() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .max_tunnels_per_client(4096)
+        .start()
+        .await
+        .unwrap();
+    // Small socket buffers on our side, so the engine meets backpressure soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    socket.set_send_buffer_size(8 * 1024).unwrap();
+    let tcp = socket.connect(engine.local_addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut io =
+        tokio_rustls::TlsConnector::from(support::tls_config(engine.ca_pem(), &[proto::ALPN]))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+    write_frame(
+        &mut io,
+        &Message::new(Payload::OpenControlChannelReq(OpenControlChannelReq {
+            client_details: Some(details()),
+            liveness: None,
+        })),
+    )
+    .await
+    .unwrap();
+    let _ = within("open", read_frame(&mut io)).await.unwrap();
+    let before = live_bytes();
+    let started = Instant::now();
+    let mut peak = 0isize;
+    let mut sent = 0u32;
+    let mut stalled = false;
+    // Each request makes the engine answer ~16 KiB (the properties echoed).
+    let label = "z".repeat(16 * 1024);
+    while started.elapsed() < Duration::from_secs(10) {
+        sent += 1;
+        let req = Message::new(Payload::OpenTunnelReq(proto::OpenTunnelReq {
+            request_id: sent.to_string(),
+            tunnel_properties: Some(proto::TunnelProperties {
+                labels: [("pad".to_owned(), label.clone())].into_iter().collect(),
+                ..Default::default()
+            }),
+        }));
+        match tokio::time::timeout(Duration::from_millis(500), write_frame(&mut io, &req)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+        peak = peak.max(live_bytes() - before);
+    }
+    assert!(
+        stalled,
+        "the engine answered {sent} requests nobody read without stalling"
+    );
+    assert!(
+        peak < 96 << 20,
+        "memory grew by {peak} bytes after {sent} requests"
+    );
+    eprintln!(
+        "engine stalled after {sent} unread answers; peak growth {} KiB",
+        peak / 1024
+    );
+    drop(io);
+    engine_still_serves(&engine).await;
+}
+
+/// Peers that never answer: no TLS ClientHello, no first frame. The engine
+/// times both out (10 s each) and frees the connections.
+#[tokio::test]
+async fn engine_times_out_silent_peers() {
+    let engine = support::engine().await;
+    let mut tcp = tokio::net::TcpStream::connect(engine.local_addr())
+        .await
+        .unwrap();
+    let mut tls = raw(&engine).await;
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let (a, b) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(13), tcp.read(&mut buf)),
+        async {
+            let mut buf = [0u8; 16];
+            tokio::time::timeout(Duration::from_secs(13), tls.read(&mut buf)).await
+        }
+    );
+    assert!(
+        matches!(a, Ok(Ok(0) | Err(_))),
+        "silent TCP peer kept: {a:?}"
+    );
+    assert!(
+        matches!(b, Ok(Ok(0) | Err(_))),
+        "silent TLS peer kept: {b:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    engine_still_serves(&engine).await;
+}
+
+// ---------------------------------------------------------------------------
+// The client against a hostile engine
+
+async fn scripted_connect(
+    engine: &Scripted,
+    opts: rstream::ClientOptions,
+    answer: Vec<u8>,
+) -> rstream::Result<rstream::ControlChannel> {
+    let client = opts.build().unwrap();
+    let (res, _peer) = tokio::join!(client.connect_with(ReconnectPolicy::disabled()), async {
+        let mut peer = engine.accept().await;
+        let _ = peer.recv().await;
+        peer.send_raw(&answer).await;
+        let _ = peer.io.shutdown().await;
+        peer
+    });
+    res
+}
+
+/// Garbage, oversized, truncated, unknown and wrong answers to
+/// `OpenControlChannelReq`: `connect` fails with a clear error, nothing
+/// panics, nothing huge is allocated.
+#[tokio::test]
+async fn client_survives_hostile_open_answers() {
+    support::init_tracing();
+    let wrong = |p: Payload| encode_frame(&Message::new(p)).unwrap().to_vec();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", random_bytes(4096)),
+        ("4 GiB length", vec![0xff, 0xff, 0xff, 0xff]),
+        ("truncated", vec![0, 0, 0, 10, 0x82]),
+        ("unknown member", vec![0, 0, 0, 3, 0x98, 0x06, 0x01]),
+        (
+            "heartbeat",
+            wrong(Payload::Heartbeat(proto::Heartbeat::default())),
+        ),
+        (
+            "stream rsp",
+            wrong(Payload::StreamRsp(proto::StreamRsp::default())),
+        ),
+        (
+            "open tunnel rsp",
+            wrong(Payload::OpenTunnelRsp(proto::OpenTunnelRsp::default())),
+        ),
+        (
+            "neither ok nor error",
+            wrong(Payload::OpenControlChannelRsp(
+                proto::OpenControlChannelRsp::default(),
+            )),
+        ),
+        ("nothing", Vec::new()),
+    ];
+    for (what, answer) in cases {
+        let engine = Scripted::start().await;
+        LARGEST.with(|m| m.set(0));
+        let err = within(what, scripted_connect(&engine, engine.client(), answer))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::Protocol | ErrorKind::Io | ErrorKind::Tls
+            ),
+            "{what}: {err}"
+        );
+        let largest = LARGEST.with(Cell::get);
+        assert!(largest < 1 << 20, "{what}: largest allocation {largest}");
+    }
+}
+
+/// Valid frames of the wrong kind on an open channel are ignored; garbage
+/// mid-session is a protocol error that ends the channel (no reconnect for
+/// protocol errors), cleanly.
+#[tokio::test]
+async fn client_survives_wrong_frames_and_garbage_mid_session() {
+    support::init_tracing();
+    let engine = Scripted::start().await;
+    let client = engine.client().disable_heartbeats().build().unwrap();
+    let (control, mut peer) = tokio::join!(client.connect(), async {
+        let mut peer = engine.accept().await;
+        peer.open_ok(None).await;
+        peer
+    });
+    let control = control.unwrap();
+    for p in [
+        Payload::OpenControlChannelReq(OpenControlChannelReq::default()),
+        Payload::OpenControlChannelRsp(proto::OpenControlChannelRsp::default()),
+        Payload::OpenTunnelReq(proto::OpenTunnelReq::default()),
+        Payload::CloseTunnelReq(proto::CloseTunnelReq {
+            tunnel_id: "x".into(),
+        }),
+        Payload::ProxyReq(proto::ProxyReq::default()),
+        Payload::ProxyRsp(proto::ProxyRsp::default()),
+        Payload::ProxyConnRsp(proto::ProxyConnRsp::default()),
+        Payload::StreamReq(proto::StreamReq::default()),
+        Payload::DatagramChannelClose(proto::DatagramChannelClose::default()),
+    ] {
+        peer.send(p).await;
+    }
+    let (tunnel, ()) = tokio::join!(
+        control.create_tunnel(TunnelOptions::new().name("t")),
+        async {
+            let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else {
+                panic!("expected OpenTunnelReq")
+            };
+            let mut p = r.tunnel_properties.unwrap();
+            p.id = Some("t-1".into());
+            peer.send(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
+                request_id: r.request_id,
+                payload: Some(proto::open_tunnel_rsp::Payload::TunnelProperties(p)),
+            }))
+            .await;
+        }
+    );
+    let mut tunnel = tunnel.unwrap();
+    assert!(control.status().borrow().is_connected());
+    // 3 bytes of length then a body that is not protobuf.
+    peer.send_raw(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await;
+    let err = within("closed", control.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert_eq!(
+        within("accept", tunnel.accept()).await.unwrap_err().kind(),
+        ErrorKind::Protocol
+    );
+}
+
+/// Peers that never answer: timeouts fire, and the channel stays usable
+/// after an unanswered request.
+#[tokio::test]
+async fn client_timeouts_fire_on_silent_peers() {
+    support::init_tracing();
+    // TCP accepted, TLS never answered: the connect timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let engine = Scripted::start().await;
+    let client = engine
+        .client()
+        .engine(addr.to_string())
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = within("connect timeout", client.connect())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ERR_RSTREAM_CONNECT_TIMEOUT", "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let err = within("dial timeout", client.dial("x")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+
+    // TLS done, OpenControlChannelReq never answered: the operation timeout.
+    let client = engine
+        .client()
+        .operation_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let (res, _peer) = tokio::join!(client.connect(), async {
+        let mut peer = engine.accept().await;
+        let _ = peer.recv().await;
+        peer
+    });
+    assert_eq!(res.unwrap_err().kind(), ErrorKind::Timeout);
+
+    // An OpenTunnelReq never answered: that request times out, the channel stays.
+    let client = engine
+        .client()
+        .disable_heartbeats()
+        .operation_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let (control, mut peer) = tokio::join!(client.connect(), async {
+        let mut peer = engine.accept().await;
+        peer.open_ok(None).await;
+        peer
+    });
+    let control = control.unwrap();
+    let err = within(
+        "create timeout",
+        control.create_tunnel(TunnelOptions::new()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(matches!(peer.recv().await, Some(Payload::OpenTunnelReq(_))));
+    assert!(!control.is_closed());
+}
+
+/// An engine that stops reading: the client's outbox is bounded, requests
+/// fail (busy or timed out) instead of queueing without bound, and memory
+/// stays flat.
+#[tokio::test]
+async fn client_backpressure_on_an_engine_that_stops_reading() {
+    support::init_tracing();
+    let engine = Scripted::start().await;
+    let client = engine
+        .client()
+        .disable_heartbeats()
+        .operation_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (control, _peer) = tokio::join!(client.connect(), async {
+        let mut peer = engine.accept().await;
+        peer.open_ok(None).await;
+        peer // never read from again
+    });
+    let control = control.unwrap();
+    let before = live_bytes();
+    let label = "y".repeat(8 * 1024);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..2_000 {
+        let control = control.clone();
+        let label = label.clone();
+        calls.spawn(async move {
+            control
+                .create_tunnel(
+                    TunnelOptions::new()
+                        .name(format!("flood-{i}"))
+                        .label("pad", label),
+                )
+                .await
+        });
+    }
+    let mut peak = 0isize;
+    let mut busy = 0;
+    let started = Instant::now();
+    while let Some(res) = within("flood", calls.join_next()).await {
+        peak = peak.max(live_bytes() - before);
+        let err = res.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        if err.message().contains("busy") {
+            busy += 1;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(busy > 0, "the outbox never filled up");
+    assert!(peak < 64 << 20, "memory grew by {peak} bytes");
+    assert!(!control.is_closed());
+}

@@ -1,0 +1,923 @@
+//! Fault injection against the local engine (and a scripted one): engine
+//! restarts under load, frozen engines, reset control connections, slow
+//! handshakes, permanent refusals, full backlogs. See docs/RELIABILITY.md.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rstream::engine::LocalEngine;
+use rstream::proto::{self, message::Payload, open_tunnel_rsp};
+use rstream::{
+    ConnectionStatus, DialOptions, ErrorKind, ReconnectPolicy, RstreamStream, TunnelOptions,
+};
+use support::scripted::Scripted;
+use support::{echo_round_trip, options, spawn_echo, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rstream-{tag}-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// A quick policy for tests that restart engines many times.
+fn quick() -> ReconnectPolicy {
+    ReconnectPolicy::new()
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(500))
+}
+
+async fn start_engine(dir: &std::path::Path, addr: SocketAddr) -> LocalEngine {
+    support::init_tracing();
+    LocalEngine::builder()
+        .state_dir(dir)
+        .listen(addr)
+        .start()
+        .await
+        .expect("engine starts")
+}
+
+/// Waits until `status` satisfies `pred`.
+async fn wait_status(
+    status: &mut watch::Receiver<ConnectionStatus>,
+    what: &str,
+    pred: impl FnMut(&ConnectionStatus) -> bool,
+) -> ConnectionStatus {
+    within(what, status.wait_for(pred))
+        .await
+        .expect("status sender alive")
+        .clone()
+}
+
+/// One HTTPS GET on a fresh connection; errors instead of panics (the
+/// engine may be down).
+async fn try_get(url: &str, ca_pem: &str, path: &str) -> Result<String, String> {
+    let fut = async {
+        let authority = support::authority(url);
+        let tcp = TcpStream::connect(&authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name =
+            rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(support::tls_config(ca_pem, &[b"http/1.1"]))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header("host", authority)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let rsp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        if !rsp.status().is_success() {
+            return Err(format!("status {}", rsp.status()));
+        }
+        let body = rsp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// Requests `url` until one succeeds; returns how long that took.
+async fn until_ok(url: &str, ca_pem: &str) -> Duration {
+    let started = Instant::now();
+    within("requests succeed again", async {
+        loop {
+            if try_get(url, ca_pem, "/").await.is_ok() {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+fn app() -> Router {
+    Router::new().route("/", get(|| async { "up" }))
+}
+
+/// Background load: `n` workers requesting `url` in a loop, counting
+/// successes and failures, until dropped.
+struct Load {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Load {
+    fn start(url: &str, ca_pem: &str, n: usize) -> Load {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..n)
+            .map(|_| {
+                let (url, ca, ok, failed) = (
+                    url.to_owned(),
+                    ca_pem.to_owned(),
+                    ok.clone(),
+                    failed.clone(),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        match try_get(&url, &ca, "/").await {
+                            Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+                .abort_handle()
+            })
+            .collect();
+        Load { ok, failed, tasks }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Engine restarts
+
+/// Kill the engine while `axum::serve(tunnel, …)` runs under load, restart
+/// it on the same port with the same CA: requests succeed again within the
+/// backoff window, at the same address, served by the same `Tunnel`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_restart_under_load_keeps_the_same_tunnel_serving() {
+    let dir = temp_dir("restart");
+    let engine = start_engine(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = engine.local_addr();
+    let ca = engine.ca_pem().to_owned();
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap(); // the default policy
+    let tunnel = control
+        .create_tunnel(TunnelOptions::http().name("web"))
+        .await
+        .unwrap();
+    let url = tunnel.forwarding_address();
+    let first_id = tunnel.id();
+    let serve = tokio::spawn(async move { axum::serve(tunnel, app()).await });
+    assert_eq!(try_get(&url, &ca, "/").await.as_deref(), Ok("up"));
+
+    let load = Load::start(&url, &ca, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = load.ok.load(Ordering::Relaxed);
+    assert!(before > 0, "no request succeeded under load");
+
+    let mut status = control.status();
+    engine.shutdown().await;
+    let down = wait_status(&mut status, "reconnecting", |s| {
+        matches!(s, ConnectionStatus::Reconnecting { .. })
+    })
+    .await;
+    assert!(down.error().is_some());
+    let engine = start_engine(&dir, addr).await;
+    let recovered = until_ok(&url, &ca).await;
+    // Default policy: the first attempts wait 100–200 ms, then 200–400 ms…
+    assert!(
+        recovered < Duration::from_secs(5),
+        "recovered after {recovered:?}"
+    );
+    wait_status(&mut status, "connected", ConnectionStatus::is_connected).await;
+    let after = load.ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        load.ok.load(Ordering::Relaxed) > after,
+        "load does not flow after the restart"
+    );
+    drop(load);
+
+    assert!(!serve.is_finished(), "axum::serve stopped");
+    // The engine knows one tunnel, named "web", at the same port.
+    let tunnels = engine.tunnels();
+    assert_eq!(tunnels.len(), 1);
+    assert_eq!(tunnels[0].properties.name.as_deref(), Some("web"));
+    assert_ne!(tunnels[0].id, first_id, "a new engine assigns a new id");
+    assert_eq!(
+        rstream::tunnel::forwarding_address(&tunnels[0].properties).unwrap(),
+        url
+    );
+    serve.abort();
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Twenty restarts in a row: every time, requests come back at the same
+/// address, through the same `Tunnel` (axum::serve never stops).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_restarts_in_a_row() {
+    let dir = temp_dir("restarts");
+    let mut engine = start_engine(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = engine.local_addr();
+    let ca = engine.ca_pem().to_owned();
+    let client = options(&engine).build().unwrap();
+    let control = client.connect_with(quick()).await.unwrap();
+    let tunnel = control.create_tunnel(TunnelOptions::http()).await.unwrap();
+    let url = tunnel.forwarding_address();
+    let serve = tokio::spawn(async move { axum::serve(tunnel, app()).await });
+    let load = Load::start(&url, &ca, 2);
+    let mut worst = Duration::ZERO;
+    let started = Instant::now();
+    for round in 0..20 {
+        engine.shutdown().await;
+        engine = start_engine(&dir, addr).await;
+        let took = until_ok(&url, &ca).await;
+        worst = worst.max(took);
+        assert!(!serve.is_finished(), "axum::serve stopped in round {round}");
+        assert!(!control.is_closed());
+    }
+    let failed = load.failed.load(Ordering::Relaxed);
+    drop(load);
+    eprintln!(
+        "20 restarts in {:?}, worst recovery {worst:?}, {failed} failed requests during downtime",
+        started.elapsed()
+    );
+    assert!(worst < Duration::from_secs(3), "worst recovery {worst:?}");
+    assert_eq!(engine.tunnels().len(), 1);
+    serve.abort();
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A restarted engine that refuses the agent's token: the reopen fails with
+/// UNAUTHORIZED, which is permanent: the channel and its tunnels close with
+/// that error instead of retrying forever.
+#[tokio::test]
+async fn unauthorized_after_restart_is_permanent() {
+    let dir = temp_dir("unauthorized");
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .state_dir(&dir)
+        .token("old-token")
+        .start()
+        .await
+        .unwrap();
+    let addr = engine.local_addr();
+    let client = options(&engine).token("old-token").build().unwrap();
+    let control = client.connect_with(quick()).await.unwrap();
+    let mut tunnel = control
+        .create_tunnel(TunnelOptions::new().name("auth"))
+        .await
+        .unwrap();
+    engine.shutdown().await;
+    let engine = LocalEngine::builder()
+        .state_dir(&dir)
+        .listen(addr)
+        .token("new-token")
+        .start()
+        .await
+        .unwrap();
+    let err = within("closed", control.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert_eq!(err.engine_code(), Some(1000));
+    let err = within("accept", tunnel.accept()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert!(matches!(
+        &*control.status().borrow(),
+        ConnectionStatus::Closed { error: Some(_) }
+    ));
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `max_attempts` bounds the retries; `disabled()` does not retry at all.
+#[tokio::test]
+async fn attempt_limit_and_opt_out() {
+    let engine = support::engine().await;
+    let client = options(&engine).build().unwrap();
+    let limited = client.connect_with(quick().max_attempts(3)).await.unwrap();
+    let mut t1 = limited
+        .create_tunnel(TunnelOptions::new().name("limited"))
+        .await
+        .unwrap();
+    let off = client
+        .connect_with(ReconnectPolicy::disabled())
+        .await
+        .unwrap();
+    let mut t2 = off
+        .create_tunnel(TunnelOptions::new().name("off"))
+        .await
+        .unwrap();
+    let mut attempts = Vec::new();
+    let mut status = limited.status();
+    let watcher = tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            if let ConnectionStatus::Reconnecting { attempt, .. } = &*status.borrow_and_update() {
+                attempts.push(*attempt);
+            }
+        }
+        attempts
+    });
+    engine.shutdown().await;
+
+    let err = within("opt-out closes", off.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(
+        within("t2", t2.accept()).await.unwrap_err().kind(),
+        ErrorKind::Io
+    );
+
+    let err = within("gives up", limited.closed()).await;
+    assert_eq!(err.code(), "ERR_RSTREAM_RECONNECT_GAVE_UP", "{err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the last error is attached"
+    );
+    // A transport loss: relays of forward_to would survive it.
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert_eq!(
+        within("t1", t1.accept()).await.unwrap_err().code(),
+        "ERR_RSTREAM_RECONNECT_GAVE_UP"
+    );
+    let attempts = within("watcher", watcher).await.unwrap();
+    assert_eq!(attempts, [1, 2, 3]);
+}
+
+/// Closing while reconnecting ends the channel at once, cleanly.
+#[tokio::test]
+async fn close_while_reconnecting() {
+    let engine = support::engine().await;
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let mut tunnel = control
+        .create_tunnel(TunnelOptions::new().name("bye"))
+        .await
+        .unwrap();
+    let mut status = control.status();
+    engine.shutdown().await;
+    wait_status(&mut status, "reconnecting", |s| {
+        matches!(s, ConnectionStatus::Reconnecting { .. })
+    })
+    .await;
+    // A create_tunnel issued meanwhile waits for the connection, and fails
+    // when the channel closes.
+    let pending = tokio::spawn({
+        let control = control.clone();
+        async move { control.create_tunnel(TunnelOptions::new()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    within("close", control.close()).await.unwrap();
+    assert!(control.is_closed());
+    assert!(matches!(
+        &*control.status().borrow(),
+        ConnectionStatus::Closed { error: None }
+    ));
+    assert_eq!(
+        within("accept", tunnel.accept()).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    assert_eq!(
+        within("pending create", pending)
+            .await
+            .unwrap()
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Closed
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A fault-injecting TCP proxy between the client and the engine
+
+struct FaultProxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<ProxyConn>>>,
+    accept: AbortHandle,
+}
+
+struct ProxyConn {
+    frozen: watch::Sender<bool>,
+    pumps: [AbortHandle; 2],
+}
+
+impl FaultProxy {
+    async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<ProxyConn>>> = Arc::default();
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let _ = (down.set_nodelay(true), up.set_nodelay(true));
+                let (frozen, rx) = watch::channel(false);
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                let a = tokio::spawn(pump(dr, uw, rx.clone())).abort_handle();
+                let b = tokio::spawn(pump(ur, dw, rx)).abort_handle();
+                list.lock().unwrap().push(ProxyConn {
+                    frozen,
+                    pumps: [a, b],
+                });
+            }
+        })
+        .abort_handle();
+        FaultProxy {
+            addr,
+            conns,
+            accept,
+        }
+    }
+
+    /// Existing connections stop forwarding in both directions; their
+    /// sockets stay open (nothing is read any more). New ones pass.
+    fn freeze_all(&self) {
+        for c in self.conns.lock().unwrap().iter() {
+            c.frozen.send_replace(true);
+        }
+    }
+
+    /// Closes connection `index` abruptly (both sockets, no TLS close_notify).
+    fn reset(&self, index: usize) {
+        for p in &self.conns.lock().unwrap()[index].pumps {
+            p.abort();
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for c in self.conns.lock().unwrap().iter() {
+            for p in &c.pumps {
+                p.abort();
+            }
+        }
+    }
+}
+
+async fn pump(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            () = async { drop(frozen.wait_for(|f| *f).await) } => {
+                // Frozen: hold both sockets open, never read or write again.
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        let is_frozen = *frozen.borrow();
+        if is_frozen {
+            std::future::pending::<()>().await;
+        }
+        if wr.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Options for a client that reaches `engine` through `proxy`.
+fn via(proxy: &FaultProxy, engine: &LocalEngine) -> rstream::ClientOptions {
+    options(engine).engine(proxy.addr.to_string())
+}
+
+/// A frozen engine (stops reading, keeps the socket open) expires the
+/// client's liveness, which reconnects; the named tunnel is re-created once
+/// the engine has reaped the old connection, and serves again.
+#[tokio::test]
+async fn liveness_expiry_on_a_frozen_engine_reconnects() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .liveness_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(engine.local_addr()).await;
+    let client = via(&proxy, &engine)
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let control = client.connect_with(quick()).await.unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("frozen"))
+        .await
+        .unwrap();
+    let first_id = tunnel.id();
+    let echo = spawn_echo(tunnel);
+    assert_eq!(
+        echo_round_trip(client.dial("frozen").await.unwrap(), b"before").await,
+        b"before"
+    );
+
+    let mut status = control.status();
+    let frozen_at = Instant::now();
+    proxy.freeze_all();
+    let lost = wait_status(&mut status, "liveness expiry", |s| {
+        matches!(s, ConnectionStatus::Reconnecting { .. })
+    })
+    .await;
+    let waited = frozen_at.elapsed();
+    assert_eq!(
+        lost.error().unwrap().code(),
+        "ERR_RSTREAM_CONTROL_LIVENESS",
+        "{lost:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1_500) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // The engine still holds the old tunnel ("frozen") until its own
+    // liveness timeout: re-creation is retried until the name is free.
+    wait_status(&mut status, "reconnected", ConnectionStatus::is_connected).await;
+    let back = within("dial after reconnect", client.dial("frozen"))
+        .await
+        .unwrap();
+    assert_eq!(echo_round_trip(back, b"after").await, b"after");
+    assert!(!echo.is_finished(), "the same Tunnel keeps accepting");
+    let tunnels = engine.tunnels();
+    assert_eq!(tunnels.len(), 1);
+    assert_ne!(tunnels[0].id, first_id);
+}
+
+/// Resetting the control connection does not touch streams already
+/// accepted: they keep flowing while the channel reconnects.
+#[tokio::test]
+async fn accepted_streams_keep_flowing_while_the_control_channel_is_down() {
+    let engine = support::engine().await;
+    let proxy = FaultProxy::start(engine.local_addr()).await;
+    let client = via(&proxy, &engine).build().unwrap();
+    let control = client.connect_with(quick()).await.unwrap();
+    assert_eq!(proxy.count(), 1, "connection 0 is the control channel");
+    let _echo = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("keep"))
+            .await
+            .unwrap(),
+    );
+    let mut stream: RstreamStream = client
+        .dial_with("keep", DialOptions::new().zero_rtt(false))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 5];
+    stream.write_all(b"one..").await.unwrap();
+    stream.read_exact(&mut buf).await.unwrap();
+
+    let mut status = control.status();
+    proxy.reset(0);
+    let lost = wait_status(&mut status, "lost", |s| {
+        matches!(s, ConnectionStatus::Reconnecting { .. })
+    })
+    .await;
+    assert_eq!(lost.error().unwrap().kind(), ErrorKind::Io, "{lost:?}");
+    // While reconnecting (and after), the accepted stream still works.
+    stream.write_all(b"two..").await.unwrap();
+    within("read", stream.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(&buf, b"two..");
+    wait_status(&mut status, "reconnected", ConnectionStatus::is_connected).await;
+    stream.write_all(b"three").await.unwrap();
+    within("read", stream.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(&buf, b"three");
+    let again = within("new dial", client.dial("keep")).await.unwrap();
+    assert_eq!(echo_round_trip(again, b"new").await, b"new");
+}
+
+// ---------------------------------------------------------------------------
+// Scripted engine: exact frames
+
+fn tunnel_ok(request_id: String, props: proto::TunnelProperties) -> Payload {
+    Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
+        request_id,
+        payload: Some(open_tunnel_rsp::Payload::TunnelProperties(props)),
+    })
+}
+
+fn tunnel_err(request_id: String, code: proto::ErrorCode) -> Payload {
+    Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
+        request_id,
+        payload: Some(open_tunnel_rsp::Payload::Error(proto::Error::new(
+            code,
+            "scripted refusal",
+        ))),
+    })
+}
+
+async fn next_open(peer: &mut support::scripted::Peer) -> proto::OpenTunnelReq {
+    match within("OpenTunnelReq", peer.recv_skip_heartbeats()).await {
+        Some(Payload::OpenTunnelReq(r)) => r,
+        other => panic!("expected OpenTunnelReq, got {:?}", other.map(|p| p.name())),
+    }
+}
+
+/// Re-creation asks for the assigned hostname (and non-default port); an
+/// engine that does not honour it gets the original request instead; an
+/// UNAUTHORIZED refusal closes that tunnel with the error.
+#[tokio::test]
+async fn recreation_requests_and_refusals() {
+    support::init_tracing();
+    let engine = Scripted::start().await;
+    let client = engine.client().disable_heartbeats().build().unwrap();
+    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
+        let mut peer = engine.accept().await;
+        peer.open_ok(None).await;
+        peer
+    });
+    let control = control.unwrap();
+    let script = async {
+        for _ in 0..2 {
+            let r = next_open(&mut peer).await;
+            let mut p = r.tunnel_properties.unwrap();
+            let name = p.name.clone().unwrap();
+            p.id = Some(format!("{name}-1"));
+            p.hostname = Some(format!("{name}.example.test"));
+            p.port = (name == "b").then_some(8443);
+            peer.send(tunnel_ok(r.request_id, p)).await;
+        }
+    };
+    let (a, b, ()) = tokio::join!(
+        control.create_tunnel(TunnelOptions::http().name("a")),
+        control.create_tunnel(TunnelOptions::http().name("b")),
+        script
+    );
+    let (a, mut b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.forwarding_address(), "https://a.example.test");
+    assert_eq!(b.forwarding_address(), "https://b.example.test:8443");
+
+    // The engine goes away; the client comes back.
+    drop(peer);
+    let mut peer = within("reconnect", engine.accept()).await;
+    peer.open_ok(None).await;
+    let mut asked = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let r = next_open(&mut peer).await;
+        let p = r.tunnel_properties.clone().unwrap();
+        asked.insert(p.name.clone().unwrap(), (r.request_id, p));
+    }
+    let (rid_a, pa) = asked.remove("a").unwrap();
+    assert_eq!(pa.hostname.as_deref(), Some("a.example.test"));
+    assert_eq!(pa.port, None, "443 is not sticky");
+    let (rid_b, pb) = asked.remove("b").unwrap();
+    assert_eq!(pb.hostname.as_deref(), Some("b.example.test"));
+    assert_eq!(pb.port, Some(8443));
+    // "a": the engine does not do custom hostnames, so the client retries
+    // with the original properties at once.
+    peer.send(tunnel_err(rid_a, proto::ErrorCode::FeatureNotAvailable))
+        .await;
+    let r = next_open(&mut peer).await;
+    let mut p = r.tunnel_properties.unwrap();
+    assert_eq!(p.name.as_deref(), Some("a"));
+    assert_eq!(p.hostname, None);
+    p.id = Some("a-2".into());
+    p.hostname = Some("a2.example.test".into());
+    peer.send(tunnel_ok(r.request_id, p)).await;
+    // "b": UNAUTHORIZED is permanent.
+    peer.send(tunnel_err(rid_b, proto::ErrorCode::Unauthorized))
+        .await;
+
+    let mut status = control.status();
+    wait_status(&mut status, "connected", ConnectionStatus::is_connected).await;
+    assert_eq!(a.id(), "a-2");
+    assert_eq!(a.forwarding_address(), "https://a2.example.test");
+    let err = within("b closed", b.accept()).await.unwrap_err();
+    assert_eq!(err.engine_code(), Some(1000), "{err}");
+    assert!(!a.is_closed());
+    drop(a);
+    // Dropping "a" closes it on the engine under its new id.
+    match within("close", peer.recv_skip_heartbeats()).await {
+        Some(Payload::CloseTunnelReq(c)) => assert_eq!(c.tunnel_id, "a-2"),
+        other => panic!("expected CloseTunnelReq, got {:?}", other.map(|p| p.name())),
+    }
+}
+
+/// A proxy handshake that hangs (its endpoint never answers TLS) neither
+/// delays heartbeats nor the liveness bookkeeping; its connect timeout
+/// fires and the engine gets an INVALID_STREAM answer.
+#[tokio::test]
+async fn a_slow_handshake_does_not_delay_heartbeats() {
+    support::init_tracing();
+    let engine = Scripted::start().await;
+    // Accepts TCP and then says nothing, ever.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let client = engine
+        .client()
+        .heartbeat_interval(Duration::from_secs(1))
+        .connect_timeout(Duration::from_millis(2_500))
+        .build()
+        .unwrap();
+    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
+        let mut peer = engine.accept().await;
+        peer.open_ok(Some(3_000)).await;
+        peer
+    });
+    let control = control.unwrap();
+    let (tunnel, ()) = tokio::join!(
+        control.create_tunnel(TunnelOptions::new().name("h")),
+        async {
+            let r = next_open(&mut peer).await;
+            let mut p = r.tunnel_properties.unwrap();
+            p.id = Some("h-1".into());
+            peer.send(tunnel_ok(r.request_id, p)).await;
+        }
+    );
+    let _tunnel = tunnel.unwrap();
+    peer.send(Payload::ProxyConnReq(proto::ProxyConnReq {
+        tunnel_id: "h-1".into(),
+        stream_id: "slow-stream".into(),
+        secret: Some("per-stream-secret".into()),
+        source_ip: None,
+        proxy_endpoint: Some(silent_addr.to_string()),
+    }))
+    .await;
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut worst_gap = Duration::ZERO;
+    let mut refusal = None;
+    while started.elapsed() < Duration::from_secs(4) {
+        match within("frame", peer.recv()).await {
+            Some(Payload::Heartbeat(hb)) => {
+                worst_gap = worst_gap.max(last.elapsed());
+                last = Instant::now();
+                peer.send(Payload::Heartbeat(proto::Heartbeat {
+                    sequence: 0,
+                    acknowledgement: hb.sequence,
+                }))
+                .await;
+            }
+            Some(Payload::ProxyConnRsp(rsp)) => refusal = Some((rsp, started.elapsed())),
+            other => panic!("unexpected {:?}", other.map(|p| p.name())),
+        }
+    }
+    assert!(
+        worst_gap < Duration::from_millis(1_500),
+        "heartbeat gap {worst_gap:?}"
+    );
+    let (rsp, after) = refusal.expect("the hung handshake was answered");
+    assert_eq!(rsp.stream_id, "slow-stream");
+    assert_eq!(
+        rsp.error.unwrap().code,
+        proto::ErrorCode::InvalidStream as i32
+    );
+    assert!(
+        after >= Duration::from_secs(2) && after < Duration::from_secs(4),
+        "{after:?}"
+    );
+    assert!(control.status().borrow().is_connected());
+}
+
+// ---------------------------------------------------------------------------
+// Bounds
+
+/// A tunnel whose application does not accept holds at most
+/// `accept_backlog` connections; further ones are refused at once with a
+/// clear reason, and the channel stays healthy.
+#[tokio::test]
+async fn a_full_accept_backlog_refuses_at_once() {
+    let engine = support::engine().await;
+    let client = options(&engine).accept_backlog(2).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let mut tunnel = control
+        .create_tunnel(TunnelOptions::new().name("slow-app"))
+        .await
+        .unwrap();
+    let strict = DialOptions::new().zero_rtt(false);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            within("dial", client.dial_with("slow-app", strict.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    let started = Instant::now();
+    let err = within("refused", client.dial_with("slow-app", strict.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err.engine_code(),
+        Some(proto::ErrorCode::InvalidStream as i32),
+        "{err}"
+    );
+    assert!(err.to_string().contains("backlog"), "{err}");
+    // The application catches up: room again.
+    for _ in 0..2 {
+        within("accept", tunnel.accept()).await.unwrap();
+    }
+    within("dial", client.dial_with("slow-app", strict))
+        .await
+        .unwrap();
+    assert!(control.status().borrow().is_connected());
+}
+
+/// The local engine's own limits answer with clear errors.
+#[tokio::test]
+async fn engine_limits_are_clear_errors() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .max_tunnels_per_client(2)
+        .start()
+        .await
+        .unwrap();
+    let control = options(&engine).build().unwrap().connect().await.unwrap();
+    let _a = control.create_tunnel(TunnelOptions::new()).await.unwrap();
+    let _b = control.create_tunnel(TunnelOptions::new()).await.unwrap();
+    let err = control
+        .create_tunnel(TunnelOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.engine_code(),
+        Some(proto::ErrorCode::CapacityExhausted as i32),
+        "{err}"
+    );
+    assert!(err.is_transient());
+    assert!(!control.is_closed());
+}
+
+/// Right after a loss the engine may still hold the previous connection's
+/// tunnel (same name): such refusals are retried within the grace period,
+/// with the same (sticky) properties, until the name is free.
+#[tokio::test]
+async fn name_conflicts_right_after_a_loss_are_retried() {
+    support::init_tracing();
+    let engine = Scripted::start().await;
+    let client = engine.client().disable_heartbeats().build().unwrap();
+    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
+        let mut peer = engine.accept().await;
+        peer.open_ok(None).await;
+        peer
+    });
+    let control = control.unwrap();
+    let (tunnel, ()) = tokio::join!(
+        control.create_tunnel(TunnelOptions::new().name("ghost")),
+        async {
+            let r = next_open(&mut peer).await;
+            let mut p = r.tunnel_properties.unwrap();
+            p.id = Some("ghost-1".into());
+            peer.send(tunnel_ok(r.request_id, p)).await;
+        }
+    );
+    let tunnel = tunnel.unwrap();
+    drop(peer);
+    let mut peer = within("reconnect", engine.accept()).await;
+    peer.open_ok(None).await;
+    for _ in 0..2 {
+        let r = next_open(&mut peer).await;
+        assert_eq!(r.tunnel_properties.unwrap().name.as_deref(), Some("ghost"));
+        peer.send(tunnel_err(r.request_id, proto::ErrorCode::InvalidRequest))
+            .await;
+        assert!(matches!(
+            &*control.status().borrow(),
+            ConnectionStatus::Reconnecting { .. }
+        ));
+    }
+    let r = next_open(&mut peer).await;
+    let mut p = r.tunnel_properties.unwrap();
+    p.id = Some("ghost-2".into());
+    peer.send(tunnel_ok(r.request_id, p)).await;
+    let mut status = control.status();
+    wait_status(&mut status, "connected", ConnectionStatus::is_connected).await;
+    assert_eq!(tunnel.id(), "ghost-2");
+    assert!(!tunnel.is_closed());
+}
