@@ -32,6 +32,9 @@ pub(crate) struct ClientInner {
     engine: tokio::sync::OnceCell<EngineAddr>,
     pub(crate) dialer: TlsDialer,
     pub(crate) options: ResolvedOptions,
+    /// The Engine API connection pool [`Client::api`] handles share, built
+    /// on first use.
+    pub(crate) api: std::sync::OnceLock<Arc<crate::api::ApiTransport>>,
 }
 
 /// Where to connect to reach the engine.
@@ -113,6 +116,7 @@ impl Client {
                 dialer: TlsDialer::new(config, options.connect_timeout)
                     .with_proxy(options.proxy.clone()),
                 options,
+                api: std::sync::OnceLock::new(),
             }),
         })
     }

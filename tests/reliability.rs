@@ -921,3 +921,343 @@ async fn name_conflicts_right_after_a_loss_are_retried() {
     assert_eq!(tunnel.id(), "ghost-2");
     assert!(!tunnel.is_closed());
 }
+
+/// Waits until a fresh strict dial of `tunnel` succeeds (refused ones are
+/// retried: the engine notices released connections asynchronously).
+async fn dial_until_served(client: &rstream::Client, tunnel: &str) -> RstreamStream {
+    within("served again", async {
+        loop {
+            match client
+                .dial_with(tunnel, DialOptions::new().zero_rtt(false))
+                .await
+            {
+                Ok(stream) => break stream,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+}
+
+/// Whether the engine closes `tcp` at once: EOF (or a reset) well before
+/// the 10 s TLS-handshake timeout an admitted idle connection gets.
+async fn closed_at_once(tcp: &mut TcpStream) {
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let read = within("refused connection closed", tcp.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+}
+
+/// The engine port holds at most `max_connections` connections at once:
+/// with 8 held (a control channel and 7 idle sockets that never start TLS)
+/// the next connection is closed at once and a dial fails fast, while the
+/// held ones stay open and the control channel stays up; once three idle
+/// ones close, dials are served again.
+#[tokio::test]
+async fn the_engine_port_bounds_concurrent_connections() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .max_connections(8)
+        .start()
+        .await
+        .unwrap();
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let _echo = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("bounded"))
+            .await
+            .unwrap(),
+    );
+    let mut idle = Vec::new();
+    for _ in 0..7 {
+        idle.push(TcpStream::connect(engine.local_addr()).await.unwrap());
+    }
+    // Accepted in order: the ninth meets the limit.
+    let mut ninth = TcpStream::connect(engine.local_addr()).await.unwrap();
+    closed_at_once(&mut ninth).await;
+    let started = Instant::now();
+    let err = within(
+        "dial refused",
+        client.dial_with("bounded", DialOptions::new().zero_rtt(false)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "dial failed only after {:?}: {err}",
+        started.elapsed()
+    );
+    // The held ones are untouched (still waiting for their TLS handshake).
+    let mut buf = [0u8; 1];
+    let held = tokio::time::timeout(Duration::from_millis(300), idle[0].read(&mut buf)).await;
+    assert!(held.is_err(), "a held connection was closed: {held:?}");
+    assert!(control.status().borrow().is_connected());
+
+    // Room again (a dial takes two: its own and the owner's proxy connection).
+    idle.truncate(4);
+    let stream = dial_until_served(&client, "bounded").await;
+    assert_eq!(echo_round_trip(stream, b"again").await, b"again");
+    assert!(control.status().borrow().is_connected());
+    assert_eq!(engine.clients().len(), 1);
+}
+
+/// All published endpoints together hold at most
+/// `max_published_connections` downstream connections: with 4 held, the
+/// fifth is closed at once (its owner never hears of it) while the held
+/// ones keep flowing; once two close, new ones are served again.
+#[tokio::test]
+async fn published_endpoints_bound_concurrent_connections() {
+    async fn echoed(tcp: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+        tcp.write_all(msg).await?;
+        let mut back = vec![0u8; msg.len()];
+        tcp.read_exact(&mut back).await?;
+        assert_eq!(back, msg);
+        Ok(())
+    }
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .max_published_connections(4)
+        .start()
+        .await
+        .unwrap();
+    let control = options(&engine).build().unwrap().connect().await.unwrap();
+    let tunnel = control.create_tunnel(TunnelOptions::tcp()).await.unwrap();
+    let addr = tunnel
+        .forwarding_address()
+        .trim_end_matches(" (tcp)")
+        .to_owned();
+    let _echo = spawn_echo(tunnel);
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        within(
+            "held echo",
+            echoed(&mut tcp, format!("held {i}").as_bytes()),
+        )
+        .await
+        .unwrap();
+        held.push(tcp);
+    }
+    let mut fifth = TcpStream::connect(&addr).await.unwrap();
+    closed_at_once(&mut fifth).await;
+    within("still flowing", echoed(&mut held[3], b"still"))
+        .await
+        .unwrap();
+
+    held.truncate(2);
+    within("served again", async {
+        loop {
+            let mut tcp = TcpStream::connect(&addr).await.unwrap();
+            match echoed(&mut tcp, b"again").await {
+                Ok(()) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert!(control.status().borrow().is_connected());
+}
+
+/// A proxy-connection flood beyond `proxy_handshake_limits` (here the
+/// smallest: 1 running + 0 queued), with handshakes that hang: the
+/// connection is dropped with `ERR_RSTREAM_CONTROL_OVERLOAD` (seen in the
+/// status), the channel reconnects and re-creates its tunnel; without
+/// reconnect, the channel and the tunnel close with that error.
+#[tokio::test]
+async fn a_proxy_connection_flood_overloads_the_control_channel() {
+    const OVERLOAD: &str = "ERR_RSTREAM_CONTROL_OVERLOAD";
+    support::init_tracing();
+    // Accepts TCP and then says nothing: every proxy handshake hangs.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let flood = |stream: usize| {
+        Payload::ProxyConnReq(proto::ProxyConnReq {
+            tunnel_id: "flood-1".into(),
+            stream_id: format!("stream-{stream}"),
+            secret: Some("per-stream-secret".into()),
+            source_ip: None,
+            proxy_endpoint: Some(silent_addr.to_string()),
+        })
+    };
+    let answer_open = |r: proto::OpenTunnelReq, id: &str| {
+        let mut p = r.tunnel_properties.unwrap();
+        assert_eq!(p.name.as_deref(), Some("flood"));
+        p.id = Some(id.into());
+        tunnel_ok(r.request_id, p)
+    };
+
+    for policy in [quick(), ReconnectPolicy::disabled()] {
+        let reconnects = policy.is_enabled();
+        let engine = Scripted::start().await;
+        let client = engine
+            .client()
+            .disable_heartbeats()
+            .proxy_handshake_limits(1, 0)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let (control, mut peer) = tokio::join!(client.connect_with(policy), async {
+            let mut peer = engine.accept().await;
+            peer.open_ok(None).await;
+            peer
+        });
+        let control = control.unwrap();
+        let (tunnel, ()) = tokio::join!(
+            control.create_tunnel(TunnelOptions::new().name("flood")),
+            async {
+                let r = next_open(&mut peer).await;
+                peer.send(answer_open(r, "flood-1")).await;
+            }
+        );
+        let mut tunnel = tunnel.unwrap();
+        let mut status = control.status();
+        // The first handshake hangs (running); the second is one too many.
+        peer.send(flood(1)).await;
+        peer.send(flood(2)).await;
+        // The client drops the connection.
+        within("connection dropped", async {
+            while let Ok(Some(m)) = proto::read_frame(&mut peer.io).await {
+                assert!(
+                    !matches!(m.payload, Some(Payload::ProxyConnRsp(_))),
+                    "a hung handshake was answered"
+                );
+            }
+        })
+        .await;
+
+        if reconnects {
+            let lost = wait_status(&mut status, "reconnecting", |s| {
+                matches!(s, ConnectionStatus::Reconnecting { .. })
+            })
+            .await;
+            let ConnectionStatus::Reconnecting { last_error, .. } = lost else {
+                unreachable!()
+            };
+            assert_eq!(last_error.code(), OVERLOAD, "{last_error}");
+            assert!(
+                last_error.to_string().contains("overloaded"),
+                "{last_error}"
+            );
+            // Back, with the tunnel re-created.
+            let mut peer = within("reconnect", engine.accept()).await;
+            peer.open_ok(None).await;
+            let r = next_open(&mut peer).await;
+            peer.send(answer_open(r, "flood-2")).await;
+            wait_status(&mut status, "connected", ConnectionStatus::is_connected).await;
+            assert_eq!(tunnel.id(), "flood-2");
+            assert!(!tunnel.is_closed());
+        } else {
+            let err = within("closed", control.closed()).await;
+            assert_eq!(err.code(), OVERLOAD, "{err}");
+            let err = within("tunnel closed", tunnel.accept()).await.unwrap_err();
+            assert_eq!(err.code(), OVERLOAD, "{err}");
+            assert!(matches!(
+                &*status.borrow(),
+                ConnectionStatus::Closed { error: Some(_) }
+            ));
+        }
+    }
+}
+
+/// After the grace period, INVALID_REQUEST on re-creation is no longer
+/// taken for the previous connection's ghost: the request that carried
+/// the previous address is retried once at once without it, then the
+/// tunnel closes with the error. The channel (and its other tunnels) carry
+/// on. Grace here: operation timeout 1 s + 5 s.
+#[tokio::test]
+async fn invalid_request_after_the_grace_period_closes_the_tunnel() {
+    support::init_tracing();
+    let engine = Scripted::start().await;
+    let client = engine
+        .client()
+        .disable_heartbeats()
+        .operation_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
+        let mut peer = engine.accept().await;
+        peer.open_ok(None).await;
+        peer
+    });
+    let control = control.unwrap();
+    let script = async {
+        for _ in 0..2 {
+            let r = next_open(&mut peer).await;
+            let mut p = r.tunnel_properties.unwrap();
+            let name = p.name.clone().unwrap();
+            p.id = Some(format!("{name}-1"));
+            p.hostname = Some(format!("{name}.example.test"));
+            peer.send(tunnel_ok(r.request_id, p)).await;
+        }
+    };
+    let (doomed, kept, ()) = tokio::join!(
+        control.create_tunnel(TunnelOptions::http().name("doomed")),
+        control.create_tunnel(TunnelOptions::http().name("kept")),
+        script
+    );
+    let (mut doomed, kept) = (doomed.unwrap(), kept.unwrap());
+
+    drop(peer);
+    let lost_at = Instant::now();
+    let mut peer = within("reconnect", engine.accept()).await;
+    peer.open_ok(None).await;
+    // "kept" is re-created; "doomed" is refused, every time.
+    let mut refused = Vec::new();
+    let script = async {
+        loop {
+            let r = next_open(&mut peer).await;
+            let mut p = r.tunnel_properties.unwrap();
+            if p.name.as_deref() == Some("kept") {
+                p.id = Some("kept-2".into());
+                peer.send(tunnel_ok(r.request_id, p)).await;
+            } else {
+                refused.push((lost_at.elapsed(), p.hostname.clone()));
+                peer.send(tunnel_err(r.request_id, proto::ErrorCode::InvalidRequest))
+                    .await;
+            }
+        }
+    };
+    let err = tokio::select! {
+        r = within("doomed closed", doomed.accept()) => r.unwrap_err(),
+        () = script => unreachable!(),
+    };
+    let closed_after = lost_at.elapsed();
+    assert_eq!(
+        err.engine_code(),
+        Some(proto::ErrorCode::InvalidRequest as i32),
+        "{err}"
+    );
+    assert!(
+        closed_after >= Duration::from_secs(5) && closed_after < Duration::from_secs(9),
+        "closed after {closed_after:?}"
+    );
+    // Retried during the grace period with the previous address, then
+    // once without it, then given up.
+    let (last_at, last_hostname) = refused.pop().expect("refusals");
+    assert_eq!(last_hostname, None, "the last try dropped the address");
+    assert!(last_at >= Duration::from_secs(5), "{last_at:?}");
+    assert!(refused.len() >= 3, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, h)| h.as_deref() == Some("doomed.example.test")),
+        "{refused:?}"
+    );
+    let mut status = control.status();
+    wait_status(&mut status, "connected", ConnectionStatus::is_connected).await;
+    assert!(!control.is_closed());
+    assert_eq!(kept.id(), "kept-2");
+    assert!(!kept.is_closed());
+}

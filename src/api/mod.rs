@@ -36,10 +36,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! HTTP: one pooled hyper-util client per [`EngineApi`] (clone the handle
-//! to share it), ALPN `h2` then `http/1.1`, no redirects, a 5 s budget per
-//! call (not for watches), bounded bodies, one retry of a GET after a
-//! transient transport error. Errors keep the method, path, status and
+//! HTTP: one pooled hyper-util client per [`Client`](crate::Client) (every
+//! [`Client::api`](crate::Client::api) handle shares it; an
+//! [`api_with`](crate::Client::api_with) handle has its own), ALPN `h2`
+//! then `http/1.1`, no redirects, a 5 s budget per call (not for watches),
+//! bounded bodies, one retry of a GET after a transient transport error. Errors keep the method, path, status and
 //! body ([`ApiError`]) and have a stable [`code`](crate::Error::code).
 //!
 //! A client with a TLS client certificate and no token first discovers the
@@ -59,7 +60,7 @@ use std::time::Duration;
 use ::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::config::Secret;
+use crate::config::{ResolvedOptions, Secret};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use self::http::ApiError;
@@ -123,8 +124,9 @@ pub enum HealthProbe {
 }
 
 /// A handle on the Engine HTTP API of a [`Client`](crate::Client)'s
-/// engine. Cheap to clone; clones share one connection pool. See the
-/// [module docs](self).
+/// engine. Cheap to clone; clones share one connection pool, and so do all
+/// the handles [`Client::api`](crate::Client::api) returns for one client.
+/// See the [module docs](self).
 #[derive(Clone)]
 pub struct EngineApi {
     inner: Arc<Inner>,
@@ -133,6 +135,14 @@ pub struct EngineApi {
 struct Inner {
     client: crate::Client,
     options: ApiOptions,
+    transport: Arc<ApiTransport>,
+}
+
+/// The connection pool, TLS settings and discovery cache of Engine API
+/// handles. [`Client::api`](crate::Client::api) builds one per client and
+/// caches it in the client; it holds no reference back to the client (no
+/// reference cycle).
+pub(crate) struct ApiTransport {
     /// The pooled client (h2, http/1.1), with the client certificate if any.
     http: Result<HttpClient>,
     /// TLS for WebSocket watches (`http/1.1` only).
@@ -141,39 +151,10 @@ struct Inner {
     discovery: discovery::Discovery,
 }
 
-impl std::fmt::Debug for EngineApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineApi")
-            .field("client", &self.inner.client)
-            .field("options", &self.inner.options)
-            .finish_non_exhaustive()
-    }
-}
-
-impl crate::Client {
-    /// The Engine HTTP API of this client's engine, with the default
-    /// [`ApiOptions`]. Does no I/O. Each call builds a new connection pool:
-    /// keep the handle (and clone it) rather than calling this per request.
-    pub fn api(&self) -> EngineApi {
-        self.api_with(ApiOptions::default())
-    }
-
-    /// [`api`](Self::api) with explicit options.
-    pub fn api_with(&self, options: ApiOptions) -> EngineApi {
-        EngineApi::new(self.clone(), options)
-    }
-}
-
-/// Where API calls go and with which credentials.
-pub(crate) struct ApiTarget {
-    /// `host:port`.
-    pub(crate) authority: String,
-    pub(crate) token: Option<Secret>,
-}
-
-impl EngineApi {
-    fn new(client: crate::Client, options: ApiOptions) -> Self {
-        let resolved = client.options();
+impl ApiTransport {
+    /// A fresh pool for `resolved`'s TLS, proxy and connect timeout. Does
+    /// no I/O.
+    pub(crate) fn new(resolved: &ResolvedOptions) -> Self {
         let proxy = resolved.proxy.clone();
         let connect_timeout = resolved.connect_timeout;
         let http = resolved
@@ -190,13 +171,67 @@ impl EngineApi {
                 .client_config(&[b"h2", b"http/1.1"])
                 .map(|tls| HttpClient::new(Connector::new(tls, proxy, connect_timeout))),
         );
+        ApiTransport {
+            http,
+            ws_tls,
+            discovery,
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineApi")
+            .field("client", &self.inner.client)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::Client {
+    /// The Engine HTTP API of this client's engine, with the default
+    /// [`ApiOptions`]. Does no I/O.
+    ///
+    /// All the handles this returns for one client (and for its clones)
+    /// share one connection pool and one mTLS discovery cache, built on
+    /// the first call: calling `client.api()` per request reuses the
+    /// pooled connections.
+    pub fn api(&self) -> EngineApi {
+        let transport = self
+            .inner()
+            .api
+            .get_or_init(|| Arc::new(ApiTransport::new(self.options())))
+            .clone();
+        EngineApi::with_transport(self.clone(), ApiOptions::default(), transport)
+    }
+
+    /// [`api`](Self::api) with explicit options. The handle gets a
+    /// connection pool of its own (shared by its clones only): keep it
+    /// rather than calling this per request.
+    pub fn api_with(&self, options: ApiOptions) -> EngineApi {
+        let transport = Arc::new(ApiTransport::new(self.options()));
+        EngineApi::with_transport(self.clone(), options, transport)
+    }
+}
+
+/// Where API calls go and with which credentials.
+pub(crate) struct ApiTarget {
+    /// `host:port`.
+    pub(crate) authority: String,
+    pub(crate) token: Option<Secret>,
+}
+
+impl EngineApi {
+    fn with_transport(
+        client: crate::Client,
+        options: ApiOptions,
+        transport: Arc<ApiTransport>,
+    ) -> Self {
         EngineApi {
             inner: Arc::new(Inner {
                 client,
                 options,
-                http,
-                ws_tls,
-                discovery,
+                transport,
             }),
         }
     }
@@ -211,11 +246,11 @@ impl EngineApi {
     }
 
     pub(crate) fn http(&self) -> Result<&HttpClient> {
-        self.inner.http.as_ref().map_err(Clone::clone)
+        self.inner.transport.http.as_ref().map_err(Clone::clone)
     }
 
     pub(crate) fn ws_tls(&self) -> Result<Arc<rustls::ClientConfig>> {
-        self.inner.ws_tls.clone()
+        self.inner.transport.ws_tls.clone()
     }
 
     /// Resolves where calls go: the engine (with the token), or the mTLS
@@ -228,6 +263,7 @@ impl EngineApi {
         if options.token.is_none() && options.tls.has_client_identity() {
             let authority = self
                 .inner
+                .transport
                 .discovery
                 .resolve(engine.endpoint.host(), &engine.endpoint.to_string())
                 .await?;

@@ -45,6 +45,10 @@ options:
                                 (default max(3 x interval, 15000), <= 900000)
   --max-tunnels-per-client N    default 64
   --max-pending-streams N       per tunnel, default 256
+  --max-connections N           connections held at once on the engine port
+                                (default 4096; beyond: closed at once)
+  --max-published-connections N downstream connections held at once by all
+                                published endpoints (default 4096)
   --webhook-url URL             deliver signed webhooks (client.created,
                                 tunnel.created, tunnel.deleted,
                                 client.deleted) to this http(s) URL
@@ -65,13 +69,15 @@ struct Args {
     liveness_timeout: Option<Duration>,
     max_tunnels_per_client: Option<usize>,
     max_pending_streams: Option<usize>,
+    max_connections: Option<usize>,
+    max_published_connections: Option<usize>,
     webhooks: Vec<(String, WebhookSecret)>,
     quiet: bool,
 }
 
 enum Command {
     Help,
-    Run(Args),
+    Run(Box<Args>),
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String> {
@@ -84,6 +90,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String>
         liveness_timeout: None,
         max_tunnels_per_client: None,
         max_pending_streams: None,
+        max_connections: None,
+        max_published_connections: None,
         webhooks: Vec::new(),
         quiet: false,
     };
@@ -152,6 +160,16 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String>
                     value("--max-pending-streams")?,
                 )?);
             }
+            "--max-connections" => {
+                args.max_connections =
+                    Some(count("--max-connections", value("--max-connections")?)?);
+            }
+            "--max-published-connections" => {
+                args.max_published_connections = Some(count(
+                    "--max-published-connections",
+                    value("--max-published-connections")?,
+                )?);
+            }
             "--webhook-url" => {
                 let v = value("--webhook-url")?;
                 if !(v.starts_with("http://") || v.starts_with("https://")) {
@@ -182,7 +200,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String>
         ));
     }
     args.webhooks = webhook_urls.into_iter().zip(webhook_secrets).collect();
-    Ok(Command::Run(args))
+    Ok(Command::Run(Box::new(args)))
 }
 
 fn count(name: &str, v: String) -> Result<usize, String> {
@@ -214,7 +232,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args))
+    runtime.block_on(run(*args))
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -237,6 +255,12 @@ async fn run(args: Args) -> ExitCode {
     }
     if let Some(n) = args.max_pending_streams {
         builder = builder.max_pending_streams(n);
+    }
+    if let Some(n) = args.max_connections {
+        builder = builder.max_connections(n);
+    }
+    if let Some(n) = args.max_published_connections {
+        builder = builder.max_published_connections(n);
     }
     for (url, secret) in args.webhooks {
         builder = builder.webhook(url, secret);

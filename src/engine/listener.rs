@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::limits::Admitted;
 use super::streams::ServerTls;
 use super::{api, control, streams, Inner};
 use crate::proto::{message::Payload, read_frame};
@@ -19,13 +20,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the first frame of a tunnel-protocol connection.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts connections until aborted.
+/// Accepts connections until aborted. Beyond `max_connections` held at
+/// once, a new connection is closed at once (dropped before its TLS
+/// handshake).
 pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
     let acceptor = TlsAcceptor::from(inner.tls.engine.clone());
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
+                let Some(permit) = inner.connections.admit(peer) else {
+                    drop(tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
+                let tcp = Admitted::new(tcp, permit);
                 let task = connection(inner.clone(), acceptor.clone(), tcp, peer);
                 inner.tasks.spawn(task);
             }
@@ -39,7 +47,12 @@ pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-async fn connection(inner: Arc<Inner>, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(
+    inner: Arc<Inner>,
+    acceptor: TlsAcceptor,
+    tcp: Admitted<TcpStream>,
+    peer: SocketAddr,
+) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(ReadBuffered::new(tcp)))
         .await
     {

@@ -45,6 +45,7 @@ mod api;
 mod certs;
 mod control;
 mod events;
+mod limits;
 mod listener;
 mod state;
 mod streams;
@@ -70,6 +71,11 @@ pub use webhooks::WebhookDelivery;
 const DEFAULT_LIVENESS_FLOOR: Duration = Duration::from_secs(15);
 /// The protocol's ceiling for `heartbeat_timeout_ms` (PROTOCOL.md §5).
 const MAX_LIVENESS_TIMEOUT: Duration = Duration::from_secs(900);
+/// Default bound on connections held at once on the engine port.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default bound on downstream connections held at once by all published
+/// endpoints together.
+const DEFAULT_MAX_PUBLISHED_CONNECTIONS: usize = 4096;
 
 /// Builds and starts a [`LocalEngine`]. See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -80,6 +86,8 @@ pub struct LocalEngineBuilder {
     liveness_timeout: Option<Duration>,
     max_tunnels_per_client: usize,
     max_pending_streams: usize,
+    max_connections: usize,
+    max_published_connections: usize,
     webhooks: Vec<(String, crate::webhook::WebhookSecret)>,
     client_cas: Vec<ClientCaSource>,
     require_client_certificate: bool,
@@ -101,6 +109,8 @@ impl Default for LocalEngineBuilder {
             liveness_timeout: None,
             max_tunnels_per_client: 64,
             max_pending_streams: 256,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_published_connections: DEFAULT_MAX_PUBLISHED_CONNECTIONS,
             webhooks: Vec::new(),
             client_cas: Vec::new(),
             require_client_certificate: false,
@@ -155,6 +165,30 @@ impl LocalEngineBuilder {
         self
     }
 
+    /// How many connections the engine port holds at once (default 4096):
+    /// control channels, proxy connections, private dials and Engine HTTP
+    /// API connections together, counted from accept (so including those
+    /// still in their TLS handshake) until closed. One more is closed at
+    /// once, before its TLS handshake (the client sees the connection
+    /// closed), and a `WARN` says so (at most once per 10 s, with the
+    /// number refused). Must be at least 1.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// How many downstream connections all published endpoints together
+    /// hold at once (default 4096), from accept until closed. One more is
+    /// closed at once (the tunnel's owner never hears of it), and a `WARN`
+    /// says so (at most once per 10 s, with the number refused). Each
+    /// downstream connection that reaches its owner also takes a proxy
+    /// connection on the engine port, counted by
+    /// [`max_connections`](Self::max_connections). Must be at least 1.
+    pub fn max_published_connections(mut self, n: usize) -> Self {
+        self.max_published_connections = n;
+        self
+    }
+
     /// Delivers signed webhooks (`client.created`, `tunnel.created`,
     /// `tunnel.deleted`, `client.deleted`) to `url`, an `http://` or
     /// `https://` URL, signed with `secret` (repeatable: one endpoint per
@@ -205,8 +239,8 @@ impl LocalEngineBuilder {
     /// Creates (or reuses) the CA, binds the port and starts serving.
     ///
     /// Fails on an invalid setting (a blank token, a zero liveness timeout,
-    /// an unreadable or empty client CA, a required client certificate
-    /// without a client CA),
+    /// a zero connection limit, an unreadable or empty client CA, a
+    /// required client certificate without a client CA),
     /// an unusable state directory, a CA that does not match its key, or a
     /// port that cannot be bound.
     pub async fn start(self) -> Result<LocalEngine> {
@@ -220,6 +254,12 @@ impl LocalEngineBuilder {
             return Err(Error::config(
                 "ERR_RSTREAM_INVALID_CONFIG",
                 "local engine: the liveness timeout must be greater than zero",
+            ));
+        }
+        if self.max_connections == 0 || self.max_published_connections == 0 {
+            return Err(Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                "local engine: max_connections and max_published_connections must be at least 1",
             ));
         }
         if self.require_client_certificate && self.client_cas.is_empty() {
@@ -285,6 +325,16 @@ impl LocalEngineBuilder {
             tls: configs,
             state: Mutex::new(state::State::new(events::Bus::new())),
             tasks: tasks::Tasks::new(),
+            connections: limits::ConnectionLimit::new(
+                self.max_connections,
+                "the engine port",
+                "max_connections",
+            ),
+            published_connections: limits::ConnectionLimit::new(
+                self.max_published_connections,
+                "the published endpoints",
+                "max_published_connections",
+            ),
         });
         for target in webhook_targets {
             // Subscribed before the first connection: no event is missed.
@@ -344,6 +394,10 @@ pub(crate) struct Inner {
     pub(crate) tls: certs::ServerConfigs,
     state: Mutex<state::State>,
     pub(crate) tasks: tasks::Tasks,
+    /// Connections held on the engine port.
+    pub(crate) connections: limits::ConnectionLimit,
+    /// Downstream connections held by all published endpoints.
+    pub(crate) published_connections: limits::ConnectionLimit,
 }
 
 impl Inner {

@@ -19,9 +19,11 @@ use crate::proto::{
 };
 
 /// A TLS connection accepted on the engine port (reads batched while data
-/// streams in, see [`ReadBuffered`](crate::transport::ReadBuffered)).
-pub(crate) type ServerTls =
-    tokio_rustls::server::TlsStream<crate::transport::ReadBuffered<TcpStream>>;
+/// streams in, see [`ReadBuffered`](crate::transport::ReadBuffered)); it
+/// holds its place under `max_connections` until dropped.
+pub(crate) type ServerTls = tokio_rustls::server::TlsStream<
+    crate::transport::ReadBuffered<super::limits::Admitted<TcpStream>>,
+>;
 
 /// How long a downstream waits for the owner (PROTOCOL.md's operation timeout).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);

@@ -358,9 +358,17 @@ fn spawn_endpoint(
                 tracing::debug!(tunnel_id, %peer, "downstream refused by trusted_ips");
                 continue;
             }
+            // Beyond `max_published_connections` (all endpoints together):
+            // closed at once, the owner never hears of it.
+            let Some(permit) = inner.published_connections.admit(peer) else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let task = downstream(inner.clone(), tunnel_id.clone(), tcp, ip, kind.clone());
-            inner.tasks.spawn(task);
+            inner.tasks.spawn(async move {
+                task.await;
+                drop(permit);
+            });
         }
     })
 }
