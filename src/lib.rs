@@ -55,6 +55,9 @@
     rust_2018_idioms
 )]
 
+#[macro_use]
+mod io_forward;
+
 pub mod api;
 mod client;
 pub mod config;
