@@ -1111,3 +1111,46 @@ async fn mtls_local_engine_serves_discovery_and_accepts_certificates() {
 async fn engine_without_ca() -> LocalEngine {
     engine().await
 }
+
+/// An idle SSE watch gets a `: keepalive` comment every 15 s (ENGINE_API.md),
+/// so proxies and clients with read deadlines keep the stream open. Takes
+/// ~15 s of wall time; it waits in parallel with the rest of this binary.
+#[tokio::test]
+async fn an_idle_sse_watch_gets_a_keepalive_comment_every_15_s() {
+    let engine = engine().await;
+    let url = format!("https://{}", engine.engine_address());
+    let tls = support::tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get("/api/sse")
+        .header("host", engine.engine_address())
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let rsp = within("sse head", send.send_request(req)).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut body = rsp.into_body();
+    let opened = Instant::now();
+    let mut text = String::new();
+    // First the snapshot, then nothing happens on this engine but time.
+    let keepalive_at = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(25), body.frame())
+            .await
+            .expect("no keepalive within 25 s")
+            .expect("the SSE stream ended")
+            .expect("SSE frame");
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        if text.contains(": keepalive") {
+            break opened.elapsed();
+        }
+    };
+    assert!(text.contains("state.initial"), "{text}");
+    assert!(
+        keepalive_at >= Duration::from_secs(14) && keepalive_at < Duration::from_secs(20),
+        "first keepalive after {keepalive_at:?}"
+    );
+}
