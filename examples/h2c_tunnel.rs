@@ -32,14 +32,7 @@ async fn main() -> Result<(), support::BoxError> {
     tokio::spawn(async move { axum::serve(tunnel, app).await });
 
     // An HTTP/2 client: TLS with ALPN h2 to the published address.
-    let uri: http::Uri = url.parse()?;
-    let host = uri.host().ok_or("no host")?.to_owned();
-    let tcp =
-        tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
-    let config = setup.tls.client_config(&[b"h2"])?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(rustls::pki_types::ServerName::try_from(host)?, tcp)
-        .await?;
+    let tls = support::tls_connect(&setup.tls, &url, &[b"h2"]).await?;
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
     tokio::spawn(conn);

@@ -84,13 +84,7 @@ async fn main() -> Result<(), support::BoxError> {
     tokio::spawn(rstream::http::serve(tunnel, tower::service_fn(handle)));
 
     // The check: a real WebSocket client through the published address.
-    let uri: http::Uri = url.parse()?;
-    let host = uri.host().ok_or("no host")?.to_owned();
-    let tcp =
-        tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
-    let tls = tokio_rustls::TlsConnector::from(setup.tls.client_config(&[b"http/1.1"])?)
-        .connect(rustls::pki_types::ServerName::try_from(host)?, tcp)
-        .await?;
+    let tls = support::tls_connect(&setup.tls, &url, &[b"http/1.1"]).await?;
     let (mut ws, rsp) = tokio_tungstenite::client_async(ws_url.as_str(), tls).await?;
     println!("handshake: {}", rsp.status());
     ws.send(Message::Text("hello over a raw hyper upgrade".into()))

@@ -68,6 +68,22 @@ impl Setup {
     }
 }
 
+/// A TLS connection to the published address `url` (`https://host[:port]…`),
+/// trusting `tls`, offering `alpn`.
+pub async fn tls_connect(
+    tls: &TlsOptions,
+    url: &str,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, BoxError> {
+    let uri: http::Uri = url.parse()?;
+    let host = uri.host().ok_or("URL has no host")?.to_owned();
+    let tcp = TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
+    let name = rustls::pki_types::ServerName::try_from(host)?;
+    Ok(tokio_rustls::TlsConnector::from(tls.client_config(alpn)?)
+        .connect(name, tcp)
+        .await?)
+}
+
 /// GET `url` (an `https://host[:port]/path` address) with hyper over rustls.
 pub async fn https_get(
     tls: &TlsOptions,
@@ -75,13 +91,7 @@ pub async fn https_get(
 ) -> Result<(http::StatusCode, String), BoxError> {
     let uri: http::Uri = url.parse()?;
     let host = uri.host().ok_or("URL has no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(443);
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-    let config = tls.client_config(&[b"http/1.1"])?;
-    let name = rustls::pki_types::ServerName::try_from(host.clone())?;
-    let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?;
+    let stream = tls_connect(tls, url, &[b"http/1.1"]).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
