@@ -1239,7 +1239,10 @@ async fn run_leg(ctx: &Ctx, round: usize, leg: char) -> Result<LegResult, BoxErr
     if let Some(e) = &w2.first_error {
         println!("    first error: {e}");
     }
-    if let (Some(a0), Some(a1), Some(r0), Some(r1)) = (
+    // Only leg A's server sees its proxy connections (`tap_io`); B's live
+    // inside `forward_to` and C has none, so their counters stay at zero.
+    if let (true, Some(a0), Some(a1), Some(r0), Some(r1)) = (
+        leg.eq_ignore_ascii_case(&'A'),
         before.get("accepted"),
         after.get("accepted"),
         before.get("resumed"),
