@@ -21,12 +21,24 @@
 
 mod support;
 
+const USAGE: &str = "\
+usage: list_tunnels [--clients] [--limit N] [--label KEY[=VALUE|=*]]... [FILTER VALUE]...
+tunnel filters: --id --name --type --status --client-id --user-id --protocol
+                --hostname --publish true|false --http-version
+client filters (with --clients): --id --status --user-id --agent --channel
+                --version --os --arch --protocol-version
+repeated filters are ANDed; --label KEY or KEY=* matches any value";
+
 use rstream::api::{ClientFilters, ListClientsParams, ListTunnelsParams, TunnelFilters};
 use rstream::TunnelOptions;
 
 #[tokio::main]
 async fn main() -> Result<(), support::BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let clients_mode = args.iter().any(|a| a == "--clients");
     let mut tunnels = TunnelFilters::new();
     let mut clients = ClientFilters::new();

@@ -235,33 +235,50 @@ fn labels_match(want: &BTreeMap<String, Option<String>>, have: &BTreeMap<String,
     })
 }
 
-/// `GET /api/tunnels` params: `{"limit"?, "filters"?}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// List params, `{"limit"?, "filters"?}`: [`ListTunnelsParams`] for
+/// `GET /api/tunnels`, [`ListClientsParams`] for `GET /api/clients`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct ListTunnelsParams {
-    /// At most this many tunnels (≥ 1).
+pub struct ListParams<F> {
+    /// At most this many objects (≥ 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// The filters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filters: Option<TunnelFilters>,
+    pub filters: Option<F>,
 }
 
-impl ListTunnelsParams {
+/// `GET /api/tunnels` params.
+pub type ListTunnelsParams = ListParams<TunnelFilters>;
+
+/// `GET /api/clients` params.
+pub type ListClientsParams = ListParams<ClientFilters>;
+
+// By hand: the derive would require `F: Default`.
+impl<F> Default for ListParams<F> {
+    fn default() -> Self {
+        ListParams {
+            limit: None,
+            filters: None,
+        }
+    }
+}
+
+impl<F> ListParams<F> {
     /// No limit, no filter.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// At most `n` tunnels (the engine rejects 0).
+    /// At most `n` objects (the engine rejects 0).
     pub fn limit(mut self, n: u64) -> Self {
         self.limit = Some(n);
         self
     }
 
-    /// Only the tunnels `filters` match.
-    pub fn filters(mut self, filters: TunnelFilters) -> Self {
+    /// Only the objects `filters` match.
+    pub fn filters(mut self, filters: F) -> Self {
         self.filters = Some(filters);
         self
     }
@@ -269,45 +286,13 @@ impl ListTunnelsParams {
 
 impl From<TunnelFilters> for ListTunnelsParams {
     fn from(filters: TunnelFilters) -> Self {
-        ListTunnelsParams::new().filters(filters)
-    }
-}
-
-/// `GET /api/clients` params: `{"limit"?, "filters"?}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ListClientsParams {
-    /// At most this many clients (≥ 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u64>,
-    /// The filters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filters: Option<ClientFilters>,
-}
-
-impl ListClientsParams {
-    /// No limit, no filter.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At most `n` clients (the engine rejects 0).
-    pub fn limit(mut self, n: u64) -> Self {
-        self.limit = Some(n);
-        self
-    }
-
-    /// Only the clients `filters` match.
-    pub fn filters(mut self, filters: ClientFilters) -> Self {
-        self.filters = Some(filters);
-        self
+        ListParams::new().filters(filters)
     }
 }
 
 impl From<ClientFilters> for ListClientsParams {
     fn from(filters: ClientFilters) -> Self {
-        ListClientsParams::new().filters(filters)
+        ListParams::new().filters(filters)
     }
 }
 

@@ -65,7 +65,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub use self::http::ApiError;
 pub use filters::{
-    ClientFilters, ListClientsParams, ListTunnelsParams, TunnelFilters, WatchParams,
+    ClientFilters, ListClientsParams, ListParams, ListTunnelsParams, TunnelFilters, WatchParams,
 };
 pub use inventory::{InventorySnapshot, LiveInventory};
 pub use models::{Client, Event, EventObject, EventType, Health, InitialState, Status, Tunnel};
