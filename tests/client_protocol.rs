@@ -68,11 +68,7 @@ async fn delayed_acks_are_tolerated_and_skipping_is_fine() {
         .heartbeat_interval(Duration::from_secs(1))
         .build()
         .unwrap();
-    let (control, mut peer) = tokio::join!(client.connect(), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(Some(3_000)).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect(), Some(3_000)).await;
     let control = control.unwrap();
     // Let three heartbeats go unanswered for 2.5 s (< 3 s timeout)...
     for want in 1..=3 {
@@ -98,11 +94,7 @@ async fn silent_engine_expires_liveness() {
     // Reconnect off: the expiry itself must close the channel (with
     // reconnect on it would be a transient loss; tests/reliability.rs).
     let connect = client.connect_with(rstream::ReconnectPolicy::disabled());
-    let (control, peer) = tokio::join!(connect, async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(Some(2_000)).await;
-        peer
-    });
+    let (control, peer) = engine.open(connect, Some(2_000)).await;
     let control = control.unwrap();
     let started = std::time::Instant::now();
     let err = within("liveness expiry", control.closed()).await;
@@ -114,11 +106,7 @@ async fn silent_engine_expires_liveness() {
 async fn channel_with_bad_ack(bad: impl FnOnce(u64) -> Payload) -> rstream::Error {
     let engine = Scripted::start().await;
     let client = engine.client().build().unwrap();
-    let (control, mut peer) = tokio::join!(client.connect(), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(Some(15_000)).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect(), Some(15_000)).await;
     let control = control.unwrap();
     let first = expect_heartbeat(&mut peer).await.sequence;
     peer.send(ack(first)).await;
@@ -225,11 +213,7 @@ async fn legacy_engine_gets_empty_heartbeats_and_disabled_means_none() {
 async fn out_of_order_open_tunnel_responses_match_by_request_id() {
     let engine = Scripted::start().await;
     let client = engine.client().disable_heartbeats().build().unwrap();
-    let (control, mut peer) = tokio::join!(client.connect(), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(None).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect(), None).await;
     let control = control.unwrap();
     let script = async {
         let mut reqs = Vec::new();
@@ -274,11 +258,7 @@ async fn out_of_order_open_tunnel_responses_match_by_request_id() {
 async fn engine_errors_and_missing_id() {
     let engine = Scripted::start().await;
     let client = engine.client().disable_heartbeats().build().unwrap();
-    let (control, mut peer) = tokio::join!(client.connect(), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(None).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect(), None).await;
     let control = control.unwrap();
     let script = async {
         let Some(Payload::OpenTunnelReq(r)) = peer.recv().await else {

@@ -29,11 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn scripted_channel(engine: &Scripted) -> (ControlChannel, Peer) {
     support::init_tracing();
     let client = engine.client().disable_heartbeats().build().unwrap();
-    let (control, peer) = tokio::join!(client.connect(), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(None).await;
-        peer
-    });
+    let (control, peer) = engine.open(client.connect(), None).await;
     (control.expect("connect"), peer)
 }
 

@@ -647,11 +647,7 @@ async fn recreation_requests_and_refusals() {
     support::init_tracing();
     let engine = Scripted::start().await;
     let client = engine.client().disable_heartbeats().build().unwrap();
-    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(None).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect_with(quick()), None).await;
     let control = control.unwrap();
     let script = async {
         for _ in 0..2 {
@@ -741,11 +737,7 @@ async fn a_slow_handshake_does_not_delay_heartbeats() {
         .connect_timeout(Duration::from_millis(2_500))
         .build()
         .unwrap();
-    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(Some(3_000)).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect_with(quick()), Some(3_000)).await;
     let control = control.unwrap();
     let (tunnel, ()) = tokio::join!(
         control.create_tunnel(TunnelOptions::new().name("h")),
@@ -883,11 +875,7 @@ async fn name_conflicts_right_after_a_loss_are_retried() {
     support::init_tracing();
     let engine = Scripted::start().await;
     let client = engine.client().disable_heartbeats().build().unwrap();
-    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(None).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect_with(quick()), None).await;
     let control = control.unwrap();
     let (tunnel, ()) = tokio::join!(
         control.create_tunnel(TunnelOptions::new().name("ghost")),
@@ -1108,11 +1096,7 @@ async fn a_proxy_connection_flood_overloads_the_control_channel() {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .unwrap();
-        let (control, mut peer) = tokio::join!(client.connect_with(policy), async {
-            let mut peer = engine.accept().await;
-            peer.open_ok(None).await;
-            peer
-        });
+        let (control, mut peer) = engine.open(client.connect_with(policy), None).await;
         let control = control.unwrap();
         let (tunnel, ()) = tokio::join!(
             control.create_tunnel(TunnelOptions::new().name("flood")),
@@ -1186,11 +1170,7 @@ async fn invalid_request_after_the_grace_period_closes_the_tunnel() {
         .operation_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let (control, mut peer) = tokio::join!(client.connect_with(quick()), async {
-        let mut peer = engine.accept().await;
-        peer.open_ok(None).await;
-        peer
-    });
+    let (control, mut peer) = engine.open(client.connect_with(quick()), None).await;
     let control = control.unwrap();
     let script = async {
         for _ in 0..2 {

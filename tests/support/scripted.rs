@@ -67,6 +67,21 @@ impl Scripted {
             io: self.acceptor.accept(tcp).await.expect("tls accept"),
         }
     }
+
+    /// The usual opening of a scripted test: runs `connect` (a
+    /// `Client::connect*` future) against this engine while accepting it and
+    /// answering [`Peer::open_ok`] with `timeout_ms`.
+    pub async fn open(
+        &self,
+        connect: impl std::future::Future<Output = rstream::Result<rstream::ControlChannel>>,
+        timeout_ms: Option<u32>,
+    ) -> (rstream::Result<rstream::ControlChannel>, Peer) {
+        tokio::join!(connect, async {
+            let mut peer = self.accept().await;
+            peer.open_ok(timeout_ms).await;
+            peer
+        })
+    }
 }
 
 impl Peer {
