@@ -40,8 +40,9 @@
 //! [`Client::api`](crate::Client::api) handle shares it; an
 //! [`api_with`](crate::Client::api_with) handle has its own), ALPN `h2`
 //! then `http/1.1`, no redirects, a 5 s budget per call (not for watches),
-//! bounded bodies, one retry of a GET after a transient transport error. Errors keep the method, path, status and
-//! body ([`ApiError`]) and have a stable [`code`](crate::Error::code).
+//! bounded bodies, one retry of a GET after a transient transport error.
+//! Errors keep the method, path, status and body ([`ApiError`]) and have a
+//! stable [`code`](crate::Error::code).
 //!
 //! A client with a TLS client certificate and no token first discovers the
 //! API URL at `/.well-known/rstream/engine` (validated, cached per
