@@ -4,6 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Size of the read buffer while data streams in: four full TLS records.
@@ -19,14 +20,17 @@ const BULK_BUFFER: usize = 64 * 1024;
 /// reads from memory. The buffer is released as soon as the socket has
 /// nothing more to read, so an idle connection costs nothing extra.
 ///
+/// The buffer is filled without being zeroed first: a burst often ends
+/// after a few reads, and zeroing 64 KiB on each new burst cost the
+/// receiving end of a bulk transfer 5 % of its CPU (docs/BENCHMARKS.md).
+///
 /// Writes go straight through.
 #[derive(Debug)]
 pub struct ReadBuffered<T> {
     io: T,
-    /// Empty (unallocated) unless data is streaming in.
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
+    /// Bytes read and not yet handed out; unallocated unless data is
+    /// streaming in.
+    buf: BytesMut,
     /// The last direct read filled the caller's buffer.
     bulk: bool,
 }
@@ -36,9 +40,7 @@ impl<T> ReadBuffered<T> {
     pub fn new(io: T) -> Self {
         ReadBuffered {
             io,
-            buf: Vec::new(),
-            pos: 0,
-            end: 0,
+            buf: BytesMut::new(),
             bulk: false,
         }
     }
@@ -56,13 +58,11 @@ impl<T> ReadBuffered<T> {
 
     /// Bytes read from the socket and not yet handed out.
     pub fn buffered(&self) -> usize {
-        self.end - self.pos
+        self.buf.len()
     }
 
     fn release(&mut self) {
-        self.buf = Vec::new();
-        self.pos = 0;
-        self.end = 0;
+        self.buf = BytesMut::new();
         self.bulk = false;
     }
 }
@@ -74,10 +74,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadBuffered<T> {
         dst: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.pos < this.end {
-            let n = dst.remaining().min(this.end - this.pos);
-            dst.put_slice(&this.buf[this.pos..this.pos + n]);
-            this.pos += n;
+        if !this.buf.is_empty() {
+            let n = dst.remaining().min(this.buf.len());
+            dst.put_slice(&this.buf[..n]);
+            this.buf.advance(n);
             return Poll::Ready(Ok(()));
         }
         let want = dst.remaining();
@@ -95,24 +95,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadBuffered<T> {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             }
         } else {
-            if this.buf.is_empty() {
-                this.buf = vec![0; BULK_BUFFER];
-            }
-            let mut rb = ReadBuf::new(&mut this.buf);
-            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {}
+            // Empty here: reserving reuses the allocation of the last read
+            // of this burst, or makes the first one.
+            this.buf.reserve(BULK_BUFFER);
+            let got = match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf)
+            {
+                Poll::Ready(Ok(got)) => got,
                 Poll::Pending => {
                     // Drained: the burst is over, give the memory back.
                     this.release();
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            }
-            let got = rb.filled().len();
+            };
             let n = want.min(got);
             dst.put_slice(&this.buf[..n]);
-            this.pos = n;
-            this.end = got;
+            this.buf.advance(n);
             if got < want {
                 // Less than the caller asked for: no longer streaming.
                 this.bulk = false;
