@@ -383,3 +383,38 @@ impl ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::CipherSuite as S;
+
+    #[test]
+    fn provider_prefers_aes_128_gcm_and_keeps_every_suite() {
+        let ours: Vec<S> = super::provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(ours[0], S::TLS13_AES_128_GCM_SHA256);
+        // TLS 1.3 suites before TLS 1.2 ones, AES-128-GCM first in each.
+        let tls12_at = ours
+            .iter()
+            .position(|s| *s == S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+            .expect("ring offers ECDHE-ECDSA-AES128-GCM");
+        assert!(ours[..tls12_at].iter().all(|s| matches!(
+            s,
+            S::TLS13_AES_128_GCM_SHA256
+                | S::TLS13_AES_256_GCM_SHA384
+                | S::TLS13_CHACHA20_POLY1305_SHA256
+        )));
+        let mut ring: Vec<S> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        let mut sorted = ours.clone();
+        ring.sort_by_key(|s| u16::from(*s));
+        sorted.sort_by_key(|s| u16::from(*s));
+        assert_eq!(sorted, ring, "reordered, nothing added or dropped");
+    }
+}
