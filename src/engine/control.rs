@@ -13,6 +13,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::admission::Admission;
 use super::events::ClientInfo;
 use super::streams::ServerTls;
 use super::tasks::AbortOnDrop;
@@ -151,15 +152,32 @@ fn negotiate(
     }))
 }
 
-/// Serves one control channel until it closes.
+/// Moves an authenticated connection under `max_connections`, or the
+/// error to answer when the engine holds that many already.
+pub(crate) fn establish(admission: &Admission) -> Result<(), proto::Error> {
+    admission.establish().map_err(|_| {
+        error(
+            ErrorCode::CapacityExhausted,
+            "the engine holds its maximum of established connections (max_connections)",
+        )
+    })
+}
+
+/// Serves one control channel until it closes. Once the request
+/// authenticated, the connection is established (a permit under
+/// `max_connections`); without one free, it is refused with
+/// `CAPACITY_EXHAUSTED`.
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     mut tls: ServerTls,
     peer: SocketAddr,
     req: OpenControlChannelReq,
+    admission: Admission,
 ) {
     let certificate = peer_certificate(&tls).map(certs::client_identity);
-    let liveness = match negotiate(&inner.config, &req, certificate.is_some()) {
+    let negotiated = negotiate(&inner.config, &req, certificate.is_some())
+        .and_then(|liveness| establish(&admission).map(|()| liveness));
+    let liveness = match negotiated {
         Ok(l) => l,
         Err(e) => {
             tracing::debug!(%peer, code = e.code, message = ?e.message, "control channel refused");

@@ -1,16 +1,13 @@
-//! Bounds on concurrent connections: the engine port and the published
-//! endpoints each hold at most N connections at once (counted from accept
-//! until the socket is closed, wherever it ends up). One more is closed at
-//! once, and a `WARN` says so, at most once per [`WARN_EVERY`].
+//! Bounds on concurrent connections: the established connections of the
+//! engine port (see [`admission`](super::admission)) and the downstream
+//! connections of the published endpoints each number at most N at once.
+//! One more is refused, and a `WARN` says so, at most once per
+//! [`WARN_EVERY`].
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// At most one warning per limit in this period; refusals in between are
@@ -28,11 +25,31 @@ pub(crate) struct ConnectionLimit {
     warned: Mutex<Warned>,
 }
 
+/// Rate limit for one warning: at most one per [`WARN_EVERY`], carrying
+/// the number of occurrences since the last one.
 #[derive(Default)]
-struct Warned {
+pub(crate) struct Warned {
     last: Option<Instant>,
-    /// Refusals not reported yet.
+    /// Occurrences not reported yet.
     unreported: u64,
+}
+
+impl Warned {
+    /// Counts one occurrence; returns how many to report when a warning is
+    /// due now (then the count starts again), `None` when one was logged
+    /// less than [`WARN_EVERY`] ago.
+    pub(crate) fn note(&mut self) -> Option<u64> {
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
 }
 
 impl ConnectionLimit {
@@ -49,7 +66,7 @@ impl ConnectionLimit {
     }
 
     /// A permit for one more connection, or `None` (after logging) when
-    /// the limit is reached: the caller closes the connection at once.
+    /// the limit is reached: the caller refuses the connection.
     pub(crate) fn admit(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -63,57 +80,18 @@ impl ConnectionLimit {
     fn refused(&self, peer: SocketAddr) {
         tracing::debug!(%peer, limit = self.max, what = self.what, "connection refused: limit reached");
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        warned.unreported += 1;
-        let now = Instant::now();
-        if warned
-            .last
-            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
-        {
+        let Some(refused) = warned.note() else {
             return;
-        }
+        };
         tracing::warn!(
             limit = self.max,
             option = self.option,
-            refused = warned.unreported,
+            refused,
             %peer,
-            "connection limit reached on {}: new connections are closed at once",
+            "connection limit reached on {}: new connections are refused",
             self.what
         );
-        warned.last = Some(now);
-        warned.unreported = 0;
     }
-}
-
-/// A connection that holds its place under a [`ConnectionLimit`] until it
-/// is dropped, wherever it is handed over to (a proxy connection ends up
-/// in the task of the downstream it serves).
-#[derive(Debug)]
-pub(crate) struct Admitted<T> {
-    io: T,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl<T> Admitted<T> {
-    pub(crate) fn new(io: T, permit: OwnedSemaphorePermit) -> Self {
-        Admitted {
-            io,
-            _permit: permit,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Admitted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Admitted<T> {
-    forward_async_write!(io);
 }
 
 #[cfg(test)]
@@ -135,5 +113,15 @@ mod tests {
             ConnectionLimit::new(usize::MAX, "test", "max_test").max,
             Semaphore::MAX_PERMITS
         );
+    }
+
+    #[test]
+    fn warnings_are_rate_limited_and_count() {
+        let mut warned = Warned::default();
+        assert_eq!(warned.note(), Some(1));
+        assert_eq!(warned.note(), None);
+        assert_eq!(warned.note(), None);
+        warned.last = Instant::now().checked_sub(WARN_EVERY);
+        assert_eq!(warned.note(), Some(3));
     }
 }

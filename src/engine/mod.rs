@@ -41,6 +41,7 @@
 //! and languages: it prints one line,
 //! `RSTREAM_ENGINE=<host:port> RSTREAM_CA_FILE=<path>`, once it listens.
 
+mod admission;
 mod api;
 mod certs;
 mod control;
@@ -71,8 +72,16 @@ pub use webhooks::WebhookDelivery;
 const DEFAULT_LIVENESS_FLOOR: Duration = Duration::from_secs(15);
 /// The protocol's ceiling for `heartbeat_timeout_ms` (PROTOCOL.md §5).
 const MAX_LIVENESS_TIMEOUT: Duration = Duration::from_secs(900);
-/// Default bound on connections held at once on the engine port.
+/// Default bound on established connections held at once on the engine port.
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default bound on unauthenticated connections held at once on the engine
+/// port.
+const DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS: usize = 512;
+/// Default admission deadline on the engine port.
+const DEFAULT_ADMISSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest admission deadline [`LocalEngineBuilder::admission_timeout`]
+/// accepts.
+const MAX_ADMISSION_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default bound on downstream connections held at once by all published
 /// endpoints together.
 const DEFAULT_MAX_PUBLISHED_CONNECTIONS: usize = 4096;
@@ -87,6 +96,8 @@ pub struct LocalEngineBuilder {
     max_tunnels_per_client: usize,
     max_pending_streams: usize,
     max_connections: usize,
+    max_unauthenticated_connections: usize,
+    admission_timeout: Duration,
     max_published_connections: usize,
     webhooks: Vec<(String, crate::webhook::WebhookSecret)>,
     client_cas: Vec<ClientCaSource>,
@@ -110,6 +121,8 @@ impl Default for LocalEngineBuilder {
             max_tunnels_per_client: 64,
             max_pending_streams: 256,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_unauthenticated_connections: DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS,
+            admission_timeout: DEFAULT_ADMISSION_TIMEOUT,
             max_published_connections: DEFAULT_MAX_PUBLISHED_CONNECTIONS,
             webhooks: Vec::new(),
             client_cas: Vec::new(),
@@ -165,25 +178,63 @@ impl LocalEngineBuilder {
         self
     }
 
-    /// How many connections the engine port holds at once (default 4096):
-    /// control channels, proxy connections, private dials and Engine HTTP
-    /// API connections together, counted from accept (so including those
-    /// still in their TLS handshake) until closed. One more is closed at
-    /// once, before its TLS handshake (the client sees the connection
-    /// closed), and a `WARN` says so (at most once per 10 s, with the
-    /// number refused). Must be at least 1.
+    /// How many *established* connections the engine port holds at once
+    /// (default 4096): control channels and private dials that
+    /// authenticated, and Engine HTTP API connections that made one
+    /// authorized request, counted from then until closed. Connections
+    /// that have not proved anything yet count against
+    /// [`max_unauthenticated_connections`](Self::max_unauthenticated_connections)
+    /// instead, and proxy connections against what they serve (see
+    /// [`max_published_connections`](Self::max_published_connections)).
+    /// One more is refused once it authenticates (`CAPACITY_EXHAUSTED` on
+    /// the tunnel protocol, 503 on the Engine API) and a `WARN` says so
+    /// (at most once per 10 s, with the number refused). Must be at
+    /// least 1.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// How many *unauthenticated* connections the engine port holds at
+    /// once (default 512): accepted connections still in their TLS
+    /// handshake, before their first frame or authorized API request, or
+    /// authenticating. When the limit is reached, a new connection closes
+    /// the oldest unauthenticated one (so a flood that keeps reconnecting
+    /// never keeps an agent out for longer than it takes the flood to
+    /// open this many sockets), and a `WARN` says so (at most once per
+    /// 10 s, with the number evicted). Each one is also closed when it has
+    /// proved nothing within the [admission timeout](Self::admission_timeout).
+    /// Must be at least 1.
+    pub fn max_unauthenticated_connections(mut self, n: usize) -> Self {
+        self.max_unauthenticated_connections = n;
+        self
+    }
+
+    /// The admission deadline on the engine port (default 10 s, at most
+    /// 300 s): counted from accept, a connection must have completed its
+    /// TLS handshake, sent its first frame (or request head) and
+    /// authenticated within it, or it is closed. What counts: a control
+    /// channel or private dial that authenticated (token or client
+    /// certificate; without tokens and client CAs, its first valid
+    /// frame), a proxy connection that claimed its stream with the right
+    /// secret, an Engine API connection whose request passed
+    /// authentication (health probes, the OpenAPI document and discovery
+    /// need none and do not count). The TLS handshake and the first frame
+    /// are also bounded by 10 s each.
+    pub fn admission_timeout(mut self, timeout: Duration) -> Self {
+        self.admission_timeout = timeout;
         self
     }
 
     /// How many downstream connections all published endpoints together
     /// hold at once (default 4096), from accept until closed. One more is
     /// closed at once (the tunnel's owner never hears of it), and a `WARN`
-    /// says so (at most once per 10 s, with the number refused). Each
-    /// downstream connection that reaches its owner also takes a proxy
-    /// connection on the engine port, counted by
-    /// [`max_connections`](Self::max_connections). Must be at least 1.
+    /// says so (at most once per 10 s, with the number refused). A
+    /// downstream connection that reaches its owner also has the owner's
+    /// proxy connection on the engine port: that one is counted here, with
+    /// its downstream, not under [`max_connections`](Self::max_connections),
+    /// so held downstreams never lock the owner (or any agent) out. Must
+    /// be at least 1.
     pub fn max_published_connections(mut self, n: usize) -> Self {
         self.max_published_connections = n;
         self
@@ -239,7 +290,8 @@ impl LocalEngineBuilder {
     /// Creates (or reuses) the CA, binds the port and starts serving.
     ///
     /// Fails on an invalid setting (a blank token, a zero liveness timeout,
-    /// a zero connection limit, an unreadable or empty client CA, a
+    /// a zero connection limit, an admission timeout of zero or above
+    /// 300 s, an unreadable or empty client CA, a
     /// required client certificate without a client CA),
     /// an unusable state directory, a CA that does not match its key, or a
     /// port that cannot be bound.
@@ -256,10 +308,19 @@ impl LocalEngineBuilder {
                 "local engine: the liveness timeout must be greater than zero",
             ));
         }
-        if self.max_connections == 0 || self.max_published_connections == 0 {
+        if self.max_connections == 0
+            || self.max_unauthenticated_connections == 0
+            || self.max_published_connections == 0
+        {
             return Err(Error::config(
                 "ERR_RSTREAM_INVALID_CONFIG",
-                "local engine: max_connections and max_published_connections must be at least 1",
+                "local engine: max_connections, max_unauthenticated_connections and max_published_connections must be at least 1",
+            ));
+        }
+        if self.admission_timeout.is_zero() || self.admission_timeout > MAX_ADMISSION_TIMEOUT {
+            return Err(Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                "local engine: admission_timeout must be greater than zero and at most 300 s",
             ));
         }
         if self.require_client_certificate && self.client_cas.is_empty() {
@@ -325,10 +386,14 @@ impl LocalEngineBuilder {
             tls: configs,
             state: Mutex::new(state::State::new(events::Bus::new())),
             tasks: tasks::Tasks::new(),
-            connections: limits::ConnectionLimit::new(
-                self.max_connections,
-                "the engine port",
-                "max_connections",
+            admissions: admission::Admissions::new(
+                limits::ConnectionLimit::new(
+                    self.max_connections,
+                    "the engine port (established connections)",
+                    "max_connections",
+                ),
+                self.max_unauthenticated_connections,
+                self.admission_timeout,
             ),
             published_connections: limits::ConnectionLimit::new(
                 self.max_published_connections,
@@ -394,8 +459,8 @@ pub(crate) struct Inner {
     pub(crate) tls: certs::ServerConfigs,
     state: Mutex<state::State>,
     pub(crate) tasks: tasks::Tasks,
-    /// Connections held on the engine port.
-    pub(crate) connections: limits::ConnectionLimit,
+    /// Connections held on the engine port, unauthenticated and established.
+    pub(crate) admissions: Arc<admission::Admissions>,
     /// Downstream connections held by all published endpoints.
     pub(crate) published_connections: limits::ConnectionLimit,
 }

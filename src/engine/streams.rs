@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
+use super::admission::Admission;
 use super::state::{allowed, PendingEvent};
 use super::Inner;
 use crate::proto::{
@@ -20,9 +21,10 @@ use crate::proto::{
 
 /// A TLS connection accepted on the engine port (reads batched while data
 /// streams in, see [`ReadBuffered`](crate::transport::ReadBuffered)); it
-/// holds its place under `max_connections` until dropped.
+/// holds its place on the engine port (see
+/// [`admission`](super::admission)) until dropped.
 pub(crate) type ServerTls = tokio_rustls::server::TlsStream<
-    crate::transport::ReadBuffered<super::limits::Admitted<TcpStream>>,
+    crate::transport::ReadBuffered<super::admission::Admitted<TcpStream>>,
 >;
 
 /// How long a downstream waits for the owner (PROTOCOL.md's operation timeout).
@@ -111,7 +113,22 @@ impl Drop for PendingGuard<'_> {
 
 /// Serves a proxy connection (first frame `ProxyReq`): the owner's side
 /// of a pending stream.
-pub(crate) async fn serve_proxy(inner: &Inner, mut tls: ServerTls, req: ProxyReq) {
+///
+/// Once it claimed its stream (secret checked), the connection leaves the
+/// engine port's admission without taking a permit under
+/// `max_connections`: it rides on the permit of what it serves, a
+/// published downstream (`max_published_connections`) or a private dial
+/// (`max_connections`), so downstreams never take slots from agents.
+/// Their number stays bounded: each claim consumes one pending stream (at
+/// most `max_pending_streams` per tunnel, each claimed once), and the
+/// claimed connection lives only in the task of the downstream or dial
+/// waiting for it (dropped when that waiter is gone).
+pub(crate) async fn serve_proxy(
+    inner: &Inner,
+    mut tls: ServerTls,
+    req: ProxyReq,
+    admission: &Admission,
+) {
     let zero_rtt = req.zero_rtt.unwrap_or(false);
     let token = req.client_details.and_then(|d| d.token);
     let claimed = inner
@@ -119,6 +136,7 @@ pub(crate) async fn serve_proxy(inner: &Inner, mut tls: ServerTls, req: ProxyReq
         .claim_pending(&req.stream_id, token.as_deref());
     match claimed {
         Some(waiter) => {
+            admission.release();
             if !zero_rtt {
                 let ok = Message::new(Payload::ProxyRsp(ProxyRsp { error: None }));
                 if let Err(e) = write(&mut tls, &ok).await {
@@ -146,16 +164,19 @@ pub(crate) async fn serve_proxy(inner: &Inner, mut tls: ServerTls, req: ProxyReq
     }
 }
 
-/// Serves a private dial (first frame `StreamReq`).
+/// Serves a private dial (first frame `StreamReq`). Once authenticated,
+/// the dialer's connection is established (a permit under
+/// `max_connections`, which also covers the owner's proxy connection).
 pub(crate) async fn serve_dial(
     inner: &Inner,
     mut tls: ServerTls,
     peer: SocketAddr,
     req: StreamReq,
+    admission: &Admission,
 ) {
     let zero_rtt = req.zero_rtt.unwrap_or(false);
     let has_certificate = super::control::peer_certificate(&tls).is_some();
-    match dial(inner, peer, req, has_certificate).await {
+    match dial(inner, peer, req, has_certificate, admission).await {
         Ok((stream_id, upstream)) => {
             if !zero_rtt {
                 let rsp = Message::new(Payload::StreamRsp(StreamRsp {
@@ -185,9 +206,11 @@ async fn dial(
     peer: SocketAddr,
     req: StreamReq,
     has_certificate: bool,
+    admission: &Admission,
 ) -> Result<(String, ServerTls), proto::Error> {
     let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
     super::control::authenticate(&inner.config, token, has_certificate)?;
+    super::control::establish(admission)?;
     if req.datagram_channel == Some(true) {
         return Err(error(
             ErrorCode::FeatureNotAvailable,

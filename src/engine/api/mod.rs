@@ -42,6 +42,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 
+use super::admission::Admission;
 use super::streams::ServerTls;
 use super::Inner;
 
@@ -184,57 +185,75 @@ pub(crate) struct VerifiedCertificate(#[allow(dead_code)] pub(crate) String);
 impl FromRequestParts<Engine> for Authorized {
     type Rejection = Rejection;
 
+    /// Also admits the connection on the engine port: its first authorized
+    /// request moves it under `max_connections` (503 when the engine holds
+    /// that many already), so it is no longer subject to the admission
+    /// deadline.
     async fn from_request_parts(parts: &mut Parts, inner: &Engine) -> Result<Self, Rejection> {
-        if parts.extensions.get::<VerifiedCertificate>().is_some() {
-            return Ok(Authorized);
+        authorize(parts, inner)?;
+        if let Some(admission) = parts.extensions.get::<Admission>() {
+            admission.establish().map_err(|_| {
+                Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the engine holds its maximum of established connections (max_connections)",
+                )
+            })?;
         }
-        let tokens = &inner.config.tokens;
-        if tokens.is_empty() {
-            return Ok(Authorized);
-        }
-        let header = match parts.headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(v) => {
-                let v = v.to_str().unwrap_or_default();
-                match v.split_once(' ') {
-                    Some((scheme, token))
-                        if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-                    {
-                        Some(token.trim().to_owned())
-                    }
-                    _ => {
-                        return Err(Rejection::new(
-                            StatusCode::UNAUTHORIZED,
-                            "malformed Authorization header: expected `Bearer <token>`",
-                        ))
-                    }
+        Ok(Authorized)
+    }
+}
+
+/// The checks of [`Authorized`].
+fn authorize(parts: &Parts, inner: &Engine) -> Result<(), Rejection> {
+    if parts.extensions.get::<VerifiedCertificate>().is_some() {
+        return Ok(());
+    }
+    let tokens = &inner.config.tokens;
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let header = match parts.headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().unwrap_or_default();
+            match v.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                {
+                    Some(token.trim().to_owned())
+                }
+                _ => {
+                    return Err(Rejection::new(
+                        StatusCode::UNAUTHORIZED,
+                        "malformed Authorization header: expected `Bearer <token>`",
+                    ))
                 }
             }
-        };
-        let streaming = matches!(parts.uri.path(), "/api/sse" | "/api/websocket");
-        let token = match header {
-            Some(t) => Some(t),
-            None if streaming => query_value(parts, "rstream.token")?,
-            None => None,
-        };
-        let Some(token) = token else {
-            return Err(Rejection::new(
-                StatusCode::UNAUTHORIZED,
-                "authentication required: send `Authorization: Bearer <token>`",
-            ));
-        };
-        let mut ok = subtle::Choice::from(0);
-        for t in tokens {
-            ok |= t.as_bytes().ct_eq(token.as_bytes());
         }
-        if bool::from(ok) {
-            Ok(Authorized)
-        } else {
-            Err(Rejection::new(
-                StatusCode::FORBIDDEN,
-                "token not authorized for this engine",
-            ))
-        }
+    };
+    let streaming = matches!(parts.uri.path(), "/api/sse" | "/api/websocket");
+    let token = match header {
+        Some(t) => Some(t),
+        None if streaming => query_value(parts, "rstream.token")?,
+        None => None,
+    };
+    let Some(token) = token else {
+        return Err(Rejection::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: send `Authorization: Bearer <token>`",
+        ));
+    };
+    let mut ok = subtle::Choice::from(0);
+    for t in tokens {
+        ok |= t.as_bytes().ct_eq(token.as_bytes());
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            "token not authorized for this engine",
+        ))
     }
 }
 
@@ -286,7 +305,12 @@ where
 }
 
 /// Serves one API connection (HTTP/1.1 or h2, upgrades allowed).
-pub(crate) async fn serve(inner: Arc<Inner>, tls: ServerTls, peer: SocketAddr) {
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    tls: ServerTls,
+    peer: SocketAddr,
+    admission: Admission,
+) {
     let router = router(inner);
     let certificate = super::control::peer_certificate(&tls)
         .map(|leaf| VerifiedCertificate(super::certs::client_identity(leaf).0));
@@ -295,6 +319,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, tls: ServerTls, peer: SocketAddr) {
         if let Some(c) = &certificate {
             req.extensions_mut().insert(c.clone());
         }
+        req.extensions_mut().insert(admission.clone());
         async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
