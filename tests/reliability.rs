@@ -19,6 +19,7 @@ use rstream::proto::{self, message::Payload, open_tunnel_rsp};
 use rstream::{
     ConnectionStatus, DialOptions, ErrorKind, ReconnectPolicy, RstreamStream, TunnelOptions,
 };
+use support::flood::{self, Flood, Idle};
 use support::scripted::Scripted;
 use support::{echo_round_trip, options, spawn_echo, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -941,16 +942,17 @@ async fn closed_at_once(tcp: &mut TcpStream) {
     );
 }
 
-/// The engine port holds at most `max_connections` connections at once:
-/// with 8 held (a control channel and 7 idle sockets that never start TLS)
-/// the next connection is closed at once and a dial fails fast, while the
-/// held ones stay open and the control channel stays up; once three idle
-/// ones close, dials are served again.
+/// The engine port holds at most `max_connections` *established*
+/// connections at once: with 3 held (two control channels and a dial),
+/// another control channel is refused with `CAPACITY_EXHAUSTED` and a dial
+/// fails fast, while idle sockets that never authenticate take none of
+/// them and the held ones stay up; once the dial closes, dials are served
+/// again.
 #[tokio::test]
 async fn the_engine_port_bounds_concurrent_connections() {
     support::init_tracing();
     let engine = LocalEngine::builder()
-        .max_connections(8)
+        .max_connections(3)
         .start()
         .await
         .unwrap();
@@ -962,37 +964,52 @@ async fn the_engine_port_bounds_concurrent_connections() {
             .await
             .unwrap(),
     );
+    // Unauthenticated: counted apart, not under `max_connections`.
     let mut idle = Vec::new();
     for _ in 0..7 {
         idle.push(TcpStream::connect(engine.local_addr()).await.unwrap());
     }
-    // Accepted in order: the ninth meets the limit.
-    let mut ninth = TcpStream::connect(engine.local_addr()).await.unwrap();
-    closed_at_once(&mut ninth).await;
+    let second = client.connect().await.unwrap();
+    let held = dial_until_served(&client, "bounded").await;
+
     let started = Instant::now();
+    let err = within("control channel refused", client.connect())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.engine_code(),
+        Some(proto::ErrorCode::CapacityExhausted as i32),
+        "{err}"
+    );
     let err = within(
         "dial refused",
         client.dial_with("bounded", DialOptions::new().zero_rtt(false)),
     )
     .await
     .unwrap_err();
+    assert_eq!(
+        err.engine_code(),
+        Some(proto::ErrorCode::CapacityExhausted as i32),
+        "{err}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
-        "dial failed only after {:?}: {err}",
+        "refused only after {:?}: {err}",
         started.elapsed()
     );
-    // The held ones are untouched (still waiting for their TLS handshake).
+    // The idle ones are untouched (still within their admission deadline).
     let mut buf = [0u8; 1];
-    let held = tokio::time::timeout(Duration::from_millis(300), idle[0].read(&mut buf)).await;
-    assert!(held.is_err(), "a held connection was closed: {held:?}");
+    let open = tokio::time::timeout(Duration::from_millis(300), idle[0].read(&mut buf)).await;
+    assert!(open.is_err(), "an idle connection was closed: {open:?}");
     assert!(control.status().borrow().is_connected());
+    assert!(second.status().borrow().is_connected());
 
-    // Room again (a dial takes two: its own and the owner's proxy connection).
-    idle.truncate(4);
+    // Room again once the dial closes.
+    drop(held);
     let stream = dial_until_served(&client, "bounded").await;
     assert_eq!(echo_round_trip(stream, b"again").await, b"again");
     assert!(control.status().borrow().is_connected());
-    assert_eq!(engine.clients().len(), 1);
+    assert_eq!(engine.clients().len(), 2);
 }
 
 /// All published endpoints together hold at most
@@ -1240,4 +1257,292 @@ async fn invalid_request_after_the_grace_period_closes_the_tunnel() {
     assert!(!control.is_closed());
     assert_eq!(kept.id(), "kept-2");
     assert!(!kept.is_closed());
+}
+
+// ---------------------------------------------------------------------------
+// Admission on the engine port
+
+/// The admission deadline the tests below give their engine.
+const ADMISSION: Duration = Duration::from_secs(1);
+
+/// Asserts the engine closed a connection at its admission deadline: not
+/// before half of it (measured from after the client's TLS handshake),
+/// not later than it plus 1 s of slack.
+fn at_the_deadline(what: &str, after: Duration) {
+    assert!(
+        after >= ADMISSION / 2 && after <= ADMISSION + Duration::from_secs(1),
+        "{what}: closed after {after:?}, admission deadline {ADMISSION:?}"
+    );
+}
+
+/// Idle sockets on every ALPN (none, `rstrm/1`, `http/1.1`, `h2`, and one
+/// that never starts TLS) are closed at the admission deadline, while an
+/// established control channel stays; an agent then connects and dials.
+#[tokio::test]
+async fn idle_sockets_on_every_alpn_are_closed_at_the_admission_deadline() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .admission_timeout(ADMISSION)
+        .start()
+        .await
+        .unwrap();
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let before = engine.clients();
+
+    let alpns: [&[&[u8]]; 4] = [&[], &[proto::ALPN], &[b"http/1.1"], &[b"h2"]];
+    let tls_idle = alpns.map(|alpn| {
+        let engine = &engine;
+        async move {
+            let mut tls = flood::engine_tls(engine, alpn).await;
+            let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            assert_eq!(negotiated.as_deref(), alpn.first().copied());
+            (alpn, flood::closed_after(&mut tls, support::LIMIT).await)
+        }
+    });
+    let tcp_idle = async {
+        let mut tcp = TcpStream::connect(engine.local_addr()).await.unwrap();
+        flood::closed_after(&mut tcp, support::LIMIT).await
+    };
+    let (closed, tcp_closed) = tokio::join!(futures_util::future::join_all(tls_idle), tcp_idle);
+    for (alpn, after) in closed {
+        let alpn: Vec<_> = alpn.iter().map(|p| String::from_utf8_lossy(p)).collect();
+        at_the_deadline(&format!("TLS with ALPN {alpn:?}"), after);
+    }
+    at_the_deadline("TCP without TLS", tcp_closed);
+
+    // The authenticated channel is not subject to the deadline.
+    assert_eq!(engine.clients(), before);
+    assert!(control.status().borrow().is_connected());
+    let _echo = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("after-idle"))
+            .await
+            .unwrap(),
+    );
+    let stream = within("dial", client.dial("after-idle")).await.unwrap();
+    assert_eq!(echo_round_trip(stream, b"in").await, b"in");
+}
+
+/// Engine API: an `http/1.1` connection that sends half a request head
+/// and stops is closed at the admission deadline; one whose request was
+/// authorized stays open (keep-alive) past it, while one whose request was
+/// refused (401) is closed at the deadline.
+#[tokio::test]
+async fn engine_api_half_request_head_is_closed_at_the_admission_deadline() {
+    /// Sends `head` and reads one response head (bodies are empty here).
+    async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        io: &mut S,
+        head: &str,
+    ) -> String {
+        io.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = within("response", io.read(&mut byte)).await.unwrap();
+            assert_eq!(
+                n,
+                1,
+                "closed mid-response: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.push(byte[0]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .token("api-token")
+        .admission_timeout(ADMISSION)
+        .start()
+        .await
+        .unwrap();
+    let authorized = "GET /api/auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer api-token\r\n\r\n";
+
+    let half = async {
+        let mut tls = flood::engine_tls(&engine, &[b"http/1.1"]).await;
+        tls.write_all(b"GET /api/tunnels HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        flood::closed_after(&mut tls, support::LIMIT).await
+    };
+    let refused = async {
+        let mut tls = flood::engine_tls(&engine, &[b"http/1.1"]).await;
+        let rsp = exchange(&mut tls, "GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(rsp.starts_with("HTTP/1.1 401"), "{rsp}");
+        flood::closed_after(&mut tls, support::LIMIT).await
+    };
+    let kept = async {
+        let mut tls = flood::engine_tls(&engine, &[b"http/1.1"]).await;
+        let rsp = exchange(&mut tls, authorized).await;
+        assert!(rsp.starts_with("HTTP/1.1 204"), "{rsp}");
+        tokio::time::sleep(ADMISSION * 2).await;
+        let rsp = exchange(&mut tls, authorized).await;
+        assert!(rsp.starts_with("HTTP/1.1 204"), "{rsp}");
+    };
+    let (half, refused, ()) = tokio::join!(half, refused, kept);
+    at_the_deadline("half a request head", half);
+    at_the_deadline("a refused request", refused);
+}
+
+/// With `max_unauthenticated_connections` (16) filled by idle sockets that
+/// are reopened as soon as the engine closes them (every ALPN, and with
+/// tokens configured, control-channel requests without a token), an
+/// authenticated agent still connects, creates a tunnel and dials it: its
+/// fresh connection evicts the oldest idle one, and stays until the flood
+/// has opened 16 more. The flood holds 24 sockets for 16 places, so it
+/// churns on its own all along (each reopened socket evicts another).
+/// `max_connections` (8) is not touched by the flood.
+#[tokio::test]
+async fn a_reconnecting_flood_of_unauthenticated_sockets_does_not_lock_agents_out() {
+    support::init_tracing();
+    for token in [None, Some("agent-token")] {
+        let mut builder = LocalEngine::builder()
+            .max_unauthenticated_connections(16)
+            .max_connections(8);
+        if let Some(token) = token {
+            builder = builder.token(token);
+        }
+        let engine = builder.start().await.unwrap();
+        let mut agent = options(&engine);
+        if let Some(token) = token {
+            agent = agent.token(token);
+        }
+        let client = agent.build().unwrap();
+
+        let (count, time) = (20_000, Duration::from_secs(30));
+        let mut floods = vec![
+            Flood::start(&engine, 8, Idle::Tcp, count, time).await,
+            Flood::start(&engine, 4, Idle::Tls(&[]), count, time).await,
+            Flood::start(&engine, 4, Idle::Tls(&[proto::ALPN]), count, time).await,
+            Flood::start(&engine, 2, Idle::Tls(&[b"http/1.1"]), count, time).await,
+            Flood::start(&engine, 2, Idle::Tls(&[b"h2"]), count, time).await,
+        ];
+        // Refused at once, reopened at once: a churning flood that has no
+        // token to present (without tokens, such requests would be agents).
+        let extra = if token.is_some() {
+            Idle::NoToken
+        } else {
+            Idle::Tls(&[])
+        };
+        floods.push(Flood::start(&engine, 4, extra, count, time).await);
+        let in_place: usize = floods.iter().map(Flood::opened).sum();
+
+        // Each of the agent's connections (control channel, dial, the
+        // owner's proxy connection) has the time the flood takes to open
+        // 16 sockets to prove itself; one that loses that race is retried,
+        // as any client would.
+        let started = Instant::now();
+        let mut attempts = 0;
+        let control = within("agent connects", async {
+            loop {
+                attempts += 1;
+                match client.connect().await {
+                    Ok(control) => break control,
+                    Err(e) => eprintln!("connect attempt {attempts} failed: {e}"),
+                }
+            }
+        })
+        .await;
+        let _echo = spawn_echo(
+            control
+                .create_tunnel(TunnelOptions::new().name("through-the-flood"))
+                .await
+                .unwrap(),
+        );
+        within("dial", async {
+            loop {
+                attempts += 1;
+                let dialed = client
+                    .dial_with("through-the-flood", DialOptions::new().zero_rtt(false))
+                    .await;
+                let mut stream = match dialed {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        eprintln!("dial attempt {attempts} failed: {e}");
+                        continue;
+                    }
+                };
+                let mut back = [0u8; 7];
+                let echoed = async {
+                    stream.write_all(b"through").await?;
+                    stream.read_exact(&mut back).await
+                };
+                match echoed.await {
+                    Ok(_) if &back == b"through" => break,
+                    other => eprintln!("dial attempt {attempts}: no echo: {other:?}"),
+                }
+            }
+        })
+        .await;
+        let took = started.elapsed();
+        let opened: usize = floods.iter().map(Flood::opened).sum();
+        for f in &floods {
+            f.stop();
+        }
+        eprintln!(
+            "token {token:?}: agent in after {took:?} and {attempts} connections, while the flood opened {} connections",
+            opened - in_place
+        );
+        // The flood kept reopening sockets all along.
+        assert!(opened > in_place + 16, "{opened} <= {in_place} + 16");
+        assert!(control.status().borrow().is_connected());
+    }
+}
+
+/// With `max_connections` (8) smaller than the published downstreams held
+/// at once (24, each echoed through its own proxy connection), the owner
+/// still opens a new control channel and dials a private tunnel: proxy
+/// connections ride on their downstream's permit, not on the engine port's.
+#[tokio::test]
+async fn held_published_downstreams_do_not_lock_the_owner_out() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .max_connections(8)
+        .start()
+        .await
+        .unwrap();
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let tunnel = control.create_tunnel(TunnelOptions::tcp()).await.unwrap();
+    let addr = tunnel
+        .forwarding_address()
+        .trim_end_matches(" (tcp)")
+        .to_owned();
+    let _echo = spawn_echo(tunnel);
+    let mut held = Vec::new();
+    for i in 0..24 {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        let msg = format!("held {i}");
+        tcp.write_all(msg.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        within("held echo", tcp.read_exact(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(back, msg.as_bytes());
+        held.push(tcp);
+    }
+
+    let again = within("new control channel", client.connect())
+        .await
+        .unwrap();
+    let _private = spawn_echo(
+        again
+            .create_tunnel(TunnelOptions::new().name("owner-private"))
+            .await
+            .unwrap(),
+    );
+    let stream = within("dial", client.dial("owner-private")).await.unwrap();
+    assert_eq!(echo_round_trip(stream, b"owner").await, b"owner");
+    // Every held downstream still flows.
+    for tcp in &mut held {
+        tcp.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        within("still flowing", tcp.read_exact(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(&back, b"ping");
+    }
+    assert!(control.status().borrow().is_connected());
+    assert_eq!(engine.clients().len(), 2);
 }

@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 #[allow(dead_code)]
+pub mod flood;
+#[allow(dead_code)]
 pub mod scripted;
 
 use std::sync::Arc;
