@@ -26,10 +26,11 @@
 //!
 //! Released proxy connections are bounded too, without a budget of their
 //! own: a claim needs a pending stream (at most `max_pending_streams` per
-//! tunnel, each claimed once), and a claimed connection lives only inside
-//! the task of the downstream or dial that waits for it, each of which
-//! holds its own permit; when that waiter is gone, the connection is
-//! dropped.
+//! tunnel, each claimed once), and a claimed connection is released only
+//! when handed to the downstream or dial that waits for it, each of which
+//! holds its own permit, and lives only in that waiter's task (dropped
+//! when the waiter is gone): at most `max_published_connections +
+//! max_connections` at once.
 
 use std::collections::BTreeMap;
 use std::io;

@@ -120,9 +120,12 @@ impl Drop for PendingGuard<'_> {
 /// published downstream (`max_published_connections`) or a private dial
 /// (`max_connections`), so downstreams never take slots from agents.
 /// Their number stays bounded: each claim consumes one pending stream (at
-/// most `max_pending_streams` per tunnel, each claimed once), and the
-/// claimed connection lives only in the task of the downstream or dial
-/// waiting for it (dropped when that waiter is gone).
+/// most `max_pending_streams` per tunnel, each claimed once, each with a
+/// downstream or dial waiting for it), and the claimed connection is
+/// released only when handed to that waiter, whose task it then lives in
+/// (dropped at once when the waiter is gone). So at most
+/// `max_published_connections + max_connections` released proxy
+/// connections exist at once.
 pub(crate) async fn serve_proxy(
     inner: &Inner,
     mut tls: ServerTls,
@@ -136,7 +139,6 @@ pub(crate) async fn serve_proxy(
         .claim_pending(&req.stream_id, token.as_deref());
     match claimed {
         Some(waiter) => {
-            admission.release();
             if !zero_rtt {
                 let ok = Message::new(Payload::ProxyRsp(ProxyRsp { error: None }));
                 if let Err(e) = write(&mut tls, &ok).await {
@@ -145,6 +147,8 @@ pub(crate) async fn serve_proxy(
                     return;
                 }
             }
+            // Released only when handed over: the waiter's permit covers it.
+            admission.release();
             // Capacity 2 and one connection per stream: never full.
             let _ = waiter.try_send(PendingEvent::Connected(Box::new(tls)));
         }
