@@ -133,7 +133,9 @@ impl ConnServer {
         let io = TokioIo::new(WriteDeadline::new(io, limits.write_timeout));
         let mut conn = pin!(self.builder.serve_connection_with_upgrades(io, service));
         let mut shutdown = pin!(shutdown);
-        let timer = tokio::time::sleep(limits.header_read_timeout);
+        let first_request_by = Instant::now() + limits.header_read_timeout;
+        // The first check comes at whichever bound is nearer.
+        let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
         let mut timer = pin!(timer);
         let mut closing = false;
         loop {
@@ -151,6 +153,9 @@ impl ConnServer {
                 () = timer.as_mut(), if !closing => {
                     let now = Instant::now();
                     match activity.state() {
+                        State::NoRequestYet if now < first_request_by => {
+                            timer.as_mut().reset(first_request_by);
+                        }
                         State::NoRequestYet => {
                             tracing::debug!(
                                 timeout = ?limits.header_read_timeout,
