@@ -13,8 +13,8 @@
 
 mod support;
 
-use std::future::IntoFuture;
 use std::convert::Infallible;
+use std::future::IntoFuture;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};

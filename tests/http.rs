@@ -521,7 +521,9 @@ async fn slowloris_on_http_serve_is_cut_off_while_other_requests_are_served() {
     for i in 0..8 {
         let mut tls = tls_connect(&url, &ca, &[b"http/1.1"]).await;
         if i % 2 == 0 {
-            tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
         }
         attackers.push(tokio::spawn(async move { until_closed(&mut tls).await }));
     }
@@ -555,11 +557,15 @@ async fn http_serve_closes_idle_keep_alive_connections_but_not_slow_or_streaming
     let (slow_url, slow_ca) = (url.clone(), ca.clone());
     let slow = tokio::spawn(async move { https_get(&slow_url, &slow_ca, "/slow").await });
     let mut sse = tls_connect(&url, &ca, &[b"http/1.1"]).await;
-    sse.write_all(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    sse.write_all(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
 
     // An idle keep-alive connection is closed `idle` after its response.
     let mut keep = tls_connect(&url, &ca, &[b"http/1.1"]).await;
-    keep.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    keep.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = within("response", keep.read(&mut buf)).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -619,7 +625,10 @@ async fn after_the_drain_timeout_a_never_ending_request_is_closed_and_serve_retu
         "serve returned after {returned:?}"
     );
     let took = until_closed(&mut forever).await;
-    assert!(took < Duration::from_secs(2), "the connection stayed {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the connection stayed {took:?}"
+    );
 }
 
 #[tokio::test]

@@ -109,11 +109,14 @@ impl ConnServer {
     /// Serves one connection until it ends. When `shutdown` completes, the
     /// connection is shut down gracefully (in-flight requests finish); to
     /// stop it at once, drop the future.
+    /// `abort`, when signalled (by a handler holding a clone), closes the
+    /// connection at once.
     pub(crate) async fn serve<I, S, B>(
         &self,
         io: I,
         service: S,
         shutdown: impl Future<Output = ()>,
+        abort: ConnAbort,
         what: &'static str,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -144,6 +147,10 @@ impl ConnServer {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, "{what} connection ended with an error");
                     }
+                    return;
+                }
+                () = abort.0.notified() => {
+                    tracing::debug!("{what} connection aborted by its handler");
                     return;
                 }
                 () = &mut shutdown, if !closing => {
@@ -177,6 +184,22 @@ impl ConnServer {
                 }
             }
         }
+    }
+}
+
+/// Closes one connection at once, from a handler (e.g. a watch whose
+/// events the peer does not take). Clones share the connection.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ConnAbort(Arc<tokio::sync::Notify>);
+
+impl ConnAbort {
+    pub(crate) fn new() -> Self {
+        ConnAbort::default()
+    }
+
+    /// Closes the connection (now, or as soon as it is served).
+    pub(crate) fn abort(&self) {
+        self.0.notify_one();
     }
 }
 

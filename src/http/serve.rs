@@ -14,7 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::conn::{ConnLimits, ConnServer};
+use super::conn::{ConnAbort, ConnLimits, ConnServer};
 use crate::error::{BoxError, Result};
 use crate::stream::RstreamStream;
 use crate::tunnel::Tunnel;
@@ -361,5 +361,7 @@ async fn serve_stream<S, B>(
         req.extensions_mut().insert(connect_info.clone());
         hyper::service::Service::call(&service, req)
     });
-    server.serve(stream, service, shutdown, "tunnel HTTP").await;
+    server
+        .serve(stream, service, shutdown, ConnAbort::new(), "tunnel HTTP")
+        .await;
 }

@@ -43,7 +43,7 @@ use tower::ServiceExt;
 
 use super::streams::ServerTls;
 use super::Inner;
-use crate::http::conn::{ConnLimits, ConnServer};
+use crate::http::conn::{ConnAbort, ConnLimits, ConnServer};
 
 /// The shared state of every handler.
 type Engine = Arc<Inner>;
@@ -363,6 +363,8 @@ pub(crate) async fn serve(inner: Arc<Inner>, tls: ServerTls, peer: SocketAddr) {
         "this connection",
         "8 per connection",
     );
+    let abort = ConnAbort::new();
+    let abort_handle = abort.clone();
     // Per-connection request extensions, added to every request.
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         let router = router.clone();
@@ -371,12 +373,13 @@ pub(crate) async fn serve(inner: Arc<Inner>, tls: ServerTls, peer: SocketAddr) {
             extensions.insert(c.clone());
         }
         extensions.insert(connection_watches.clone());
+        extensions.insert(abort_handle.clone());
         async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
     tracing::trace!(%peer, "Engine API connection");
     inner
         .api
         .server
-        .serve(tls, service, std::future::pending(), "Engine API")
+        .serve(tls, service, std::future::pending(), abort, "Engine API")
         .await;
 }

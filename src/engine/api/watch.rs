@@ -14,13 +14,15 @@
 //! connection's write bound closes it; WebSocket: the send times out);
 //! WebSocket frames and messages from the watcher are capped at 64 KiB.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, StatusCode};
@@ -32,6 +34,7 @@ use super::{Authorized, Engine, Params, Rejection};
 use crate::api::models::rfc3339;
 use crate::api::{Event, EventObject, EventType, InitialState, Status, WatchParams};
 use crate::engine::events::{EngineEvent, Sequenced, WatchEnd, Watcher, WATCH_QUEUE};
+use crate::http::conn::ConnAbort;
 
 /// SSE keepalive comment period.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -207,6 +210,69 @@ struct SseState {
     feed: Feed,
     keepalive: tokio::time::Interval,
     done: bool,
+    unaccepted: Arc<Unaccepted>,
+}
+
+/// Since when the SSE body has been waiting for the connection to take its
+/// last frame (hyper asks for the next frame once it has taken one).
+struct Unaccepted {
+    base: Instant,
+    /// Milliseconds from `base` + 1; 0 while the connection is asking.
+    since_ms: AtomicU64,
+}
+
+impl Unaccepted {
+    fn new() -> Self {
+        Unaccepted {
+            base: Instant::now(),
+            since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn taken(&self) {
+        self.since_ms.store(0, Ordering::Release);
+    }
+
+    fn yielded(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.since_ms.store(ms + 1, Ordering::Release);
+    }
+
+    /// How long the last frame has been waiting, if it is.
+    fn waiting(&self) -> Option<Duration> {
+        match self.since_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(
+                self.base
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms - 1)),
+            ),
+        }
+    }
+}
+
+/// Closes the connection of an SSE watch whose frame the connection has
+/// not taken within `bound` (a watcher that stopped reading, or an h2 peer
+/// that withholds flow-control credit). The body is not polled while
+/// stalled, so this runs beside it, until the body is dropped.
+fn cut_off_when_stalled(unaccepted: Weak<Unaccepted>, bound: Duration, abort: ConnAbort) {
+    let period = (bound / 4).max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(unaccepted) = unaccepted.upgrade() else {
+                return;
+            };
+            if unaccepted.waiting().is_some_and(|waited| waited >= bound) {
+                tracing::debug!(
+                    ?bound,
+                    "SSE watcher stopped reading; closing its connection"
+                );
+                abort.abort();
+                return;
+            }
+        }
+    });
 }
 
 /// `GET /api/sse`.
@@ -215,19 +281,27 @@ pub(super) async fn sse(
     slot: WatchSlot,
     State(inner): State<Engine>,
     Params(params): Params<WatchParams>,
+    abort: Option<Extension<ConnAbort>>,
 ) -> Response {
+    let unaccepted = Arc::new(Unaccepted::new());
+    if let Some(Extension(abort)) = abort {
+        cut_off_when_stalled(Arc::downgrade(&unaccepted), inner.api.write_timeout, abort);
+    }
     let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = SseState {
         feed: Feed::start(&inner, params, slot),
         keepalive,
         done: false,
+        unaccepted,
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
+        // Asked for a frame: the previous one was taken.
+        s.unaccepted.taken();
         if s.done {
             return None;
         }
-        tokio::select! {
+        let next = tokio::select! {
             next = s.feed.next() => match next {
                 Ok(event) => {
                     let frame = Bytes::from(format!("data: {}\n\n", json(&event)));
@@ -245,7 +319,11 @@ pub(super) async fn sse(
                 }
             },
             _ = s.keepalive.tick() => Some((Ok(Bytes::from_static(b": keepalive\n\n")), s)),
+        };
+        if let Some((_, s)) = &next {
+            s.unaccepted.yielded();
         }
+        next
     });
     (
         StatusCode::OK,
