@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::future::IntoFuture;
+
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -23,7 +25,7 @@ async fn main() -> Result<(), support::BoxError> {
         .create_tunnel(TunnelOptions::new().name("inventory-api"))
         .await?;
     let app = Router::new().route("/items", get(|| async { r#"["apple","pear"]"# }));
-    tokio::spawn(rstream::http::serve(tunnel, app));
+    tokio::spawn(rstream::http::serve(tunnel, app).into_future());
 
     let http = HttpClient::builder(TokioExecutor::new())
         .build::<_, Empty<Bytes>>(setup.client.connector());

@@ -1,5 +1,6 @@
 //! A plain hyper/tower service on a tunnel with `rstream::http::serve`
-//! (HTTP/1.1 and h2c auto-detected, upgrades enabled).
+//! (HTTP/1.1 and h2c auto-detected, upgrades enabled), stopped gracefully
+//! on ctrl-c or when the tunnel closes.
 //!
 //! ```text
 //! cargo run --example hyper_tunnel [-- --serve]
@@ -8,6 +9,8 @@
 mod support;
 
 use std::convert::Infallible;
+use std::future::IntoFuture;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -31,14 +34,22 @@ async fn main() -> Result<(), support::BoxError> {
         );
         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
     });
+    // One shutdown signal: our own stop, ctrl-c, or the tunnel closing.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(rstream::http::serve_with_shutdown(
-        tunnel,
-        service,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let closed = tunnel.closed();
+    let signal = async move {
+        tokio::select! {
+            _ = stopped => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = closed => {}
+        }
+    };
+    let server = tokio::spawn(
+        rstream::http::serve(tunnel, service)
+            .drain_timeout(Duration::from_secs(10))
+            .with_graceful_shutdown(signal)
+            .into_future(),
+    );
 
     let (status, body) = support::https_get(&setup.tls, &url).await?;
     println!("GET {url} -> {status}: {}", body.trim_end());

@@ -14,6 +14,7 @@
 mod support;
 
 use std::convert::Infallible;
+use std::future::IntoFuture;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -81,7 +82,7 @@ async fn main() -> Result<(), support::BoxError> {
     let ws_url = format!("{}/ws", url.replacen("https://", "wss://", 1));
     println!("forwarding address: {url}");
     println!("WebSocket endpoint: {ws_url}");
-    tokio::spawn(rstream::http::serve(tunnel, tower::service_fn(handle)));
+    tokio::spawn(rstream::http::serve(tunnel, tower::service_fn(handle)).into_future());
 
     // The check: a real WebSocket client through the published address.
     let tls = support::tls_connect(&setup.tls, &url, &[b"http/1.1"]).await?;

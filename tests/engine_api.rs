@@ -626,7 +626,14 @@ async fn a_thousand_events_arrive_in_order() {
 
 #[tokio::test]
 async fn a_stalled_subscriber_is_cut_off() {
-    let engine = engine().await;
+    // Generating the events below can take longer than the 30 s write
+    // bound on a busy machine; this test is about the queue bound.
+    let engine = bounded_engine(
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    )
+    .await;
     // A raw SSE subscriber with a tiny receive buffer that reads nothing.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -1153,4 +1160,250 @@ async fn an_idle_sse_watch_gets_a_keepalive_comment_every_15_s() {
         keepalive_at >= Duration::from_secs(14) && keepalive_at < Duration::from_secs(20),
         "first keepalive after {keepalive_at:?}"
     );
+}
+
+// ---- Connection bounds (issue 21): no peer holds an API connection for free.
+
+/// An engine with short Engine API bounds: `head` for a request head (and a
+/// new connection's first), `idle` without a request, `write` for a stalled
+/// write.
+async fn bounded_engine(head: Duration, idle: Duration, write: Duration) -> LocalEngine {
+    support::init_tracing();
+    LocalEngine::builder()
+        .token(TOKEN)
+        .api_timeouts_for_tests(head, idle, write)
+        .start()
+        .await
+        .expect("engine")
+}
+
+/// A TLS connection to the engine port with one ALPN.
+async fn api_tls(
+    engine: &LocalEngine,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let url = format!("https://{}", engine.engine_address());
+    support::tls_connect(&url, engine.ca_pem(), &[alpn]).await
+}
+
+/// Reads until EOF or an error; how long that took.
+async fn until_closed(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Duration {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    within("the engine closes the connection", async {
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn idle_and_silent_api_connections_are_closed() {
+    let head = Duration::from_millis(1500);
+    let idle = Duration::from_millis(800);
+    let engine = bounded_engine(head, idle, Duration::from_secs(30)).await;
+
+    // TLS done, then nothing (on both API ALPNs): closed after `head`.
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let mut silent = api_tls(&engine, alpn).await;
+        let took = until_closed(&mut silent).await;
+        assert!(
+            took >= head - Duration::from_millis(200) && took < head * 3,
+            "{}: silent connection closed after {took:?}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+
+    // Half a request head: closed after `head` too.
+    let mut half = api_tls(&engine, b"http/1.1").await;
+    half.write_all(b"GET /api/health/live HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let took = until_closed(&mut half).await;
+    assert!(took < head * 3, "half a head held for {took:?}");
+
+    // An idle HTTP/1.1 keep-alive connection: closed `idle` after its response.
+    let mut h1 = api_tls(&engine, b"http/1.1").await;
+    h1.write_all(b"GET /api/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within("response", h1.read(&mut buf)).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let took = until_closed(&mut h1).await;
+    assert!(
+        took >= idle - Duration::from_millis(200) && took < idle * 4,
+        "idle HTTP/1.1 connection closed after {took:?}"
+    );
+
+    // An idle h2 connection (it answers pings): GOAWAY and closed after `idle`.
+    let tls = api_tls(&engine, b"h2").await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!(
+        "https://{}/api/health/live",
+        engine.engine_address()
+    ))
+    .body(Empty::<Bytes>::new())
+    .unwrap();
+    let rsp = within("h2 response", send.send_request(req)).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    rsp.into_body().collect().await.unwrap();
+    let started = Instant::now();
+    let _ = within("the engine closes the idle h2 connection", conn).await;
+    let took = started.elapsed();
+    assert!(
+        took >= idle - Duration::from_millis(200) && took < idle * 4,
+        "idle h2 connection closed after {took:?}"
+    );
+
+    // A watch is a request in flight, never idle: it outlives the bound.
+    let mut watch = api(&engine).watch(WatchParams::new());
+    assert_eq!(next(&mut watch).await.event_type, EventType::StateInitial);
+    tokio::time::sleep(idle * 3).await;
+    let _t = client(&engine)
+        .connect()
+        .await
+        .unwrap()
+        .create_tunnel(TunnelOptions::new().name("still-watched"))
+        .await
+        .unwrap();
+    loop {
+        let e = next(&mut watch).await;
+        if e.tunnel()
+            .is_some_and(|t| t.name.as_deref() == Some("still-watched"))
+        {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_cut_off_within_the_write_bound() {
+    let write = Duration::from_millis(500);
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .token(TOKEN)
+        .max_watches(1)
+        .api_timeouts_for_tests(Duration::from_secs(10), Duration::from_secs(60), write)
+        .start()
+        .await
+        .unwrap();
+    // An h2 watcher that gives the stream 64 bytes of credit and never reads:
+    // no WINDOW_UPDATE ever comes, while the TCP connection stays healthy
+    // (it answers pings), so only the watch's write bound can end it.
+    let tls = api_tls(&engine, b"h2").await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(64)
+            .handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("https://{}/api/sse", engine.engine_address()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let stalled = within("watch", send.send_request(req)).await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    // The only watch slot is taken: one more is refused.
+    let (status, body) = raw_get(&engine, "/api/sse", Some(TOKEN)).await;
+    assert_eq!(status, 429, "{body}");
+
+    // A few events, more than the 64 bytes of credit.
+    let started = Instant::now();
+    let control = client(&engine).connect().await.unwrap();
+    for i in 0..3 {
+        let _t = control
+            .create_tunnel(TunnelOptions::new().name(format!("s{i}")))
+            .await
+            .unwrap();
+    }
+    let _ = within("the stalled watcher's connection is closed", conn).await;
+    let took = started.elapsed();
+    assert!(
+        took >= write - Duration::from_millis(100) && took < write * 6,
+        "cut off after {took:?}"
+    );
+    drop(stalled);
+    // Its slot was given back.
+    let mut watch = api(&engine).watch(WatchParams::new());
+    assert_eq!(next(&mut watch).await.event_type, EventType::StateInitial);
+}
+
+#[tokio::test]
+async fn watches_are_capped_per_connection_and_per_engine() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .token(TOKEN)
+        .max_watches(10)
+        .start()
+        .await
+        .unwrap();
+    let sse = || {
+        http::Request::get(format!("https://{}/api/sse", engine.engine_address()))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    // One h2 connection: 8 watches, the 9th is refused.
+    let tls = api_tls(&engine, b"h2").await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let rsp = within("watch", send.send_request(sse())).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        held.push(rsp);
+    }
+    let rsp = within("ninth watch", send.send_request(sse()))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 429);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("too many watches on this connection"),
+        "{body}"
+    );
+
+    // The engine: 10 in all, so two more on other connections, then 429.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let mut w = api(&engine).watch(WatchParams::new());
+        assert_eq!(next(&mut w).await.event_type, EventType::StateInitial);
+        others.push(w);
+    }
+    let (status, body) = raw_get(&engine, "/api/sse", Some(TOKEN)).await;
+    assert_eq!(status, 429);
+    assert!(body.contains("too many watches on the engine"), "{body}");
+    let refused = api(&engine).watch(WatchParams::new()).next().await;
+    assert!(refused.is_some_and(|r| r.is_err()));
+
+    // Closing one watch gives its slot back.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let (status, _) = raw_get(&engine, "/api/sse", Some(TOKEN)).await;
+        if status == 200 {
+            again = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, Some(200));
 }

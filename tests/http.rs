@@ -31,6 +31,24 @@ fn app() -> Router {
             }),
         )
         .route(
+            "/stream-info",
+            get(|req: http::Request<axum::body::Body>| async move {
+                let info = req.extensions().get::<rstream::StreamInfo>();
+                format!("{:?}", info.and_then(|i| i.source_ip()))
+            }),
+        )
+        .route("/forever", get(std::future::pending::<&'static str>))
+        .route(
+            "/sse",
+            get(|| async {
+                let events = futures_util::stream::iter(0..10).then(|i| async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, Infallible>(Bytes::from(format!("data: {i}\n\n")))
+                });
+                axum::body::Body::from_stream(events)
+            }),
+        )
+        .route(
             "/slow",
             get(|| async {
                 tokio::time::sleep(Duration::from_millis(800)).await;
@@ -262,7 +280,7 @@ async fn rstream_http_serve_returns_when_the_tunnel_closes() {
             req.version()
         )))))
     });
-    let server = tokio::spawn(rstream::http::serve(tunnel, svc));
+    let server = tokio::spawn(rstream::http::serve(tunnel, svc).into_future());
     let (status, body) = https_get(&url, engine.ca_pem(), "/").await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "HTTP/1.1"));
     control.close().await.unwrap();
@@ -334,7 +352,7 @@ async fn hyper_clients_over_dialed_streams() {
         .await
         .unwrap();
     let id = tunnel.id().to_owned();
-    let _server = tokio::spawn(rstream::http::serve(tunnel, app()));
+    let _server = tokio::spawn(rstream::http::serve(tunnel, app()).into_future());
 
     // hyper http1 handshake on a dialed stream.
     let stream = client.dial("private-api").await.unwrap();
@@ -456,4 +474,169 @@ async fn large_bodies_stream_both_ways() {
         }
     }
     assert_eq!(n, mib << 20);
+}
+
+// ---- `rstream::http::serve` bounds (issue 21) and request extensions.
+
+/// Reads until EOF or an error; how long that took.
+async fn until_closed(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Duration {
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    within("the connection is closed", async {
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    started.elapsed()
+}
+
+/// `app()` under `rstream::http::serve` with `configure` applied, on a
+/// published http tunnel: the URL and the serve task.
+async fn served(
+    engine: &rstream::engine::LocalEngine,
+    configure: impl FnOnce(rstream::http::Serve<Router>) -> rstream::http::Serve<Router>,
+) -> (
+    String,
+    rstream::ControlChannel,
+    tokio::task::JoinHandle<rstream::Result<()>>,
+) {
+    let control = client(engine).connect().await.unwrap();
+    let tunnel = control.create_tunnel(TunnelOptions::http()).await.unwrap();
+    let url = tunnel.forwarding_address().to_owned();
+    let serve = configure(rstream::http::serve(tunnel, app()));
+    (url, control, tokio::spawn(serve.into_future()))
+}
+
+#[tokio::test]
+async fn slowloris_on_http_serve_is_cut_off_while_other_requests_are_served() {
+    let engine = engine().await;
+    let head = Duration::from_millis(1500);
+    let (url, _control, _server) = served(&engine, |s| s.header_read_timeout(head)).await;
+    let ca = engine.ca_pem().to_owned();
+    // Half a request head, then nothing; and connections that send nothing.
+    let mut attackers = Vec::new();
+    for i in 0..8 {
+        let mut tls = tls_connect(&url, &ca, &[b"http/1.1"]).await;
+        if i % 2 == 0 {
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        attackers.push(tokio::spawn(async move { until_closed(&mut tls).await }));
+    }
+    // Meanwhile, everyone else is served.
+    let started = std::time::Instant::now();
+    while started.elapsed() < head {
+        let (status, body) = https_get(&url, &ca, "/").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "root"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for attacker in attackers {
+        let took = within("attacker", attacker).await.unwrap();
+        assert!(
+            took >= head - Duration::from_millis(300) && took < head * 3,
+            "a slow connection was held for {took:?}"
+        );
+    }
+    let (status, _) = https_get(&url, &ca, "/").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn http_serve_closes_idle_keep_alive_connections_but_not_slow_or_streaming_ones() {
+    let engine = engine().await;
+    let idle = Duration::from_millis(500);
+    let (url, _control, _server) = served(&engine, |s| s.idle_timeout(idle)).await;
+    let ca = engine.ca_pem().to_owned();
+
+    // A slow handler (800 ms > idle) and an SSE stream (2 s) on their own
+    // connections are not cut.
+    let (slow_url, slow_ca) = (url.clone(), ca.clone());
+    let slow = tokio::spawn(async move { https_get(&slow_url, &slow_ca, "/slow").await });
+    let mut sse = tls_connect(&url, &ca, &[b"http/1.1"]).await;
+    sse.write_all(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // An idle keep-alive connection is closed `idle` after its response.
+    let mut keep = tls_connect(&url, &ca, &[b"http/1.1"]).await;
+    keep.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within("response", keep.read(&mut buf)).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let took = until_closed(&mut keep).await;
+    assert!(
+        took >= idle - Duration::from_millis(200) && took < idle * 4,
+        "idle connection closed after {took:?}"
+    );
+
+    let (status, body) = within("slow handler", slow).await.unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "slow done"));
+    let mut received = Vec::new();
+    within("the whole SSE stream", async {
+        loop {
+            let n = sse.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the SSE connection was cut");
+            received.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&received).contains("data: 9") {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_the_drain_timeout_a_never_ending_request_is_closed_and_serve_returns() {
+    let engine = engine().await;
+    let control = client(&engine).connect().await.unwrap();
+    let tunnel = control.create_tunnel(TunnelOptions::http()).await.unwrap();
+    let url = tunnel.forwarding_address().to_owned();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain = Duration::from_millis(500);
+    let server = tokio::spawn(
+        rstream::http::serve(tunnel, app())
+            .drain_timeout(drain)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    let mut forever = tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
+    forever
+        .write_all(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    within("serve returns after the drain", server)
+        .await
+        .unwrap()
+        .expect("a graceful shutdown returns Ok");
+    let returned = started.elapsed();
+    assert!(
+        returned >= drain - Duration::from_millis(100) && returned < drain * 4,
+        "serve returned after {returned:?}"
+    );
+    let took = until_closed(&mut forever).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "the connection stayed {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn http_serve_gives_handlers_connect_info_and_stream_info() {
+    let engine = engine().await;
+    let (url, _control, _server) = served(&engine, |s| s).await;
+    let (status, body) = https_get(&url, engine.ca_pem(), "/who").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "Some(127.0.0.1)"));
+    let (status, body) = https_get(&url, engine.ca_pem(), "/stream-info").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "Some(127.0.0.1)"));
 }

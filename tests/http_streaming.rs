@@ -1,6 +1,6 @@
 //! HTTP streaming and lifecycle through published tunnels: server-sent events
 //! keep flowing, a client that goes away cancels the handler's body,
-//! `rstream::http::serve_with_shutdown` lets in-flight requests finish, and a
+//! `rstream::http::serve(..).with_graceful_shutdown(..)` lets in-flight requests finish, and a
 //! closed tunnel never turns `Listener::accept` into a hot loop.
 
 mod support;
@@ -151,7 +151,7 @@ async fn client_disconnect_cancels_the_handlers_body() {
 }
 
 #[tokio::test]
-async fn http_serve_with_shutdown_finishes_in_flight_requests() {
+async fn http_serve_graceful_shutdown_finishes_in_flight_requests() {
     let engine = engine().await;
     let control = client(&engine).connect().await.unwrap();
     let tunnel = control.create_tunnel(TunnelOptions::http()).await.unwrap();
@@ -165,9 +165,13 @@ async fn http_serve_with_shutdown_finishes_in_flight_requests() {
         ))))
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(rstream::http::serve_with_shutdown(tunnel, svc, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(
+        rstream::http::serve(tunnel, svc)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .into_future(),
+    );
     let (status, _) = https_get(&url, engine.ca_pem(), "/").await;
     assert_eq!(status, 200);
 
@@ -178,7 +182,7 @@ async fn http_serve_with_shutdown_finishes_in_flight_requests() {
     stop_tx.send(()).unwrap();
     let (status, body) = within("in-flight request", slow).await.unwrap();
     assert_eq!((status.as_u16(), body.as_str()), (200, "finished"));
-    within("serve_with_shutdown returns", server)
+    within("serve with_graceful_shutdown returns", server)
         .await
         .unwrap()
         .expect("a graceful shutdown returns Ok");

@@ -102,6 +102,8 @@ pub struct LocalEngineBuilder {
     webhooks: Vec<(String, crate::webhook::WebhookSecret)>,
     client_cas: Vec<ClientCaSource>,
     require_client_certificate: bool,
+    max_watches: usize,
+    api_timeouts: api::ApiTimeouts,
 }
 
 /// Where a trusted client CA comes from (read by `start`).
@@ -127,6 +129,8 @@ impl Default for LocalEngineBuilder {
             webhooks: Vec::new(),
             client_cas: Vec::new(),
             require_client_certificate: false,
+            max_watches: api::DEFAULT_MAX_WATCHES,
+            api_timeouts: api::ApiTimeouts::default(),
         }
     }
 }
@@ -287,6 +291,29 @@ impl LocalEngineBuilder {
         self
     }
 
+    /// How many Engine API watches (`/api/sse`, `/api/websocket`) the
+    /// engine serves at once (default 256); one more is refused with
+    /// `429 Too Many Requests`. Each connection also holds at most 8.
+    /// Must be at least 1.
+    pub fn max_watches(mut self, n: usize) -> Self {
+        self.max_watches = n;
+        self
+    }
+
+    /// Test knob: the Engine API connection bounds (request head 10 s,
+    /// idle 60 s, write 30 s by default), shortened by tests that observe
+    /// them.
+    #[doc(hidden)]
+    pub fn api_timeouts_for_tests(
+        mut self,
+        head: Duration,
+        idle: Duration,
+        write: Duration,
+    ) -> Self {
+        self.api_timeouts = api::ApiTimeouts { head, idle, write };
+        self
+    }
+
     /// Creates (or reuses) the CA, binds the port and starts serving.
     ///
     /// Fails on an invalid setting (a blank token, a zero liveness timeout,
@@ -321,6 +348,12 @@ impl LocalEngineBuilder {
             return Err(Error::config(
                 "ERR_RSTREAM_INVALID_CONFIG",
                 "local engine: admission_timeout must be greater than zero and at most 300 s",
+            ));
+        }
+        if self.max_watches == 0 {
+            return Err(Error::config(
+                "ERR_RSTREAM_INVALID_CONFIG",
+                "local engine: max_watches must be at least 1",
             ));
         }
         if self.require_client_certificate && self.client_cas.is_empty() {
@@ -400,6 +433,7 @@ impl LocalEngineBuilder {
                 "the published endpoints",
                 "max_published_connections",
             ),
+            api: api::ApiShared::new(self.max_watches, self.api_timeouts),
         });
         for target in webhook_targets {
             // Subscribed before the first connection: no event is missed.
@@ -463,6 +497,8 @@ pub(crate) struct Inner {
     pub(crate) admissions: Arc<admission::Admissions>,
     /// Downstream connections held by all published endpoints.
     pub(crate) published_connections: limits::ConnectionLimit,
+    /// The Engine API's connection server and watch slots.
+    pub(crate) api: api::ApiShared,
 }
 
 impl Inner {

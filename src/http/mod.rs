@@ -1,16 +1,21 @@
 //! HTTP over tunnels, with hyper and tower.
 //!
-//! - Server side: [`serve`] and [`serve_with_shutdown`] run any
-//!   `tower::Service` (an axum `Router`, a `service_fn`…) on every connection
-//!   of a [`Tunnel`](crate::Tunnel), HTTP/1.1 and h2c prior knowledge on the same tunnel,
-//!   with upgrades (WebSocket). With axum, `axum::serve(tunnel, router)`
-//!   works too; see [`Tunnel`](crate::Tunnel).
+//! - Server side: [`serve`] runs any `tower::Service` (an axum `Router`, a
+//!   `service_fn`…) on every connection of a [`Tunnel`](crate::Tunnel),
+//!   HTTP/1.1 and h2c prior knowledge on the same tunnel, with upgrades
+//!   (WebSocket), bounded timeouts and graceful shutdown
+//!   ([`Serve::with_graceful_shutdown`]). With axum,
+//!   `axum::serve(tunnel, router)` works too; see [`Tunnel`](crate::Tunnel).
 //! - Client side: [`Connector`] plugs private dials into
 //!   `hyper_util::client::legacy::Client`: the URI host is the tunnel name or
 //!   id, and each new pooled connection is a dial.
 
+pub(crate) mod conn;
 mod connector;
 mod serve;
 
 pub use connector::Connector;
-pub use serve::{serve, serve_with_shutdown};
+pub use serve::{
+    serve, Serve, WithGracefulShutdown, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+};

@@ -27,6 +27,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
@@ -35,8 +36,6 @@ use axum::{Json, Router};
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -45,6 +44,7 @@ use tower::ServiceExt;
 use super::admission::Admission;
 use super::streams::ServerTls;
 use super::Inner;
+use crate::http::conn::{ConnAbort, ConnLimits, ConnServer};
 
 /// The shared state of every handler.
 type Engine = Arc<Inner>;
@@ -304,31 +304,107 @@ where
     }
 }
 
-/// Serves one API connection (HTTP/1.1 or h2, upgrades allowed).
+/// Engine API: time to send a request head, and for a new connection its
+/// first complete one (TLS is already done): 10 s, as for `rstrm/1`.
+const API_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Engine API: a connection with no request in flight for 60 s is closed
+/// (HTTP/1.1 closed, h2 GOAWAY).
+const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Engine API: a write the peer does not accept for 30 s closes the
+/// connection; a watch event (SSE or WebSocket) that cannot be written
+/// within 30 s ends the watch.
+const API_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Engine API h2 keep-alive: a ping every 30 s…
+const API_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// …answered within 20 s, or the connection is dropped.
+const API_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default `LocalEngineBuilder::max_watches`: 256 watches per engine.
+pub(crate) const DEFAULT_MAX_WATCHES: usize = 256;
+/// Watches one connection may hold at once (8); one more is a 429.
+const MAX_WATCHES_PER_CONNECTION: usize = 8;
+
+/// The Engine API connection bounds (shortened only by tests).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ApiTimeouts {
+    pub(crate) head: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) write: Duration,
+}
+
+impl Default for ApiTimeouts {
+    fn default() -> Self {
+        ApiTimeouts {
+            head: API_HEADER_READ_TIMEOUT,
+            idle: API_IDLE_TIMEOUT,
+            write: API_WRITE_TIMEOUT,
+        }
+    }
+}
+
+/// What every Engine API connection shares: the connection server and the
+/// engine-wide watch slots.
+pub(crate) struct ApiShared {
+    server: ConnServer,
+    pub(super) watches: watch::WatchSlots,
+    pub(super) write_timeout: Duration,
+}
+
+impl ApiShared {
+    pub(crate) fn new(max_watches: usize, timeouts: ApiTimeouts) -> Self {
+        let limits = ConnLimits {
+            header_read_timeout: timeouts.head,
+            idle_timeout: timeouts.idle,
+            write_timeout: timeouts.write,
+            h2_keep_alive_interval: API_H2_KEEP_ALIVE_INTERVAL,
+            h2_keep_alive_timeout: API_H2_KEEP_ALIVE_TIMEOUT,
+        };
+        ApiShared {
+            // WebSocket over h2 (RFC 8441), as axum supports it.
+            server: ConnServer::new(limits, true),
+            watches: watch::WatchSlots::new(
+                max_watches,
+                "the engine",
+                "LocalEngineBuilder::max_watches",
+            ),
+            write_timeout: timeouts.write,
+        }
+    }
+}
+
+/// Serves one API connection (HTTP/1.1 or h2, upgrades allowed), with the
+/// bounds of [`ApiTimeouts`].
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     tls: ServerTls,
     peer: SocketAddr,
     admission: Admission,
 ) {
-    let router = router(inner);
+    let router = router(inner.clone());
     let certificate = super::control::peer_certificate(&tls)
         .map(|leaf| VerifiedCertificate(super::certs::client_identity(leaf).0));
+    let connection_watches = watch::WatchSlots::new(
+        MAX_WATCHES_PER_CONNECTION,
+        "this connection",
+        "8 per connection",
+    );
+    let abort = ConnAbort::new();
+    let abort_handle = abort.clone();
+    // Per-connection request extensions, added to every request.
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         let router = router.clone();
+        let extensions = req.extensions_mut();
         if let Some(c) = &certificate {
-            req.extensions_mut().insert(c.clone());
+            extensions.insert(c.clone());
         }
-        req.extensions_mut().insert(admission.clone());
+        extensions.insert(connection_watches.clone());
+        extensions.insert(abort_handle.clone());
+        extensions.insert(admission.clone());
         async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // WebSocket over h2 (RFC 8441), as axum supports it.
-    builder.http2().enable_connect_protocol();
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
-        tracing::debug!(%peer, error = %e, "Engine API connection ended with an error");
-    }
+    tracing::trace!(%peer, "Engine API connection");
+    inner
+        .api
+        .server
+        .serve(tls, service, std::future::pending(), abort, "Engine API")
+        .await;
 }
