@@ -30,6 +30,7 @@ pub(crate) mod managed;
 mod resolve;
 mod resolved;
 mod secret;
+mod yaml_bound;
 
 use std::fmt;
 use std::io::Read as _;
