@@ -612,6 +612,74 @@ async fn accepted_streams_keep_flowing_while_the_control_channel_is_down() {
     assert_eq!(echo_round_trip(again, b"new").await, b"new");
 }
 
+/// Accepts `n` control connections, answers each handshake and then holds
+/// it for `hold` before dropping it (a flapping engine or load balancer);
+/// returns when each connection was accepted.
+async fn flapping(engine: &Scripted, n: usize, hold: Duration) -> Vec<Instant> {
+    let mut accepted = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut peer = engine.accept().await;
+        accepted.push(Instant::now());
+        peer.open_ok(None).await;
+        tokio::time::sleep(hold).await;
+        drop(peer);
+    }
+    accepted
+}
+
+fn gaps(times: &[Instant]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// An engine that accepts and drops right after the handshake: the
+/// backoff does not reset (the connection did not stay up for
+/// `stable_after`), so delays double (50, 100, 200, 400 ms, ...) instead of
+/// a reconnect every 50 ms. A connection that stayed up longer than
+/// `stable_after` does reset it.
+#[tokio::test]
+async fn a_flapping_engine_gets_growing_reconnect_delays() {
+    let policy = ReconnectPolicy::new()
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_secs(5))
+        .jitter(rstream::control::Jitter::None)
+        .stable_after(Duration::from_millis(300));
+
+    let engine = Scripted::start().await;
+    let client = engine.client().build().unwrap();
+    let (control, accepted) = tokio::join!(client.connect_with(policy.clone()), async {
+        within("flapping", flapping(&engine, 6, Duration::ZERO)).await
+    });
+    let control = control.unwrap();
+    let flap = gaps(&accepted);
+    eprintln!("flapping engine, gaps between connections: {flap:?}");
+    // 50, 100, 200, 400, 800 ms (plus handshakes): growing, not constant.
+    for pair in flap.windows(2) {
+        assert!(pair[1] > pair[0], "delays do not grow: {flap:?}");
+    }
+    assert!(flap[4] >= Duration::from_millis(750), "{flap:?}");
+    assert!(flap[4] >= flap[0] * 8, "{flap:?}");
+    drop(control);
+
+    // Connections that stay up past `stable_after` reset the backoff:
+    // every reconnect comes after the initial 50 ms.
+    let engine = Scripted::start().await;
+    let client = engine.client().build().unwrap();
+    let (control, accepted) = tokio::join!(client.connect_with(policy), async {
+        within("stable", flapping(&engine, 4, Duration::from_millis(400))).await
+    });
+    let control = control.unwrap();
+    let stable = gaps(&accepted);
+    eprintln!("engine holding each connection 400 ms, gaps: {stable:?}");
+    for gap in &stable {
+        let delay = *gap - Duration::from_millis(400);
+        assert!(
+            delay < Duration::from_millis(300),
+            "backoff not reset: {stable:?}"
+        );
+    }
+    drop(control);
+}
+
 // ---------------------------------------------------------------------------
 // Scripted engine: exact frames
 
