@@ -713,3 +713,119 @@ async fn ambient_proxy_never_applies_to_loopback_or_no_proxy_hosts() {
     assert!(log.targets.lock().unwrap().is_empty());
     engine.shutdown().await;
 }
+
+/// Every duration option at its extremes: `Duration::MAX` (and zero where
+/// zero is meaningless) is either rejected at build time with a config
+/// error or clamped to a documented bound; nothing panics, then or later.
+#[test]
+fn duration_extremes_are_rejected_or_clamped() {
+    use std::time::Duration;
+
+    use rstream::config::MAX_TIMEOUT;
+    use rstream::control::{Jitter, ReconnectPolicy, MAX_RECONNECT_DELAY};
+    use rstream::tunnel::ForwardOptions;
+
+    let base = || ClientOptions::new().engine("a.test");
+    let code = |o: ClientOptions| o.build().unwrap_err().code();
+    for d in [
+        Duration::MAX,
+        MAX_TIMEOUT + Duration::from_nanos(1),
+        Duration::ZERO,
+    ] {
+        assert_eq!(
+            code(base().connect_timeout(d)),
+            "ERR_RSTREAM_INVALID_TIMEOUT",
+            "{d:?}"
+        );
+        assert_eq!(
+            code(base().operation_timeout(d)),
+            "ERR_RSTREAM_INVALID_TIMEOUT",
+            "{d:?}"
+        );
+        assert_eq!(
+            code(base().heartbeat_interval(d)),
+            "ERR_RSTREAM_INVALID_CONFIG",
+            "{d:?}"
+        );
+    }
+    assert_eq!(MAX_TIMEOUT, Duration::from_secs(86_400));
+    base()
+        .connect_timeout(MAX_TIMEOUT)
+        .operation_timeout(MAX_TIMEOUT)
+        .build()
+        .expect("the maximum itself is accepted");
+
+    // Reconnect delays: clamped to MAX_RECONNECT_DELAY (1 h), never overflow.
+    assert_eq!(MAX_RECONNECT_DELAY, Duration::from_secs(3600));
+    let policy = ReconnectPolicy::new()
+        .initial_delay(Duration::MAX)
+        .max_delay(Duration::MAX)
+        .stable_after(Duration::MAX)
+        .multiplier(f64::INFINITY)
+        .jitter(Jitter::Equal);
+    assert_eq!(policy.stable_uptime(), MAX_RECONNECT_DELAY);
+    for attempt in [0, 1, 2, 64, u32::MAX] {
+        assert_eq!(policy.delay_bound(attempt), MAX_RECONNECT_DELAY);
+        assert!(policy.backoff(attempt) <= MAX_RECONNECT_DELAY);
+    }
+    let tiny = ReconnectPolicy::new()
+        .initial_delay(Duration::ZERO)
+        .max_delay(Duration::ZERO);
+    assert_eq!(tiny.delay_bound(u32::MAX), Duration::from_millis(1));
+
+    // forward_to: connect timeout clamped to 1 ms ..= 1 h, at least 1 relay.
+    let fwd = ForwardOptions::new()
+        .connect_timeout(Duration::MAX)
+        .max_relays(0);
+    assert_eq!(fwd.connect_timeout_value(), Duration::from_secs(3600));
+    assert_eq!(fwd.relay_limit(), 1);
+    let fwd = ForwardOptions::new().connect_timeout(Duration::ZERO);
+    assert_eq!(fwd.connect_timeout_value(), Duration::from_millis(1));
+}
+
+/// The same extremes on a live connection: an operation timeout at the
+/// maximum and a reconnect policy of `Duration::MAX` delays connect, open
+/// tunnels and dial without overflowing a deadline; the watch builder
+/// takes `Duration::MAX` backoff and read deadline.
+#[tokio::test]
+async fn maximal_durations_work_on_a_live_connection() {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use rstream::api::{ApiOptions, WatchParams};
+    use rstream::config::MAX_TIMEOUT;
+    use rstream::ReconnectPolicy;
+
+    let engine = support::engine().await;
+    let client = support::options(&engine)
+        .connect_timeout(MAX_TIMEOUT)
+        .operation_timeout(MAX_TIMEOUT)
+        .build()
+        .unwrap();
+    let control = client
+        .connect_with(
+            ReconnectPolicy::new()
+                .initial_delay(Duration::MAX)
+                .max_delay(Duration::MAX)
+                .stable_after(Duration::MAX),
+        )
+        .await
+        .unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("max-durations"))
+        .await
+        .unwrap();
+    let _echo = spawn_echo(tunnel);
+    let stream = client.dial("max-durations").await.unwrap();
+    assert_eq!(echo_round_trip(stream, b"ok").await, b"ok");
+
+    let api = client.api_with(ApiOptions::new().timeout(Duration::MAX));
+    let mut watch = api
+        .watch(WatchParams::new())
+        .resilient()
+        .backoff(Duration::MAX, Duration::MAX)
+        .read_deadline(Duration::MAX);
+    let first = within("watch", watch.next()).await.unwrap().unwrap();
+    assert_eq!(first.event_type, rstream::api::EventType::StateInitial);
+    control.close().await.unwrap();
+}

@@ -1407,3 +1407,158 @@ async fn watches_are_capped_per_connection_and_per_engine() {
     }
     assert_eq!(again, Some(200));
 }
+
+/// A stand-in engine API over TLS on 127.0.0.1 whose `GET /api/sse` sends
+/// the response head and one `state.initial`, then goes silent forever
+/// without closing: a half-open connection as seen from the client.
+/// Returns the port and the number of watch connections it saw.
+async fn silent_sse_server(
+    pki: &mtls::Pki,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::response::IntoResponse;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from_pem_slice(pki.server.0.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let watches = Arc::new(AtomicUsize::new(0));
+    let count = watches.clone();
+    let app = axum::Router::new().route(
+        "/api/sse",
+        axum::routing::get(move || {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                let initial = Bytes::from_static(
+                    b"data: {\"type\":\"state.initial\",\"object\":{\"clients\":[],\"tunnels\":[]}}\n\n",
+                );
+                let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(initial) })
+                    .chain(futures_util::stream::pending());
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (port, watches)
+}
+
+/// A half-open SSE watch (head and one event, then silence, no RST) is
+/// given up after the read deadline: a plain watch ends with
+/// `ERR_RSTREAM_WATCH_TIMEOUT`, a resilient watch and a `LiveInventory`
+/// reconnect and resync. The deadline is shortened to 400 ms here; the
+/// default is `DEFAULT_READ_DEADLINE` (90 s).
+#[tokio::test]
+async fn a_silent_sse_watch_is_given_up_after_the_read_deadline() {
+    use std::sync::atomic::Ordering;
+
+    support::init_tracing();
+    let deadline = Duration::from_millis(400);
+    assert_eq!(rstream::api::DEFAULT_READ_DEADLINE, Duration::from_secs(90));
+    let pki = mtls::pki();
+    let (port, watches) = silent_sse_server(&pki).await;
+    let client = Client::builder()
+        .engine(format!("localhost:{port}"))
+        .token("stand-in")
+        .tls(
+            rstream::transport::TlsOptions::new()
+                .add_ca_pem(pki.ca_pem.as_bytes())
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let api = client.api();
+
+    // Plain: one snapshot, then the timeout error, then the end.
+    let mut plain = api.watch(WatchParams::new()).read_deadline(deadline);
+    assert_eq!(next(&mut plain).await.event_type, EventType::StateInitial);
+    let started = Instant::now();
+    let err = within("dead watch", plain.next())
+        .await
+        .unwrap()
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), "ERR_RSTREAM_WATCH_TIMEOUT", "{err}");
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        took >= deadline - Duration::from_millis(50) && took < deadline * 4,
+        "{took:?}"
+    );
+    assert!(within("end", plain.next()).await.is_none());
+
+    // Resilient: a fresh `state.initial` from a new connection.
+    let before = watches.load(Ordering::SeqCst);
+    let mut resilient = api
+        .watch(WatchParams::new())
+        .resilient()
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .read_deadline(deadline);
+    assert_eq!(
+        next(&mut resilient).await.event_type,
+        EventType::StateInitial
+    );
+    let started = Instant::now();
+    assert_eq!(
+        next(&mut resilient).await.event_type,
+        EventType::StateInitial
+    );
+    let took = started.elapsed();
+    assert!(took < deadline * 4, "resynced after {took:?}");
+    assert_eq!(watches.load(Ordering::SeqCst) - before, 2);
+    drop(resilient);
+
+    // LiveInventory over such a watch keeps reconnecting, resyncing each time.
+    let before = watches.load(Ordering::SeqCst);
+    let inventory = rstream::api::LiveInventory::new(
+        api.watch(WatchParams::new())
+            .resilient()
+            .backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .read_deadline(deadline),
+    );
+    within("synced", inventory.synced()).await.unwrap();
+    let mut changes = inventory.subscribe();
+    let started = Instant::now();
+    while changes.borrow_and_update().version < 3 {
+        within("resync", changes.changed()).await.unwrap();
+    }
+    assert!(started.elapsed() < deadline * 6, "{:?}", started.elapsed());
+    assert!(watches.load(Ordering::SeqCst) - before >= 3);
+}

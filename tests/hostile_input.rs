@@ -34,6 +34,7 @@ struct Counting;
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards to the system allocator; the bookkeeping touches only
@@ -43,6 +44,8 @@ unsafe impl GlobalAlloc for Counting {
         let size = layout.size();
         let _ = LIVE.try_with(|l| l.set(l.get() + size as isize));
         let _ = LARGEST.try_with(|m| m.set(m.get().max(size)));
+        let live = LIVE.try_with(Cell::get).unwrap_or(0);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(live)));
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
@@ -63,6 +66,15 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
     LARGEST.with(|m| m.set(0));
     let out = f();
     (out, LARGEST.with(Cell::get))
+}
+
+/// Runs `f`, returning its output and the peak of this thread's live
+/// heap bytes meanwhile, above what was live when it started.
+fn peak_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = live_bytes();
+    PEAK.with(|p| p.set(base));
+    let out = f();
+    (out, (PEAK.with(Cell::get) - base).max(0) as usize)
 }
 
 fn live_bytes() -> isize {
@@ -244,6 +256,49 @@ proptest! {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The alias bomb from issue 21: ~140 KB of YAML whose aliases expand to
+/// 400 M nodes (`b` repeats the 25,000-element `a` 16,000 times). Through
+/// `RSTREAM_CONFIG`, as `Client::from_env` reads it, it fails with its own
+/// code, fast, and with the peak heap bounded by the text (the node count
+/// stops the first pass at 100,000 nodes; nothing is expanded).
+#[test]
+fn config_alias_bomb_fails_fast_with_low_peak_memory() {
+    let mut text = String::from("a: &a [");
+    text.push_str(&"0, ".repeat(25_000));
+    text.push_str("0]\nb: [");
+    text.push_str(&"*a, ".repeat(16_000));
+    text.push_str("*a]\n");
+    let dir = std::env::temp_dir().join(format!("rstream-bomb-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let env_path = path.to_string_lossy().into_owned();
+
+    let started = Instant::now();
+    let (res, peak) = peak_allocation(|| {
+        rstream::ClientOptions::from_env_with(move |k| {
+            (k == "RSTREAM_CONFIG").then(|| env_path.clone())
+        })
+        .resolve()
+    });
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let err = res.unwrap_err();
+    assert_eq!(err.code(), "ERR_RSTREAM_CONFIG_TOO_MANY_NODES", "{err}");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    println!(
+        "alias bomb: {} bytes of YAML, peak heap {peak} bytes, {elapsed:?}",
+        text.len()
+    );
+    assert!(
+        peak < 32 << 20,
+        "peak heap {peak} bytes for a {} byte file",
+        text.len()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -804,6 +859,6 @@ async fn client_backpressure_on_an_engine_that_stops_reading() {
     }
     assert!(started.elapsed() < Duration::from_secs(6));
     assert!(busy > 0, "the outbox never filled up");
-    assert!(peak < 64 << 20, "memory grew by {peak} bytes");
+    assert!(peak < 32 << 20, "memory grew by {peak} bytes");
     assert!(!control.is_closed());
 }

@@ -613,6 +613,74 @@ async fn accepted_streams_keep_flowing_while_the_control_channel_is_down() {
     assert_eq!(echo_round_trip(again, b"new").await, b"new");
 }
 
+/// Accepts `n` control connections, answers each handshake and then holds
+/// it for `hold` before dropping it (a flapping engine or load balancer);
+/// returns when each connection was accepted.
+async fn flapping(engine: &Scripted, n: usize, hold: Duration) -> Vec<Instant> {
+    let mut accepted = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut peer = engine.accept().await;
+        accepted.push(Instant::now());
+        peer.open_ok(None).await;
+        tokio::time::sleep(hold).await;
+        drop(peer);
+    }
+    accepted
+}
+
+fn gaps(times: &[Instant]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// An engine that accepts and drops right after the handshake: the
+/// backoff does not reset (the connection did not stay up for
+/// `stable_after`), so delays double (50, 100, 200, 400 ms, ...) instead of
+/// a reconnect every 50 ms. A connection that stayed up longer than
+/// `stable_after` does reset it.
+#[tokio::test]
+async fn a_flapping_engine_gets_growing_reconnect_delays() {
+    let policy = ReconnectPolicy::new()
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_secs(5))
+        .jitter(rstream::control::Jitter::None)
+        .stable_after(Duration::from_millis(300));
+
+    let engine = Scripted::start().await;
+    let client = engine.client().build().unwrap();
+    let (control, accepted) = tokio::join!(client.connect_with(policy.clone()), async {
+        within("flapping", flapping(&engine, 6, Duration::ZERO)).await
+    });
+    let control = control.unwrap();
+    let flap = gaps(&accepted);
+    eprintln!("flapping engine, gaps between connections: {flap:?}");
+    // 50, 100, 200, 400, 800 ms (plus handshakes): growing, not constant.
+    for pair in flap.windows(2) {
+        assert!(pair[1] > pair[0], "delays do not grow: {flap:?}");
+    }
+    assert!(flap[4] >= Duration::from_millis(750), "{flap:?}");
+    assert!(flap[4] >= flap[0] * 8, "{flap:?}");
+    drop(control);
+
+    // Connections that stay up past `stable_after` reset the backoff:
+    // every reconnect comes after the initial 50 ms.
+    let engine = Scripted::start().await;
+    let client = engine.client().build().unwrap();
+    let (control, accepted) = tokio::join!(client.connect_with(policy), async {
+        within("stable", flapping(&engine, 4, Duration::from_millis(400))).await
+    });
+    let control = control.unwrap();
+    let stable = gaps(&accepted);
+    eprintln!("engine holding each connection 400 ms, gaps: {stable:?}");
+    for gap in &stable {
+        let delay = *gap - Duration::from_millis(400);
+        assert!(
+            delay < Duration::from_millis(300),
+            "backoff not reset: {stable:?}"
+        );
+    }
+    drop(control);
+}
+
 // ---------------------------------------------------------------------------
 // Scripted engine: exact frames
 
@@ -1545,4 +1613,128 @@ async fn held_published_downstreams_do_not_lock_the_owner_out() {
     }
     assert!(control.status().borrow().is_connected());
     assert_eq!(engine.clients().len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// forward_to bounds
+
+/// A loopback listener that never accepts and whose accept queue is full
+/// (backlog 0 plus fillers): further connects get no SYN-ACK and hang,
+/// like a local service that is wedged. Returns it with the fillers.
+async fn wedged_listener() -> (tokio::net::TcpListener, Vec<TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let probe = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await;
+    assert!(probe.is_err(), "the listener still completes connects");
+    (listener, fillers)
+}
+
+/// `forward_to` to a local service that never completes the TCP handshake
+/// gives up on that connection after its connect timeout (shortened to
+/// 300 ms here; default `DEFAULT_FORWARD_CONNECT_TIMEOUT`, 10 s) and closes
+/// the downstream, instead of holding it forever.
+#[tokio::test]
+async fn forward_to_gives_up_on_a_wedged_local_service() {
+    use rstream::tunnel::{ForwardOptions, DEFAULT_FORWARD_CONNECT_TIMEOUT};
+    assert_eq!(DEFAULT_FORWARD_CONNECT_TIMEOUT, Duration::from_secs(10));
+    let engine = support::engine().await;
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let (wedged, _fillers) = wedged_listener().await;
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("fwd-wedged"))
+        .await
+        .unwrap();
+    let timeout = Duration::from_millis(300);
+    let target = wedged.local_addr().unwrap().to_string();
+    tokio::spawn(tunnel.forward_to_with(target, ForwardOptions::new().connect_timeout(timeout)));
+    for _ in 0..2 {
+        let mut s = client.dial("fwd-wedged").await.unwrap();
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let _ = within("closed after the connect timeout", s.read_to_end(&mut buf)).await;
+        let took = started.elapsed();
+        assert!(buf.is_empty());
+        assert!(
+            took >= timeout - Duration::from_millis(50),
+            "closed after {took:?}"
+        );
+        assert!(took < timeout * 5, "closed after {took:?}");
+    }
+    drop(wedged);
+}
+
+/// With `max_relays(2)`, a third downstream waits (it is not relayed) until
+/// one of the first two ends, then it is served; nothing is dropped.
+#[tokio::test]
+async fn forward_to_caps_concurrent_relays() {
+    use rstream::tunnel::{ForwardOptions, DEFAULT_MAX_RELAYS};
+    assert_eq!(DEFAULT_MAX_RELAYS, 1024);
+    let engine = support::engine().await;
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local_addr = local.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        // An echo service that holds every connection until the peer ends it.
+        loop {
+            let (mut sock, _) = local.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = sock.read(&mut buf).await {
+                    if sock.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("fwd-capped"))
+        .await
+        .unwrap();
+    tokio::spawn(
+        tunnel.forward_to_with(local_addr.to_string(), ForwardOptions::new().max_relays(2)),
+    );
+
+    async fn echo(s: &mut RstreamStream, msg: &[u8]) {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0; msg.len()];
+        within("echo", s.read_exact(&mut back)).await.unwrap();
+        assert_eq!(back, msg);
+    }
+    let mut first = client.dial("fwd-capped").await.unwrap();
+    echo(&mut first, b"one").await;
+    let mut second = client.dial("fwd-capped").await.unwrap();
+    echo(&mut second, b"two").await;
+    let mut third = client.dial("fwd-capped").await.unwrap();
+    third.write_all(b"three").await.unwrap();
+    let mut back = [0u8; 5];
+    let waited =
+        tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut back)).await;
+    assert!(waited.is_err(), "a third relay ran past the cap");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    // One relay ends: the third downstream is accepted and relayed.
+    first.shutdown().await.unwrap();
+    drop(first);
+    within("third relayed", third.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back, b"three");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    echo(&mut second, b"still").await;
 }

@@ -70,7 +70,7 @@ pub use filters::{
 };
 pub use inventory::{InventorySnapshot, LiveInventory};
 pub use models::{Client, Event, EventObject, EventType, Health, InitialState, Status, Tunnel};
-pub use watch::{Transport, Watch};
+pub use watch::{Transport, Watch, DEFAULT_READ_DEADLINE};
 
 use self::http::{headers, read_body, Connector, HttpClient, Target};
 
@@ -102,9 +102,10 @@ impl ApiOptions {
     }
 
     /// The budget of one call (connect, TLS, request, whole body). Watches
-    /// use it for their connection and response head only.
+    /// use it for their connection and response head only. Clamped to
+    /// 1 ms ..= [`MAX_TIMEOUT`](crate::config::MAX_TIMEOUT) (24 hours).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.clamp(Duration::from_millis(1), crate::config::MAX_TIMEOUT);
         self
     }
 

@@ -20,23 +20,36 @@ use super::http::{headers, ApiError};
 use super::models::Event;
 use super::{EngineApi, ErrorKind};
 use crate::config::Secret;
+use crate::control::MAX_RECONNECT_DELAY;
 use crate::error::{Error, Result};
 
-/// WebSocket ping period (the client drives ping/pong).
+/// WebSocket ping period (the client drives ping/pong), at most: with a
+/// shorter [`Watch::read_deadline`] it is a third of the deadline.
 const PING_EVERY: Duration = Duration::from_secs(20);
-/// A WebSocket with no frame (data or pong) for this long is dead.
-const WS_READ_DEADLINE: Duration = Duration::from_secs(90);
+/// A watch connection that received nothing (no event, no SSE keep-alive
+/// comment, no WebSocket frame or pong) for this long is dead, by default:
+/// 90 s. The local engine sends an SSE `: keepalive` comment every 15 s and
+/// the client pings WebSockets every 20 s, so a live connection never
+/// stays silent this long; a half-open one (NAT drop, no RST) is given up
+/// and, for a [resilient](Watch::resilient) watch, reconnected. See
+/// [`Watch::read_deadline`].
+pub const DEFAULT_READ_DEADLINE: Duration = Duration::from_secs(90);
+/// The shortest [`Watch::read_deadline`] kept: 10 ms.
+const MIN_READ_DEADLINE: Duration = Duration::from_millis(10);
 /// Events buffered between the connection task and the consumer.
 const CHANNEL: usize = 64;
 
 /// How a [`Watch`] reaches the engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Transport {
-    /// Server-Sent Events (`GET /api/sse`), over the pooled HTTP client.
+    /// Server-Sent Events (`GET /api/sse`), over the pooled HTTP client;
+    /// dead after the [read deadline](Watch::read_deadline) (90 s) without
+    /// a byte (the engine sends a keep-alive comment every 15 s).
     #[default]
     Sse,
     /// WebSocket (`GET /api/websocket`, ALPN `http/1.1`), one connection
-    /// per watch; pings every 20 s, dead after 90 s without a frame.
+    /// per watch; pings every 20 s, dead after the
+    /// [read deadline](Watch::read_deadline) (90 s) without a frame.
     WebSocket,
 }
 
@@ -53,6 +66,11 @@ pub enum Transport {
 /// and the stream goes on with a **fresh `state.initial`**: treat every
 /// `state.initial` as "forget what you knew". Authentication, validation
 /// (4xx) and decoding errors are never retried.
+///
+/// A connection that receives nothing for the
+/// [read deadline](Watch::read_deadline) (default 90 s) counts as dead, so a
+/// half-open connection (NAT drop, no RST) is noticed instead of leaving
+/// the watch silently stale.
 #[derive(Debug)]
 pub struct Watch {
     api: EngineApi,
@@ -60,6 +78,7 @@ pub struct Watch {
     transport: Transport,
     resilient: bool,
     backoff: (Duration, Duration),
+    read_deadline: Duration,
     running: Option<Running>,
 }
 
@@ -83,6 +102,7 @@ impl Watch {
             transport: Transport::Sse,
             resilient: false,
             backoff: (Duration::from_millis(250), Duration::from_secs(30)),
+            read_deadline: DEFAULT_READ_DEADLINE,
             running: None,
         }
     }
@@ -107,9 +127,26 @@ impl Watch {
     /// The reconnect backoff of a resilient watch: the first delay and
     /// the cap (defaults 250 ms and 30 s); each delay is jittered between
     /// half and all of its value, and the sequence restarts after a
-    /// connection that delivered its `state.initial`.
+    /// connection that delivered its `state.initial`. Both are clamped to
+    /// 1 ms ..= [`MAX_RECONNECT_DELAY`](crate::control::MAX_RECONNECT_DELAY)
+    /// (1 hour), so no value overflows.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.backoff = (initial.max(Duration::from_millis(1)), max.max(initial));
+        let clamp = |d: Duration| d.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
+        let initial = clamp(initial);
+        self.backoff = (initial, clamp(max).max(initial));
+        self
+    }
+
+    /// How long a connection may receive nothing at all before it counts
+    /// as dead (default [`DEFAULT_READ_DEADLINE`], 90 s; clamped to
+    /// 10 ms ..= [`MAX_RECONNECT_DELAY`](crate::control::MAX_RECONNECT_DELAY)).
+    /// Any byte resets it: events, SSE keep-alive comments, WebSocket
+    /// frames and pongs (WebSocket pings go out every 20 s, or a third of a
+    /// shorter deadline). A dead connection ends a plain watch with
+    /// `ERR_RSTREAM_WATCH_TIMEOUT` (kind `Timeout`); a resilient one
+    /// reconnects. Keep it well above the engine's keep-alive period.
+    pub fn read_deadline(mut self, deadline: Duration) -> Self {
+        self.read_deadline = deadline.clamp(MIN_READ_DEADLINE, MAX_RECONNECT_DELAY);
         self
     }
 
@@ -127,6 +164,7 @@ impl Watch {
                 self.transport,
                 self.resilient,
                 self.backoff,
+                self.read_deadline,
                 tx,
             ));
             Running { events, task }
@@ -166,13 +204,14 @@ async fn run(
     transport: Transport,
     resilient: bool,
     (initial, max): (Duration, Duration),
+    read_deadline: Duration,
     tx: mpsc::Sender<Result<Event>>,
 ) {
     let mut delay = initial;
     loop {
         let end = match transport {
-            Transport::Sse => sse(&api, &params, &tx).await,
-            Transport::WebSocket => websocket(&api, &params, &tx).await,
+            Transport::Sse => sse(&api, &params, read_deadline, &tx).await,
+            Transport::WebSocket => websocket(&api, &params, read_deadline, &tx).await,
         };
         let (error, synced) = match end {
             End::Consumer => return,
@@ -191,7 +230,7 @@ async fn run(
             () = tokio::time::sleep(jittered) => {}
             () = tx.closed() => return,
         }
-        delay = (delay * 2).min(max);
+        delay = delay.saturating_mul(2).min(max);
     }
 }
 
@@ -209,7 +248,23 @@ async fn deliver(tx: &mpsc::Sender<Result<Event>>, event: Event, synced: &mut bo
 
 // ---------------------------------------------------------------- SSE
 
-async fn sse(api: &EngineApi, params: &WatchParams, tx: &mpsc::Sender<Result<Event>>) -> End {
+/// The error of a connection that stayed silent past its read deadline.
+fn silent(transport: &str, deadline: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        "ERR_RSTREAM_WATCH_TIMEOUT",
+        format!(
+            "the {transport} watch received nothing for {deadline:?}; connection presumed dead"
+        ),
+    )
+}
+
+async fn sse(
+    api: &EngineApi,
+    params: &WatchParams,
+    read_deadline: Duration,
+    tx: &mpsc::Sender<Result<Event>>,
+) -> End {
     let mut synced = false;
     let fail = |error: Error, synced: bool| End::Failed { error, synced };
     let opened = async {
@@ -257,8 +312,13 @@ async fn sse(api: &EngineApi, params: &WatchParams, tx: &mpsc::Sender<Result<Eve
     };
     let mut parser = SseParser::new(api.options().max_body);
     loop {
+        // Any frame (events and keep-alive comments alike) proves the
+        // connection alive; silence past the deadline is a half-open one.
         let frame = tokio::select! {
-            f = body.frame() => f,
+            f = tokio::time::timeout(read_deadline, body.frame()) => match f {
+                Ok(f) => f,
+                Err(_) => return fail(silent("SSE", read_deadline), synced),
+            },
             () = tx.closed() => return End::Consumer,
         };
         match frame {
@@ -399,7 +459,12 @@ impl SseParser {
 
 // ---------------------------------------------------------- WebSocket
 
-async fn websocket(api: &EngineApi, params: &WatchParams, tx: &mpsc::Sender<Result<Event>>) -> End {
+async fn websocket(
+    api: &EngineApi,
+    params: &WatchParams,
+    read_deadline: Duration,
+    tx: &mpsc::Sender<Result<Event>>,
+) -> End {
     let mut synced = false;
     let fail = |error: Error, synced: bool| End::Failed { error, synced };
     let max = api.options().max_body;
@@ -473,12 +538,14 @@ async fn websocket(api: &EngineApi, params: &WatchParams, tx: &mpsc::Sender<Resu
         },
         () = tx.closed() => return End::Consumer,
     };
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-    let mut deadline = Instant::now() + WS_READ_DEADLINE;
+    // Pings often enough that a live engine's pongs beat the deadline.
+    let ping_every = PING_EVERY.min(read_deadline / 3);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut deadline = Instant::now() + read_deadline;
     loop {
         tokio::select! {
             message = ws.next() => {
-                deadline = Instant::now() + WS_READ_DEADLINE;
+                deadline = Instant::now() + read_deadline;
                 let text = match message {
                     Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
                     Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
@@ -512,18 +579,13 @@ async fn websocket(api: &EngineApi, params: &WatchParams, tx: &mpsc::Sender<Resu
                 }
             }
             _ = ping.tick() => {
-                let sent = tokio::time::timeout(PING_EVERY, ws.send(Message::Ping(Bytes::new()))).await;
+                let sent = tokio::time::timeout(ping_every, ws.send(Message::Ping(Bytes::new()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return fail(closed("the WebSocket watch could not send a ping".into()), synced);
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
-                let error = Error::new(
-                    ErrorKind::Timeout,
-                    "ERR_RSTREAM_WATCH_TIMEOUT",
-                    format!("no WebSocket frame or pong for {WS_READ_DEADLINE:?}"),
-                );
-                return fail(error, synced);
+                return fail(silent("WebSocket", read_deadline), synced);
             }
             () = tx.closed() => {
                 let _ = ws.close(None).await;

@@ -10,6 +10,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::headers::{self, Headers};
 use super::normalize_api_url;
+use super::yaml_bound::{self, Count, MAX_CONFIG_NODES};
 use crate::error::{Error, Result};
 
 /// Largest config file we read (it is a few hundred bytes in practice).
@@ -97,9 +98,23 @@ impl ConfigFile {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-            invalid(format!("config file {origin} is not valid YAML: {e}")).with_source(e)
-        })?;
+        let not_yaml =
+            |e| invalid(format!("config file {origin} is not valid YAML: {e}")).with_source(e);
+        // First pass: bound what the parse below builds (see yaml_bound).
+        match yaml_bound::count_nodes(text, MAX_CONFIG_NODES) {
+            Count::Within => {}
+            Count::TooMany => {
+                return Err(Error::config(
+                    "ERR_RSTREAM_CONFIG_TOO_MANY_NODES",
+                    format!(
+                        "config file {origin} has more than {MAX_CONFIG_NODES} YAML nodes \
+                         (after expanding aliases)"
+                    ),
+                ))
+            }
+            Count::Invalid(e) => return Err(not_yaml(e)),
+        }
+        let mut value: Value = serde_yaml_ng::from_str(text).map_err(not_yaml)?;
         value.apply_merge().map_err(|e| {
             invalid(format!("config file {origin}: invalid YAML merge key: {e}")).with_source(e)
         })?;

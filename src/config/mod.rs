@@ -30,6 +30,7 @@ pub(crate) mod managed;
 mod resolve;
 mod resolved;
 mod secret;
+mod yaml_bound;
 
 use std::fmt;
 use std::io::Read as _;
@@ -48,6 +49,9 @@ use crate::transport::{ClientIdentity, HttpProxy, TlsOptions};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default timeout for each request/response exchange with the engine.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest connect or operation timeout accepted (24 hours); a larger one,
+/// `Duration::MAX` included, fails with `ERR_RSTREAM_INVALID_TIMEOUT`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Proxy handshakes handled at once per control channel.
@@ -319,13 +323,15 @@ impl ClientOptions {
         self
     }
 
-    /// TCP connect + TLS handshake timeout (default 15 s; must be > 0).
+    /// TCP connect + TLS handshake timeout (default 15 s; must be > 0 and at
+    /// most [`MAX_TIMEOUT`], else `ERR_RSTREAM_INVALID_TIMEOUT` at build).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Timeout of each request/response exchange (default 30 s; must be > 0).
+    /// Timeout of each request/response exchange (default 30 s; must be > 0
+    /// and at most [`MAX_TIMEOUT`], else `ERR_RSTREAM_INVALID_TIMEOUT` at build).
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self

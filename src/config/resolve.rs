@@ -260,6 +260,14 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
                 format!("{what} must be greater than zero"),
             ));
         }
+        // Deadlines are `now + timeout`; a bound keeps that arithmetic (and
+        // everything derived from it) far from overflow.
+        if t > super::MAX_TIMEOUT {
+            return Err(config_error(
+                "ERR_RSTREAM_INVALID_TIMEOUT",
+                format!("{what} must be at most {} s", super::MAX_TIMEOUT.as_secs()),
+            ));
+        }
     }
     let heartbeat_interval_ms = match o.heartbeat_interval {
         None => None,

@@ -42,7 +42,10 @@ use crate::stream::RstreamStream;
 use crate::transport::EngineStream;
 use crate::tunnel::{Tunnel, TunnelOptions, TunnelShared};
 
-pub use reconnect::{ConnectOptions, ConnectionStatus, Jitter, ReconnectPolicy};
+pub use reconnect::{
+    ConnectOptions, ConnectionStatus, Jitter, ReconnectPolicy, DEFAULT_STABLE_AFTER,
+    MAX_RECONNECT_DELAY,
+};
 
 use liveness::Liveness;
 

@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
 
+/// The largest reconnect delay and [`stable_after`](ReconnectPolicy::stable_after)
+/// a [`ReconnectPolicy`] keeps: 1 hour. Larger values are clamped to it.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3600);
+
+/// How long a connection must stay up before the reconnect backoff resets,
+/// by default: 10 s (see [`ReconnectPolicy::stable_after`]).
+pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
+
 /// How randomness is applied to each reconnect delay, so that many clients
 /// losing the same engine do not all come back at the same instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -32,6 +40,18 @@ pub enum Jitter {
 /// Only the first connection is made by `connect`; its failure is returned
 /// as is, never retried.
 ///
+/// **When the backoff resets.** The attempt counter (and with it the delay)
+/// goes back to the start only after a connection was restored *and stayed
+/// up* for [`stable_after`](Self::stable_after) (default 10 s). A connection
+/// that is accepted and then dropped sooner counts as one more failed
+/// attempt: against an engine or load balancer that accepts and then drops
+/// at once, delays keep growing to the cap instead of retrying every
+/// 100–200 ms, and such attempts count towards
+/// [`max_attempts`](Self::max_attempts).
+///
+/// Every delay is clamped to [`MAX_RECONNECT_DELAY`] (1 hour), so any
+/// `Duration`, `Duration::MAX` included, is accepted and none overflows.
+///
 /// ```
 /// use std::time::Duration;
 /// use rstream::control::{Jitter, ReconnectPolicy};
@@ -52,6 +72,7 @@ pub struct ReconnectPolicy {
     enabled: bool,
     initial: Duration,
     max: Duration,
+    stable_after: Duration,
     multiplier: f64,
     jitter: Jitter,
     max_attempts: Option<u32>,
@@ -63,6 +84,7 @@ impl Default for ReconnectPolicy {
             enabled: true,
             initial: Duration::from_millis(200),
             max: Duration::from_secs(30),
+            stable_after: DEFAULT_STABLE_AFTER,
             multiplier: 2.0,
             jitter: Jitter::Equal,
             max_attempts: None,
@@ -85,16 +107,32 @@ impl ReconnectPolicy {
         }
     }
 
-    /// The delay before the first attempt (default 200 ms; at least 1 ms).
+    /// The delay before the first attempt (default 200 ms; clamped to
+    /// 1 ms ..= [`MAX_RECONNECT_DELAY`]).
     pub fn initial_delay(mut self, delay: Duration) -> Self {
-        self.initial = delay.max(Duration::from_millis(1));
+        self.initial = delay.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
         self
     }
 
-    /// The cap on every delay (default 30 s; at least 1 ms).
+    /// The cap on every delay (default 30 s; clamped to
+    /// 1 ms ..= [`MAX_RECONNECT_DELAY`]).
     pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.max = delay.max(Duration::from_millis(1));
+        self.max = delay.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
         self
+    }
+
+    /// How long a restored connection must stay up before the attempt
+    /// counter, and with it the backoff, resets (default
+    /// [`DEFAULT_STABLE_AFTER`], 10 s; clamped to at most
+    /// [`MAX_RECONNECT_DELAY`]). See the type docs.
+    pub fn stable_after(mut self, uptime: Duration) -> Self {
+        self.stable_after = uptime.min(MAX_RECONNECT_DELAY);
+        self
+    }
+
+    /// The uptime after which the backoff resets.
+    pub fn stable_uptime(&self) -> Duration {
+        self.stable_after
     }
 
     /// How much each failed attempt multiplies the delay (default 2; values

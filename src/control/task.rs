@@ -52,6 +52,13 @@ const TICK: Duration = Duration::from_secs(1);
 /// Added to the liveness timeout to bound how long the engine may keep our
 /// previous connection's tunnels ("ghosts") after we lost it.
 const GHOST_MARGIN: Duration = Duration::from_secs(5);
+/// "Never" for deadlines: a year away, far enough and still addable.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// `now + d`, capped at [`FAR`]: never overflows, whatever `d` is.
+fn after(d: Duration) -> Instant {
+    Instant::now() + d.min(FAR)
+}
 
 /// Everything the task starts from.
 pub(super) struct Start {
@@ -177,7 +184,7 @@ impl Conn {
             return Ok(Step::Continue);
         }
         self.closing = Some(Closing {
-            deadline: Instant::now() + op,
+            deadline: after(op),
             waiters: reply.into_iter().collect(),
         });
         self.send(Payload::CloseControlChannelReq(CloseControlChannelReq {}))?;
@@ -215,7 +222,8 @@ struct Supervisor {
     slots: HashMap<u64, Slot>,
     next_key: u64,
     queued: Vec<QueuedOpen>,
-    /// Reconnect attempts since the last healthy connection.
+    /// Reconnect attempts since the last healthy connection (one that was
+    /// restored and stayed up for the policy's `stable_after`).
     attempt: u32,
     /// Until when the engine may still hold our previous connection's tunnels.
     ghost_until: Option<Instant>,
@@ -229,10 +237,19 @@ impl Supervisor {
     async fn run(mut self, first: Session) {
         let mut session = first;
         loop {
+            let up_since = Instant::now();
             let mut conn = self.start(session);
             let end = self.drive(&mut conn).await;
-            let healthy = conn.restored && conn.liveness.confirmed();
-            let grace = conn.liveness.timeout().unwrap_or(self.op) + GHOST_MARGIN;
+            // Only a connection that stayed up resets the backoff: one that
+            // is accepted and dropped at once is a failed attempt.
+            let healthy = conn.restored
+                && conn.liveness.confirmed()
+                && up_since.elapsed() >= self.policy.stable_uptime();
+            let grace = conn
+                .liveness
+                .timeout()
+                .unwrap_or(self.op)
+                .saturating_add(GHOST_MARGIN);
             let closing = conn.closing.take();
             let opens = std::mem::take(&mut conn.opens);
             teardown(conn, matches!(end, End::Clean)).await;
@@ -298,7 +315,7 @@ impl Supervisor {
         if let Err(e) = self.restore(conn).await {
             return End::Failed(e);
         }
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let far = after(FAR);
         let mut heartbeat = tokio::time::interval(
             conn.liveness
                 .interval()
@@ -307,7 +324,7 @@ impl Supervisor {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let has_heartbeats = conn.liveness.interval().is_some();
         let timeout = conn.liveness.timeout();
-        let mut deadline = pin!(sleep_until(timeout.map_or(far, |t| Instant::now() + t)));
+        let mut deadline = pin!(sleep_until(timeout.map_or(far, after)));
         let mut tick = tokio::time::interval_at(Instant::now() + TICK, TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
@@ -318,7 +335,7 @@ impl Supervisor {
                 frame = conn.incoming.recv() => match frame {
                     Some(Ok(msg)) => {
                         if let Some(t) = timeout {
-                            deadline.as_mut().reset(Instant::now() + t);
+                            deadline.as_mut().reset(after(t));
                         }
                         self.on_frame(conn, msg)
                     }
@@ -384,7 +401,7 @@ impl Supervisor {
                     request_id,
                     Pending::Recreate {
                         key,
-                        deadline: Instant::now() + op,
+                        deadline: after(op),
                     },
                 );
             }
@@ -443,7 +460,7 @@ impl Supervisor {
                 request_id,
                 Pending::Recreate {
                     key,
-                    deadline: Instant::now() + self.op,
+                    deadline: after(self.op),
                 },
             );
         }
@@ -869,7 +886,7 @@ impl Supervisor {
             slot.retries = 0;
             slot.sticky = true;
         }
-        self.ghost_until = Some(Instant::now() + grace);
+        self.ghost_until = Some(after(grace));
     }
 
     /// Reconnects with backoff, serving commands meanwhile. `None` when the

@@ -18,6 +18,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use address::forwarding_address;
+pub use forward::{ForwardOptions, DEFAULT_FORWARD_CONNECT_TIMEOUT, DEFAULT_MAX_RELAYS};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use listener::TunnelAddr;
