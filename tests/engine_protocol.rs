@@ -1115,3 +1115,44 @@ async fn no_alpn_is_the_tunnel_protocol() {
         other => panic!("{}", other.name()),
     }
 }
+
+/// Events, listings and the state share one copy of what a client sent
+/// (its details, a tunnel's properties and labels): no per-reader copy.
+#[tokio::test]
+async fn events_share_tunnel_data() {
+    let engine = LocalEngine::builder().start().await.unwrap();
+    let mut events = engine.subscribe();
+    let mut other = engine.subscribe();
+    let mut control = open(&engine).await;
+    let mut props = bytestream(Some("shared"));
+    props.labels.insert("env".into(), "dev".into());
+    create(&mut control, props).await.unwrap();
+    let client = match within("event", events.recv()).await.unwrap() {
+        EngineEvent::ClientCreated { client } => client,
+        other => panic!("{other:?}"),
+    };
+    let tunnel = match within("event", events.recv()).await.unwrap() {
+        EngineEvent::TunnelCreated { tunnel } => tunnel,
+        other => panic!("{other:?}"),
+    };
+    let _ = within("event", other.recv()).await.unwrap();
+    let tunnel_again = match within("event", other.recv()).await.unwrap() {
+        EngineEvent::TunnelCreated { tunnel } => tunnel,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(tunnel.properties.labels["env"], "dev");
+    let listed = engine.tunnels();
+    assert!(Arc::ptr_eq(&tunnel.properties, &listed[0].properties));
+    assert!(Arc::ptr_eq(&tunnel.properties, &tunnel_again.properties));
+    assert!(Arc::ptr_eq(&client.details, &engine.clients()[0].details));
+    drop(control);
+    match within("event", events.recv()).await.unwrap() {
+        EngineEvent::TunnelDeleted {
+            tunnel: deleted, ..
+        } => {
+            assert!(Arc::ptr_eq(&tunnel.properties, &deleted.properties))
+        }
+        other => panic!("{other:?}"),
+    }
+    engine.shutdown().await;
+}

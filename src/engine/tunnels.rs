@@ -302,7 +302,7 @@ async fn create(
     let info = TunnelInfo {
         id,
         client_id: client_id.to_owned(),
-        properties: props.clone(),
+        properties: Arc::new(props.clone()),
         created_at,
     };
     inner
