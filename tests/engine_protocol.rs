@@ -1156,3 +1156,105 @@ async fn events_share_tunnel_data() {
     }
     engine.shutdown().await;
 }
+
+/// `Debug` of the builder never prints agent tokens or webhook secrets.
+#[test]
+fn builder_debug_redacts_secrets() {
+    let builder = LocalEngine::builder()
+        .token("agent-token-s3cret")
+        .token("second-token-s3cret")
+        .webhook(
+            "http://127.0.0.1:9/hook",
+            rstream::webhook::WebhookSecret::new("whsec_webhook-s3cret").unwrap(),
+        );
+    let printed = format!("{builder:?} {builder:#?}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert!(printed.contains("<redacted>"), "{printed}");
+    assert!(printed.contains("http://127.0.0.1:9/hook"), "{printed}");
+}
+
+/// The state directory attack: another local user creates the directory
+/// (or the key) first. Refused with `ERR_RSTREAM_LOCAL_ENGINE_STATE_DIR`
+/// naming the path; the engine's own directories are 0700, keys 0600.
+#[cfg(unix)]
+#[tokio::test]
+async fn hostile_state_directories_are_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const CODE: &str = "ERR_RSTREAM_LOCAL_ENGINE_STATE_DIR";
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let refused = |err: rstream::Error, path: &std::path::Path| {
+        assert_eq!(err.code(), CODE, "{err}");
+        assert_eq!(err.kind(), rstream::ErrorKind::Config);
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    };
+
+    // The default: a fresh directory, 0700, key 0600.
+    let engine = LocalEngine::builder().start().await.unwrap();
+    assert_eq!(mode(engine.state_dir()), 0o700);
+    assert_eq!(mode(&engine.state_dir().join("ca-key.pem")), 0o600);
+    let _ = std::fs::remove_dir_all(engine.state_dir());
+    engine.shutdown().await;
+
+    // A pre-created world-writable directory.
+    let dir = temp_dir("state-0777");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o777);
+    let err = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap_err();
+    refused(err, &dir);
+    assert!(!dir.join("ca-key.pem").exists(), "nothing written");
+    chmod(&dir, 0o700);
+    let engine = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap();
+    engine.shutdown().await;
+
+    // A CA key readable by others (planted, or left so by a copy).
+    let key = dir.join("ca-key.pem");
+    chmod(&key, 0o644);
+    let err = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap_err();
+    refused(err, &key);
+    chmod(&key, 0o600);
+    let engine = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap();
+    engine.shutdown().await;
+
+    // Owned by another user (only root can set that up).
+    if std::fs::metadata(&dir).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+        let err = LocalEngine::builder()
+            .state_dir(&dir)
+            .start()
+            .await
+            .unwrap_err();
+        refused(err, &key);
+        std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let err = LocalEngine::builder()
+            .state_dir(&dir)
+            .start()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("uid 65534"), "{err}");
+        refused(err, &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
