@@ -43,6 +43,8 @@
 
 mod api;
 mod certs;
+#[doc(hidden)]
+pub mod cli;
 mod control;
 mod events;
 mod limits;
