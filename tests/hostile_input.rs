@@ -320,6 +320,20 @@ async fn engine_still_serves(engine: &LocalEngine) {
     control.close().await.unwrap();
 }
 
+/// `n` labels with the longest keys and values allowed (padding that the
+/// engine accepts and echoes): about 320 bytes each.
+fn padding_labels(n: usize, fill: char) -> std::collections::HashMap<String, String> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("{i:0>width$}", width = rstream::tunnel::MAX_LABEL_KEY_BYTES),
+                fill.to_string()
+                    .repeat(rstream::tunnel::MAX_LABEL_VALUE_BYTES),
+            )
+        })
+        .collect()
+}
+
 fn random_bytes(n: usize) -> Vec<u8> {
     (0..n).map(|_| rand::random::<u8>()).collect()
 }
@@ -497,14 +511,15 @@ async fn engine_backpressure_on_a_client_that_stops_reading() {
     let mut peak = 0isize;
     let mut sent = 0u32;
     let mut stalled = false;
-    // Each request makes the engine answer ~16 KiB (the properties echoed).
-    let label = "z".repeat(16 * 1024);
+    // Each request makes the engine answer ~20 KiB (the properties echoed):
+    // the most labels allowed, at their longest.
+    let labels = padding_labels(rstream::tunnel::MAX_LABELS, 'z');
     while started.elapsed() < Duration::from_secs(10) {
         sent += 1;
         let req = Message::new(Payload::OpenTunnelReq(proto::OpenTunnelReq {
             request_id: sent.to_string(),
             tunnel_properties: Some(proto::TunnelProperties {
-                labels: [("pad".to_owned(), label.clone())].into_iter().collect(),
+                labels: labels.clone(),
                 ..Default::default()
             }),
         }));
@@ -776,18 +791,18 @@ async fn client_backpressure_on_an_engine_that_stops_reading() {
     });
     let control = control.unwrap();
     let before = live_bytes();
-    let label = "y".repeat(8 * 1024);
+    // ~8 KiB of labels per request, within the label bounds.
+    let labels = padding_labels(26, 'y');
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..2_000 {
         let control = control.clone();
-        let label = label.clone();
+        let labels = labels.clone();
         calls.spawn(async move {
             control
-                .create_tunnel(
-                    TunnelOptions::new()
-                        .name(format!("flood-{i}"))
-                        .label("pad", label),
-                )
+                .create_tunnel(labels.into_iter().fold(
+                    TunnelOptions::new().name(format!("flood-{i}")),
+                    |o, (k, v)| o.label(k, v),
+                ))
                 .await
         });
     }
