@@ -21,6 +21,7 @@ pub use address::forwarding_address;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use listener::TunnelAddr;
+#[cfg(feature = "local-engine")]
 pub(crate) use options::check_labels;
 pub use options::{
     HttpVersion, Protocol, TlsMode, TunnelOptions, MAX_LABELS, MAX_LABEL_KEY_BYTES,
