@@ -368,7 +368,10 @@ async fn oversized_request_fails_locally_and_channel_survives() {
         p
     });
     let control = control.unwrap();
-    let huge = TunnelOptions::new().label("big", "x".repeat(70_000));
+    // Labels are bounded (20 KiB at most): pad with trusted IPs instead.
+    let huge = (0..5_000).fold(TunnelOptions::new(), |o, i| {
+        o.trusted_ip(format!("10.{}.{}.0/24", i / 256, i % 256))
+    });
     let err = control.create_tunnel(huge).await.unwrap_err();
     assert_eq!(err.code(), "ERR_RSTREAM_FRAME_TOO_LARGE");
     assert!(!control.is_closed());

@@ -1115,3 +1115,337 @@ async fn no_alpn_is_the_tunnel_protocol() {
         other => panic!("{}", other.name()),
     }
 }
+
+/// Events, listings and the state share one copy of what a client sent
+/// (its details, a tunnel's properties and labels): no per-reader copy.
+#[tokio::test]
+async fn events_share_tunnel_data() {
+    let engine = LocalEngine::builder().start().await.unwrap();
+    let mut events = engine.subscribe();
+    let mut other = engine.subscribe();
+    let mut control = open(&engine).await;
+    let mut props = bytestream(Some("shared"));
+    props.labels.insert("env".into(), "dev".into());
+    create(&mut control, props).await.unwrap();
+    let client = match within("event", events.recv()).await.unwrap() {
+        EngineEvent::ClientCreated { client } => client,
+        other => panic!("{other:?}"),
+    };
+    let tunnel = match within("event", events.recv()).await.unwrap() {
+        EngineEvent::TunnelCreated { tunnel } => tunnel,
+        other => panic!("{other:?}"),
+    };
+    let _ = within("event", other.recv()).await.unwrap();
+    let tunnel_again = match within("event", other.recv()).await.unwrap() {
+        EngineEvent::TunnelCreated { tunnel } => tunnel,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(tunnel.properties.labels["env"], "dev");
+    let listed = engine.tunnels();
+    assert!(Arc::ptr_eq(&tunnel.properties, &listed[0].properties));
+    assert!(Arc::ptr_eq(&tunnel.properties, &tunnel_again.properties));
+    assert!(Arc::ptr_eq(&client.details, &engine.clients()[0].details));
+    drop(control);
+    match within("event", events.recv()).await.unwrap() {
+        EngineEvent::TunnelDeleted {
+            tunnel: deleted, ..
+        } => {
+            assert!(Arc::ptr_eq(&tunnel.properties, &deleted.properties))
+        }
+        other => panic!("{other:?}"),
+    }
+    engine.shutdown().await;
+}
+
+/// `Debug` of the builder never prints agent tokens or webhook secrets.
+#[test]
+fn builder_debug_redacts_secrets() {
+    let builder = LocalEngine::builder()
+        .token("agent-token-s3cret")
+        .token("second-token-s3cret")
+        .webhook(
+            "http://127.0.0.1:9/hook",
+            rstream::webhook::WebhookSecret::new("whsec_webhook-s3cret").unwrap(),
+        );
+    let printed = format!("{builder:?} {builder:#?}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert!(printed.contains("<redacted>"), "{printed}");
+    assert!(printed.contains("http://127.0.0.1:9/hook"), "{printed}");
+}
+
+/// The state directory attack: another local user creates the directory
+/// (or the key) first. Refused with `ERR_RSTREAM_LOCAL_ENGINE_STATE_DIR`
+/// naming the path; the engine's own directories are 0700, keys 0600.
+#[cfg(unix)]
+#[tokio::test]
+async fn hostile_state_directories_are_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const CODE: &str = "ERR_RSTREAM_LOCAL_ENGINE_STATE_DIR";
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let refused = |err: rstream::Error, path: &std::path::Path| {
+        assert_eq!(err.code(), CODE, "{err}");
+        assert_eq!(err.kind(), rstream::ErrorKind::Config);
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    };
+
+    // The default: a fresh directory, 0700, key 0600.
+    let engine = LocalEngine::builder().start().await.unwrap();
+    assert_eq!(mode(engine.state_dir()), 0o700);
+    assert_eq!(mode(&engine.state_dir().join("ca-key.pem")), 0o600);
+    let _ = std::fs::remove_dir_all(engine.state_dir());
+    engine.shutdown().await;
+
+    // A pre-created world-writable directory.
+    let dir = temp_dir("state-0777");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o777);
+    let err = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap_err();
+    refused(err, &dir);
+    assert!(!dir.join("ca-key.pem").exists(), "nothing written");
+    chmod(&dir, 0o700);
+    let engine = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap();
+    engine.shutdown().await;
+
+    // A CA key readable by others (planted, or left so by a copy).
+    let key = dir.join("ca-key.pem");
+    chmod(&key, 0o644);
+    let err = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap_err();
+    refused(err, &key);
+    chmod(&key, 0o600);
+    let engine = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap();
+    engine.shutdown().await;
+
+    // Owned by another user (only root can set that up).
+    if std::fs::metadata(&dir).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+        let err = LocalEngine::builder()
+            .state_dir(&dir)
+            .start()
+            .await
+            .unwrap_err();
+        refused(err, &key);
+        std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let err = LocalEngine::builder()
+            .state_dir(&dir)
+            .start()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("uid 65534"), "{err}");
+        refused(err, &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/LOCAL_ENGINE.md names every flag and environment variable of the
+/// binary's command definition (the `clap` one the binary parses with).
+#[test]
+fn docs_list_every_binary_flag() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/LOCAL_ENGINE.md"))
+            .unwrap();
+    let flags = rstream::engine::cli::flags();
+    assert!(flags.len() >= 30, "{flags:?}");
+    let missing: Vec<&String> = flags
+        .iter()
+        .filter(|f| !docs.contains(&format!("`{f}`")) && !docs.contains(&format!("`{f} ")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/LOCAL_ENGINE.md does not list {missing:?}"
+    );
+}
+
+/// Spawns the binary with `args` and `env`; returns it and its address line.
+async fn spawn_engine_bin(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, HashMap<String, String>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rstream-local-engine"));
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = within("the address line", lines.next_line())
+        .await
+        .unwrap()
+        .expect("the engine exited before listening");
+    let vars = line
+        .split(' ')
+        .map(|kv| kv.split_once('=').unwrap())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (child, vars)
+}
+
+/// Opens a control channel on the binary at `vars`; the engine's answer.
+async fn open_on_bin(
+    vars: &HashMap<String, String>,
+    details: ClientDetails,
+) -> proto::OpenControlChannelRsp {
+    let config = TlsOptions::new()
+        .add_ca_file(&vars["RSTREAM_CA_FILE"])
+        .unwrap()
+        .client_config(&[proto::ALPN])
+        .unwrap();
+    let mut conn = TlsDialer::new(config, STEP)
+        .connect(
+            &Endpoint::parse(&vars["RSTREAM_ENGINE"]).unwrap(),
+            "127.0.0.1",
+        )
+        .await
+        .unwrap();
+    let req = OpenControlChannelReq {
+        client_details: Some(details),
+        liveness: None,
+    };
+    send(&mut conn, Payload::OpenControlChannelReq(req)).await;
+    match recv(&mut conn).await {
+        Payload::OpenControlChannelRsp(rsp) => rsp,
+        other => panic!("{}", other.name()),
+    }
+}
+
+fn accepted(rsp: &proto::OpenControlChannelRsp) -> bool {
+    matches!(rsp.payload, Some(open_control_channel_rsp::Payload::Ok(_)))
+}
+
+/// Tokens without argv: from `--token-file` (one per line) and from
+/// `RSTREAM_LOCAL_ENGINE_TOKEN`; `--version` works.
+#[tokio::test]
+async fn binary_takes_secrets_from_files_and_env() {
+    let bin = env!("CARGO_BIN_EXE_rstream-local-engine");
+    let version = tokio::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("rstream-local-engine {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let dir = temp_dir("engine-bin-secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens");
+    std::fs::write(&file, "# agents\nfile-token-1\n\nfile-token-2\r\n").unwrap();
+    let (_child, vars) = spawn_engine_bin(
+        &[
+            "--quiet".as_ref(),
+            "--token-file".as_ref(),
+            file.as_os_str(),
+        ],
+        &[],
+        std::process::Stdio::null(),
+    )
+    .await;
+    for (token, ok) in [
+        ("file-token-1", true),
+        ("file-token-2", true),
+        ("# agents", false),
+        ("nope", false),
+    ] {
+        let rsp = open_on_bin(&vars, details(Some(token))).await;
+        assert_eq!(accepted(&rsp), ok, "{token}");
+    }
+
+    let (_child, vars) = spawn_engine_bin(
+        &[],
+        &[
+            ("RSTREAM_LOCAL_ENGINE_TOKEN", "env-token"),
+            ("RSTREAM_LOCAL_ENGINE_QUIET", "true"),
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
+    assert!(accepted(
+        &open_on_bin(&vars, details(Some("env-token"))).await
+    ));
+    assert!(!accepted(&open_on_bin(&vars, details(Some("other"))).await));
+
+    // A token file without tokens would admit everyone: refused (exit 2).
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n# none\n").unwrap();
+    let out = tokio::process::Command::new(bin)
+        .arg("--token-file")
+        .arg(&empty)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A parent that never reads the binary's stderr: with a verbose log, one
+/// runtime worker (TOKIO_WORKER_THREADS=1) and an agent name of 4 KiB in
+/// every event line, far more than a pipe's 64 KiB is logged; every
+/// control channel is still answered within 5 s (log lines are dropped
+/// instead). The agent name is logged escaped and cut.
+#[tokio::test]
+async fn binary_never_blocks_on_stderr() {
+    use tokio::io::AsyncReadExt;
+    let dir = temp_dir("engine-bin-stderr");
+    let (mut child, vars) = spawn_engine_bin(
+        &["--state-dir".as_ref(), dir.as_os_str()],
+        &[("RUST_LOG", "trace"), ("TOKIO_WORKER_THREADS", "1")],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    let mut agent = "\u{1b}[31mhostile\nagent ".to_owned();
+    agent.push_str(&"x".repeat(4096));
+    let started = std::time::Instant::now();
+    for _ in 0..150 {
+        let mut d = details(None);
+        d.agent = Some(agent.clone());
+        assert!(accepted(&open_on_bin(&vars, d).await));
+    }
+    let elapsed = started.elapsed();
+    // The pipe is full (what we now read was written while nobody read),
+    // and the engine went on meanwhile.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut log = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while log.len() < 64 * 1024 {
+        match tokio::time::timeout(Duration::from_secs(2), stderr.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => log.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    assert!(log.len() >= 64 * 1024, "only {} bytes logged", log.len());
+    let text = String::from_utf8_lossy(&log);
+    assert!(!text.contains('\u{1b}'), "raw escape sequence logged");
+    assert!(!text.contains("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
+    println!("150 control channels with stderr unread: {elapsed:?}");
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -375,6 +375,20 @@ async fn engine_still_serves(engine: &LocalEngine) {
     control.close().await.unwrap();
 }
 
+/// `n` labels with the longest keys and values allowed (padding that the
+/// engine accepts and echoes): about 320 bytes each.
+fn padding_labels(n: usize, fill: char) -> std::collections::HashMap<String, String> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("{i:0>width$}", width = rstream::tunnel::MAX_LABEL_KEY_BYTES),
+                fill.to_string()
+                    .repeat(rstream::tunnel::MAX_LABEL_VALUE_BYTES),
+            )
+        })
+        .collect()
+}
+
 fn random_bytes(n: usize) -> Vec<u8> {
     (0..n).map(|_| rand::random::<u8>()).collect()
 }
@@ -552,14 +566,15 @@ async fn engine_backpressure_on_a_client_that_stops_reading() {
     let mut peak = 0isize;
     let mut sent = 0u32;
     let mut stalled = false;
-    // Each request makes the engine answer ~16 KiB (the properties echoed).
-    let label = "z".repeat(16 * 1024);
+    // Each request makes the engine answer ~20 KiB (the properties echoed):
+    // the most labels allowed, at their longest.
+    let labels = padding_labels(rstream::tunnel::MAX_LABELS, 'z');
     while started.elapsed() < Duration::from_secs(10) {
         sent += 1;
         let req = Message::new(Payload::OpenTunnelReq(proto::OpenTunnelReq {
             request_id: sent.to_string(),
             tunnel_properties: Some(proto::TunnelProperties {
-                labels: [("pad".to_owned(), label.clone())].into_iter().collect(),
+                labels: labels.clone(),
                 ..Default::default()
             }),
         }));
@@ -831,18 +846,18 @@ async fn client_backpressure_on_an_engine_that_stops_reading() {
     });
     let control = control.unwrap();
     let before = live_bytes();
-    let label = "y".repeat(8 * 1024);
+    // ~8 KiB of labels per request, within the label bounds.
+    let labels = padding_labels(26, 'y');
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..2_000 {
         let control = control.clone();
-        let label = label.clone();
+        let labels = labels.clone();
         calls.spawn(async move {
             control
-                .create_tunnel(
-                    TunnelOptions::new()
-                        .name(format!("flood-{i}"))
-                        .label("pad", label),
-                )
+                .create_tunnel(labels.into_iter().fold(
+                    TunnelOptions::new().name(format!("flood-{i}")),
+                    |o, (k, v)| o.label(k, v),
+                ))
                 .await
         });
     }
@@ -861,4 +876,167 @@ async fn client_backpressure_on_an_engine_that_stops_reading() {
     assert!(busy > 0, "the outbox never filled up");
     assert!(peak < 32 << 20, "memory grew by {peak} bytes");
     assert!(!control.is_closed());
+}
+
+/// Label flood: one `OpenTunnelReq` frame (under the 64 KiB frame limit)
+/// carrying 10,000 labels is refused with `INVALID_REQUEST` naming
+/// `MAX_LABELS`; nothing is stored and the channel stays usable.
+#[tokio::test]
+async fn engine_refuses_a_label_flood() {
+    let engine = support::engine().await;
+    let mut io = raw(&engine).await;
+    send(
+        &mut io,
+        Payload::OpenControlChannelReq(OpenControlChannelReq {
+            client_details: Some(details()),
+            liveness: None,
+        }),
+    )
+    .await;
+    let opened = within("open", read_frame(&mut io)).await.unwrap();
+    assert!(matches!(
+        opened.and_then(|m| m.payload),
+        Some(Payload::OpenControlChannelRsp(_))
+    ));
+    // 10,000 distinct short keys (1-3 printable ASCII bytes), empty values.
+    let key = |i: usize| -> String {
+        // Base 95 over printable ASCII, 1-3 digits by range: all distinct.
+        let (digits, n) = match i {
+            0..95 => (1, i),
+            95..9120 => (2, i - 95),
+            _ => (3, i - 9120),
+        };
+        (0..digits)
+            .map(|d| char::from(b' ' + ((n / 95usize.pow(d)) % 95) as u8))
+            .collect()
+    };
+    let labels: std::collections::HashMap<String, String> =
+        (0..10_000).map(|i| (key(i), String::new())).collect();
+    assert_eq!(labels.len(), 10_000);
+    let flood = Message::new(Payload::OpenTunnelReq(proto::OpenTunnelReq {
+        request_id: "flood".into(),
+        tunnel_properties: Some(proto::TunnelProperties {
+            labels,
+            ..Default::default()
+        }),
+    }));
+    let frame = encode_frame(&flood).unwrap();
+    assert!(frame.len() - 4 <= MAX_FRAME_LEN, "{} bytes", frame.len());
+    io.write_all(&frame).await.unwrap();
+    io.flush().await.unwrap();
+    match within("answer", read_frame(&mut io))
+        .await
+        .unwrap()
+        .and_then(|m| m.payload)
+    {
+        Some(Payload::OpenTunnelRsp(rsp)) => {
+            assert_eq!(rsp.request_id, "flood");
+            match rsp.payload {
+                Some(proto::open_tunnel_rsp::Payload::Error(e)) => {
+                    assert_eq!(e.code, proto::ErrorCode::InvalidRequest as i32);
+                    let message = e.message.unwrap_or_default();
+                    assert!(message.contains("MAX_LABELS"), "{message}");
+                    assert!(message.contains("64"), "{message}");
+                }
+                other => panic!("the flood was accepted: {other:?}"),
+            }
+        }
+        other => panic!("expected OpenTunnelRsp, got {:?}", other.map(|p| p.name())),
+    }
+    assert!(engine.tunnels().is_empty());
+    // One oversized key, and one oversized value: refused the same way.
+    for (key, value, bound) in [
+        ("k".repeat(64), String::new(), "MAX_LABEL_KEY_BYTES"),
+        ("k".to_owned(), "v".repeat(256), "MAX_LABEL_VALUE_BYTES"),
+    ] {
+        send(
+            &mut io,
+            Payload::OpenTunnelReq(proto::OpenTunnelReq {
+                request_id: bound.into(),
+                tunnel_properties: Some(proto::TunnelProperties {
+                    labels: [(key, value)].into_iter().collect(),
+                    ..Default::default()
+                }),
+            }),
+        )
+        .await;
+        match within("answer", read_frame(&mut io))
+            .await
+            .unwrap()
+            .and_then(|m| m.payload)
+        {
+            Some(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
+                payload: Some(proto::open_tunnel_rsp::Payload::Error(e)),
+                ..
+            })) => {
+                assert_eq!(e.code, proto::ErrorCode::InvalidRequest as i32);
+                assert!(e.message.unwrap_or_default().contains(bound));
+            }
+            other => panic!("{bound}: {:?}", other.map(|p| p.name())),
+        }
+    }
+    // At the bounds exactly: accepted.
+    let labels = (0..rstream::tunnel::MAX_LABELS)
+        .map(|i| {
+            (
+                format!("{i:0>63}"),
+                "v".repeat(rstream::tunnel::MAX_LABEL_VALUE_BYTES),
+            )
+        })
+        .collect();
+    send(
+        &mut io,
+        Payload::OpenTunnelReq(proto::OpenTunnelReq {
+            request_id: "at-the-bounds".into(),
+            tunnel_properties: Some(proto::TunnelProperties {
+                labels,
+                ..Default::default()
+            }),
+        }),
+    )
+    .await;
+    match within("answer", read_frame(&mut io))
+        .await
+        .unwrap()
+        .and_then(|m| m.payload)
+    {
+        Some(Payload::OpenTunnelRsp(rsp)) => assert!(
+            matches!(
+                rsp.payload,
+                Some(proto::open_tunnel_rsp::Payload::TunnelProperties(_))
+            ),
+            "{rsp:?}"
+        ),
+        other => panic!("{:?}", other.map(|p| p.name())),
+    }
+    assert_eq!(engine.tunnels().len(), 1);
+}
+
+/// `TunnelOptions` with 65 labels fails in the SDK, before anything is
+/// sent: a config error (`ERR_RSTREAM_INVALID_TUNNEL`), not the engine's
+/// `INVALID_REQUEST`; the channel stays usable.
+#[tokio::test]
+async fn tunnel_options_refuse_too_many_labels_before_sending() {
+    let engine = support::engine().await;
+    let control = within("connect", support::client(&engine).connect())
+        .await
+        .unwrap();
+    let options = (0..=rstream::tunnel::MAX_LABELS)
+        .fold(TunnelOptions::new(), |o, i| o.label(format!("k{i}"), "v"));
+    let err = within("create", control.create_tunnel(options))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert_eq!(err.code(), "ERR_RSTREAM_INVALID_TUNNEL");
+    assert_eq!(err.engine_code(), None);
+    assert!(err.to_string().contains("MAX_LABELS"), "{err}");
+    assert!(engine.tunnels().is_empty());
+    within(
+        "create",
+        control.create_tunnel(TunnelOptions::new().label("k", "v")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(engine.tunnels().len(), 1);
+    control.close().await.unwrap();
 }

@@ -1,227 +1,46 @@
 //! `rstream-local-engine`: the local rstream engine as a process.
 //!
 //! ```text
-//! rstream-local-engine [--listen ADDR] [--state-dir DIR] [--token T]...
+//! rstream-local-engine [--listen ADDR] [--state-dir DIR] [--token-file PATH]
 //!                      [--client-ca FILE]... [--require-client-certificate]
-//!                      [--webhook-url URL --webhook-secret whsec_...]...
+//!                      [--webhook-url URL]... [--webhook-secret-file PATH] ...
 //! ```
 //!
-//! Prints exactly one line to stdout once it listens,
+//! Every flag also reads an `RSTREAM_LOCAL_ENGINE_*` environment variable
+//! (`--help` lists them; `docs/LOCAL_ENGINE.md` describes them). Prints
+//! exactly one line to stdout once it listens,
 //! `RSTREAM_ENGINE=<host:port> RSTREAM_CA_FILE=<path>`, then runs until
-//! SIGINT or SIGTERM. Client and tunnel events go to stderr (unless
-//! `--quiet`). Bad arguments: a message on stderr and exit code 2; a
-//! failure to start: exit code 1.
+//! SIGINT or SIGTERM. Logs (client and tunnel events unless `--quiet`) go
+//! to stderr through `tracing` (`RUST_LOG`, default `info`) and a lossy,
+//! non-blocking writer: a parent that never reads stderr loses log lines,
+//! never engine progress. Bad arguments: a message on stderr and exit
+//! code 2; a failure to start: exit code 1.
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use rstream::engine::{EngineEvent, LocalEngine};
-use rstream::webhook::WebhookSecret;
+use rstream::engine::cli::{self, log_safe, MAX_LOGGED_CHARS};
+use rstream::engine::EngineEvent;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "\
-usage: rstream-local-engine [OPTIONS]
+/// Log lines queued for stderr at most: 8,192. Beyond (a reader that does
+/// not keep up, or none), new lines are dropped instead of blocking.
+const LOG_QUEUE_LINES: usize = 8192;
 
-Runs a local rstream engine (tunnel protocol + Engine API on one TLS port).
-Once listening it prints one line to stdout:
-  RSTREAM_ENGINE=<host:port> RSTREAM_CA_FILE=<path to the CA PEM>
-and runs until SIGINT or SIGTERM.
-
-options:
-  --listen ADDR                 address to listen on (default 127.0.0.1:0)
-  --state-dir DIR               CA and state directory, reused across restarts
-                                (default: a fresh temporary directory)
-  --token TOKEN                 accepted agent token (repeatable; without any,
-                                every client is admitted)
-  --client-ca FILE              trust this PEM CA to issue agent client
-                                certificates (mTLS; repeatable): a verified
-                                certificate authenticates an agent without
-                                a token
-  --require-client-certificate  refuse connections without such a
-                                certificate (needs --client-ca)
-  --liveness-timeout-ms MS      liveness timeout answered to clients
-                                (default max(3 x interval, 15000), <= 900000)
-  --max-tunnels-per-client N    default 64
-  --max-pending-streams N       per tunnel, default 256
-  --max-connections N           connections held at once on the engine port
-                                (default 4096; beyond: closed at once)
-  --max-published-connections N downstream connections held at once by all
-                                published endpoints (default 4096)
-  --webhook-url URL             deliver signed webhooks (client.created,
-                                tunnel.created, tunnel.deleted,
-                                client.deleted) to this http(s) URL
-                                (repeatable)
-  --webhook-secret SECRET       signing secret of the matching --webhook-url
-                                (repeatable, paired in order; without any,
-                                every URL uses $RSTREAM_WEBHOOK_SECRET)
-  --quiet                       no event log on stderr
-  -h, --help                    print this help
-";
-
-struct Args {
-    listen: SocketAddr,
-    state_dir: Option<PathBuf>,
-    tokens: Vec<String>,
-    client_cas: Vec<PathBuf>,
-    require_client_certificate: bool,
-    liveness_timeout: Option<Duration>,
-    max_tunnels_per_client: Option<usize>,
-    max_pending_streams: Option<usize>,
-    max_connections: Option<usize>,
-    max_published_connections: Option<usize>,
-    webhooks: Vec<(String, WebhookSecret)>,
-    quiet: bool,
-}
-
-enum Command {
-    Help,
-    Run(Box<Args>),
-}
-
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Command, String> {
-    let mut args = Args {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: None,
-        tokens: Vec::new(),
-        client_cas: Vec::new(),
-        require_client_certificate: false,
-        liveness_timeout: None,
-        max_tunnels_per_client: None,
-        max_pending_streams: None,
-        max_connections: None,
-        max_published_connections: None,
-        webhooks: Vec::new(),
-        quiet: false,
-    };
-    let mut webhook_urls = Vec::new();
-    let mut webhook_secrets = Vec::new();
-    while let Some(arg) = argv.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| argv.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--quiet" => args.quiet = true,
-            "--listen" => {
-                let v = value("--listen")?;
-                args.listen = v
-                    .parse()
-                    .map_err(|_| format!("--listen: {v:?} is not an IP:PORT address"))?;
-            }
-            "--state-dir" => {
-                let v = value("--state-dir")?;
-                if v.trim().is_empty() {
-                    return Err("--state-dir: empty path".into());
-                }
-                args.state_dir = Some(PathBuf::from(v));
-            }
-            "--token" => {
-                let v = value("--token")?;
-                if v.trim().is_empty() {
-                    return Err("--token: empty token".into());
-                }
-                args.tokens.push(v);
-            }
-            "--client-ca" => {
-                let v = value("--client-ca")?;
-                if v.trim().is_empty() {
-                    return Err("--client-ca: empty path".into());
-                }
-                args.client_cas.push(PathBuf::from(v));
-            }
-            "--require-client-certificate" => args.require_client_certificate = true,
-            "--liveness-timeout-ms" => {
-                let v = value("--liveness-timeout-ms")?;
-                let ms: u64 = v
-                    .parse()
-                    .ok()
-                    .filter(|ms| (1..=900_000).contains(ms))
-                    .ok_or_else(|| format!("--liveness-timeout-ms: {v:?} is not 1-900000"))?;
-                args.liveness_timeout = Some(Duration::from_millis(ms));
-            }
-            "--max-tunnels-per-client" => {
-                args.max_tunnels_per_client = Some(count(
-                    "--max-tunnels-per-client",
-                    value("--max-tunnels-per-client")?,
-                )?);
-            }
-            "--max-pending-streams" => {
-                args.max_pending_streams = Some(count(
-                    "--max-pending-streams",
-                    value("--max-pending-streams")?,
-                )?);
-            }
-            "--max-connections" => {
-                args.max_connections =
-                    Some(count("--max-connections", value("--max-connections")?)?);
-            }
-            "--max-published-connections" => {
-                args.max_published_connections = Some(count(
-                    "--max-published-connections",
-                    value("--max-published-connections")?,
-                )?);
-            }
-            "--webhook-url" => {
-                let v = value("--webhook-url")?;
-                if !(v.starts_with("http://") || v.starts_with("https://")) {
-                    return Err("--webhook-url: must start with http:// or https://".into());
-                }
-                webhook_urls.push(v);
-            }
-            "--webhook-secret" => {
-                let v = value("--webhook-secret")?;
-                webhook_secrets
-                    .push(WebhookSecret::new(v).map_err(|_| "--webhook-secret: empty secret")?);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if webhook_secrets.is_empty() && !webhook_urls.is_empty() {
-        let secret = std::env::var("RSTREAM_WEBHOOK_SECRET")
-            .ok()
-            .and_then(|s| WebhookSecret::new(s).ok())
-            .ok_or("--webhook-url needs --webhook-secret (or RSTREAM_WEBHOOK_SECRET)")?;
-        webhook_secrets = vec![secret; webhook_urls.len()];
-    }
-    if webhook_secrets.len() != webhook_urls.len() {
-        return Err(format!(
-            "{} --webhook-url but {} --webhook-secret: give one secret per URL",
-            webhook_urls.len(),
-            webhook_secrets.len()
-        ));
-    }
-    args.webhooks = webhook_urls.into_iter().zip(webhook_secrets).collect();
-    Ok(Command::Run(Box::new(args)))
-}
-
-fn count(name: &str, v: String) -> Result<usize, String> {
-    v.parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{name}: {v:?} is not a positive number"))
-}
+/// The filter when `RUST_LOG` is unset or invalid.
+const DEFAULT_LOG: &str = "info";
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(args)) => args,
-        Err(message) => {
-            eprintln!("rstream-local-engine: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let settings = match cli::parse_from(std::env::args_os()) {
+        Ok(settings) => settings,
+        // --help / --version (exit 0, stdout) or a bad argument (exit 2).
+        Err(e) => e.exit(),
     };
+    let _log = init_logging();
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -232,42 +51,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(*args))
+    runtime.block_on(run(settings))
 }
 
-async fn run(args: Args) -> ExitCode {
-    let mut builder = LocalEngine::builder().listen(args.listen);
-    if let Some(dir) = args.state_dir {
-        builder = builder.state_dir(dir);
-    }
-    for token in args.tokens {
-        builder = builder.token(token);
-    }
-    for path in args.client_cas {
-        builder = builder.client_ca_file(path);
-    }
-    builder = builder.require_client_certificate(args.require_client_certificate);
-    if let Some(t) = args.liveness_timeout {
-        builder = builder.liveness_timeout(t);
-    }
-    if let Some(n) = args.max_tunnels_per_client {
-        builder = builder.max_tunnels_per_client(n);
-    }
-    if let Some(n) = args.max_pending_streams {
-        builder = builder.max_pending_streams(n);
-    }
-    if let Some(n) = args.max_connections {
-        builder = builder.max_connections(n);
-    }
-    if let Some(n) = args.max_published_connections {
-        builder = builder.max_published_connections(n);
-    }
-    for (url, secret) in args.webhooks {
-        builder = builder.webhook(url, secret);
-    }
-    let engine = match builder.start().await {
+/// Logs to stderr through a bounded queue and a writer thread: when the
+/// queue is full (stderr not drained), lines are dropped, never waited on.
+/// The guard flushes what is queued on exit (bounded wait).
+fn init_logging() -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("rstream-local-engine-log")
+        .finish(std::io::stderr());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .init();
+    guard
+}
+
+async fn run(settings: cli::Settings) -> ExitCode {
+    let engine = match settings.builder.start().await {
         Ok(engine) => engine,
         Err(e) => {
+            // Nothing has been logged yet: stderr cannot be full.
             eprintln!("rstream-local-engine: {e}");
             return ExitCode::FAILURE;
         }
@@ -285,6 +94,7 @@ async fn run(args: Args) -> ExitCode {
         engine.engine_address(),
         engine.ca_file().display()
     );
+    // One short write before anything else: the pipe has room for it.
     let mut stdout = std::io::stdout().lock();
     if stdout
         .write_all(line.as_bytes())
@@ -292,10 +102,15 @@ async fn run(args: Args) -> ExitCode {
         .is_err()
     {
         // Nobody reads our address: keep serving anyway (tools may not need it).
-        eprintln!("rstream-local-engine: could not write the address line to stdout");
+        tracing::warn!("could not write the address line to stdout");
     }
     drop(stdout);
-    if !args.quiet {
+    tracing::info!(
+        address = %engine.engine_address(),
+        ca_file = %engine.ca_file().display(),
+        "listening"
+    );
+    if !settings.quiet {
         tokio::spawn(log_events(events));
     }
     signal.await;
@@ -303,47 +118,47 @@ async fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The event log: one `info` line per client and tunnel event (target
+/// `rstream_local_engine::events`). Client-supplied strings go through
+/// [`log_safe`].
 async fn log_events(mut events: tokio::sync::broadcast::Receiver<EngineEvent>) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
         let event = match events.recv().await {
             Ok(e) => e,
             Err(RecvError::Lagged(n)) => {
-                eprintln!("rstream-local-engine: {n} events not logged");
+                tracing::warn!(target: "rstream_local_engine::events", "{n} events not logged");
                 continue;
             }
             Err(RecvError::Closed) => return,
         };
-        let what = match &event {
+        let kind = event.event_type();
+        match &event {
             EngineEvent::ClientCreated { client } | EngineEvent::ClientDeleted { client, .. } => {
-                let mut s = format!(
-                    "id={} peer={} agent={}",
-                    client.id,
-                    client.peer_addr,
-                    client.details.agent.as_deref().unwrap_or("-")
+                let agent = client.details.agent.as_deref().unwrap_or("-");
+                tracing::info!(
+                    target: "rstream_local_engine::events",
+                    id = %client.id,
+                    peer = %client.peer_addr,
+                    agent = %log_safe(agent, MAX_LOGGED_CHARS),
+                    identity = client.identity.as_deref(),
+                    "{kind}"
                 );
-                if let Some(identity) = &client.identity {
-                    s.push_str(&format!(" identity={identity}"));
-                }
-                s
             }
             EngineEvent::TunnelCreated { tunnel } | EngineEvent::TunnelDeleted { tunnel, .. } => {
                 let p = &tunnel.properties;
-                let mut s = format!("id={} client={}", tunnel.id, tunnel.client_id);
-                if let Some(name) = &p.name {
-                    s.push_str(&format!(" name={name}"));
-                }
-                if let Some(protocol) = &p.protocol {
-                    s.push_str(&format!(" protocol={protocol}"));
-                }
-                if let Some(port) = p.port {
-                    s.push_str(&format!(" port={port}"));
-                }
-                s
+                tracing::info!(
+                    target: "rstream_local_engine::events",
+                    id = %tunnel.id,
+                    client = %tunnel.client_id,
+                    name = p.name.as_deref().map(|n| log_safe(n, MAX_LOGGED_CHARS)),
+                    protocol = p.protocol.as_deref(),
+                    port = p.port,
+                    "{kind}"
+                );
             }
-            _ => String::new(),
-        };
-        eprintln!("rstream-local-engine: {} {what}", event.event_type());
+            _ => tracing::info!(target: "rstream_local_engine::events", "{kind}"),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The engine's certificate authority and server certificate.
 //!
 //! The CA (`ca.pem`, `ca-key.pem` with mode 0600) lives in the state
-//! directory and is reused on restart; a fresh server certificate for
+//! directory (mode 0700 when the engine creates it; see `state_dir` for
+//! what an existing one must satisfy) and is reused on restart; a fresh server certificate for
 //! `localhost`, `127.0.0.1` and `::1` is issued from it at every start.
 //! Both are shaped for strict verifiers (OpenSSL/Python, webpki): the CA
 //! has `basicConstraints CA:true, pathlen:0` (critical), `keyUsage
@@ -68,13 +69,18 @@ impl ServerConfigs {
 
 impl EngineTls {
     /// Loads the CA from `dir` (creating it, and `dir`, when absent) and
-    /// issues this run's server certificate.
+    /// issues this run's server certificate. An existing `dir` and CA
+    /// files must pass the `state_dir` checks (owner and mode).
     pub(crate) fn load_or_create(dir: &Path) -> Result<Self> {
-        create_dir(dir)?;
+        super::state_dir::prepare(dir)?;
         let ca_file = dir.join(CA_FILE);
         let key_file = dir.join(CA_KEY_FILE);
         let (ca_pem, ca_key) = match (ca_file.exists(), key_file.exists()) {
-            (true, true) => load_ca(&ca_file, &key_file)?,
+            (true, true) => {
+                super::state_dir::check_key(&key_file)?;
+                super::state_dir::check_certificate(&ca_file)?;
+                load_ca(&ca_file, &key_file)?
+            }
             (false, false) => create_ca(&ca_file, &key_file)?,
             _ => {
                 return Err(ca_error(format!(
@@ -295,20 +301,6 @@ fn subject_common_name(der: &[u8]) -> Option<String> {
         }
     }
     None
-}
-
-fn create_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("creating state directory {}", dir.display()), e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    }
-    Ok(())
 }
 
 fn load_ca(ca_file: &Path, key_file: &Path) -> Result<(String, KeyPair)> {

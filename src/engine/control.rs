@@ -219,7 +219,7 @@ pub(crate) async fn serve(
     let (identity, identity_name) = certificate.unzip();
     inner.state().add_client(ClientInfo {
         id: client_id.clone(),
-        details,
+        details: details.into(),
         peer_addr: peer,
         liveness,
         created_at: SystemTime::now(),

@@ -140,13 +140,17 @@ impl Watcher {
 }
 
 /// A connected client (one control channel).
+///
+/// Cheap to clone: what the client sent ([`details`](Self::details)) is
+/// shared, not copied, by the engine's state, every event, listing and
+/// watch snapshot.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ClientInfo {
     /// Engine-assigned client id (a UUID).
     pub id: String,
-    /// What the client said about itself, with the token removed.
-    pub details: ClientDetails,
+    /// What the client said about itself, with the token removed (shared).
+    pub details: Arc<ClientDetails>,
     /// The client's TCP peer address.
     pub peer_addr: SocketAddr,
     /// The negotiated liveness (`None`: the client sent no heartbeats proposal).
@@ -162,6 +166,10 @@ pub struct ClientInfo {
 }
 
 /// An open tunnel.
+///
+/// Cheap to clone: the [`properties`](Self::properties) (labels and all)
+/// are shared, not copied, by the engine's state, every event, listing
+/// and watch snapshot.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct TunnelInfo {
@@ -170,13 +178,16 @@ pub struct TunnelInfo {
     /// The owning client's id.
     pub client_id: String,
     /// The properties as returned to the client (id, name, labels,
-    /// hostname/port for published tunnels, …).
-    pub properties: TunnelProperties,
+    /// hostname/port for published tunnels, …), shared.
+    pub properties: Arc<TunnelProperties>,
     /// When the tunnel was created.
     pub created_at: SystemTime,
 }
 
 /// Something that happened in the engine, in order.
+///
+/// Cheap to clone (each broadcast receiver gets a clone): the client's
+/// details and the tunnel's properties are shared ([`Arc`]).
 ///
 /// Deleted events carry the last state of the object and the time of the
 /// deletion. A client's tunnels are deleted (one event each) before the

@@ -44,11 +44,14 @@
 mod admission;
 mod api;
 mod certs;
+#[doc(hidden)]
+pub mod cli;
 mod control;
 mod events;
 mod limits;
 mod listener;
 mod state;
+mod state_dir;
 mod streams;
 mod tasks;
 mod tunnels;
@@ -87,7 +90,9 @@ const MAX_ADMISSION_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_PUBLISHED_CONNECTIONS: usize = 4096;
 
 /// Builds and starts a [`LocalEngine`]. See the [module docs](self).
-#[derive(Clone, Debug)]
+///
+/// `Debug` redacts the agent tokens and webhook secrets.
+#[derive(Clone)]
 pub struct LocalEngineBuilder {
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
@@ -104,6 +109,36 @@ pub struct LocalEngineBuilder {
     require_client_certificate: bool,
     max_watches: usize,
     api_timeouts: api::ApiTimeouts,
+}
+
+impl std::fmt::Debug for LocalEngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// The number of secrets, never their text.
+        struct Redacted(usize);
+        impl std::fmt::Debug for Redacted {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "[<redacted>; {}]", self.0)
+            }
+        }
+        let webhook_urls: Vec<&str> = self.webhooks.iter().map(|(url, _)| url.as_str()).collect();
+        f.debug_struct("LocalEngineBuilder")
+            .field("listen", &self.listen)
+            .field("state_dir", &self.state_dir)
+            .field("tokens", &Redacted(self.tokens.len()))
+            .field("liveness_timeout", &self.liveness_timeout)
+            .field("max_tunnels_per_client", &self.max_tunnels_per_client)
+            .field("max_pending_streams", &self.max_pending_streams)
+            .field("max_connections", &self.max_connections)
+            .field("max_published_connections", &self.max_published_connections)
+            .field("webhook_urls", &webhook_urls)
+            .field("webhook_secrets", &Redacted(self.webhooks.len()))
+            .field("client_cas", &self.client_cas)
+            .field(
+                "require_client_certificate",
+                &self.require_client_certificate,
+            )
+            .finish()
+    }
 }
 
 /// Where a trusted client CA comes from (read by `start`).
@@ -146,6 +181,17 @@ impl LocalEngineBuilder {
     /// fresh directory under [`std::env::temp_dir`], left in place after
     /// shutdown. Restarting with the same directory reuses the same CA.
     /// Run one engine per state directory at a time.
+    ///
+    /// The engine creates a missing directory with mode 0700 (the key file
+    /// 0600). On Unix, [`start`](Self::start) refuses
+    /// (`ERR_RSTREAM_LOCAL_ENGINE_STATE_DIR`, kind `Config`, naming the
+    /// path) a directory not owned by the current user or writable by its
+    /// group or others, a `ca-key.pem` not owned by the current user or
+    /// accessible to its group or others, and a `ca.pem` not owned by the
+    /// current user or writable by others: whoever controls them controls
+    /// the CA clients trust. Prefer a per-user path (e.g. under
+    /// `$XDG_RUNTIME_DIR` or `~/.rstream/local-engine`) over a shared one
+    /// such as `/tmp/rstream`.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
         self
@@ -320,8 +366,9 @@ impl LocalEngineBuilder {
     /// a zero connection limit, an admission timeout of zero or above
     /// 300 s, an unreadable or empty client CA, a
     /// required client certificate without a client CA),
-    /// an unusable state directory, a CA that does not match its key, or a
-    /// port that cannot be bound.
+    /// an unusable or insecure state directory (see
+    /// [`state_dir`](Self::state_dir)), a CA that does not match its key,
+    /// or a port that cannot be bound.
     pub async fn start(self) -> Result<LocalEngine> {
         if self.tokens.iter().any(|t| t.trim().is_empty()) {
             return Err(Error::config(

@@ -1,7 +1,9 @@
 //! The engine's state: clients, tunnels (by id and by name) and the
 //! streams waiting for their owner. One `Mutex` (see `Inner::state`),
 //! small critical sections, no `.await` under it. Events are emitted under
-//! the lock, so their order matches the state's.
+//! the lock, so their order matches the state's. `ClientInfo` and
+//! `TunnelInfo` share what clients sent (`Arc`), so the copies handed to
+//! events, listings and watch snapshots under the lock are cheap.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -111,6 +113,16 @@ impl State {
 
     pub(crate) fn tunnels(&self) -> Vec<TunnelInfo> {
         self.tunnels.values().map(|t| t.info.clone()).collect()
+    }
+
+    /// One client, by id (without copying the others).
+    pub(crate) fn client(&self, id: &str) -> Option<ClientInfo> {
+        self.clients.get(id).map(|c| c.info.clone())
+    }
+
+    /// One tunnel, by id (without copying the others).
+    pub(crate) fn tunnel(&self, id: &str) -> Option<TunnelInfo> {
+        self.tunnels.get(id).map(|t| t.info.clone())
     }
 
     // ----- clients -----

@@ -69,6 +69,10 @@ pub(crate) fn validate(
     tls: &super::certs::ServerConfigs,
 ) -> Result<Plan, proto::Error> {
     let mut p = requested.unwrap_or_default();
+    // Labels are kept for the tunnel's life and shared with events,
+    // listings and watch snapshots: the same bounds as `TunnelOptions`
+    // (`crate::tunnel::MAX_LABELS`, …), checked first.
+    crate::tunnel::check_labels(&p.labels).map_err(invalid)?;
 
     match non_blank(&p.r#type) {
         None | Some("bytestream") => {}
@@ -298,7 +302,7 @@ async fn create(
     let info = TunnelInfo {
         id,
         client_id: client_id.to_owned(),
-        properties: props.clone(),
+        properties: Arc::new(props.clone()),
         created_at,
     };
     inner

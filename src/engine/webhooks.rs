@@ -877,7 +877,8 @@ mod tests {
                 agent: Some("rstream-rust-runtime".into()),
                 version: Some("0.1.0".into()),
                 ..Default::default()
-            },
+            }
+            .into(),
             peer_addr: "127.0.0.1:5000".parse().unwrap(),
             liveness: None,
             created_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -911,7 +912,7 @@ mod tests {
         let tunnel = TunnelInfo {
             id: "t1".into(),
             client_id: "c1".into(),
-            properties,
+            properties: properties.into(),
             created_at: UNIX_EPOCH,
         };
         let job = job_for(&EngineEvent::TunnelDeleted {

@@ -22,7 +22,12 @@ pub use forward::{ForwardOptions, DEFAULT_FORWARD_CONNECT_TIMEOUT, DEFAULT_MAX_R
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use listener::TunnelAddr;
-pub use options::{HttpVersion, Protocol, TlsMode, TunnelOptions};
+#[cfg(feature = "local-engine")]
+pub(crate) use options::check_labels;
+pub use options::{
+    HttpVersion, Protocol, TlsMode, TunnelOptions, MAX_LABELS, MAX_LABEL_KEY_BYTES,
+    MAX_LABEL_VALUE_BYTES,
+};
 
 use crate::control::{Command, ControlChannel, NewTunnel};
 use crate::error::{Error, Result};

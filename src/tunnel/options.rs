@@ -5,6 +5,49 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::proto::TunnelProperties;
 
+/// Most labels one tunnel may carry: 64. [`TunnelOptions::to_properties`]
+/// refuses more (`ERR_RSTREAM_INVALID_TUNNEL`) before anything is sent,
+/// and the local engine refuses more with `INVALID_REQUEST`: labels are
+/// copied into every event, listing and watch snapshot, so their size is
+/// bounded where they enter.
+pub const MAX_LABELS: usize = 64;
+
+/// Longest label key, in bytes (UTF-8): 63 (a DNS-label-sized key).
+/// Enforced like [`MAX_LABELS`].
+pub const MAX_LABEL_KEY_BYTES: usize = 63;
+
+/// Longest label value, in bytes (UTF-8): 255. Enforced like [`MAX_LABELS`].
+pub const MAX_LABEL_VALUE_BYTES: usize = 255;
+
+/// Checks labels against [`MAX_LABELS`], [`MAX_LABEL_KEY_BYTES`] and
+/// [`MAX_LABEL_VALUE_BYTES`]; the message names the bound that was
+/// exceeded (and never echoes the oversized key or value). Shared by
+/// [`TunnelOptions`] and the local engine, so both apply the same numbers.
+pub(crate) fn check_labels(labels: &HashMap<String, String>) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!(
+            "{} labels: at most {MAX_LABELS} labels per tunnel (MAX_LABELS)",
+            labels.len()
+        ));
+    }
+    for (key, value) in labels {
+        if key.len() > MAX_LABEL_KEY_BYTES {
+            return Err(format!(
+                "a label key of {} bytes: label keys are at most {MAX_LABEL_KEY_BYTES} bytes (MAX_LABEL_KEY_BYTES)",
+                key.len()
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(format!(
+                "label {:?} has a value of {} bytes: label values are at most {MAX_LABEL_VALUE_BYTES} bytes (MAX_LABEL_VALUE_BYTES)",
+                key,
+                value.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The downstream protocol of a tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -170,7 +213,9 @@ impl TunnelOptions {
         self
     }
 
-    /// Adds a label.
+    /// Adds a label (at most [`MAX_LABELS`] per tunnel, keys up to
+    /// [`MAX_LABEL_KEY_BYTES`] and values up to [`MAX_LABEL_VALUE_BYTES`]
+    /// bytes; checked by [`to_properties`](Self::to_properties)).
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
@@ -312,6 +357,7 @@ impl TunnelOptions {
                 return Err(invalid("tunnel name must not be blank"));
             }
         }
+        check_labels(&self.labels).map_err(|m| invalid(&m))?;
         Ok(TunnelProperties {
             r#type: Some("bytestream".to_owned()),
             name: self.name.clone(),
@@ -413,5 +459,36 @@ mod tests {
             code(TunnelOptions::new().name("  ")),
             "ERR_RSTREAM_INVALID_TUNNEL"
         );
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        let full = (0..MAX_LABELS).fold(TunnelOptions::new(), |o, i| o.label(format!("k{i}"), "v"));
+        assert_eq!(full.to_properties().unwrap().labels.len(), MAX_LABELS);
+        let err = full.label("one-more", "v").to_properties().unwrap_err();
+        assert_eq!(err.code(), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert!(err.to_string().contains("MAX_LABELS"), "{err}");
+
+        let key = "k".repeat(MAX_LABEL_KEY_BYTES);
+        let value = "v".repeat(MAX_LABEL_VALUE_BYTES);
+        assert!(TunnelOptions::new()
+            .label(&key, &value)
+            .to_properties()
+            .is_ok());
+        let err = TunnelOptions::new()
+            .label(format!("{key}k"), "v")
+            .to_properties()
+            .unwrap_err();
+        assert!(err.to_string().contains("MAX_LABEL_KEY_BYTES"), "{err}");
+        let err = TunnelOptions::new()
+            .label("k", format!("{value}v"))
+            .to_properties()
+            .unwrap_err();
+        assert!(err.to_string().contains("MAX_LABEL_VALUE_BYTES"), "{err}");
+        // Bytes, not characters: 128 two-byte characters are 256 bytes.
+        assert!(TunnelOptions::new()
+            .label("k", "é".repeat(128))
+            .to_properties()
+            .is_err());
     }
 }

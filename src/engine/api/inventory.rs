@@ -94,7 +94,9 @@ pub(super) async fn list_clients(
     Params(params): Params<ListClientsParams>,
 ) -> Result<Json<Vec<Client>>, Rejection> {
     let limit = check_limit(params.limit)?;
-    let all = clients(inner.state().clients());
+    // Copy (cheap: shared details) under the lock, convert after it.
+    let infos = inner.state().clients();
+    let all = clients(infos);
     let filters = params.filters.unwrap_or_default();
     Ok(Json(
         all.into_iter()
@@ -110,7 +112,9 @@ pub(super) async fn list_tunnels(
     Params(params): Params<ListTunnelsParams>,
 ) -> Result<Json<Vec<Tunnel>>, Rejection> {
     let limit = check_limit(params.limit)?;
-    let all = tunnels(inner.state().tunnels());
+    // Copy (cheap: shared properties) under the lock, convert after it.
+    let infos = inner.state().tunnels();
+    let all = tunnels(infos);
     let filters = params.filters.unwrap_or_default();
     Ok(Json(
         all.into_iter()
@@ -125,7 +129,7 @@ pub(super) async fn get_client(
     State(inner): State<Engine>,
     Path(id): Path<String>,
 ) -> Result<Json<Client>, Rejection> {
-    let found = inner.state().clients().into_iter().find(|c| c.id == id);
+    let found = inner.state().client(&id);
     match found {
         Some(c) => Ok(Json(client_object(&c, Status::Online))),
         None => Err(Rejection::new(
@@ -140,7 +144,7 @@ pub(super) async fn get_tunnel(
     State(inner): State<Engine>,
     Path(id): Path<String>,
 ) -> Result<Json<Tunnel>, Rejection> {
-    let found = inner.state().tunnels().into_iter().find(|t| t.id == id);
+    let found = inner.state().tunnel(&id);
     match found {
         Some(t) => Ok(Json(tunnel_object(&t, Status::Online))),
         None => Err(Rejection::new(
