@@ -859,6 +859,6 @@ async fn client_backpressure_on_an_engine_that_stops_reading() {
     }
     assert!(started.elapsed() < Duration::from_secs(6));
     assert!(busy > 0, "the outbox never filled up");
-    assert!(peak < 32 << 20, "memory grew by {peak} bytes");
+    assert!(peak < 64 << 20, "memory grew by {peak} bytes");
     assert!(!control.is_closed());
 }
