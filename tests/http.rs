@@ -689,3 +689,18 @@ async fn http_serve_closes_a_connection_whose_client_stopped_reading() {
     eprintln!("stalled client: {received} bytes buffered before the cut");
     assert!(received > 0);
 }
+
+#[tokio::test]
+async fn http_serve_takes_duration_max_for_every_timeout() {
+    let engine = engine().await;
+    let (url, _control, server) = served(&engine, |s| {
+        s.header_read_timeout(Duration::MAX)
+            .idle_timeout(Duration::MAX)
+            .write_timeout(Duration::MAX)
+            .drain_timeout(Duration::MAX)
+    })
+    .await;
+    let (status, body) = https_get(&url, engine.ca_pem(), "/").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "root"));
+    assert!(!server.is_finished());
+}
