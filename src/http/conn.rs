@@ -216,6 +216,8 @@ impl ConnAbort {
     }
 
     /// Closes the connection (now, or as soon as it is served).
+    // Only the Engine API's watches use it today.
+    #[cfg_attr(not(feature = "local-engine"), allow(dead_code))]
     pub(crate) fn abort(&self) {
         self.0.notify_one();
     }
