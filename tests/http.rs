@@ -39,6 +39,14 @@ fn app() -> Router {
         )
         .route("/forever", get(std::future::pending::<&'static str>))
         .route(
+            "/endless",
+            get(|| async {
+                let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                let chunks = futures_util::stream::repeat(Ok::<_, Infallible>(chunk));
+                axum::body::Body::from_stream(chunks)
+            }),
+        )
+        .route(
             "/sse",
             get(|| async {
                 let events = futures_util::stream::iter(0..10).then(|i| async move {
@@ -639,4 +647,60 @@ async fn http_serve_gives_handlers_connect_info_and_stream_info() {
     assert_eq!((status.as_u16(), body.as_str()), (200, "Some(127.0.0.1)"));
     let (status, body) = https_get(&url, engine.ca_pem(), "/stream-info").await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "Some(127.0.0.1)"));
+}
+
+#[tokio::test]
+async fn http_serve_closes_a_connection_whose_client_stopped_reading() {
+    let engine = engine().await;
+    let write = Duration::from_millis(500);
+    let (url, _control, _server) = served(&engine, |s| s.write_timeout(write)).await;
+    // A client with a small receive buffer that asks for an endless body
+    // and reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket
+        .connect(authority(&url).parse().unwrap())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stalled =
+        tokio_rustls::TlsConnector::from(support::tls_config(engine.ca_pem(), &[b"http/1.1"]))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+    stalled
+        .write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Buffers fill, the app's writes stall, and `write` later the app
+    // closes the connection: reading now drains what was buffered, then EOF.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut received = 0usize;
+    within("the stalled connection was closed", async {
+        while let Ok(n) = stalled.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+    })
+    .await;
+    eprintln!("stalled client: {received} bytes buffered before the cut");
+    assert!(received > 0);
+}
+
+#[tokio::test]
+async fn http_serve_takes_duration_max_for_every_timeout() {
+    let engine = engine().await;
+    let (url, _control, server) = served(&engine, |s| {
+        s.header_read_timeout(Duration::MAX)
+            .idle_timeout(Duration::MAX)
+            .write_timeout(Duration::MAX)
+            .drain_timeout(Duration::MAX)
+    })
+    .await;
+    let (status, body) = https_get(&url, engine.ca_pem(), "/").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "root"));
+    assert!(!server.is_finished());
 }

@@ -58,6 +58,22 @@ pub(crate) struct ConnLimits {
     pub(crate) h2_keep_alive_timeout: Duration,
 }
 
+/// Longest bound taken as given (a day); longer ones are clamped to it, so
+/// no deadline computation can overflow (`Duration::MAX` is accepted).
+pub(crate) const MAX_BOUND: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl ConnLimits {
+    fn clamped(self) -> Self {
+        ConnLimits {
+            header_read_timeout: self.header_read_timeout.min(MAX_BOUND),
+            idle_timeout: self.idle_timeout.min(MAX_BOUND),
+            write_timeout: self.write_timeout.min(MAX_BOUND),
+            h2_keep_alive_interval: self.h2_keep_alive_interval.min(MAX_BOUND),
+            h2_keep_alive_timeout: self.h2_keep_alive_timeout.min(MAX_BOUND),
+        }
+    }
+}
+
 /// Serves HTTP connections with [`ConnLimits`]. Build once, serve many.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnServer {
@@ -69,6 +85,7 @@ impl ConnServer {
     /// A server with `limits`; `connect_protocol` enables RFC 8441
     /// extended CONNECT (WebSocket over h2).
     pub(crate) fn new(limits: ConnLimits, connect_protocol: bool) -> Self {
+        let limits = limits.clamped();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -91,6 +108,7 @@ impl ConnServer {
 
     /// Changes the bounds, keeping any other builder setting.
     pub(crate) fn set_limits(&mut self, limits: ConnLimits) {
+        let limits = limits.clamped();
         self.builder
             .http1()
             .header_read_timeout(limits.header_read_timeout);
@@ -198,6 +216,8 @@ impl ConnAbort {
     }
 
     /// Closes the connection (now, or as soon as it is served).
+    // Only the Engine API's watches use it today.
+    #[cfg_attr(not(feature = "local-engine"), allow(dead_code))]
     pub(crate) fn abort(&self) {
         self.0.notify_one();
     }

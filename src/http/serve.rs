@@ -14,7 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::conn::{ConnAbort, ConnLimits, ConnServer};
+use super::conn::{ConnAbort, ConnLimits, ConnServer, MAX_BOUND};
 use crate::error::{BoxError, Result};
 use crate::stream::RstreamStream;
 use crate::tunnel::Tunnel;
@@ -56,7 +56,7 @@ const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// [`idle_timeout`](Serve::idle_timeout) (120 s), a write the peer does not
 /// accept within [`write_timeout`](Serve::write_timeout) (60 s) closes it,
 /// and h2 connections are pinged every 30 s (dropped when a ping is not
-/// answered within 20 s).
+/// answered within 20 s). Timeouts longer than a day are taken as a day.
 ///
 /// ```no_run
 /// # async fn run(tunnel: rstream::Tunnel) {
@@ -182,7 +182,7 @@ impl<S> Serve<S> {
     /// in-flight requests may take to finish; connections still open then
     /// are closed. Default [`DEFAULT_DRAIN_TIMEOUT`] (30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
+        self.drain_timeout = timeout.min(MAX_BOUND);
         self
     }
 
