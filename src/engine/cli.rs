@@ -136,8 +136,8 @@ struct Args {
     )]
     max_pending_streams: Option<usize>,
 
-    /// Connections held at once on the engine port; beyond, closed at
-    /// once [default: 4096].
+    /// Established (authenticated) connections held at once on the engine
+    /// port; one more is refused once it authenticates [default: 4096].
     #[arg(
         long,
         value_name = "N",
@@ -145,6 +145,37 @@ struct Args {
         value_parser = positive
     )]
     max_connections: Option<usize>,
+
+    /// Connections on the engine port that have not authenticated yet;
+    /// when full, the oldest is closed [default: 512].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RSTREAM_LOCAL_ENGINE_MAX_UNAUTHENTICATED_CONNECTIONS",
+        value_parser = positive
+    )]
+    max_unauthenticated_connections: Option<usize>,
+
+    /// Time a new engine-port connection has to authenticate (TLS
+    /// handshake, first frame or request head, and credentials together),
+    /// in milliseconds, at most 300000 [default: 10000].
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "RSTREAM_LOCAL_ENGINE_ADMISSION_TIMEOUT_MS",
+        value_parser = clap::value_parser!(u64).range(1..=300_000)
+    )]
+    admission_timeout_ms: Option<u64>,
+
+    /// Engine API watches (/api/sse, /api/websocket) served at once; one
+    /// more gets 429 [default: 256].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RSTREAM_LOCAL_ENGINE_MAX_WATCHES",
+        value_parser = positive
+    )]
+    max_watches: Option<usize>,
 
     /// Downstream connections held at once by all published endpoints
     /// [default: 4096].
@@ -276,6 +307,15 @@ impl Args {
         }
         if let Some(n) = self.max_connections {
             builder = builder.max_connections(n);
+        }
+        if let Some(n) = self.max_unauthenticated_connections {
+            builder = builder.max_unauthenticated_connections(n);
+        }
+        if let Some(ms) = self.admission_timeout_ms {
+            builder = builder.admission_timeout(Duration::from_millis(ms));
+        }
+        if let Some(n) = self.max_watches {
+            builder = builder.max_watches(n);
         }
         if let Some(n) = self.max_published_connections {
             builder = builder.max_published_connections(n);

@@ -129,7 +129,13 @@ impl std::fmt::Debug for LocalEngineBuilder {
             .field("max_tunnels_per_client", &self.max_tunnels_per_client)
             .field("max_pending_streams", &self.max_pending_streams)
             .field("max_connections", &self.max_connections)
+            .field(
+                "max_unauthenticated_connections",
+                &self.max_unauthenticated_connections,
+            )
+            .field("admission_timeout", &self.admission_timeout)
             .field("max_published_connections", &self.max_published_connections)
+            .field("max_watches", &self.max_watches)
             .field("webhook_urls", &webhook_urls)
             .field("webhook_secrets", &Redacted(self.webhooks.len()))
             .field("client_cas", &self.client_cas)

@@ -368,6 +368,9 @@ fn spawn_endpoint(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            // A downstream that vanished without a FIN or RST is found
+            // and its permit given back.
+            let _ = super::listener::set_keepalive(&tcp);
             let task = downstream(inner.clone(), tunnel_id.clone(), tcp, ip, kind.clone());
             inner.tasks.spawn(async move {
                 task.await;
