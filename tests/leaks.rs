@@ -133,20 +133,22 @@ async fn descriptors_and_tasks_return_to_baseline() {
 
     let started = Instant::now();
     let (a, t) = (authority.clone(), tls.clone());
+    // Hang guards, not performance bounds (those live in benches/): on a
+    // loaded 2-core machine 10,000 connections have taken over 120 s.
     tokio::time::timeout(
-        Duration::from_secs(120),
+        Duration::from_secs(600),
         run(connections, move || {
             let (a, t) = (a.clone(), t.clone());
             async move { get_once(&a, &t).await }
         }),
     )
     .await
-    .expect("connections within 120 s");
+    .expect("connections within 600 s");
     let http_time = started.elapsed();
     let started = Instant::now();
     let c = client.clone();
     tokio::time::timeout(
-        Duration::from_secs(60),
+        Duration::from_secs(300),
         run(dials, move || {
             let c = c.clone();
             async move {
@@ -156,7 +158,7 @@ async fn descriptors_and_tasks_return_to_baseline() {
         }),
     )
     .await
-    .expect("dials within 60 s");
+    .expect("dials within 300 s");
     let dial_time = started.elapsed();
 
     let after = settle(baseline).await;
