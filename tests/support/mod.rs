@@ -1,9 +1,15 @@
 //! Shared test helpers: the local engine, clients trusting it, a real
-//! HTTPS client, and a scripted engine for protocol-violation tests.
+//! HTTPS client, a scripted engine for protocol-violation tests, a raw
+//! engine-side client, a throwaway PKI, the Python SDK as a peer, and the
+//! configuration case table.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod config_cases;
 #[allow(dead_code)]
 pub mod flood;
+pub mod pki;
+pub mod python;
+pub mod raw;
 #[allow(dead_code)]
 pub mod scripted;
 

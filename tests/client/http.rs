@@ -1,7 +1,7 @@
 //! HTTP end to end: real clients reach published addresses of the local
 //! engine, and the requests land in in-process axum / hyper services.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::future::IntoFuture;
