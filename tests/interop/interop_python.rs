@@ -140,37 +140,6 @@ async fn banner_echo(stream: RstreamStream, payload: &[u8]) -> String {
     banner.trim_end_matches('\n').to_owned()
 }
 
-/// Serves banner + echo on every stream of a Rust tunnel.
-fn spawn_rust_echo(
-    mut tunnel: rstream::Tunnel,
-    banner: String,
-    accepted: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Ok(mut stream) = tunnel.accept().await {
-            accepted.fetch_add(1, Ordering::SeqCst);
-            let banner = banner.clone();
-            tokio::spawn(async move {
-                if stream.write_all(banner.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = stream.shutdown().await;
-            });
-        }
-    })
-}
-
 /// One HTTPS request over a fresh connection to `authority` (`host:port`),
 /// with hyper's HTTP/1.1 client over tokio-rustls, trusting only `ca_pem`
 /// and offering ALPN `http/1.1`.
@@ -404,7 +373,7 @@ async fn rust_serves(zero_rtt: bool) {
     );
     let id = tunnel.id().to_owned();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let server = spawn_rust_echo(tunnel, format!("rust {name}\n"), accepted.clone());
+    let server = support::spawn_echo_with(tunnel, format!("rust {name}\n"), accepted.clone());
 
     // Python dials it: per-dial zero-RTT on, off, and the client-wide
     // default (set to the same value as the Rust side), by name and by id.
