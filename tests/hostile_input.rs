@@ -19,8 +19,9 @@ use rstream::proto::{
     self, check_len, decode_body, encode_frame, message::Payload, read_frame, write_frame,
     ClientDetails, Message, OpenControlChannelReq, MAX_FRAME_LEN,
 };
-use rstream::transport::{Endpoint, EngineStream, TlsDialer, TlsOptions};
+use rstream::transport::{Endpoint, EngineStream};
 use rstream::{ErrorKind, ReconnectPolicy, TunnelOptions};
+use support::raw::{self, send};
 use support::scripted::Scripted;
 use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -343,43 +344,12 @@ fn a_4_gib_length_prefix_is_rejected_without_allocation() {
 // ---------------------------------------------------------------------------
 // The local engine against hostile clients
 
-fn dialer(engine: &LocalEngine) -> TlsDialer {
-    let config = TlsOptions::new()
-        .add_ca_pem(engine.ca_pem().as_bytes())
-        .unwrap()
-        .client_config(&[proto::ALPN])
-        .unwrap();
-    TlsDialer::new(config, Duration::from_secs(10))
-}
-
 async fn raw(engine: &LocalEngine) -> EngineStream {
-    let endpoint = Endpoint::parse(&engine.engine_address()).unwrap();
-    dialer(engine)
-        .connect(&endpoint, "127.0.0.1")
-        .await
-        .unwrap()
+    raw::dial(engine, None).await
 }
 
 fn details() -> ClientDetails {
-    ClientDetails {
-        agent: Some("hostile-input-test".into()),
-        protocol_version: Some(proto::PROTOCOL_VERSION.into()),
-        ..Default::default()
-    }
-}
-
-async fn send(io: &mut EngineStream, payload: Payload) {
-    write_frame(io, &Message::new(payload)).await.unwrap();
-}
-
-/// Reads until EOF or an error; fails if data arrives or nothing in time.
-async fn expect_closed(io: &mut EngineStream, within_: Duration) {
-    let mut buf = [0u8; 256];
-    match tokio::time::timeout(within_, io.read(&mut buf)).await {
-        Ok(Ok(0) | Err(_)) => {}
-        Ok(Ok(n)) => panic!("expected the engine to close, got {n} bytes"),
-        Err(_) => panic!("the engine kept the connection open"),
-    }
+    raw::details("hostile-input-test", None)
 }
 
 /// The engine still works for a well-behaved client.
@@ -450,7 +420,7 @@ async fn engine_survives_garbage_first_frames() {
         io.flush().await.unwrap();
         // Half-close: a truncated frame then meets EOF at once.
         let _ = io.shutdown().await;
-        expect_closed(&mut io, Duration::from_secs(5)).await;
+        raw::expect_closed_within(&mut io, Duration::from_secs(5)).await;
         let largest = LARGEST.with(Cell::get);
         assert!(
             largest < 1 << 20,
@@ -508,7 +478,7 @@ async fn engine_ignores_wrong_frames_on_an_open_control_channel() {
         }),
     ];
     for p in wrong {
-        send(&mut io, p).await;
+        raw::send(&mut io, p).await;
     }
     io.write_all(&[0, 0, 0, 3, 0x98, 0x06, 0x01, 0, 0, 0, 0])
         .await
@@ -538,7 +508,7 @@ async fn engine_ignores_wrong_frames_on_an_open_control_channel() {
     assert_eq!(engine.clients().len(), 1);
     io.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
     io.flush().await.unwrap();
-    expect_closed(&mut io, Duration::from_secs(5)).await;
+    raw::expect_closed_within(&mut io, Duration::from_secs(5)).await;
     within("client removed", async {
         while !engine.clients().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;

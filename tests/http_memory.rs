@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rstream::{TunnelAddr, TunnelOptions};
+use rstream::TunnelOptions;
 use support::{authority, client, engine, tls_connect};
 
 /// Bytes each way in the measured transfer.
@@ -167,17 +167,7 @@ async fn hundred_mib_each_way_with_bounded_peak_memory() {
         .await
         .expect("tunnel");
     let url = tunnel.forwarding_address().to_owned();
-    let closed = tunnel.closed();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            tunnel,
-            app().into_make_service_with_connect_info::<TunnelAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = closed.await;
-        })
-        .await
-    });
+    let server = support::serve_axum(tunnel, app());
     let ca = engine.ca_pem().to_owned();
 
     // Warm-up, then the baseline.

@@ -1,12 +1,19 @@
 //! Shared test helpers: the local engine, clients trusting it, a real
-//! HTTPS client, and a scripted engine for protocol-violation tests.
+//! HTTPS client, a scripted engine for protocol-violation tests, a raw
+//! engine-side client, a throwaway PKI, the Python SDK as a peer, and the
+//! configuration case table.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod config_cases;
 #[allow(dead_code)]
 pub mod flood;
+pub mod pki;
+pub mod python;
+pub mod raw;
 #[allow(dead_code)]
 pub mod scripted;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,11 +114,26 @@ pub async fn https_get(url: &str, ca_pem: &str, path: &str) -> (http::StatusCode
 }
 
 /// Accepts every stream of `tunnel` and echoes its bytes back.
-pub fn spawn_echo(mut tunnel: rstream::Tunnel) -> tokio::task::JoinHandle<()> {
+pub fn spawn_echo(tunnel: rstream::Tunnel) -> tokio::task::JoinHandle<()> {
+    spawn_echo_with(tunnel, String::new(), Arc::new(AtomicUsize::new(0)))
+}
+
+/// [`spawn_echo`], writing `banner` first on every stream and counting the
+/// accepted streams in `accepted`.
+pub fn spawn_echo_with(
+    mut tunnel: rstream::Tunnel,
+    banner: String,
+    accepted: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok(mut stream) = tunnel.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let banner = banner.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
+                if stream.write_all(banner.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; 64 * 1024];
                 loop {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
@@ -125,6 +147,26 @@ pub fn spawn_echo(mut tunnel: rstream::Tunnel) -> tokio::task::JoinHandle<()> {
                 let _ = stream.shutdown().await;
             });
         }
+    })
+}
+
+/// Serves `app` on `tunnel` with axum (connect info: [`rstream::TunnelAddr`])
+/// until the tunnel closes.
+#[cfg(feature = "axum")]
+pub fn serve_axum(
+    tunnel: rstream::Tunnel,
+    app: axum::Router,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let closed = tunnel.closed();
+    tokio::spawn(async move {
+        axum::serve(
+            tunnel,
+            app.into_make_service_with_connect_info::<rstream::TunnelAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = closed.await;
+        })
+        .await
     })
 }
 

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rstream::proto::{self, message::Payload, Message};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use super::within;
 
 pub struct Scripted {
     listener: TcpListener,
@@ -22,26 +23,10 @@ pub struct Peer {
 
 impl Scripted {
     pub async fn start() -> Scripted {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca =
-            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-        let leaf_key = KeyPair::generate().expect("key");
-        let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("params")
-            .signed_by(&leaf_key, &ca)
-            .expect("leaf");
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .expect("server config");
-        config.alpn_protocols = vec![proto::ALPN.to_vec()];
+        let ca = super::pki::Ca::new();
+        let config = ca
+            .leaf(&["localhost", "127.0.0.1"], None)
+            .server_config(&[proto::ALPN]);
         Scripted {
             listener: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -140,4 +125,129 @@ impl Peer {
         .await;
         req
     }
+}
+
+/// A control channel to a fresh scripted engine (no heartbeats, so every
+/// frame the engine reads is one the test expects).
+pub async fn channel(engine: &Scripted) -> (rstream::ControlChannel, Peer) {
+    super::init_tracing();
+    let client = engine.client().disable_heartbeats().build().unwrap();
+    let (control, peer) = engine.open(client.connect(), None).await;
+    (control.expect("connect"), peer)
+}
+
+/// Creates tunnel `name`, which the scripted engine answers with id `id`.
+pub async fn tunnel(
+    control: &rstream::ControlChannel,
+    peer: &mut Peer,
+    name: &str,
+    id: &str,
+) -> rstream::Tunnel {
+    let (tunnel, ()) = tokio::join!(
+        control.create_tunnel(rstream::TunnelOptions::new().name(name)),
+        async {
+            let req = match within("OpenTunnelReq", peer.recv()).await {
+                Some(Payload::OpenTunnelReq(r)) => r,
+                other => panic!("expected OpenTunnelReq, got {:?}", other.map(|p| p.name())),
+            };
+            let mut props = req.tunnel_properties.unwrap();
+            props.id = Some(id.into());
+            peer.send(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
+                request_id: req.request_id,
+                payload: Some(proto::open_tunnel_rsp::Payload::TunnelProperties(props)),
+            }))
+            .await;
+        }
+    );
+    let tunnel = tunnel.expect("create_tunnel");
+    assert_eq!(tunnel.id(), id);
+    tunnel
+}
+
+/// Announces a downstream connection as the engine does (`ProxyConnReq`),
+/// accepts the client's proxy connection, checks its `ProxyReq` (stream id,
+/// the per-stream secret as token) and the positive `ProxyConnRsp` on the
+/// control channel. Returns the engine's end of the proxy connection.
+pub async fn proxy(
+    engine: &Scripted,
+    peer: &mut Peer,
+    tunnel_id: &str,
+    stream_id: &str,
+    source_ip: Option<proto::IpAddress>,
+) -> Peer {
+    let secret = format!("secret-{stream_id}");
+    peer.send(Payload::ProxyConnReq(proto::ProxyConnReq {
+        tunnel_id: tunnel_id.into(),
+        stream_id: stream_id.into(),
+        secret: Some(secret.clone()),
+        source_ip,
+        proxy_endpoint: None,
+    }))
+    .await;
+    let mut conn = within("proxy connection", engine.accept()).await;
+    match within("ProxyReq", conn.recv()).await {
+        Some(Payload::ProxyReq(req)) => {
+            assert_eq!(req.stream_id, stream_id);
+            assert_eq!(req.client_details.and_then(|d| d.token), Some(secret));
+        }
+        other => panic!("expected ProxyReq, got {:?}", other.map(|p| p.name())),
+    }
+    match within("ProxyConnRsp", peer.recv()).await {
+        Some(Payload::ProxyConnRsp(rsp)) => {
+            assert_eq!(rsp.stream_id, stream_id);
+            assert!(rsp.error.is_none(), "proxy connection refused: {rsp:?}");
+        }
+        other => panic!("expected ProxyConnRsp, got {:?}", other.map(|p| p.name())),
+    }
+    conn
+}
+
+/// Bytes flow both ways between an accepted stream and the engine's end.
+pub async fn assert_flows(stream: &mut rstream::RstreamStream, conn: &mut Peer, tag: &str) {
+    use tokio::io::AsyncReadExt;
+    let up = format!("up-{tag}");
+    stream.write_all(up.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = vec![0u8; up.len()];
+    within("engine reads", conn.io.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(buf, up.as_bytes());
+    let down = format!("down-{tag}");
+    conn.io.write_all(down.as_bytes()).await.unwrap();
+    conn.io.flush().await.unwrap();
+    let mut buf = vec![0u8; down.len()];
+    within("app reads", stream.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(buf, down.as_bytes());
+}
+
+/// Asserts that the engine receives nothing for `quiet`.
+pub async fn assert_silent(peer: &mut Peer, quiet: std::time::Duration, what: &str) {
+    if let Ok(frame) = tokio::time::timeout(quiet, peer.recv()).await {
+        panic!(
+            "{what}: expected no frame, got {:?}",
+            frame.map(|p| p.name())
+        );
+    }
+}
+
+/// Closes `control` gracefully while the engine expects its
+/// `CloseControlChannelReq` and answers it.
+pub async fn close_gracefully(control: &rstream::ControlChannel, peer: &mut Peer) {
+    let (res, ()) = tokio::join!(control.close(), async {
+        match within("CloseControlChannelReq", peer.recv()).await {
+            Some(Payload::CloseControlChannelReq(_)) => {}
+            other => panic!(
+                "expected CloseControlChannelReq, got {:?}",
+                other.map(|p| p.name())
+            ),
+        }
+        peer.send(Payload::CloseControlChannelRsp(
+            proto::CloseControlChannelRsp {},
+        ))
+        .await;
+    });
+    res.unwrap();
 }

@@ -1,6 +1,6 @@
 //! The local engine delivers signed webhooks (issue 5, part 5).
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};

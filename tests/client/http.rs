@@ -1,7 +1,7 @@
 //! HTTP end to end: real clients reach published addresses of the local
 //! engine, and the requests land in in-process axum / hyper services.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::future::IntoFuture;
@@ -120,17 +120,7 @@ async fn published(
     let control = client(engine).connect().await.unwrap();
     let tunnel = control.create_tunnel(options).await.unwrap();
     let url = tunnel.forwarding_address().to_owned();
-    let closed = tunnel.closed();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            tunnel,
-            app().into_make_service_with_connect_info::<TunnelAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = closed.await;
-        })
-        .await
-    });
+    let server = support::serve_axum(tunnel, app());
     (url, control, server)
 }
 

@@ -3,7 +3,7 @@
 //! `rstream::http::serve(..).with_graceful_shutdown(..)` lets in-flight requests finish, and a
 //! closed tunnel never turns `Listener::accept` into a hot loop.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::future::IntoFuture;

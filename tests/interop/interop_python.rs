@@ -23,22 +23,21 @@
 //!   `TUNNEL_NOT_FOUND` errors, clean tunnel and control-channel closes.
 #![cfg(feature = "local-engine")]
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use crate::support;
+use crate::support::python::{self, Peer};
+
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rstream::engine::LocalEngine;
-use rstream::transport::TlsOptions;
 use rstream::{Client, DialOptions, RstreamStream, TunnelOptions};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Bounds every single wait (a Python start, a dial, a request, an exit).
 const LIMIT: Duration = Duration::from_secs(30);
@@ -50,171 +49,36 @@ const TOKEN: &str = "interop-token";
 
 /// The interpreter, or `None` when the run explicitly opted out.
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("RSTREAM_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("RSTREAM_SKIP_PYTHON_INTEROP").as_deref() == Ok("1") => {
-            // Straight to the real stderr (not `eprintln!`, which the test
-            // harness captures) so that the skip cannot go unnoticed.
-            let _ = std::io::stderr().write_all(
-                b"\n!!!!!!!!!! SKIPPING Python runtime interop: RSTREAM_SKIP_PYTHON_INTEROP=1 \
-                  and RSTREAM_PYTHON is unset. Nothing was checked against the Python SDK. \
-                  !!!!!!!!!!\n\n",
-            );
-            None
-        }
-        _ => panic!(
-            "RSTREAM_PYTHON is not set. Point it at a Python interpreter that has the \
-             rstreamlabs-rstream SDK installed (`export RSTREAM_PYTHON=$(bash .ci/python-venv.sh)`), \
-             or set RSTREAM_SKIP_PYTHON_INTEROP=1 to skip these tests on purpose."
-        ),
-    }
+    python::interpreter("Python runtime interop")
 }
 
-/// A running `python_peer.py`: JSON events from its stdout, stderr kept
-/// for failure messages. Killed when dropped.
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-    stderr: Arc<Mutex<String>>,
-    what: String,
+/// Runs `python_peer.py <command> --engine .. --ca .. --token .. <args>`.
+fn spawn_peer(python: &Path, engine: &LocalEngine, command: &str, args: &[&str]) -> Peer {
+    spawn_peer_with_token(python, engine, command, TOKEN, args)
 }
 
-impl Peer {
-    /// Runs `python_peer.py <command> --engine .. --ca .. --token .. <args>`.
-    fn spawn(python: &PathBuf, engine: &LocalEngine, command: &str, args: &[&str]) -> Peer {
-        Peer::spawn_with_token(python, engine, command, TOKEN, args)
-    }
-
-    fn spawn_with_token(
-        python: &PathBuf,
-        engine: &LocalEngine,
-        command: &str,
-        token: &str,
-        args: &[&str],
-    ) -> Peer {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_peer.py");
-        let engine_address = engine.engine_address();
-        let mut cmd = Command::new(python);
-        cmd.arg(&script)
-            .arg(command)
-            .args(["--engine", &engine_address])
-            .arg("--ca")
-            .arg(engine.ca_file())
-            .args(["--token", token])
-            .args(["--deadline", "90"])
-            .args(args)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            // Nothing from the environment may redirect the Python SDK.
-            .env_remove("RSTREAM_ENGINE")
-            .env_remove("RSTREAM_ENGINE_ADDRESS")
-            .env_remove("RSTREAM_AUTHENTICATION_TOKEN")
-            .env_remove("RSTREAM_CONFIG")
-            .env_remove("RSTREAM_CONTEXT")
-            .env_remove("RSTREAM_TUNNEL_TRANSPORT")
-            .env_remove("RSTREAM_QUIC_TRANSPORT")
-            .env_remove("RSTREAM_MTLS_CERT_FILE")
-            .env_remove("RSTREAM_MTLS_KEY_FILE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let what = format!("python_peer.py {command} {}", args.join(" "));
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = err_pipe.next_line().await {
-                eprintln!("[python stderr] {line}");
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Peer {
-            stdin: child.stdin.take(),
-            lines: BufReader::new(child.stdout.take().expect("stdout")).lines(),
-            child,
-            stderr,
-            what,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The next JSON event, or `None` at end of output.
-    async fn next_event(&mut self) -> Option<Value> {
-        let line = tokio::time::timeout(LIMIT, self.lines.next_line())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{}: no output for {LIMIT:?}; stderr:\n{}",
-                    self.what,
-                    self.stderr()
-                )
-            })
-            .expect("reading the peer's stdout")?;
-        eprintln!("[python event] {line}");
-        Some(
-            serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("{}: not a JSON event ({e}): {line}", self.what)),
-        )
-    }
-
-    /// The next event, which must be `event`.
-    async fn expect(&mut self, event: &str) -> Value {
-        match self.next_event().await {
-            Some(v) if v["event"] == event => v,
-            Some(v) => panic!(
-                "{}: expected a {event:?} event, got {v}; stderr:\n{}",
-                self.what,
-                self.stderr()
-            ),
-            None => {
-                // Give stderr a moment to be collected for the message.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                panic!(
-                    "{}: exited before a {event:?} event; stderr:\n{}",
-                    self.what,
-                    self.stderr()
-                )
-            }
-        }
-    }
-
-    /// Closes stdin (the `serve` stop signal), then collects every
-    /// remaining event and the exit status.
-    async fn finish(mut self) -> (ExitStatus, Vec<Value>) {
-        drop(self.stdin.take());
-        let mut events = Vec::new();
-        while let Some(v) = self.next_event().await {
-            events.push(v);
-        }
-        let status = tokio::time::timeout(LIMIT, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{}: did not exit within {LIMIT:?}", self.what))
-            .expect("waiting for the peer");
-        (status, events)
-    }
-
-    /// [`finish`](Self::finish), asserting exit code 0.
-    async fn finish_ok(self) -> Vec<Value> {
-        let stderr = self.stderr.clone();
-        let what = self.what.clone();
-        let (status, events) = self.finish().await;
-        assert!(
-            status.success(),
-            "{what} failed ({status}); events: {events:?}; stderr:\n{}",
-            stderr.lock().unwrap()
-        );
-        events
-    }
+fn spawn_peer_with_token(
+    python: &Path,
+    engine: &LocalEngine,
+    command: &str,
+    token: &str,
+    args: &[&str],
+) -> Peer {
+    let engine_address = engine.engine_address();
+    let ca = engine.ca_file().to_string_lossy().into_owned();
+    let mut all = vec![
+        command,
+        "--engine",
+        &engine_address,
+        "--ca",
+        &ca,
+        "--token",
+        token,
+        "--deadline",
+        "90",
+    ];
+    all.extend_from_slice(args);
+    Peer::spawn(python, "python_peer.py", &all, LIMIT)
 }
 
 // ---------------------------------------------------------------------------
@@ -276,37 +140,6 @@ async fn banner_echo(stream: RstreamStream, payload: &[u8]) -> String {
     banner.trim_end_matches('\n').to_owned()
 }
 
-/// Serves banner + echo on every stream of a Rust tunnel.
-fn spawn_rust_echo(
-    mut tunnel: rstream::Tunnel,
-    banner: String,
-    accepted: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Ok(mut stream) = tunnel.accept().await {
-            accepted.fetch_add(1, Ordering::SeqCst);
-            let banner = banner.clone();
-            tokio::spawn(async move {
-                if stream.write_all(banner.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = stream.shutdown().await;
-            });
-        }
-    })
-}
-
 /// One HTTPS request over a fresh connection to `authority` (`host:port`),
 /// with hyper's HTTP/1.1 client over tokio-rustls, trusting only `ca_pem`
 /// and offering ALPN `http/1.1`.
@@ -317,23 +150,8 @@ async fn https_request(
     path: &str,
     body: Bytes,
 ) -> http::Response<Bytes> {
-    let config = TlsOptions::new()
-        .add_ca_pem(ca_pem.as_bytes())
-        .expect("engine CA")
-        .client_config(&[b"http/1.1"])
-        .expect("rustls client config");
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
-        .to_owned();
-    let tcp = tokio::net::TcpStream::connect(authority)
-        .await
-        .expect("TCP connect to the published port");
-    let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake with the published port (verified against the engine CA)");
+    // Verified against the engine CA only.
+    let tls = support::tls_connect(&format!("https://{authority}"), ca_pem, &[b"http/1.1"]).await;
     assert_eq!(
         tls.get_ref().1.alpn_protocol(),
         Some(&b"http/1.1"[..]),
@@ -375,7 +193,7 @@ async fn python_serves(proxy_zero_rtt: bool) {
     let engine = start_engine().await;
     let z = if proxy_zero_rtt { "on" } else { "off" };
     let (private, published) = (format!("py-private-{z}"), format!("py-web-{z}"));
-    let mut peer = Peer::spawn(
+    let mut peer = spawn_peer(
         &python,
         &engine,
         "serve",
@@ -555,7 +373,7 @@ async fn rust_serves(zero_rtt: bool) {
     );
     let id = tunnel.id().to_owned();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let server = spawn_rust_echo(tunnel, format!("rust {name}\n"), accepted.clone());
+    let server = support::spawn_echo_with(tunnel, format!("rust {name}\n"), accepted.clone());
 
     // Python dials it: per-dial zero-RTT on, off, and the client-wide
     // default (set to the same value as the Rust side), by name and by id.
@@ -577,7 +395,7 @@ async fn rust_serves(zero_rtt: bool) {
     for case in &cases {
         args.extend(["--case", case.as_str()]);
     }
-    let mut peer = Peer::spawn(&python, &engine, "dial", &args);
+    let mut peer = spawn_peer(&python, &engine, "dial", &args);
     for case in &cases {
         let (target, mode) = case.rsplit_once('=').unwrap();
         let ev = peer.expect("dialed").await;
@@ -619,7 +437,7 @@ async fn python_sees_engine_tls_auth_and_errors() {
 
     // TLS as Python's ssl module does it (plus VERIFY_X509_STRICT, the
     // Python >= 3.13 default), then an SDK control channel open + close.
-    let mut peer = Peer::spawn(&python, &engine, "probe", &[]);
+    let mut peer = spawn_peer(&python, &engine, "probe", &[]);
     let probe = peer.expect("probe").await;
     peer.finish_ok().await;
     assert_eq!(probe["alpn"], "rstrm/1", "{probe}");
@@ -629,7 +447,7 @@ async fn python_sees_engine_tls_auth_and_errors() {
     assert!(probe["connect"]["server_details"].is_object(), "{probe}");
 
     // A wrong token: OpenControlChannelRsp.error UNAUTHORIZED (1000).
-    let mut peer = Peer::spawn_with_token(&python, &engine, "probe", "wrong-token", &[]);
+    let mut peer = spawn_peer_with_token(&python, &engine, "probe", "wrong-token", &[]);
     let probe = peer.expect("probe").await;
     peer.finish_ok().await;
     assert_eq!(probe["connect"]["ok"], false, "{probe}");
@@ -637,7 +455,7 @@ async fn python_sees_engine_tls_auth_and_errors() {
 
     // Dialing a tunnel that does not exist: without zero-RTT the StreamRsp
     // carries TUNNEL_NOT_FOUND (3000); with zero-RTT the stream just ends.
-    let mut peer = Peer::spawn(
+    let mut peer = spawn_peer(
         &python,
         &engine,
         "dial",

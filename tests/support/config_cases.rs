@@ -1,5 +1,6 @@
-//! The configuration case table, shared by `tests/config.rs` (our resolver)
-//! and `tests/config_python.rs` (the same cases through the Python SDK).
+//! The configuration case table, shared by `tests/client/config.rs` (our
+//! resolver) and `tests/interop/config_python.rs` (the same cases through
+//! the Python SDK).
 //!
 //! Each `tests/config_cases/*.yaml` file is a list of cases:
 //!

@@ -1,9 +1,7 @@
 //! The client against a scripted engine: liveness negotiation and
 //! enforcement, out-of-order responses, and every protocol-error path.
 
-#[path = "support/scripted.rs"]
-#[allow(dead_code)]
-mod scripted;
+use crate::support::scripted;
 
 use std::time::Duration;
 
@@ -92,7 +90,7 @@ async fn silent_engine_expires_liveness() {
         .build()
         .unwrap();
     // Reconnect off: the expiry itself must close the channel (with
-    // reconnect on it would be a transient loss; tests/reliability.rs).
+    // reconnect on it would be a transient loss; tests/client/reliability.rs).
     let connect = client.connect_with(rstream::ReconnectPolicy::disabled());
     let (control, peer) = engine.open(connect, Some(2_000)).await;
     let control = control.unwrap();
@@ -419,19 +417,6 @@ async fn unknown_frames_are_ignored_and_unknown_tunnel_proxy_is_refused() {
     }
     assert!(!control.is_closed());
     // Graceful close: CloseControlChannelReq, answered.
-    let (res, _) = tokio::join!(control.close(), async {
-        match peer.recv().await {
-            Some(Payload::CloseControlChannelReq(_)) => {}
-            other => panic!(
-                "expected CloseControlChannelReq, got {:?}",
-                other.map(|p| p.name())
-            ),
-        }
-        peer.send(Payload::CloseControlChannelRsp(
-            proto::CloseControlChannelRsp {},
-        ))
-        .await;
-    });
-    res.unwrap();
+    scripted::close_gracefully(&control, &mut peer).await;
     assert!(control.is_closed());
 }

@@ -3,65 +3,43 @@
 
 #![cfg(feature = "local-engine")]
 
-mod support;
+use crate::support::pki::{Ca, Leaf};
+use crate::support::{self, raw};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-};
 use rstream::engine::{EngineEvent, LocalEngine};
 use rstream::proto::{
-    self, message::Payload, open_control_channel_rsp, read_frame, stream_rsp, write_frame,
-    ClientDetails, ErrorCode, Message, OpenControlChannelReq, StreamReq,
+    message::Payload, open_control_channel_rsp, stream_rsp, ClientDetails, ErrorCode,
+    OpenControlChannelReq, StreamReq,
 };
-use rstream::transport::{ClientIdentity, Endpoint, EngineStream, TlsDialer, TlsOptions};
+use rstream::transport::{ClientIdentity, EngineStream};
 use rstream::{DialOptions, ErrorKind, TunnelOptions};
 use sha2::{Digest, Sha256};
-use support::{echo_round_trip, options, spawn_echo, within, LIMIT};
+use support::{echo_round_trip, options, spawn_echo, within};
 
 /// A client CA and one client certificate (PEM) issued by it.
 struct Pki {
     ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-    cert_der: Vec<u8>,
+    leaf: Leaf,
 }
 
 fn pki(cn: &str) -> Pki {
-    let mut ca_params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("test client CA for {cn}"));
-    ca_params.distinguished_name = dn;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "rstream tests");
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
+    let ca = Ca::named(&format!("test client CA for {cn}"));
     Pki {
         ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        cert_der: cert.der().to_vec(),
+        leaf: ca.client(cn),
     }
 }
 
 impl Pki {
     fn identity(&self) -> ClientIdentity {
-        ClientIdentity::from_pem(self.cert_pem.as_bytes(), self.key_pem.as_bytes()).unwrap()
+        self.leaf.identity()
     }
 
     fn fingerprint(&self) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(&self.cert_der)))
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(&self.leaf.cert_der))
+        )
     }
 }
 
@@ -186,41 +164,18 @@ async fn foreign_certificates_and_missing_credentials_are_refused() {
 }
 
 fn details(token: Option<&str>) -> ClientDetails {
-    ClientDetails {
-        agent: Some("engine-mtls-test".into()),
-        channel: Some("test".into()),
-        version: Some("0.0.0".into()),
-        os: Some("linux".into()),
-        arch: Some("x86_64".into()),
-        token: token.map(str::to_owned),
-        protocol_version: Some(proto::PROTOCOL_VERSION.into()),
-    }
+    raw::details("engine-mtls-test", token)
 }
 
 /// A raw engine connection presenting `identity` (the client SDK refuses a
 /// token together with a certificate, so this speaks frames directly).
 async fn raw(engine: &LocalEngine, identity: ClientIdentity) -> EngineStream {
-    let config = TlsOptions::new()
-        .add_ca_pem(engine.ca_pem().as_bytes())
-        .unwrap()
-        .client_identity(identity)
-        .client_config(&[proto::ALPN])
-        .unwrap();
-    let endpoint = Endpoint::parse(&engine.engine_address()).unwrap();
-    TlsDialer::new(config, LIMIT)
-        .connect(&endpoint, "127.0.0.1")
-        .await
-        .unwrap()
+    raw::dial(engine, Some(identity)).await
 }
 
 async fn exchange(conn: &mut EngineStream, payload: Payload) -> Payload {
-    write_frame(conn, &Message::new(payload)).await.unwrap();
-    within("a frame", read_frame(conn))
-        .await
-        .unwrap()
-        .expect("a frame")
-        .payload
-        .expect("a payload")
+    raw::send(conn, payload).await;
+    raw::recv(conn).await
 }
 
 fn open_error(payload: Payload) -> Option<i32> {

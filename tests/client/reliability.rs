@@ -2,7 +2,7 @@
 //! restarts under load, frozen engines, reset control connections, slow
 //! handshakes, permanent refusals, full backlogs. See docs/RELIABILITY.md.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

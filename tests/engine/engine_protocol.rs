@@ -4,6 +4,8 @@
 
 #![cfg(feature = "local-engine")]
 
+use crate::support::raw::{self, expect_closed, recv, send};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +13,9 @@ use std::time::Duration;
 use rstream::engine::{EngineEvent, LocalEngine};
 use rstream::proto::{
     self, ip_address, message::Payload, open_control_channel_rsp, open_tunnel_rsp, read_frame,
-    stream_rsp, write_frame, ClientDetails, CloseControlChannelReq, CloseTunnelReq,
-    ControlChannelLiveness, ErrorCode, Heartbeat, Message, OpenControlChannelReq, OpenTunnelReq,
-    ProxyConnReq, ProxyConnRsp, ProxyReq, StreamReq, TunnelProperties,
+    stream_rsp, ClientDetails, CloseControlChannelReq, CloseTunnelReq, ControlChannelLiveness,
+    ErrorCode, Heartbeat, OpenControlChannelReq, OpenTunnelReq, ProxyConnReq, ProxyConnRsp,
+    ProxyReq, StreamReq, TunnelProperties,
 };
 use rstream::transport::{Endpoint, EngineStream, TlsDialer, TlsOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -29,19 +31,9 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-fn tls_config(engine: &LocalEngine, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    TlsOptions::new()
-        .add_ca_pem(engine.ca_pem().as_bytes())
-        .unwrap()
-        .client_config(alpn)
-        .unwrap()
-}
-
 /// A TLS connection to `addr` (`127.0.0.1:PORT`) trusting the engine's CA.
 async fn tls_to(engine: &LocalEngine, addr: &str, alpn: &[&[u8]]) -> Conn {
-    let dialer = TlsDialer::new(tls_config(engine, alpn), STEP);
-    let endpoint = Endpoint::parse(addr).unwrap();
-    dialer.connect(&endpoint, "127.0.0.1").await.unwrap()
+    raw::dial_addr(engine, addr, alpn, None).await
 }
 
 async fn connect(engine: &LocalEngine) -> Conn {
@@ -49,37 +41,7 @@ async fn connect(engine: &LocalEngine) -> Conn {
 }
 
 fn details(token: Option<&str>) -> ClientDetails {
-    ClientDetails {
-        agent: Some("engine-protocol-test".into()),
-        channel: Some("test".into()),
-        version: Some("0.0.0".into()),
-        os: Some("linux".into()),
-        arch: Some("x86_64".into()),
-        token: token.map(str::to_owned),
-        protocol_version: Some(proto::PROTOCOL_VERSION.into()),
-    }
-}
-
-async fn send(conn: &mut Conn, payload: Payload) {
-    write_frame(conn, &Message::new(payload)).await.unwrap();
-}
-
-async fn recv(conn: &mut Conn) -> Payload {
-    within("a frame", read_frame(conn))
-        .await
-        .unwrap()
-        .expect("connection closed")
-        .payload
-        .expect("empty message")
-}
-
-/// Reads until EOF or an error; panics if data or nothing comes in time.
-async fn expect_closed<S: AsyncRead + Unpin>(conn: &mut S) {
-    let mut buf = [0u8; 64];
-    match within("the connection to close", conn.read(&mut buf)).await {
-        Ok(0) | Err(_) => {}
-        Ok(n) => panic!("expected a closed connection, got {n} bytes"),
-    }
+    raw::details("engine-protocol-test", token)
 }
 
 /// Asserts nothing arrives for a short while.

@@ -12,34 +12,17 @@
 //! `RSTREAM_SKIP_PYTHON_INTEROP=1` is set, in which case it says loudly that
 //! it skipped.
 
-#[path = "config_cases/harness.rs"]
-mod harness;
+use crate::support::config_cases as harness;
+use crate::support::python;
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use harness::{load_cases, prepare, run_rust, Fixture, Outcome, PythonExpect};
 use serde_json::json;
 
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("RSTREAM_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("RSTREAM_SKIP_PYTHON_INTEROP").as_deref() == Ok("1") => {
-            // The real stderr, so the test harness does not capture it.
-            let _ = std::io::stderr().write_all(
-                b"\n!!!!!!!!!! SKIPPING the Python configuration differential test: \
-                  RSTREAM_SKIP_PYTHON_INTEROP=1 and RSTREAM_PYTHON is unset. Nothing was \
-                  compared with the Python SDK. !!!!!!!!!!\n\n",
-            );
-            None
-        }
-        _ => panic!(
-            "RSTREAM_PYTHON is not set. Point it at a Python interpreter that has the \
-             rstreamlabs-rstream SDK installed (e.g. RSTREAM_PYTHON=/tmp/pyvenv/bin/python), \
-             or set RSTREAM_SKIP_PYTHON_INTEROP=1 to skip this test on purpose."
-        ),
-    }
+    python::interpreter("the Python configuration differential test")
 }
 
 #[test]
@@ -73,29 +56,7 @@ fn same_outcomes_as_the_python_sdk() {
         compared.push((case, ours));
     }
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/config_resolve.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let input = serde_json::to_vec(&requests).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python driver failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: Vec<Outcome> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bad driver output ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let theirs: Vec<Outcome> = python::run_batch(&python, "config_resolve.py", &requests);
     assert_eq!(theirs.len(), compared.len());
 
     let mut failures = Vec::new();

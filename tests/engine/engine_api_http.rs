@@ -11,7 +11,7 @@
 //! - our client and the local engine speak h2 (ALPN).
 #![cfg(feature = "local-engine")]
 
-mod support;
+use crate::support::{self, pki::Ca};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,12 +27,9 @@ use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rstream::api::{ApiError, ApiOptions, HealthProbe, ListTunnelsParams, WatchParams};
 use rstream::transport::TlsOptions;
 use rstream::{Client, ErrorKind, TunnelOptions};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use support::within;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -147,31 +144,11 @@ impl Misbehaving {
 
 /// A throwaway CA and a `localhost` certificate it signed.
 fn tls_acceptor() -> (String, tokio_rustls::TlsAcceptor) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from_pem_slice(leaf.pem().as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    (
-        ca_cert.pem(),
-        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    )
+    let ca = Ca::new();
+    let config = ca
+        .leaf(&["localhost"], None)
+        .server_config(&[b"h2", b"http/1.1"]);
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 fn reply(response: Response<Body>) -> Reply {

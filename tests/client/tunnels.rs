@@ -1,15 +1,18 @@
 //! End to end over loopback TLS: our client against the local engine.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use rstream::engine::LocalEngine;
+use rstream::proto::{self, IpAddress};
 use rstream::{DialOptions, ErrorKind, TunnelOptions};
+use support::scripted::{self, Scripted};
 use support::{client, echo_round_trip, engine, https_get, options, spawn_echo, within};
 
 #[tokio::test]
@@ -315,4 +318,88 @@ async fn tcp_tunnel_splices_raw_bytes() {
         .await
         .unwrap();
     assert_eq!(back, b"raw tcp bytes");
+}
+
+// ----- 3. source_ip, v6 and v4 ------------------------------------------
+
+/// `ProxyConnReq.source_ip` reaches the application exactly, IPv6 (16 raw
+/// bytes) and IPv4 alike; a malformed one (not 16 bytes) is dropped
+/// without refusing the connection.
+#[tokio::test]
+async fn source_ip_v6_and_v4_reach_the_app() {
+    let engine = Scripted::start().await;
+    let (control, mut peer) = scripted::channel(&engine).await;
+    let mut tunnel = scripted::tunnel(&control, &mut peer, "ips", "ips-1").await;
+
+    let v6: IpAddr = "2001:db8:85a3::8a2e:370:7334".parse().unwrap();
+    let mut conn = scripted::proxy(&engine, &mut peer, "ips-1", "v6", Some(v6.into())).await;
+    let mut stream = within("accept v6", tunnel.accept()).await.unwrap();
+    assert_eq!(stream.source_ip(), Some(v6));
+    assert_eq!(stream.info().source_ip(), Some(v6));
+    assert_eq!(stream.info().tunnel(), "ips-1");
+    assert_eq!(stream.info().stream_id(), Some("v6"));
+    scripted::assert_flows(&mut stream, &mut conn, "v6").await;
+
+    let v4: IpAddr = "203.0.113.7".parse().unwrap();
+    let _conn = scripted::proxy(&engine, &mut peer, "ips-1", "v4", Some(v4.into())).await;
+    let stream = within("accept v4", tunnel.accept()).await.unwrap();
+    assert_eq!(stream.source_ip(), Some(v4));
+
+    let malformed = IpAddress {
+        addr: Some(proto::ip_address::Addr::V6(vec![0x20, 0x01, 0x0d, 0xb8])),
+    };
+    let _conn = scripted::proxy(&engine, &mut peer, "ips-1", "bad", Some(malformed)).await;
+    let stream = within("accept malformed", tunnel.accept()).await.unwrap();
+    assert_eq!(stream.info().stream_id(), Some("bad"));
+    assert_eq!(stream.source_ip(), None);
+}
+
+/// Through `axum::serve`, `ConnectInfo<TunnelAddr>` carries the same IPv6
+/// source address, tunnel id and stream id.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn source_ip_v6_reaches_axum_connect_info() {
+    use axum::extract::ConnectInfo;
+    use http_body_util::{BodyExt, Empty};
+    use rstream::TunnelAddr;
+
+    let engine = Scripted::start().await;
+    let (control, mut peer) = scripted::channel(&engine).await;
+    let tunnel = scripted::tunnel(&control, &mut peer, "web", "web-1").await;
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|ConnectInfo(addr): ConnectInfo<TunnelAddr>| async move {
+            format!(
+                "{}|{}|{}",
+                addr.source_ip().map_or("none".into(), |ip| ip.to_string()),
+                addr.tunnel_id(),
+                addr.stream_id().unwrap_or("none"),
+            )
+        }),
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(
+            tunnel,
+            app.into_make_service_with_connect_info::<TunnelAddr>(),
+        )
+        .await
+    });
+
+    let v6: IpAddr = "fd00:1234:5678::42".parse().unwrap();
+    let conn = scripted::proxy(&engine, &mut peer, "web-1", "w-1", Some(v6.into())).await;
+    let io = hyper_util::rt::TokioIo::new(conn.io);
+    let (mut send, http) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(http);
+    let req = http::Request::get("/")
+        .header("host", "web")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let rsp = within("response", send.send_request(req)).await.unwrap();
+    assert_eq!(rsp.status(), http::StatusCode::OK);
+    let body = within("body", rsp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"fd00:1234:5678::42|web-1|w-1");
+    server.abort();
 }

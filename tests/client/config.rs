@@ -6,10 +6,12 @@
 //! Nothing here reads or writes the process environment: every case injects
 //! its variables with `ClientOptions::from_env_with`.
 
-mod support;
+use crate::support::{
+    self,
+    pki::{Ca, Leaf},
+};
 
-#[path = "config_cases/harness.rs"]
-mod harness;
+use crate::support::config_cases as harness;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -283,37 +285,20 @@ fn no_engine_at_all_fails_when_building() {
     assert_eq!(err.code(), "ERR_RSTREAM_ENGINE_REQUIRED");
 }
 
+/// A CA, a server certificate for `localhost` and a client certificate,
+/// all from one throwaway PKI.
 struct Pki {
     ca_pem: String,
-    server_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    server_key: rustls::pki_types::PrivateKeyDer<'static>,
-    client_cert_pem: String,
-    client_key_pem: String,
-    client_der: rustls::pki_types::CertificateDer<'static>,
+    server: Leaf,
+    client: Leaf,
 }
 
 fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["agent.example.test".to_owned()])
-        .unwrap()
-        .signed_by(&client_key, &ca)
-        .unwrap();
+    let ca = Ca::new();
     Pki {
-        ca_pem: ca.as_ref().pem(),
-        server_chain: vec![server.der().clone()],
-        server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
-        client_cert_pem: client.pem(),
-        client_key_pem: client_key.serialize_pem(),
-        client_der: client.der().clone(),
+        ca_pem: ca.pem(),
+        server: ca.leaf(&["localhost", "127.0.0.1"], None),
+        client: ca.leaf(&["agent.example.test"], None),
     }
 }
 
@@ -328,7 +313,7 @@ async fn managed_resolution_over_https_and_h2() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
+        .with_single_cert(vec![pki.server.cert_der.clone()], pki.server.key_der())
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -401,7 +386,7 @@ async fn mtls_server(
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_client_cert_verifier(verifier)
-        .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
+        .with_single_cert(vec![pki.server.cert_der.clone()], pki.server.key_der())
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -450,8 +435,8 @@ async fn inline_mtls_from_the_config_file_reaches_the_handshake() {
             "defaults: {{context: {{name: self-hosted}}}}\ncontexts:\n  - name: self-hosted\n    engine: localhost:{}\n    \
              auth:\n      mtls:\n        certificate: {}\n        key: {}\n",
             addr.port(),
-            serde_json::to_string(&pki.client_cert_pem).unwrap(),
-            serde_json::to_string(&pki.client_key_pem).unwrap()
+            serde_json::to_string(&pki.client.cert_pem).unwrap(),
+            serde_json::to_string(&pki.client.key_pem).unwrap()
         ),
     )
     .unwrap();
@@ -474,7 +459,7 @@ async fn inline_mtls_from_the_config_file_reaches_the_handshake() {
     .await
     .unwrap();
     let presented = within("server side", seen.recv()).await.unwrap().unwrap();
-    assert_eq!(presented, pki.client_der.to_vec());
+    assert_eq!(presented, pki.client.cert_der.to_vec());
 
     // Same server, no client certificate: the server refuses the handshake.
     let client = ClientOptions::new()

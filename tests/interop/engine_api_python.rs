@@ -8,112 +8,46 @@
 //! is set, in which case they say loudly that they skipped.
 #![cfg(feature = "local-engine")]
 
-mod support;
+use crate::support::{
+    self,
+    python::{self, Peer},
+};
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rstream::api::{ListClientsParams, ListTunnelsParams, TunnelFilters};
 use rstream::engine::LocalEngine;
 use rstream::{Client, TunnelOptions};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 const TOKEN: &str = "api-interop-token";
 /// Bounds every wait for the Python peer.
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("RSTREAM_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("RSTREAM_SKIP_PYTHON_INTEROP").as_deref() == Ok("1") => {
-            let _ = std::io::stderr().write_all(
-                b"\n!!!!!!!!!! SKIPPING Engine API Python interop: RSTREAM_SKIP_PYTHON_INTEROP=1 \
-                  and RSTREAM_PYTHON is unset. Nothing was checked against the Python SDK. \
-                  !!!!!!!!!!\n\n",
-            );
-            None
-        }
-        _ => panic!(
-            "RSTREAM_PYTHON is not set. Point it at a Python interpreter that has \
-             rstreamlabs-rstream[api,realtime] 0.7 installed \
-             (`export RSTREAM_PYTHON=$(bash .ci/python-venv.sh)`), or set \
-             RSTREAM_SKIP_PYTHON_INTEROP=1 to skip these tests on purpose."
-        ),
-    }
+    python::interpreter("Engine API Python interop")
 }
 
-struct Peer {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    what: String,
-}
-
-impl Peer {
-    fn spawn(python: &PathBuf, engine: &LocalEngine, args: &[&str]) -> Peer {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/engine_api_peer.py");
-        let mut cmd = Command::new(python);
-        cmd.arg(&script)
-            .arg(args[0])
-            .args(["--engine", &engine.engine_address()])
-            .arg("--ca")
-            .arg(engine.ca_file())
-            .args(["--token", TOKEN, "--deadline", "50"])
-            .args(&args[1..])
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env_remove("RSTREAM_ENGINE")
-            .env_remove("RSTREAM_AUTHENTICATION_TOKEN")
-            .env_remove("RSTREAM_CONFIG")
-            .env_remove("RSTREAM_CONTEXT")
-            .env_remove("RSTREAM_MTLS_CERT_FILE")
-            .env_remove("RSTREAM_MTLS_KEY_FILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Peer {
-            child,
-            lines,
-            what: format!("engine_api_peer.py {}", args.join(" ")),
-        }
-    }
-
-    async fn next(&mut self) -> Option<Value> {
-        let line = tokio::time::timeout(LIMIT, self.lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("{}: no output for {LIMIT:?}", self.what))
-            .expect("reading the peer's stdout")?;
-        eprintln!("[python] {line}");
-        Some(
-            serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("{}: bad line ({e}): {line}", self.what)),
-        )
-    }
-
-    async fn expect(&mut self, event: &str) -> Value {
-        match self.next().await {
-            Some(v) if v["event"] == event => v,
-            other => panic!("{}: expected {event:?}, got {other:?}", self.what),
-        }
-    }
-
-    async fn success(mut self) {
-        let status = tokio::time::timeout(LIMIT, self.child.wait())
-            .await
-            .expect("peer exits")
-            .expect("peer status");
-        assert!(status.success(), "{} exited with {status}", self.what);
-    }
+/// Runs `engine_api_peer.py <command> --engine .. --ca .. --token .. <rest>`
+/// (`args` is the command, then the rest).
+fn spawn_peer(python: &Path, engine: &LocalEngine, args: &[&str]) -> Peer {
+    let engine_address = engine.engine_address();
+    let ca = engine.ca_file().to_string_lossy().into_owned();
+    let mut all = vec![
+        args[0],
+        "--engine",
+        &engine_address,
+        "--ca",
+        &ca,
+        "--token",
+        TOKEN,
+        "--deadline",
+        "50",
+    ];
+    all.extend_from_slice(&args[1..]);
+    Peer::spawn(python, "engine_api_peer.py", &all, LIMIT)
 }
 
 fn client(engine: &LocalEngine) -> Client {
@@ -196,7 +130,7 @@ async fn python_lists_what_rust_created() {
     args.push("--query".into());
     args.push("clients={}".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut peer = Peer::spawn(&python, &engine, &args);
+    let mut peer = spawn_peer(&python, &engine, &args);
     for (name, _, params) in queries {
         let listed = peer.expect("listed").await;
         assert_eq!(listed["query"], name);
@@ -224,7 +158,7 @@ async fn python_lists_what_rust_created() {
         .collect();
     assert_eq!(ours.len(), 2);
     assert_eq!(strings(&listed["ids"]), ours);
-    peer.success().await;
+    peer.finish_ok().await;
 }
 
 async fn python_watches(transport: &str) {
@@ -245,7 +179,7 @@ async fn python_watches(transport: &str) {
         .create_tunnel(TunnelOptions::new().name("py-unwatched"))
         .await
         .unwrap();
-    let mut peer = Peer::spawn(
+    let mut peer = spawn_peer(
         &python,
         &engine,
         &[
@@ -278,7 +212,7 @@ async fn python_watches(transport: &str) {
     second.close().await.unwrap();
 
     let mut seen = Vec::new();
-    while let Some(v) = peer.next().await {
+    while let Some(v) = peer.next_event().await {
         assert_eq!(v["event"], "watched", "{v}");
         let kind = v["type"].as_str().unwrap().to_owned();
         let id = v["object"]["id"].as_str().unwrap_or_default().to_owned();
@@ -295,7 +229,7 @@ async fn python_watches(transport: &str) {
         ],
         "the Python watch over {transport}"
     );
-    peer.success().await;
+    peer.finish_ok().await;
 }
 
 #[tokio::test]

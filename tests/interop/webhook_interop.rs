@@ -5,9 +5,9 @@
 //! fail, unless `RSTREAM_SKIP_PYTHON_INTEROP=1` is set, in which case they
 //! say loudly that they skipped.
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use crate::support::python;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rstream::webhook::{
@@ -21,51 +21,12 @@ const EVENT: &str = r#"{"id":"evt_1","type":"tunnel.created","created_at":"2026-
 
 /// The interpreter, or `None` when the run explicitly opted out.
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("RSTREAM_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var("RSTREAM_SKIP_PYTHON_INTEROP").as_deref() == Ok("1") => {
-            // Written to the real stderr, not through `eprintln!`, so that
-            // the test harness does not capture (hide) it.
-            let _ = std::io::stderr().write_all(
-                b"\n!!!!!!!!!! SKIPPING Python webhook interop: RSTREAM_SKIP_PYTHON_INTEROP=1 \
-                  and RSTREAM_PYTHON is unset. Nothing was checked against the Python SDK. \
-                  !!!!!!!!!!\n\n",
-            );
-            None
-        }
-        _ => panic!(
-            "RSTREAM_PYTHON is not set. Point it at a Python interpreter that has the \
-             rstreamlabs-rstream SDK installed (e.g. RSTREAM_PYTHON=/tmp/pyvenv/bin/python), \
-             or set RSTREAM_SKIP_PYTHON_INTEROP=1 to skip these tests on purpose."
-        ),
-    }
+    python::interpreter("Python webhook interop")
 }
 
 /// Sends `requests` to the Python driver and returns its answers.
-fn run_python(python: &PathBuf, requests: &[Value]) -> Vec<Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/webhook_interop.py");
-    let mut child = Command::new(python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let input = serde_json::to_vec(requests).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python driver failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bad driver output ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+fn run_python(python: &Path, requests: &[Value]) -> Vec<Value> {
+    let answers: Vec<Value> = python::run_batch(python, "webhook_interop.py", &requests);
     assert_eq!(answers.len(), requests.len());
     answers
 }

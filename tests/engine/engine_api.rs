@@ -2,7 +2,7 @@
 //! against this crate's local engine (`src/engine/api`).
 #![cfg(feature = "local-engine")]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -882,35 +882,24 @@ mod mtls {
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
+    use rcgen::ExtendedKeyUsagePurpose;
+
+    use crate::support::pki::{Ca, Leaf};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     pub struct Pki {
         pub ca_pem: String,
-        pub server: (String, String),
-        pub client: (String, String),
+        pub server: Leaf,
+        pub client: Leaf,
     }
 
     pub fn pki() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(vec![name.to_owned()]).unwrap();
-            p.extended_key_usages = vec![usage];
-            let cert = p.signed_by(&key, &issuer).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
+        let ca = Ca::new();
         Pki {
-            ca_pem: ca_cert.pem(),
-            server: leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth),
-            client: leaf("agent", ExtendedKeyUsagePurpose::ClientAuth),
+            ca_pem: ca.pem(),
+            server: ca.leaf(&["localhost"], Some(ExtendedKeyUsagePurpose::ServerAuth)),
+            client: ca.leaf(&["agent"], Some(ExtendedKeyUsagePurpose::ClientAuth)),
         }
     }
 
@@ -940,8 +929,8 @@ mod mtls {
             .unwrap()
             .with_client_cert_verifier(verifier)
             .with_single_cert(
-                vec![CertificateDer::from_pem_slice(pki.server.0.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap(),
+                vec![CertificateDer::from_pem_slice(pki.server.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes()).unwrap(),
             )
             .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -996,8 +985,8 @@ mod mtls {
 
 fn mtls_client(pki: &mtls::Pki, port: u16) -> Client {
     let identity = rstream::transport::ClientIdentity::from_pem(
-        pki.client.0.as_bytes(),
-        pki.client.1.as_bytes(),
+        pki.client.cert_pem.as_bytes(),
+        pki.client.key_pem.as_bytes(),
     )
     .unwrap();
     Client::builder()
@@ -1090,8 +1079,8 @@ async fn mtls_local_engine_serves_discovery_and_accepts_certificates() {
 
     // A certificate and no token: discovery, then the API with the certificate.
     let identity = rstream::transport::ClientIdentity::from_pem(
-        pki.client.0.as_bytes(),
-        pki.client.1.as_bytes(),
+        pki.client.cert_pem.as_bytes(),
+        pki.client.key_pem.as_bytes(),
     )
     .unwrap();
     let mtls = support::options(&engine)
@@ -1429,8 +1418,8 @@ async fn silent_sse_server(
     .unwrap()
     .with_no_client_auth()
     .with_single_cert(
-        vec![CertificateDer::from_pem_slice(pki.server.0.as_bytes()).unwrap()],
-        PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap(),
+        vec![CertificateDer::from_pem_slice(pki.server.cert_pem.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes()).unwrap(),
     )
     .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -1,0 +1,16 @@
+//! The client SDK against the local engine and the scripted engine:
+//! protocol, tunnels, close, TLS, reliability, HTTP serving and
+//! configuration. One test binary, one module per topic, so CI links it
+//! once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod client_protocol;
+mod close;
+mod config;
+mod http;
+mod http_streaming;
+mod reliability;
+mod tls;
+mod tunnels;
