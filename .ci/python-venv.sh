@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes (or reuses) a Python venv with the official rstream Python SDK, the
-# peer of the interop tests (tests/interop_python.rs,
-# tests/webhook_interop.rs), and prints the venv's python path on stdout,
+# peer of the interop tests (the `interop` test binary, tests/interop/:
+# interop_python, webhook_interop, …), and prints the venv's python path on stdout,
 # nothing else:
 #
 #   export RSTREAM_PYTHON=$(bash .ci/python-venv.sh)
