@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::config::{managed, ClientOptions, EngineTarget, ResolvedOptions, Secret};
 use crate::control::ControlChannel;
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 use crate::proto::{
     message::Payload, read_frame, stream_rsp, write_frame, ClientDetails, Message, StreamReq, ALPN,
     PROTOCOL_VERSION,
@@ -104,7 +104,7 @@ impl Client {
             Some(EngineTarget::Managed { .. }) => tokio::sync::OnceCell::new(),
             None => {
                 return Err(Error::config(
-                    "ERR_RSTREAM_ENGINE_REQUIRED",
+                    code::ENGINE_REQUIRED,
                     "no engine: set ClientOptions::engine, RSTREAM_ENGINE, a context engine or a project endpoint",
                 ))
             }
@@ -196,7 +196,7 @@ impl Client {
         let target = tunnel.trim();
         if target.is_empty() {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_TUNNEL",
+                code::INVALID_TUNNEL,
                 "tunnel id or name must not be empty",
             ));
         }
@@ -277,7 +277,7 @@ impl ClientInner {
                     // from_resolved refuses a client without an engine.
                     None => {
                         return Err(Error::config(
-                            "ERR_RSTREAM_ENGINE_REQUIRED",
+                            code::ENGINE_REQUIRED,
                             "no engine configured",
                         ))
                     }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::models::{Client, Event, EventObject, EventType, Tunnel};
 use super::Watch;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 /// What a [`LiveInventory`] knows at one moment.
 #[derive(Clone, Debug, Default)]
@@ -173,7 +173,7 @@ impl LiveInventory {
             if rx.changed().await.is_err() {
                 return Err(Error::new(
                     ErrorKind::Closed,
-                    "ERR_RSTREAM_WATCH_CLOSED",
+                    code::WATCH_CLOSED,
                     "the live inventory stopped",
                 ));
             }

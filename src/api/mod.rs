@@ -62,7 +62,7 @@ use ::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::config::{ResolvedOptions, Secret};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 pub use self::http::ApiError;
 pub use filters::{
@@ -305,7 +305,7 @@ impl EngineApi {
         tokio::time::timeout(budget, call).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_ENGINE_API_TIMEOUT",
+                code::ENGINE_API_TIMEOUT,
                 format!("engine API GET {path}: no complete answer within {budget:?}"),
             )
         })?
@@ -401,7 +401,7 @@ impl EngineApi {
 fn payload_error(path: &str, e: serde_json::Error) -> Error {
     Error::new(
         ErrorKind::Protocol,
-        "ERR_RSTREAM_ENGINE_API_PAYLOAD",
+        code::ENGINE_API_PAYLOAD,
         format!("engine API GET {path}: unexpected response payload: {e}"),
     )
 }
@@ -409,10 +409,7 @@ fn payload_error(path: &str, e: serde_json::Error) -> Error {
 /// A non-empty id, percent-encoded as one path segment.
 fn path_segment(id: &str) -> Result<String> {
     if id.is_empty() {
-        return Err(Error::config(
-            "ERR_RSTREAM_INVALID_ID",
-            "the id must not be empty",
-        ));
+        return Err(Error::config(code::INVALID_ID, "the id must not be empty"));
     }
     Ok(filters::encode_component(id))
 }

@@ -5,6 +5,7 @@
 //! (and written back when serialised), so a newer engine never breaks an
 //! older SDK; a `null` where a list or map is expected reads as empty.
 
+use crate::error::code;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -524,7 +525,7 @@ impl Event {
         serde_json::from_str(text).map_err(|e| {
             crate::Error::new(
                 crate::ErrorKind::Protocol,
-                "ERR_RSTREAM_EVENT_JSON",
+                code::EVENT_JSON,
                 format!("invalid event JSON: {e}"),
             )
         })
@@ -698,9 +699,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.tunnel().unwrap().status, Status::Other("gone".into()));
-        assert_eq!(
-            Event::from_json("{}").unwrap_err().code(),
-            "ERR_RSTREAM_EVENT_JSON"
-        );
+        assert_eq!(Event::from_json("{}").unwrap_err().code(), code::EVENT_JSON);
     }
 }

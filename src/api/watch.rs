@@ -21,7 +21,7 @@ use super::models::Event;
 use super::{EngineApi, ErrorKind};
 use crate::config::Secret;
 use crate::control::MAX_RECONNECT_DELAY;
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 /// WebSocket ping period (the client drives ping/pong), at most: with a
 /// shorter [`Watch::read_deadline`] it is a third of the deadline.
@@ -235,7 +235,7 @@ async fn run(
 }
 
 fn closed(message: String) -> Error {
-    Error::new(ErrorKind::Closed, "ERR_RSTREAM_WATCH_CLOSED", message)
+    Error::new(ErrorKind::Closed, code::WATCH_CLOSED, message)
 }
 
 /// Hands one event to the consumer; `false` when it is gone.
@@ -252,7 +252,7 @@ async fn deliver(tx: &mpsc::Sender<Result<Event>>, event: Event, synced: &mut bo
 fn silent(transport: &str, deadline: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
-        "ERR_RSTREAM_WATCH_TIMEOUT",
+        code::WATCH_TIMEOUT,
         format!(
             "the {transport} watch received nothing for {deadline:?}; connection presumed dead"
         ),
@@ -285,7 +285,7 @@ async fn sse(
             .map_err(|_| {
                 Error::new(
                     ErrorKind::Timeout,
-                    "ERR_RSTREAM_ENGINE_API_TIMEOUT",
+                    code::ENGINE_API_TIMEOUT,
                     format!("engine API GET /api/sse: no answer within {budget:?}"),
                 )
             })??;
@@ -342,7 +342,7 @@ async fn sse(
             Some(Err(e)) => {
                 let error = Error::new(
                     ErrorKind::Io,
-                    "ERR_RSTREAM_WATCH_CLOSED",
+                    code::WATCH_CLOSED,
                     format!("the SSE watch broke: {e}{}", parser.reason()),
                 );
                 return fail(error, synced);
@@ -406,7 +406,7 @@ impl SseParser {
         if pending > self.max {
             return Err(Error::new(
                 ErrorKind::Protocol,
-                "ERR_RSTREAM_EVENT_TOO_LARGE",
+                code::EVENT_TOO_LARGE,
                 format!("an SSE event is larger than {} bytes", self.max),
             ));
         }
@@ -490,9 +490,9 @@ async fn websocket(
                 target.authority,
                 filters::query(params)
             );
-            let mut request = url.into_client_request().map_err(|e| {
-                Error::config("ERR_RSTREAM_INVALID_ENGINE", format!("WebSocket URL: {e}"))
-            })?;
+            let mut request = url
+                .into_client_request()
+                .map_err(|e| Error::config(code::INVALID_ENGINE, format!("WebSocket URL: {e}")))?;
             let extra = headers(
                 "application/json",
                 target.token.as_ref().map(Secret::expose),
@@ -518,7 +518,7 @@ async fn websocket(
                     }
                     other => Error::new(
                         ErrorKind::Io,
-                        "ERR_RSTREAM_ENGINE_API_TRANSPORT",
+                        code::ENGINE_API_TRANSPORT,
                         format!("engine API GET /api/websocket: handshake failed: {other}"),
                     ),
                 })
@@ -526,7 +526,7 @@ async fn websocket(
         tokio::time::timeout(budget, handshake).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_ENGINE_API_TIMEOUT",
+                code::ENGINE_API_TIMEOUT,
                 format!("engine API GET /api/websocket: no upgrade within {budget:?}"),
             )
         })?
@@ -559,7 +559,7 @@ async fn websocket(
                     Some(Err(e)) => {
                         let error = Error::new(
                             ErrorKind::Io,
-                            "ERR_RSTREAM_WATCH_CLOSED",
+                            code::WATCH_CLOSED,
                             format!("the WebSocket watch broke: {e}"),
                         );
                         return fail(error, synced);

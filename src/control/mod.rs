@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::Client;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
     check_len, decode_body, message::Payload, open_control_channel_rsp, write_frame,
     ControlChannelLiveness, Message, OpenControlChannelReq, ServerDetails, TunnelProperties,
@@ -401,7 +401,7 @@ fn closed_reason(status: &ConnectionStatus) -> Error {
         ConnectionStatus::Closed { error: Some(e) } => e.clone(),
         _ => Error::new(
             ErrorKind::Closed,
-            "ERR_RSTREAM_CONTROL_CLOSED",
+            code::CONTROL_CLOSED,
             "control channel closed",
         ),
     }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::Client;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
     self, encode_frame, message::Payload, read_frame, write_frame, ErrorCode, Message,
     ProxyConnReq, ProxyConnRsp, ProxyReq,
@@ -162,7 +162,7 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
             }
             Err(Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_ACCEPT_BACKLOG_FULL",
+                code::ACCEPT_BACKLOG_FULL,
                 format!(
                     "tunnel accept backlog full: {backlog} connections wait for the application"
                 ),

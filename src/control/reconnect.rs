@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{code, Error, ErrorKind};
 
 /// The largest reconnect delay and [`stable_after`](ReconnectPolicy::stable_after)
 /// a [`ReconnectPolicy`] keeps: 1 hour. Larger values are clamped to it.
@@ -295,7 +295,7 @@ impl ConnectionStatus {
 pub(crate) fn loss_is_transient(e: &Error) -> bool {
     match e.kind() {
         ErrorKind::Io | ErrorKind::Timeout | ErrorKind::Tls => true,
-        ErrorKind::Protocol => e.code() == OVERLOAD,
+        ErrorKind::Protocol => e.code() == code::CONTROL_OVERLOAD,
         _ => e.is_transient(),
     }
 }
@@ -309,9 +309,6 @@ pub(crate) fn reopen_is_transient(e: &Error) -> bool {
         _ => e.is_transient(),
     }
 }
-
-/// The code of a proxy-connection flood (PROTOCOL.md §6).
-pub(crate) const OVERLOAD: &str = "ERR_RSTREAM_CONTROL_OVERLOAD";
 
 #[cfg(test)]
 mod tests {
@@ -363,13 +360,13 @@ mod tests {
 
     #[test]
     fn classification() {
-        let lost = Error::new(ErrorKind::Io, "ERR_RSTREAM_CONTROL_LOST", "eof");
+        let lost = Error::new(ErrorKind::Io, code::CONTROL_LOST, "eof");
         assert!(loss_is_transient(&lost));
         assert!(loss_is_transient(&Error::timeout("liveness")));
         assert!(!loss_is_transient(&Error::protocol("bad ack")));
         assert!(loss_is_transient(&Error::new(
             ErrorKind::Protocol,
-            OVERLOAD,
+            code::CONTROL_OVERLOAD,
             "flood"
         )));
         assert!(!reopen_is_transient(&Error::engine(1000, None)));

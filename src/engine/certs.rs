@@ -28,19 +28,22 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::transport::provider;
 
 const CA_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca-key.pem";
-const CODE: &str = "ERR_RSTREAM_LOCAL_ENGINE_CA";
 
 fn ca_error(message: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Config, CODE, message.into())
+    Error::new(ErrorKind::Config, code::LOCAL_ENGINE_CA, message.into())
 }
 
 fn cert_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Tls, CODE, format!("{what}: {e}"))
+    Error::new(
+        ErrorKind::Tls,
+        code::LOCAL_ENGINE_CA,
+        format!("{what}: {e}"),
+    )
 }
 
 /// The CA and the server certificate of one engine run.
@@ -215,7 +218,7 @@ impl ClientCa {
 
 fn client_ca_error(message: String) -> Error {
     Error::config(
-        "ERR_RSTREAM_INVALID_CONFIG",
+        code::INVALID_CONFIG,
         format!("local engine client CA: {message}"),
     )
 }

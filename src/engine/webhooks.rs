@@ -52,7 +52,7 @@ use tokio::sync::{broadcast, Notify};
 
 use super::events::{ClientInfo, EngineEvent, TunnelInfo};
 use super::tasks::Tasks;
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 use crate::webhook::{build_headers, WebhookEvent, WebhookEventType, WebhookSecret};
 
 /// Attempts per event (the first one included).
@@ -121,7 +121,7 @@ impl Target {
     pub(crate) fn new(url: &str, secret: WebhookSecret) -> Result<Self> {
         let invalid = |why: &str| {
             Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 format!("local engine: webhook URL {}: {why}", redacted(url)),
             )
         };
@@ -827,7 +827,7 @@ mod tests {
             "http:// bad",
         ] {
             let err = Target::new(bad, s.clone()).unwrap_err();
-            assert_eq!(err.code(), "ERR_RSTREAM_INVALID_CONFIG", "{bad:?}");
+            assert_eq!(err.code(), code::INVALID_CONFIG, "{bad:?}");
             assert!(!err.to_string().contains("pw@"), "{err}");
         }
         assert_eq!(

@@ -12,7 +12,7 @@ use subtle::{Choice, ConstantTimeEq};
 use super::event::WebhookEvent;
 use super::rejection::WebhookRejection;
 use super::secret::WebhookSecret;
-use crate::error::{Error, ErrorKind};
+use crate::error::{code, Error, ErrorKind};
 
 /// `rstream-signature`: `t=<unix seconds>,v1=<hex>[,v1=<hex>…]`.
 pub const SIGNATURE_HEADER: &str = "rstream-signature";
@@ -325,7 +325,7 @@ pub(crate) fn verify_inner(
 ///
 /// let tampered = br#"{"id":"evt_2","type":"client.created","object":{"id":"c1"}}"#;
 /// let err = verify(tampered, &header, &secret, &opts).unwrap_err();
-/// assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_SIGNATURE");
+/// assert_eq!(err.code(), rstream::error::code::WEBHOOK_SIGNATURE);
 /// # Ok::<(), rstream::Error>(())
 /// ```
 pub fn verify(
@@ -359,7 +359,7 @@ pub fn verify_with_secrets(
     if secrets.is_empty() {
         return Err(Error::new(
             ErrorKind::Webhook,
-            "ERR_RSTREAM_WEBHOOK_SECRET_REQUIRED",
+            code::WEBHOOK_SECRET_REQUIRED,
             "at least one webhook signing secret is required",
         ));
     }
@@ -546,8 +546,8 @@ mod tests {
         assert_eq!(h[EVENT_TYPE_HEADER], "tunnel.deleted");
         assert_eq!(h[SIGNATURE_HEADER], sign(body, &secret(), 5).as_str());
         let err = build_headers(body, &event, &secret(), "wh", "  ", 5).unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_PAYLOAD");
+        assert_eq!(err.code(), code::WEBHOOK_PAYLOAD);
         let err = build_headers(body, &event, &secret(), "wh\n1", "d", 5).unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_PAYLOAD");
+        assert_eq!(err.code(), code::WEBHOOK_PAYLOAD);
     }
 }
