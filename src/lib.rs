@@ -79,6 +79,7 @@ pub use config::{ClientOptions, Secret};
 pub use control::{ConnectOptions, ConnectionStatus, ControlChannel, ReconnectPolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use stream::{RstreamStream, StreamInfo};
+pub use transport::{ClientIdentity, TlsOptions};
 #[cfg(feature = "axum")]
 pub use tunnel::TunnelAddr;
 pub use tunnel::{HttpVersion, Protocol, TlsMode, Tunnel, TunnelOptions};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::models::{Client, Tunnel};
+use super::models::{ClientRecord, TunnelRecord};
 
 macro_rules! setters {
     ($ty:ident { $($field:ident => $doc:literal),* $(,)? }) => {
@@ -20,7 +20,7 @@ macro_rules! setters {
     };
 }
 
-/// Tunnel filters: every key optional, all conditions ANDed.
+/// Filters for [`TunnelRecord`]s: every key optional, all conditions ANDed.
 ///
 /// The whole params object travels as compact JSON in one `params` query
 /// value; unset fields are omitted. A label mapped to a value must match
@@ -114,7 +114,7 @@ impl TunnelFilters {
     }
 
     /// Whether `tunnel` matches every condition.
-    pub fn matches(&self, tunnel: &Tunnel) -> bool {
+    pub fn matches(&self, tunnel: &TunnelRecord) -> bool {
         eq(&self.id, Some(&tunnel.id))
             && eq(&self.name, tunnel.name.as_ref())
             && eq(&self.tunnel_type, tunnel.tunnel_type.as_ref())
@@ -134,7 +134,7 @@ impl TunnelFilters {
     }
 }
 
-/// Client filters: every key optional, all conditions ANDed; labels as in
+/// Filters for [`ClientRecord`]s: every key optional, all conditions ANDed; labels as in
 /// [`TunnelFilters`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,7 +203,7 @@ impl ClientFilters {
     }
 
     /// Whether `client` matches every condition.
-    pub fn matches(&self, client: &Client) -> bool {
+    pub fn matches(&self, client: &ClientRecord) -> bool {
         eq(&self.id, Some(&client.id))
             && self
                 .status
@@ -329,12 +329,12 @@ impl WatchParams {
     }
 
     /// Whether `client` is watched.
-    pub fn matches_client(&self, client: &Client) -> bool {
+    pub fn matches_client(&self, client: &ClientRecord) -> bool {
         self.clients.as_ref().is_none_or(|f| f.matches(client))
     }
 
     /// Whether `tunnel` is watched.
-    pub fn matches_tunnel(&self, tunnel: &Tunnel) -> bool {
+    pub fn matches_tunnel(&self, tunnel: &TunnelRecord) -> bool {
         self.tunnels.as_ref().is_none_or(|f| f.matches(tunnel))
     }
 }
@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn matching() {
-        let mut t = Tunnel::new("t1", "c1", Status::Online);
+        let mut t = TunnelRecord::new("t1", "c1", Status::Online);
         t.labels.insert("env".into(), "prod".into());
         t.publish = Some(true);
         assert!(TunnelFilters::new().matches(&t));

@@ -69,8 +69,10 @@ pub use filters::{
     ClientFilters, ListClientsParams, ListParams, ListTunnelsParams, TunnelFilters, WatchParams,
 };
 pub use inventory::{InventorySnapshot, LiveInventory};
-pub use models::{Client, Event, EventObject, EventType, Health, InitialState, Status, Tunnel};
-pub use watch::{Transport, Watch, DEFAULT_READ_DEADLINE};
+pub use models::{
+    ClientRecord, Event, EventObject, EventType, Health, InitialState, Status, TunnelRecord,
+};
+pub use watch::{Watch, WatchTransport, DEFAULT_READ_DEADLINE};
 
 use self::http::{headers, read_body, Connector, HttpClient, Target};
 
@@ -321,14 +323,20 @@ impl EngineApi {
 
     /// `GET /api/tunnels`: the live tunnels matching `params` (filters,
     /// limit), oldest first on the local engine.
-    pub async fn list_tunnels(&self, params: impl Into<ListTunnelsParams>) -> Result<Vec<Tunnel>> {
+    pub async fn list_tunnels(
+        &self,
+        params: impl Into<ListTunnelsParams>,
+    ) -> Result<Vec<TunnelRecord>> {
         let params = params.into();
         self.get_json("/api/tunnels", &filters::query(&params))
             .await
     }
 
     /// `GET /api/clients`: the connected clients matching `params`.
-    pub async fn list_clients(&self, params: impl Into<ListClientsParams>) -> Result<Vec<Client>> {
+    pub async fn list_clients(
+        &self,
+        params: impl Into<ListClientsParams>,
+    ) -> Result<Vec<ClientRecord>> {
         let params = params.into();
         self.get_json("/api/clients", &filters::query(&params))
             .await
@@ -336,14 +344,14 @@ impl EngineApi {
 
     /// `GET /api/tunnels/{id}`. An unknown id is an error with code
     /// `ERR_RSTREAM_ENGINE_API_NOT_FOUND`.
-    pub async fn tunnel(&self, id: &str) -> Result<Tunnel> {
+    pub async fn tunnel(&self, id: &str) -> Result<TunnelRecord> {
         let path = format!("/api/tunnels/{}", path_segment(id)?);
         self.get_json(&path, "").await
     }
 
     /// `GET /api/clients/{id}`. An unknown id is an error with code
     /// `ERR_RSTREAM_ENGINE_API_NOT_FOUND`.
-    pub async fn client(&self, id: &str) -> Result<Client> {
+    pub async fn client(&self, id: &str) -> Result<ClientRecord> {
         let path = format!("/api/clients/{}", path_segment(id)?);
         self.get_json(&path, "").await
     }

@@ -1,5 +1,5 @@
-//! Typed Engine API objects (ENGINE_API.md §5 and §7): [`Client`],
-//! [`Tunnel`], [`Event`] and the `state.initial` snapshot.
+//! Typed Engine API objects (ENGINE_API.md §5 and §7): [`ClientRecord`],
+//! [`TunnelRecord`], [`Event`] and the `state.initial` snapshot.
 //!
 //! Every object is snake_case JSON. Unknown fields are kept in `extra`
 //! (and written back when serialised), so a newer engine never breaks an
@@ -85,7 +85,7 @@ where
 /// lists it (`GET /api/clients`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct Client {
+pub struct ClientRecord {
     /// Engine-assigned client id.
     pub id: String,
     /// `online` while connected; `offline` in a `client.deleted` event.
@@ -141,10 +141,10 @@ pub struct Client {
     pub extra: Map<String, Value>,
 }
 
-impl Client {
+impl ClientRecord {
     /// A client with only an id and a status (every other field unset).
     pub fn new(id: impl Into<String>, status: Status) -> Self {
-        Client {
+        ClientRecord {
             id: id.into(),
             status,
             user_id: None,
@@ -169,7 +169,7 @@ impl Client {
 /// A live tunnel, as the Engine API lists it (`GET /api/tunnels`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct Tunnel {
+pub struct TunnelRecord {
     /// Engine-assigned tunnel id.
     pub id: String,
     /// The owning client's id.
@@ -295,10 +295,10 @@ pub struct Tunnel {
     pub extra: Map<String, Value>,
 }
 
-impl Tunnel {
+impl TunnelRecord {
     /// A tunnel with only an id, its client and a status.
     pub fn new(id: impl Into<String>, client_id: impl Into<String>, status: Status) -> Self {
-        Tunnel {
+        TunnelRecord {
             id: id.into(),
             client_id: client_id.into(),
             status,
@@ -341,8 +341,8 @@ impl Tunnel {
     /// `:port` unless the port is unset or 443, else `host`.
     ///
     /// ```
-    /// # use rstream::api::{Status, Tunnel};
-    /// let mut t = Tunnel::new("t1", "c1", Status::Online);
+    /// # use rstream::api::{Status, TunnelRecord};
+    /// let mut t = TunnelRecord::new("t1", "c1", Status::Online);
     /// t.hostname = Some("127.0.0.1".into());
     /// t.port = Some(8443);
     /// assert_eq!(t.display_host().as_deref(), Some("127.0.0.1:8443"));
@@ -366,15 +366,19 @@ pub struct InitialState {
     pub snapshot_at: Option<String>,
     /// The matching clients.
     #[serde(default, deserialize_with = "null_default")]
-    pub clients: Vec<Client>,
+    pub clients: Vec<ClientRecord>,
     /// The matching tunnels.
     #[serde(default, deserialize_with = "null_default")]
-    pub tunnels: Vec<Tunnel>,
+    pub tunnels: Vec<TunnelRecord>,
 }
 
 impl InitialState {
     /// A snapshot of these objects taken at `snapshot_at`.
-    pub fn new(snapshot_at: Option<String>, clients: Vec<Client>, tunnels: Vec<Tunnel>) -> Self {
+    pub fn new(
+        snapshot_at: Option<String>,
+        clients: Vec<ClientRecord>,
+        tunnels: Vec<TunnelRecord>,
+    ) -> Self {
         InitialState {
             snapshot_at,
             clients,
@@ -448,9 +452,9 @@ pub enum EventObject {
     /// `state.initial`.
     Initial(InitialState),
     /// `client.*`.
-    Client(Box<Client>),
+    Client(Box<ClientRecord>),
     /// `tunnel.*`.
-    Tunnel(Box<Tunnel>),
+    Tunnel(Box<TunnelRecord>),
     /// An event type this SDK does not know: the raw object.
     Other(Value),
 }
@@ -505,7 +509,7 @@ impl Event {
     }
 
     /// The client, for `client.*` events.
-    pub fn client(&self) -> Option<&Client> {
+    pub fn client(&self) -> Option<&ClientRecord> {
         match &self.object {
             EventObject::Client(c) => Some(c),
             _ => None,
@@ -513,7 +517,7 @@ impl Event {
     }
 
     /// The tunnel, for `tunnel.*` events.
-    pub fn tunnel(&self) -> Option<&Tunnel> {
+    pub fn tunnel(&self) -> Option<&TunnelRecord> {
         match &self.object {
             EventObject::Tunnel(t) => Some(t),
             _ => None,

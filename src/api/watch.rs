@@ -41,7 +41,7 @@ const CHANNEL: usize = 64;
 
 /// How a [`Watch`] reaches the engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Transport {
+pub enum WatchTransport {
     /// Server-Sent Events (`GET /api/sse`), over the pooled HTTP client;
     /// dead after the [read deadline](Watch::read_deadline) (90 s) without
     /// a byte (the engine sends a keep-alive comment every 15 s).
@@ -75,7 +75,7 @@ pub enum Transport {
 pub struct Watch {
     api: EngineApi,
     params: WatchParams,
-    transport: Transport,
+    transport: WatchTransport,
     resilient: bool,
     backoff: (Duration, Duration),
     read_deadline: Duration,
@@ -99,7 +99,7 @@ impl Watch {
         Watch {
             api,
             params,
-            transport: Transport::Sse,
+            transport: WatchTransport::Sse,
             resilient: false,
             backoff: (Duration::from_millis(250), Duration::from_secs(30)),
             read_deadline: DEFAULT_READ_DEADLINE,
@@ -108,14 +108,14 @@ impl Watch {
     }
 
     /// Uses this transport (default SSE). Ignored once polled.
-    pub fn transport(mut self, transport: Transport) -> Self {
+    pub fn transport(mut self, transport: WatchTransport) -> Self {
         self.transport = transport;
         self
     }
 
-    /// Shorthand for `transport(Transport::WebSocket)`.
+    /// Shorthand for `transport(WatchTransport::WebSocket)`.
     pub fn websocket(self) -> Self {
-        self.transport(Transport::WebSocket)
+        self.transport(WatchTransport::WebSocket)
     }
 
     /// Reconnects after a drop (see the type docs).
@@ -151,7 +151,7 @@ impl Watch {
     }
 
     /// The watch's transport.
-    pub fn transport_kind(&self) -> Transport {
+    pub fn transport_kind(&self) -> WatchTransport {
         self.transport
     }
 
@@ -201,7 +201,7 @@ fn permanent(error: &Error) -> bool {
 async fn run(
     api: EngineApi,
     params: WatchParams,
-    transport: Transport,
+    transport: WatchTransport,
     resilient: bool,
     (initial, max): (Duration, Duration),
     read_deadline: Duration,
@@ -210,8 +210,8 @@ async fn run(
     let mut delay = initial;
     loop {
         let end = match transport {
-            Transport::Sse => sse(&api, &params, read_deadline, &tx).await,
-            Transport::WebSocket => websocket(&api, &params, read_deadline, &tx).await,
+            WatchTransport::Sse => sse(&api, &params, read_deadline, &tx).await,
+            WatchTransport::WebSocket => websocket(&api, &params, read_deadline, &tx).await,
         };
         let (error, synced) = match end {
             End::Consumer => return,
