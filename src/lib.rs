@@ -64,6 +64,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod http;
+mod percent;
 pub mod proto;
 mod stream;
 pub mod transport;

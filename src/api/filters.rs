@@ -346,23 +346,10 @@ pub(crate) fn query<T: Serialize + Default + PartialEq>(params: &T) -> String {
         return String::new();
     }
     match serde_json::to_string(params) {
-        Ok(json) => format!("?params={}", encode_component(&json)),
+        Ok(json) => format!("?params={}", crate::percent::encode_component(&json)),
         // Plain structs with string keys always serialise.
         Err(_) => String::new(),
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub(crate) fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

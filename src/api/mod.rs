@@ -419,5 +419,5 @@ fn path_segment(id: &str) -> Result<String> {
     if id.is_empty() {
         return Err(Error::config(code::INVALID_ID, "the id must not be empty"));
     }
-    Ok(filters::encode_component(id))
+    Ok(crate::percent::encode_component(id))
 }

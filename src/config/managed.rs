@@ -55,7 +55,7 @@ pub(crate) async fn resolve_engine(
     let url = format!(
         "{}/api/projects/tunnels/resolve/{}",
         options.api_url.trim_end_matches('/'),
-        encode_segment(endpoint)
+        crate::percent::encode_component(endpoint)
     );
     let uri: Uri = url.parse().map_err(|_| {
         Error::config(
@@ -200,19 +200,6 @@ fn required_port(map: &Map<String, Value>, key: &str) -> Result<u16> {
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
         .ok_or_else(|| invalid_response(format!("missing '{key}'")))
-}
-
-/// Percent-encodes a path segment (everything but RFC 3986 unreserved).
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -404,7 +391,7 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(crate::percent::encode_component("a b/c"), "a%20b%2Fc");
         assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("LOCALHOST"));
         assert!(!is_loopback("example.test"));
     }

@@ -47,6 +47,7 @@ mod certs;
 #[doc(hidden)]
 pub mod cli;
 mod control;
+mod dates;
 mod events;
 mod limits;
 mod listener;

@@ -50,6 +50,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Notify};
 
+use super::dates::rfc3339;
 use super::events::{ClientInfo, EngineEvent, TunnelInfo};
 use super::tasks::Tasks;
 use crate::error::{code, Error, Result};
@@ -582,39 +583,6 @@ pub(crate) fn tunnel_object(tunnel: &TunnelInfo, online: bool) -> Map<String, Va
     o
 }
 
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
-/// Times before 1970 read as the epoch.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days.saturating_add(719_468);
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era.saturating_mul(400) + i64::from(month <= 2);
-    // Both are small by construction: day in 1..=31, month in 1..=12.
-    (year, month as u32, day as u32)
-}
-
 // ----- the queue -----
 
 /// A bounded FIFO that never blocks the producer: pushing onto a full
@@ -800,18 +768,6 @@ impl AsyncWrite for Conn {
 mod tests {
     use super::*;
     use crate::proto::{ClientDetails, TunnelProperties};
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
-        // A leap day.
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
-        let before = UNIX_EPOCH - Duration::from_secs(10);
-        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
-    }
 
     #[test]
     fn urls_are_checked() {

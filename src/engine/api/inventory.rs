@@ -28,7 +28,7 @@ pub(super) fn client_object(info: &ClientInfo, status: Status) -> ClientRecord {
 pub(super) fn tunnel_object(info: &TunnelInfo, status: Status) -> TunnelRecord {
     let p = &info.properties;
     let mut t = TunnelRecord::new(info.id.clone(), info.client_id.clone(), status);
-    t.creation_date = Some(crate::api::models::rfc3339(info.created_at));
+    t.creation_date = Some(crate::engine::dates::rfc3339(info.created_at));
     t.name = p.name.clone();
     t.tunnel_type = p.r#type.clone();
     t.publish = p.publish;
