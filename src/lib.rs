@@ -59,6 +59,7 @@
 mod io_forward;
 
 pub mod api;
+mod backoff;
 mod client;
 pub mod config;
 pub mod control;

@@ -19,6 +19,7 @@ use super::filters::{self, WatchParams};
 use super::http::{headers, ApiError};
 use super::models::Event;
 use super::{EngineApi, ErrorKind};
+use crate::backoff::{Backoff, Jitter};
 use crate::config::Secret;
 use crate::control::MAX_RECONNECT_DELAY;
 use crate::error::{code, Error, Result};
@@ -38,6 +39,10 @@ pub const DEFAULT_READ_DEADLINE: Duration = Duration::from_secs(90);
 const MIN_READ_DEADLINE: Duration = Duration::from_millis(10);
 /// Events buffered between the connection task and the consumer.
 const CHANNEL: usize = 64;
+/// A resilient watch's reconnect backoff by default: 250 ms doubling up
+/// to 30 s, each delay with equal jitter (between half and all of it).
+const DEFAULT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30)).with_jitter(Jitter::Equal);
 
 /// How a [`Watch`] reaches the engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,7 +82,7 @@ pub struct Watch {
     params: WatchParams,
     transport: WatchTransport,
     resilient: bool,
-    backoff: (Duration, Duration),
+    backoff: Backoff,
     read_deadline: Duration,
     running: Option<Running>,
 }
@@ -101,7 +106,7 @@ impl Watch {
             params,
             transport: WatchTransport::Sse,
             resilient: false,
-            backoff: (Duration::from_millis(250), Duration::from_secs(30)),
+            backoff: DEFAULT_BACKOFF,
             read_deadline: DEFAULT_READ_DEADLINE,
             running: None,
         }
@@ -133,7 +138,9 @@ impl Watch {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         let clamp = |d: Duration| d.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
         let initial = clamp(initial);
-        self.backoff = (initial, clamp(max).max(initial));
+        self.backoff = DEFAULT_BACKOFF
+            .with_initial(initial)
+            .with_max(clamp(max).max(initial));
         self
     }
 
@@ -203,11 +210,12 @@ async fn run(
     params: WatchParams,
     transport: WatchTransport,
     resilient: bool,
-    (initial, max): (Duration, Duration),
+    backoff: Backoff,
     read_deadline: Duration,
     tx: mpsc::Sender<Result<Event>>,
 ) {
-    let mut delay = initial;
+    // Counts from 1 since the last connection that delivered its snapshot.
+    let mut attempt: u32 = 1;
     loop {
         let end = match transport {
             WatchTransport::Sse => sse(&api, &params, read_deadline, &tx).await,
@@ -222,15 +230,15 @@ async fn run(
             return;
         }
         if synced {
-            delay = initial;
+            attempt = 1;
         }
-        let jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        let jittered = backoff.delay(attempt);
         tracing::warn!(code = error.code(), %error, retry_in = ?jittered, "engine watch dropped; reconnecting");
         tokio::select! {
             () = tokio::time::sleep(jittered) => {}
             () = tx.closed() => return,
         }
-        delay = delay.saturating_mul(2).min(max);
+        attempt = attempt.saturating_add(1);
     }
 }
 

@@ -53,6 +53,7 @@ use tokio::sync::{broadcast, Notify};
 use super::dates::rfc3339;
 use super::events::{ClientInfo, EngineEvent, TunnelInfo};
 use super::tasks::Tasks;
+use crate::backoff::Backoff;
 use crate::error::{code, Error, Result};
 use crate::webhook::{build_headers, WebhookEvent, WebhookEventType, WebhookSecret};
 
@@ -62,6 +63,9 @@ const MAX_ATTEMPTS: u32 = 3;
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// The backoff ceiling.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The wait after failed attempt `n` (1-based): 0.5 s, 1 s, 2 s, … capped
+/// at [`BACKOFF_CAP`], no jitter (one engine, few receivers).
+const RETRY_BACKOFF: Backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
 /// One attempt (connect, TLS, request, response head and body).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a response body is read (and discarded).
@@ -330,7 +334,7 @@ impl Endpoint {
                 tracing::warn!(webhook_id = %self.webhook_id, url = %self.log_url, event_id, %event_type, attempts = attempt, last = %retry, "webhook delivery failed; giving up");
                 return;
             }
-            let wait = backoff(attempt);
+            let wait = RETRY_BACKOFF.delay(attempt);
             tracing::debug!(webhook_id = %self.webhook_id, url = %self.log_url, event_id, attempt, error = %retry, ?wait, "webhook delivery failed; retrying");
             tokio::time::sleep(wait).await;
         }
@@ -399,12 +403,6 @@ fn retryable(status: StatusCode) -> bool {
     status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
-}
-
-/// The wait after failed attempt `attempt` (1-based).
-fn backoff(attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
 }
 
 /// An error and its sources, `: `-joined (hyper's top level says little).
@@ -816,6 +814,7 @@ mod tests {
 
     #[test]
     fn backoff_is_capped() {
+        let backoff = |attempt| RETRY_BACKOFF.delay(attempt);
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert_eq!(backoff(2), Duration::from_secs(1));
         assert_eq!(backoff(10), BACKOFF_CAP);
