@@ -6,7 +6,7 @@ use crate::config::{managed, ClientOptions, EngineTarget, ResolvedOptions, Secre
 use crate::control::ControlChannel;
 use crate::error::{code, Error, Result};
 use crate::proto::{
-    message::Payload, read_frame, stream_rsp, write_frame, ClientDetails, Message, StreamReq, ALPN,
+    message::Payload, read_frame, write_frame, ClientDetails, Message, StreamReq, StreamRsp, ALPN,
     PROTOCOL_VERSION,
 };
 use crate::stream::{RstreamStream, StreamInfo};
@@ -218,26 +218,10 @@ impl Client {
             let first = tokio::time::timeout(op, read_frame(&mut io))
                 .await
                 .map_err(|_| Error::timeout(format!("no StreamRsp within {op:?}")))??;
-            match first.and_then(|m| m.payload) {
-                Some(Payload::StreamRsp(rsp)) => match rsp.payload {
-                    Some(stream_rsp::Payload::StreamId(id)) => stream_id = Some(Arc::from(id)),
-                    Some(stream_rsp::Payload::Error(e)) => {
-                        return Err(Error::engine(e.code, e.message.as_deref()))
-                    }
-                    None => {
-                        return Err(Error::protocol(
-                            "StreamRsp with neither stream id nor error",
-                        ))
-                    }
-                },
-                Some(other) => {
-                    return Err(Error::protocol(format!(
-                        "expected StreamRsp, got {}",
-                        other.name()
-                    )))
-                }
-                None => return Err(Error::protocol("engine closed the dial before answering")),
-            }
+            let first =
+                first.ok_or_else(|| Error::protocol("engine closed the dial before answering"))?;
+            let id = first.into_answer::<StreamRsp>()?.into_result()?;
+            stream_id = Some(Arc::from(id));
         }
         Ok(RstreamStream::new(
             io,

@@ -32,8 +32,8 @@ use super::{handshake, Command, NewTunnel, Session, SessionInfo};
 use crate::client::Client;
 use crate::error::{code, Chain, Error, ErrorKind, Result};
 use crate::proto::{
-    self, encode_frame, message::Payload, open_tunnel_rsp, CloseControlChannelReq, CloseTunnelReq,
-    CloseTunnelRsp, Message, OpenTunnelReq, OpenTunnelRsp, ProxyConnReq, TunnelProperties,
+    self, encode_frame, message::Payload, CloseControlChannelReq, CloseTunnelReq, CloseTunnelRsp,
+    Message, OpenTunnelReq, OpenTunnelRsp, ProxyConnReq, TunnelProperties,
 };
 use crate::stream::RstreamStream;
 use crate::transport::EngineStream;
@@ -520,14 +520,9 @@ impl Supervisor {
             tracing::debug!(request_id = %rsp.request_id, "OpenTunnelRsp for an unknown request");
             return Ok(());
         };
-        let outcome = match rsp.payload {
-            None => Err(Error::protocol(
-                "OpenTunnelRsp with neither properties nor error",
-            )),
-            Some(open_tunnel_rsp::Payload::Error(e)) => {
-                Err(Error::engine(e.code, e.message.as_deref()))
-            }
-            Some(open_tunnel_rsp::Payload::TunnelProperties(props)) => {
+        let outcome = match rsp.into_result() {
+            Err(e) => Err(e),
+            Ok(props) => {
                 if props.id.as_deref().is_none_or(str::is_empty) {
                     let err = Error::protocol("OpenTunnelRsp without a tunnel id");
                     if let Pending::User { reply, .. } = pending {
