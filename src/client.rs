@@ -60,6 +60,7 @@ impl std::fmt::Debug for Client {
 
 /// Per-dial settings for [`Client::dial_with`].
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct DialOptions {
     zero_rtt: Option<bool>,
     token: Option<Secret>,

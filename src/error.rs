@@ -77,6 +77,7 @@ impl Error {
     }
 
     /// Attaches an underlying cause, returned by `source()`.
+    #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.0.source = Some(Arc::from(source.into()));
         self

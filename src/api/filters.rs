@@ -41,6 +41,7 @@ macro_rules! setters {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TunnelFilters {
     /// Exact tunnel id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +140,7 @@ impl TunnelFilters {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ClientFilters {
     /// Exact client id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,6 +242,7 @@ fn labels_match(want: &BTreeMap<String, Option<String>>, have: &BTreeMap<String,
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ListParams<F> {
     /// At most this many objects (≥ 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,6 +304,7 @@ impl From<ClientFilters> for ListClientsParams {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct WatchParams {
     /// Which clients (all when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]

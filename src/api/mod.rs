@@ -83,6 +83,7 @@ pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// Settings of an [`EngineApi`] handle.
 #[derive(Clone, Debug)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ApiOptions {
     timeout: Duration,
     max_body: usize,
@@ -120,6 +121,7 @@ impl ApiOptions {
 
 /// Which health probe [`EngineApi::health`] calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HealthProbe {
     /// `GET /api/health/live`.
     Live,

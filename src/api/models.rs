@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 /// A client's or a tunnel's status: `online` or `offline`. Any other value
 /// an engine sends is kept as [`Status::Other`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// `online`.
     Online,
@@ -388,6 +389,7 @@ impl InitialState {
 
 /// The type of an [`Event`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EventType {
     /// `state.initial`: the first event of every watch.
     StateInitial,

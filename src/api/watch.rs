@@ -46,6 +46,7 @@ const DEFAULT_BACKOFF: Backoff =
 
 /// How a [`Watch`] reaches the engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WatchTransport {
     /// Server-Sent Events (`GET /api/sse`), over the pooled HTTP client;
     /// dead after the [read deadline](Watch::read_deadline) (90 s) without
@@ -77,6 +78,7 @@ pub enum WatchTransport {
 /// half-open connection (NAT drop, no RST) is noticed instead of leaving
 /// the watch silently stale.
 #[derive(Debug)]
+#[must_use = "a Watch does nothing until it is polled as a Stream"]
 pub struct Watch {
     api: EngineApi,
     params: WatchParams,

@@ -98,6 +98,7 @@ enum ProxyChoice {
 /// assert!(!resolved.to_string().contains("my-token"));
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ClientOptions {
     pub(crate) engine: Option<String>,
     pub(crate) token: Option<Secret>,

@@ -54,6 +54,7 @@ pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
 /// assert!(!ReconnectPolicy::disabled().is_enabled());
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ReconnectPolicy {
     enabled: bool,
     backoff: Backoff,
@@ -179,6 +180,7 @@ impl ReconnectPolicy {
 /// A [`ReconnectPolicy`] converts into it, so
 /// `client.connect_with(ReconnectPolicy::disabled())` works.
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ConnectOptions {
     pub(crate) reconnect: ReconnectPolicy,
 }

@@ -94,6 +94,7 @@ const DEFAULT_MAX_PUBLISHED_CONNECTIONS: usize = 4096;
 ///
 /// `Debug` redacts the agent tokens and webhook secrets.
 #[derive(Clone)]
+#[must_use = "a LocalEngineBuilder does nothing until `start()` is awaited"]
 pub struct LocalEngineBuilder {
     listen: SocketAddr,
     state_dir: Option<PathBuf>,

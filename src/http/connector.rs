@@ -31,6 +31,7 @@ use crate::stream::RstreamStream;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct Connector {
     client: Client,
     options: DialOptions,

@@ -16,6 +16,7 @@ pub type EngineStream = tokio_rustls::client::TlsStream<ReadBuffered<TcpStream>>
 /// Opens TLS connections with one shared `rustls::ClientConfig`, so TLS
 /// sessions resume across the many short proxy and dial connections.
 #[derive(Clone)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TlsDialer {
     config: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,

@@ -29,6 +29,7 @@ pub const MAX_PROXY_RESPONSE_HEADER: usize = 8 * 1024;
 /// assert!(!format!("{proxy:?}").contains("s3cret"));
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct HttpProxy {
     host: String,
     port: u16,

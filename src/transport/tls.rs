@@ -43,6 +43,7 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 /// trust anchors added here. Verification can only be turned off with the
 /// loudly named [`danger_accept_invalid_certs`](TlsOptions::danger_accept_invalid_certs).
 #[derive(Clone, Default)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TlsOptions {
     pub(crate) extra_roots: Vec<CertificateDer<'static>>,
     pub(crate) accept_invalid_certs: bool,

@@ -105,6 +105,7 @@ impl HttpVersion {
 
 /// TLS handling at the edge for `tls` tunnels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TlsMode {
     /// The edge forwards the client's TLS bytes untouched.
     Passthrough,
@@ -135,6 +136,7 @@ impl TlsMode {
 /// # let _ = (web, db, private);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TunnelOptions {
     name: Option<String>,
     datagram: bool,

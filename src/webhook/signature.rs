@@ -218,6 +218,7 @@ fn unix_now() -> u64 {
 /// # let _ = opts;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct VerifyOptions {
     tolerance: Duration,
     now: Option<u64>,
