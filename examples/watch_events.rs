@@ -156,7 +156,7 @@ fn print(event: &Event) {
     }
 }
 
-fn describe(t: &rstream::api::Tunnel) -> String {
+fn describe(t: &rstream::api::TunnelRecord) -> String {
     let mut s = format!(
         "name={} protocol={} client={}",
         t.name.as_deref().unwrap_or("-"),

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use crate::config::{managed, ClientOptions, EngineTarget, ResolvedOptions, Secret};
 use crate::control::ControlChannel;
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 use crate::proto::{
-    message::Payload, read_frame, stream_rsp, write_frame, ClientDetails, Message, StreamReq, ALPN,
+    message::Payload, read_frame, write_frame, ClientDetails, Message, StreamReq, StreamRsp, ALPN,
     PROTOCOL_VERSION,
 };
 use crate::stream::{RstreamStream, StreamInfo};
@@ -60,6 +60,7 @@ impl std::fmt::Debug for Client {
 
 /// Per-dial settings for [`Client::dial_with`].
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct DialOptions {
     zero_rtt: Option<bool>,
     token: Option<Secret>,
@@ -104,7 +105,7 @@ impl Client {
             Some(EngineTarget::Managed { .. }) => tokio::sync::OnceCell::new(),
             None => {
                 return Err(Error::config(
-                    "ERR_RSTREAM_ENGINE_REQUIRED",
+                    code::ENGINE_REQUIRED,
                     "no engine: set ClientOptions::engine, RSTREAM_ENGINE, a context engine or a project endpoint",
                 ))
             }
@@ -196,7 +197,7 @@ impl Client {
         let target = tunnel.trim();
         if target.is_empty() {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_TUNNEL",
+                code::INVALID_TUNNEL,
                 "tunnel id or name must not be empty",
             ));
         }
@@ -218,26 +219,10 @@ impl Client {
             let first = tokio::time::timeout(op, read_frame(&mut io))
                 .await
                 .map_err(|_| Error::timeout(format!("no StreamRsp within {op:?}")))??;
-            match first.and_then(|m| m.payload) {
-                Some(Payload::StreamRsp(rsp)) => match rsp.payload {
-                    Some(stream_rsp::Payload::StreamId(id)) => stream_id = Some(Arc::from(id)),
-                    Some(stream_rsp::Payload::Error(e)) => {
-                        return Err(Error::engine(e.code, e.message.as_deref()))
-                    }
-                    None => {
-                        return Err(Error::protocol(
-                            "StreamRsp with neither stream id nor error",
-                        ))
-                    }
-                },
-                Some(other) => {
-                    return Err(Error::protocol(format!(
-                        "expected StreamRsp, got {}",
-                        other.name()
-                    )))
-                }
-                None => return Err(Error::protocol("engine closed the dial before answering")),
-            }
+            let first =
+                first.ok_or_else(|| Error::protocol("engine closed the dial before answering"))?;
+            let id = first.into_answer::<StreamRsp>()?.into_result()?;
+            stream_id = Some(Arc::from(id));
         }
         Ok(RstreamStream::new(
             io,
@@ -277,7 +262,7 @@ impl ClientInner {
                     // from_resolved refuses a client without an engine.
                     None => {
                         return Err(Error::config(
-                            "ERR_RSTREAM_ENGINE_REQUIRED",
+                            code::ENGINE_REQUIRED,
                             "no engine configured",
                         ))
                     }

@@ -3,13 +3,15 @@
 //! Every fallible operation in `rstream` returns [`Error`]. Match on
 //! [`Error::kind`] to decide what to do, and log or compare [`Error::code`],
 //! a stable machine-readable string (the same `ERR_RSTREAM_*` codes the other
-//! rstream SDKs use). The `Display` text is for humans and may be reworded.
+//! rstream SDKs use), listed in [`code`]. The `Display` text is for humans and may be reworded.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::proto::ErrorCode;
+
+pub mod code;
 
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -75,6 +77,7 @@ impl Error {
     }
 
     /// Attaches an underlying cause, returned by `source()`.
+    #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.0.source = Some(Arc::from(source.into()));
         self
@@ -85,7 +88,8 @@ impl Error {
         self.0.kind
     }
 
-    /// A stable machine-readable code, e.g. `"ERR_RSTREAM_OPERATION_TIMEOUT"`.
+    /// A stable machine-readable code, one of the [`code`] constants
+    /// (e.g. [`code::OPERATION_TIMEOUT`], `"ERR_RSTREAM_OPERATION_TIMEOUT"`).
     pub fn code(&self) -> &'static str {
         self.0.code
     }
@@ -125,28 +129,28 @@ impl Error {
             Some(m) => format!("engine error {name} ({code}): {m}"),
             None => format!("engine error {name} ({code}): Engine error."),
         };
-        let mut e = Error::new(kind, "ERR_RSTREAM_ENGINE", text);
+        let mut e = Error::new(kind, code::ENGINE, text);
         e.0.engine_code = Some(code);
         e
     }
 
     /// The peer broke the protocol.
     pub fn protocol(message: impl Into<Cow<'static, str>>) -> Self {
-        Error::new(ErrorKind::Protocol, "ERR_RSTREAM_PROTOCOL", message)
+        Error::new(ErrorKind::Protocol, code::PROTOCOL, message)
     }
 
     /// A frame larger than the 65,535-byte cap.
     pub fn frame_too_large(len: usize) -> Self {
         Error::new(
             ErrorKind::Protocol,
-            "ERR_RSTREAM_FRAME_TOO_LARGE",
+            code::FRAME_TOO_LARGE,
             format!("frame of {len} bytes exceeds the 65535-byte limit"),
         )
     }
 
     /// An operation timed out.
     pub fn timeout(what: impl Into<Cow<'static, str>>) -> Self {
-        Error::new(ErrorKind::Timeout, "ERR_RSTREAM_OPERATION_TIMEOUT", what)
+        Error::new(ErrorKind::Timeout, code::OPERATION_TIMEOUT, what)
     }
 
     /// Invalid configuration or options.
@@ -161,30 +165,25 @@ impl Error {
 
     /// The control channel is closed.
     pub fn control_closed(message: impl Into<Cow<'static, str>>) -> Self {
-        Error::new(ErrorKind::Closed, "ERR_RSTREAM_CONTROL_CLOSED", message)
+        Error::new(ErrorKind::Closed, code::CONTROL_CLOSED, message)
     }
 
     /// The tunnel is closed.
     pub fn tunnel_closed(message: impl Into<Cow<'static, str>>) -> Self {
-        Error::new(ErrorKind::Closed, "ERR_RSTREAM_TUNNEL_CLOSED", message)
+        Error::new(ErrorKind::Closed, code::TUNNEL_CLOSED, message)
     }
 
-    /// A transport I/O error with context.
+    /// A transport I/O error: the message is `context` alone and `err` is
+    /// the [`source`](std::error::Error::source), so a report that walks the
+    /// chain (anyhow, `tracing` with `&dyn Error`) prints the cause once.
     pub fn io(context: impl Into<Cow<'static, str>>, err: std::io::Error) -> Self {
-        let context = context.into();
-        Error::new(ErrorKind::Io, "ERR_RSTREAM_IO", format!("{context}: {err}")).with_source(err)
+        Error::new(ErrorKind::Io, code::IO, context).with_source(err)
     }
 
-    /// A TLS error with context.
+    /// A TLS error: the message is `context` alone and `err` is the
+    /// [`source`](std::error::Error::source) (see [`Error::io`]).
     pub fn tls(context: impl Into<Cow<'static, str>>, err: impl Into<BoxError>) -> Self {
-        let err = err.into();
-        let context = context.into();
-        Error::new(
-            ErrorKind::Tls,
-            "ERR_RSTREAM_TLS",
-            format!("{context}: {err}"),
-        )
-        .with_source(err)
+        Error::new(ErrorKind::Tls, code::TLS, context).with_source(err)
     }
 }
 
@@ -215,6 +214,22 @@ impl std::error::Error for Error {
             .source
             .as_ref()
             .map(|s| &**s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Displays an error followed by its `source()` chain, `": "`-separated, for
+/// logs and reports that would otherwise show the outer message alone.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(s) = next {
+            write!(f, ": {s}")?;
+            next = s.source();
+        }
+        Ok(())
     }
 }
 
@@ -253,6 +268,41 @@ mod tests {
         assert_eq!(unknown.engine_code(), Some(4242));
         assert!(unknown.to_string().contains("Engine error."));
         assert_eq!(Error::engine(1000, None).kind(), ErrorKind::Auth);
+    }
+
+    /// What anyhow's `{:#}` prints: each error of the chain, joined by ": ".
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        Chain(e).to_string()
+    }
+
+    #[test]
+    fn io_and_tls_errors_do_not_repeat_their_source() {
+        let io = Error::io(
+            "connecting to the engine",
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused-xyz"),
+        );
+        assert_eq!(io.code(), code::IO);
+        assert_eq!(io.message(), "connecting to the engine");
+        let source = std::error::Error::source(&io).expect("the cause is the source");
+        assert_eq!(source.to_string(), "refused-xyz");
+        assert_eq!(
+            chain(&io).matches("refused-xyz").count(),
+            1,
+            "{}",
+            chain(&io)
+        );
+
+        let tls = Error::tls("TLS handshake", "bad-certificate-xyz");
+        assert_eq!(tls.kind(), ErrorKind::Tls);
+        assert_eq!(tls.message(), "TLS handshake");
+        assert_eq!(
+            chain(&tls),
+            "ERR_RSTREAM_TLS: TLS handshake: bad-certificate-xyz"
+        );
+
+        // `From<io::Error>` goes through `Error::io`.
+        let from: Error = std::io::Error::other("eof-xyz").into();
+        assert_eq!(chain(&from).matches("eof-xyz").count(), 1);
     }
 
     #[test]

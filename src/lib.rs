@@ -59,11 +59,13 @@
 mod io_forward;
 
 pub mod api;
+mod backoff;
 mod client;
 pub mod config;
 pub mod control;
 pub mod error;
 pub mod http;
+mod percent;
 pub mod proto;
 mod stream;
 pub mod transport;
@@ -79,6 +81,7 @@ pub use config::{ClientOptions, Secret};
 pub use control::{ConnectOptions, ConnectionStatus, ControlChannel, ReconnectPolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use stream::{RstreamStream, StreamInfo};
+pub use transport::{ClientIdentity, TlsOptions};
 #[cfg(feature = "axum")]
 pub use tunnel::TunnelAddr;
 pub use tunnel::{HttpVersion, Protocol, TlsMode, Tunnel, TunnelOptions};

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rstream::engine::LocalEngine;
-use rstream::transport::TlsOptions;
 use rstream::Client;
+use rstream::TlsOptions;
 use tokio::net::TcpStream;
 
 pub type BoxError = Box<dyn Error + Send + Sync>;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::http::{headers, read_body, HttpClient};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 /// The discovery document's path.
 pub(crate) const PATH: &str = "/.well-known/rstream/engine";
@@ -26,7 +26,7 @@ const MAX_TTL: u64 = 86_400;
 fn invalid(why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::Protocol,
-        "ERR_RSTREAM_ENGINE_DISCOVERY",
+        code::ENGINE_DISCOVERY,
         format!("engine returned invalid or unavailable mTLS API discovery: {why}"),
     )
 }
@@ -215,7 +215,7 @@ mod tests {
             "[]".into(),
         ] {
             let e = validate(bad.as_bytes(), host).unwrap_err();
-            assert_eq!(e.code(), "ERR_RSTREAM_ENGINE_DISCOVERY", "{bad}");
+            assert_eq!(e.code(), code::ENGINE_DISCOVERY, "{bad}");
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::models::{Client, Tunnel};
+use super::models::{ClientRecord, TunnelRecord};
 
 macro_rules! setters {
     ($ty:ident { $($field:ident => $doc:literal),* $(,)? }) => {
@@ -20,7 +20,7 @@ macro_rules! setters {
     };
 }
 
-/// Tunnel filters: every key optional, all conditions ANDed.
+/// Filters for [`TunnelRecord`]s: every key optional, all conditions ANDed.
 ///
 /// The whole params object travels as compact JSON in one `params` query
 /// value; unset fields are omitted. A label mapped to a value must match
@@ -41,6 +41,7 @@ macro_rules! setters {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TunnelFilters {
     /// Exact tunnel id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,7 +115,7 @@ impl TunnelFilters {
     }
 
     /// Whether `tunnel` matches every condition.
-    pub fn matches(&self, tunnel: &Tunnel) -> bool {
+    pub fn matches(&self, tunnel: &TunnelRecord) -> bool {
         eq(&self.id, Some(&tunnel.id))
             && eq(&self.name, tunnel.name.as_ref())
             && eq(&self.tunnel_type, tunnel.tunnel_type.as_ref())
@@ -134,11 +135,12 @@ impl TunnelFilters {
     }
 }
 
-/// Client filters: every key optional, all conditions ANDed; labels as in
+/// Filters for [`ClientRecord`]s: every key optional, all conditions ANDed; labels as in
 /// [`TunnelFilters`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ClientFilters {
     /// Exact client id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,7 +205,7 @@ impl ClientFilters {
     }
 
     /// Whether `client` matches every condition.
-    pub fn matches(&self, client: &Client) -> bool {
+    pub fn matches(&self, client: &ClientRecord) -> bool {
         eq(&self.id, Some(&client.id))
             && self
                 .status
@@ -240,6 +242,7 @@ fn labels_match(want: &BTreeMap<String, Option<String>>, have: &BTreeMap<String,
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ListParams<F> {
     /// At most this many objects (≥ 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,6 +304,7 @@ impl From<ClientFilters> for ListClientsParams {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct WatchParams {
     /// Which clients (all when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,12 +333,12 @@ impl WatchParams {
     }
 
     /// Whether `client` is watched.
-    pub fn matches_client(&self, client: &Client) -> bool {
+    pub fn matches_client(&self, client: &ClientRecord) -> bool {
         self.clients.as_ref().is_none_or(|f| f.matches(client))
     }
 
     /// Whether `tunnel` is watched.
-    pub fn matches_tunnel(&self, tunnel: &Tunnel) -> bool {
+    pub fn matches_tunnel(&self, tunnel: &TunnelRecord) -> bool {
         self.tunnels.as_ref().is_none_or(|f| f.matches(tunnel))
     }
 }
@@ -346,23 +350,10 @@ pub(crate) fn query<T: Serialize + Default + PartialEq>(params: &T) -> String {
         return String::new();
     }
     match serde_json::to_string(params) {
-        Ok(json) => format!("?params={}", encode_component(&json)),
+        Ok(json) => format!("?params={}", crate::percent::encode_component(&json)),
         // Plain structs with string keys always serialise.
         Err(_) => String::new(),
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub(crate) fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -388,7 +379,7 @@ mod tests {
 
     #[test]
     fn matching() {
-        let mut t = Tunnel::new("t1", "c1", Status::Online);
+        let mut t = TunnelRecord::new("t1", "c1", Status::Online);
         t.labels.insert("env".into(), "prod".into());
         t.publish = Some(true);
         assert!(TunnelFilters::new().matches(&t));

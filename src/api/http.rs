@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::transport::{Endpoint, EngineStream, HttpProxy, TlsDialer};
 
 /// The `User-Agent` of every Engine API request.
@@ -86,11 +86,11 @@ impl ApiError {
     /// `…_HTTP` otherwise).
     pub(crate) fn into_error(self) -> Error {
         let (kind, code) = match self.status.as_u16() {
-            400 => (ErrorKind::Http, "ERR_RSTREAM_ENGINE_API_BAD_REQUEST"),
-            401 => (ErrorKind::Auth, "ERR_RSTREAM_ENGINE_API_UNAUTHENTICATED"),
-            403 => (ErrorKind::Auth, "ERR_RSTREAM_ENGINE_API_FORBIDDEN"),
-            404 => (ErrorKind::Http, "ERR_RSTREAM_ENGINE_API_NOT_FOUND"),
-            _ => (ErrorKind::Http, "ERR_RSTREAM_ENGINE_API_HTTP"),
+            400 => (ErrorKind::Http, code::ENGINE_API_BAD_REQUEST),
+            401 => (ErrorKind::Auth, code::ENGINE_API_UNAUTHENTICATED),
+            403 => (ErrorKind::Auth, code::ENGINE_API_FORBIDDEN),
+            404 => (ErrorKind::Http, code::ENGINE_API_NOT_FOUND),
+            _ => (ErrorKind::Http, code::ENGINE_API_HTTP),
         };
         Error::new(kind, code, self.to_string()).with_source(self)
     }
@@ -260,7 +260,7 @@ impl tower_service::Service<Uri> for Connector {
                     let host = a.host().trim_matches(['[', ']']);
                     format!("{host}:{}", a.port_u16().unwrap_or(443))
                 })
-                .ok_or_else(|| Error::config("ERR_RSTREAM_INVALID_ENGINE", "URL without a host"))?;
+                .ok_or_else(|| Error::config(code::INVALID_ENGINE, "URL without a host"))?;
             Ok(TokioIo::new(ApiConn(this.connect(&authority).await?)))
         })
     }
@@ -293,7 +293,7 @@ impl HttpClient {
     ) -> Result<Response<Incoming>> {
         let uri: Uri = url.parse().map_err(|_| {
             Error::config(
-                "ERR_RSTREAM_INVALID_ENGINE",
+                code::INVALID_ENGINE,
                 format!("cannot form an Engine API URL for {path}"),
             )
         })?;
@@ -303,13 +303,7 @@ impl HttpClient {
                 .method(Method::GET)
                 .uri(uri.clone())
                 .body(Empty::new())
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Http,
-                        "ERR_RSTREAM_ENGINE_API_HTTP",
-                        e.to_string(),
-                    )
-                })?;
+                .map_err(|e| Error::new(ErrorKind::Http, code::ENGINE_API_HTTP, e.to_string()))?;
             *request.headers_mut() = headers.clone();
             match self.pool.request(request).await {
                 Ok(response) => return Ok(response),
@@ -337,7 +331,7 @@ fn transport_error(path: &str, e: hyper_util::client::legacy::Error) -> Error {
     }
     Error::new(
         ErrorKind::Io,
-        "ERR_RSTREAM_ENGINE_API_TRANSPORT",
+        code::ENGINE_API_TRANSPORT,
         format!("engine API GET {path}: {e}"),
     )
     .with_source(e)
@@ -351,7 +345,7 @@ pub(crate) fn headers(accept: &'static str, token: Option<&str>) -> Result<Heade
     if let Some(token) = token {
         let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "the token contains characters not allowed in an HTTP header",
             )
         })?;
@@ -367,12 +361,12 @@ pub(crate) async fn read_body(body: Incoming, max: usize, path: &str) -> Result<
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::new(
             ErrorKind::Protocol,
-            "ERR_RSTREAM_ENGINE_API_BODY_TOO_LARGE",
+            code::ENGINE_API_BODY_TOO_LARGE,
             format!("engine API GET {path}: response body larger than {max} bytes"),
         )),
         Err(e) => Err(Error::new(
             ErrorKind::Io,
-            "ERR_RSTREAM_ENGINE_API_TRANSPORT",
+            code::ENGINE_API_TRANSPORT,
             format!("engine API GET {path}: reading the response failed: {e}"),
         )),
     }

@@ -7,18 +7,18 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::models::{Client, Event, EventObject, EventType, Tunnel};
+use super::models::{ClientRecord, Event, EventObject, EventType, TunnelRecord};
 use super::Watch;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 /// What a [`LiveInventory`] knows at one moment.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct InventorySnapshot {
     /// Clients by id.
-    pub clients: BTreeMap<String, Client>,
+    pub clients: BTreeMap<String, ClientRecord>,
     /// Tunnels by id.
-    pub tunnels: BTreeMap<String, Tunnel>,
+    pub tunnels: BTreeMap<String, TunnelRecord>,
     /// Whether a `state.initial` has been received (before that the maps
     /// are empty because nothing is known yet, not because nothing exists).
     pub synced: bool,
@@ -124,22 +124,22 @@ impl LiveInventory {
     }
 
     /// The current tunnels, by id order.
-    pub fn tunnels(&self) -> Vec<Tunnel> {
+    pub fn tunnels(&self) -> Vec<TunnelRecord> {
         self.state.borrow().tunnels.values().cloned().collect()
     }
 
     /// The current clients, by id order.
-    pub fn clients(&self) -> Vec<Client> {
+    pub fn clients(&self) -> Vec<ClientRecord> {
         self.state.borrow().clients.values().cloned().collect()
     }
 
     /// One tunnel by id.
-    pub fn tunnel(&self, id: &str) -> Option<Tunnel> {
+    pub fn tunnel(&self, id: &str) -> Option<TunnelRecord> {
         self.state.borrow().tunnels.get(id).cloned()
     }
 
     /// One client by id.
-    pub fn client(&self, id: &str) -> Option<Client> {
+    pub fn client(&self, id: &str) -> Option<ClientRecord> {
         self.state.borrow().clients.get(id).cloned()
     }
 
@@ -173,7 +173,7 @@ impl LiveInventory {
             if rx.changed().await.is_err() {
                 return Err(Error::new(
                     ErrorKind::Closed,
-                    "ERR_RSTREAM_WATCH_CLOSED",
+                    code::WATCH_CLOSED,
                     "the live inventory stopped",
                 ));
             }

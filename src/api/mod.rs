@@ -62,15 +62,17 @@ use ::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::config::{ResolvedOptions, Secret};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 pub use self::http::ApiError;
 pub use filters::{
     ClientFilters, ListClientsParams, ListParams, ListTunnelsParams, TunnelFilters, WatchParams,
 };
 pub use inventory::{InventorySnapshot, LiveInventory};
-pub use models::{Client, Event, EventObject, EventType, Health, InitialState, Status, Tunnel};
-pub use watch::{Transport, Watch, DEFAULT_READ_DEADLINE};
+pub use models::{
+    ClientRecord, Event, EventObject, EventType, Health, InitialState, Status, TunnelRecord,
+};
+pub use watch::{Watch, WatchTransport, DEFAULT_READ_DEADLINE};
 
 use self::http::{headers, read_body, Connector, HttpClient, Target};
 
@@ -81,6 +83,7 @@ pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// Settings of an [`EngineApi`] handle.
 #[derive(Clone, Debug)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ApiOptions {
     timeout: Duration,
     max_body: usize,
@@ -118,6 +121,7 @@ impl ApiOptions {
 
 /// Which health probe [`EngineApi::health`] calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HealthProbe {
     /// `GET /api/health/live`.
     Live,
@@ -305,7 +309,7 @@ impl EngineApi {
         tokio::time::timeout(budget, call).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_ENGINE_API_TIMEOUT",
+                code::ENGINE_API_TIMEOUT,
                 format!("engine API GET {path}: no complete answer within {budget:?}"),
             )
         })?
@@ -321,14 +325,20 @@ impl EngineApi {
 
     /// `GET /api/tunnels`: the live tunnels matching `params` (filters,
     /// limit), oldest first on the local engine.
-    pub async fn list_tunnels(&self, params: impl Into<ListTunnelsParams>) -> Result<Vec<Tunnel>> {
+    pub async fn list_tunnels(
+        &self,
+        params: impl Into<ListTunnelsParams>,
+    ) -> Result<Vec<TunnelRecord>> {
         let params = params.into();
         self.get_json("/api/tunnels", &filters::query(&params))
             .await
     }
 
     /// `GET /api/clients`: the connected clients matching `params`.
-    pub async fn list_clients(&self, params: impl Into<ListClientsParams>) -> Result<Vec<Client>> {
+    pub async fn list_clients(
+        &self,
+        params: impl Into<ListClientsParams>,
+    ) -> Result<Vec<ClientRecord>> {
         let params = params.into();
         self.get_json("/api/clients", &filters::query(&params))
             .await
@@ -336,14 +346,14 @@ impl EngineApi {
 
     /// `GET /api/tunnels/{id}`. An unknown id is an error with code
     /// `ERR_RSTREAM_ENGINE_API_NOT_FOUND`.
-    pub async fn tunnel(&self, id: &str) -> Result<Tunnel> {
+    pub async fn tunnel(&self, id: &str) -> Result<TunnelRecord> {
         let path = format!("/api/tunnels/{}", path_segment(id)?);
         self.get_json(&path, "").await
     }
 
     /// `GET /api/clients/{id}`. An unknown id is an error with code
     /// `ERR_RSTREAM_ENGINE_API_NOT_FOUND`.
-    pub async fn client(&self, id: &str) -> Result<Client> {
+    pub async fn client(&self, id: &str) -> Result<ClientRecord> {
         let path = format!("/api/clients/{}", path_segment(id)?);
         self.get_json(&path, "").await
     }
@@ -401,7 +411,7 @@ impl EngineApi {
 fn payload_error(path: &str, e: serde_json::Error) -> Error {
     Error::new(
         ErrorKind::Protocol,
-        "ERR_RSTREAM_ENGINE_API_PAYLOAD",
+        code::ENGINE_API_PAYLOAD,
         format!("engine API GET {path}: unexpected response payload: {e}"),
     )
 }
@@ -409,10 +419,7 @@ fn payload_error(path: &str, e: serde_json::Error) -> Error {
 /// A non-empty id, percent-encoded as one path segment.
 fn path_segment(id: &str) -> Result<String> {
     if id.is_empty() {
-        return Err(Error::config(
-            "ERR_RSTREAM_INVALID_ID",
-            "the id must not be empty",
-        ));
+        return Err(Error::config(code::INVALID_ID, "the id must not be empty"));
     }
-    Ok(filters::encode_component(id))
+    Ok(crate::percent::encode_component(id))
 }

@@ -1,13 +1,13 @@
-//! Typed Engine API objects (ENGINE_API.md §5 and §7): [`Client`],
-//! [`Tunnel`], [`Event`] and the `state.initial` snapshot.
+//! Typed Engine API objects (ENGINE_API.md §5 and §7): [`ClientRecord`],
+//! [`TunnelRecord`], [`Event`] and the `state.initial` snapshot.
 //!
 //! Every object is snake_case JSON. Unknown fields are kept in `extra`
 //! (and written back when serialised), so a newer engine never breaks an
 //! older SDK; a `null` where a list or map is expected reads as empty.
 
+use crate::error::code;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 /// A client's or a tunnel's status: `online` or `offline`. Any other value
 /// an engine sends is kept as [`Status::Other`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// `online`.
     Online,
@@ -84,7 +85,7 @@ where
 /// lists it (`GET /api/clients`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct Client {
+pub struct ClientRecord {
     /// Engine-assigned client id.
     pub id: String,
     /// `online` while connected; `offline` in a `client.deleted` event.
@@ -140,10 +141,10 @@ pub struct Client {
     pub extra: Map<String, Value>,
 }
 
-impl Client {
+impl ClientRecord {
     /// A client with only an id and a status (every other field unset).
     pub fn new(id: impl Into<String>, status: Status) -> Self {
-        Client {
+        ClientRecord {
             id: id.into(),
             status,
             user_id: None,
@@ -168,7 +169,7 @@ impl Client {
 /// A live tunnel, as the Engine API lists it (`GET /api/tunnels`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct Tunnel {
+pub struct TunnelRecord {
     /// Engine-assigned tunnel id.
     pub id: String,
     /// The owning client's id.
@@ -294,10 +295,10 @@ pub struct Tunnel {
     pub extra: Map<String, Value>,
 }
 
-impl Tunnel {
+impl TunnelRecord {
     /// A tunnel with only an id, its client and a status.
     pub fn new(id: impl Into<String>, client_id: impl Into<String>, status: Status) -> Self {
-        Tunnel {
+        TunnelRecord {
             id: id.into(),
             client_id: client_id.into(),
             status,
@@ -340,8 +341,8 @@ impl Tunnel {
     /// `:port` unless the port is unset or 443, else `host`.
     ///
     /// ```
-    /// # use rstream::api::{Status, Tunnel};
-    /// let mut t = Tunnel::new("t1", "c1", Status::Online);
+    /// # use rstream::api::{Status, TunnelRecord};
+    /// let mut t = TunnelRecord::new("t1", "c1", Status::Online);
     /// t.hostname = Some("127.0.0.1".into());
     /// t.port = Some(8443);
     /// assert_eq!(t.display_host().as_deref(), Some("127.0.0.1:8443"));
@@ -365,15 +366,19 @@ pub struct InitialState {
     pub snapshot_at: Option<String>,
     /// The matching clients.
     #[serde(default, deserialize_with = "null_default")]
-    pub clients: Vec<Client>,
+    pub clients: Vec<ClientRecord>,
     /// The matching tunnels.
     #[serde(default, deserialize_with = "null_default")]
-    pub tunnels: Vec<Tunnel>,
+    pub tunnels: Vec<TunnelRecord>,
 }
 
 impl InitialState {
     /// A snapshot of these objects taken at `snapshot_at`.
-    pub fn new(snapshot_at: Option<String>, clients: Vec<Client>, tunnels: Vec<Tunnel>) -> Self {
+    pub fn new(
+        snapshot_at: Option<String>,
+        clients: Vec<ClientRecord>,
+        tunnels: Vec<TunnelRecord>,
+    ) -> Self {
         InitialState {
             snapshot_at,
             clients,
@@ -384,6 +389,7 @@ impl InitialState {
 
 /// The type of an [`Event`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EventType {
     /// `state.initial`: the first event of every watch.
     StateInitial,
@@ -447,9 +453,9 @@ pub enum EventObject {
     /// `state.initial`.
     Initial(InitialState),
     /// `client.*`.
-    Client(Box<Client>),
+    Client(Box<ClientRecord>),
     /// `tunnel.*`.
-    Tunnel(Box<Tunnel>),
+    Tunnel(Box<TunnelRecord>),
     /// An event type this SDK does not know: the raw object.
     Other(Value),
 }
@@ -504,7 +510,7 @@ impl Event {
     }
 
     /// The client, for `client.*` events.
-    pub fn client(&self) -> Option<&Client> {
+    pub fn client(&self) -> Option<&ClientRecord> {
         match &self.object {
             EventObject::Client(c) => Some(c),
             _ => None,
@@ -512,7 +518,7 @@ impl Event {
     }
 
     /// The tunnel, for `tunnel.*` events.
-    pub fn tunnel(&self) -> Option<&Tunnel> {
+    pub fn tunnel(&self) -> Option<&TunnelRecord> {
         match &self.object {
             EventObject::Tunnel(t) => Some(t),
             _ => None,
@@ -524,7 +530,7 @@ impl Event {
         serde_json::from_str(text).map_err(|e| {
             crate::Error::new(
                 crate::ErrorKind::Protocol,
-                "ERR_RSTREAM_EVENT_JSON",
+                code::EVENT_JSON,
                 format!("invalid event JSON: {e}"),
             )
         })
@@ -616,68 +622,9 @@ impl Health {
     }
 }
 
-/// Formats a time as RFC 3339 UTC with milliseconds
-/// (`2026-11-23T13:53:14.123Z`).
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let (secs, millis) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2),
-            d.subsec_millis(),
-        ),
-        Err(e) => {
-            let d = e.duration();
-            let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
-            if d.subsec_millis() == 0 {
-                (-whole, 0)
-            } else {
-                (-whole - 1, 1000 - d.subsec_millis())
-            }
-        }
-    };
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    // d in 1..=31 and m in 1..=12 by construction.
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123);
-        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
-        let before = UNIX_EPOCH - Duration::from_millis(1);
-        assert_eq!(rfc3339(before), "1969-12-31T23:59:59.999Z");
-    }
 
     #[test]
     fn events_round_trip_and_tolerate() {
@@ -698,9 +645,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.tunnel().unwrap().status, Status::Other("gone".into()));
-        assert_eq!(
-            Event::from_json("{}").unwrap_err().code(),
-            "ERR_RSTREAM_EVENT_JSON"
-        );
+        assert_eq!(Event::from_json("{}").unwrap_err().code(), code::EVENT_JSON);
     }
 }

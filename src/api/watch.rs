@@ -19,9 +19,10 @@ use super::filters::{self, WatchParams};
 use super::http::{headers, ApiError};
 use super::models::Event;
 use super::{EngineApi, ErrorKind};
+use crate::backoff::{Backoff, Jitter};
 use crate::config::Secret;
 use crate::control::MAX_RECONNECT_DELAY;
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 /// WebSocket ping period (the client drives ping/pong), at most: with a
 /// shorter [`Watch::read_deadline`] it is a third of the deadline.
@@ -38,10 +39,15 @@ pub const DEFAULT_READ_DEADLINE: Duration = Duration::from_secs(90);
 const MIN_READ_DEADLINE: Duration = Duration::from_millis(10);
 /// Events buffered between the connection task and the consumer.
 const CHANNEL: usize = 64;
+/// A resilient watch's reconnect backoff by default: 250 ms doubling up
+/// to 30 s, each delay with equal jitter (between half and all of it).
+const DEFAULT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30)).with_jitter(Jitter::Equal);
 
 /// How a [`Watch`] reaches the engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Transport {
+#[non_exhaustive]
+pub enum WatchTransport {
     /// Server-Sent Events (`GET /api/sse`), over the pooled HTTP client;
     /// dead after the [read deadline](Watch::read_deadline) (90 s) without
     /// a byte (the engine sends a keep-alive comment every 15 s).
@@ -72,12 +78,13 @@ pub enum Transport {
 /// half-open connection (NAT drop, no RST) is noticed instead of leaving
 /// the watch silently stale.
 #[derive(Debug)]
+#[must_use = "a Watch does nothing until it is polled as a Stream"]
 pub struct Watch {
     api: EngineApi,
     params: WatchParams,
-    transport: Transport,
+    transport: WatchTransport,
     resilient: bool,
-    backoff: (Duration, Duration),
+    backoff: Backoff,
     read_deadline: Duration,
     running: Option<Running>,
 }
@@ -99,23 +106,23 @@ impl Watch {
         Watch {
             api,
             params,
-            transport: Transport::Sse,
+            transport: WatchTransport::Sse,
             resilient: false,
-            backoff: (Duration::from_millis(250), Duration::from_secs(30)),
+            backoff: DEFAULT_BACKOFF,
             read_deadline: DEFAULT_READ_DEADLINE,
             running: None,
         }
     }
 
     /// Uses this transport (default SSE). Ignored once polled.
-    pub fn transport(mut self, transport: Transport) -> Self {
+    pub fn transport(mut self, transport: WatchTransport) -> Self {
         self.transport = transport;
         self
     }
 
-    /// Shorthand for `transport(Transport::WebSocket)`.
+    /// Shorthand for `transport(WatchTransport::WebSocket)`.
     pub fn websocket(self) -> Self {
-        self.transport(Transport::WebSocket)
+        self.transport(WatchTransport::WebSocket)
     }
 
     /// Reconnects after a drop (see the type docs).
@@ -133,7 +140,9 @@ impl Watch {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         let clamp = |d: Duration| d.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
         let initial = clamp(initial);
-        self.backoff = (initial, clamp(max).max(initial));
+        self.backoff = DEFAULT_BACKOFF
+            .with_initial(initial)
+            .with_max(clamp(max).max(initial));
         self
     }
 
@@ -151,7 +160,7 @@ impl Watch {
     }
 
     /// The watch's transport.
-    pub fn transport_kind(&self) -> Transport {
+    pub fn transport_kind(&self) -> WatchTransport {
         self.transport
     }
 
@@ -201,17 +210,18 @@ fn permanent(error: &Error) -> bool {
 async fn run(
     api: EngineApi,
     params: WatchParams,
-    transport: Transport,
+    transport: WatchTransport,
     resilient: bool,
-    (initial, max): (Duration, Duration),
+    backoff: Backoff,
     read_deadline: Duration,
     tx: mpsc::Sender<Result<Event>>,
 ) {
-    let mut delay = initial;
+    // Counts from 1 since the last connection that delivered its snapshot.
+    let mut attempt: u32 = 1;
     loop {
         let end = match transport {
-            Transport::Sse => sse(&api, &params, read_deadline, &tx).await,
-            Transport::WebSocket => websocket(&api, &params, read_deadline, &tx).await,
+            WatchTransport::Sse => sse(&api, &params, read_deadline, &tx).await,
+            WatchTransport::WebSocket => websocket(&api, &params, read_deadline, &tx).await,
         };
         let (error, synced) = match end {
             End::Consumer => return,
@@ -222,20 +232,20 @@ async fn run(
             return;
         }
         if synced {
-            delay = initial;
+            attempt = 1;
         }
-        let jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        let jittered = backoff.delay(attempt);
         tracing::warn!(code = error.code(), %error, retry_in = ?jittered, "engine watch dropped; reconnecting");
         tokio::select! {
             () = tokio::time::sleep(jittered) => {}
             () = tx.closed() => return,
         }
-        delay = delay.saturating_mul(2).min(max);
+        attempt = attempt.saturating_add(1);
     }
 }
 
 fn closed(message: String) -> Error {
-    Error::new(ErrorKind::Closed, "ERR_RSTREAM_WATCH_CLOSED", message)
+    Error::new(ErrorKind::Closed, code::WATCH_CLOSED, message)
 }
 
 /// Hands one event to the consumer; `false` when it is gone.
@@ -252,7 +262,7 @@ async fn deliver(tx: &mpsc::Sender<Result<Event>>, event: Event, synced: &mut bo
 fn silent(transport: &str, deadline: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
-        "ERR_RSTREAM_WATCH_TIMEOUT",
+        code::WATCH_TIMEOUT,
         format!(
             "the {transport} watch received nothing for {deadline:?}; connection presumed dead"
         ),
@@ -285,7 +295,7 @@ async fn sse(
             .map_err(|_| {
                 Error::new(
                     ErrorKind::Timeout,
-                    "ERR_RSTREAM_ENGINE_API_TIMEOUT",
+                    code::ENGINE_API_TIMEOUT,
                     format!("engine API GET /api/sse: no answer within {budget:?}"),
                 )
             })??;
@@ -342,7 +352,7 @@ async fn sse(
             Some(Err(e)) => {
                 let error = Error::new(
                     ErrorKind::Io,
-                    "ERR_RSTREAM_WATCH_CLOSED",
+                    code::WATCH_CLOSED,
                     format!("the SSE watch broke: {e}{}", parser.reason()),
                 );
                 return fail(error, synced);
@@ -406,7 +416,7 @@ impl SseParser {
         if pending > self.max {
             return Err(Error::new(
                 ErrorKind::Protocol,
-                "ERR_RSTREAM_EVENT_TOO_LARGE",
+                code::EVENT_TOO_LARGE,
                 format!("an SSE event is larger than {} bytes", self.max),
             ));
         }
@@ -490,9 +500,9 @@ async fn websocket(
                 target.authority,
                 filters::query(params)
             );
-            let mut request = url.into_client_request().map_err(|e| {
-                Error::config("ERR_RSTREAM_INVALID_ENGINE", format!("WebSocket URL: {e}"))
-            })?;
+            let mut request = url
+                .into_client_request()
+                .map_err(|e| Error::config(code::INVALID_ENGINE, format!("WebSocket URL: {e}")))?;
             let extra = headers(
                 "application/json",
                 target.token.as_ref().map(Secret::expose),
@@ -518,7 +528,7 @@ async fn websocket(
                     }
                     other => Error::new(
                         ErrorKind::Io,
-                        "ERR_RSTREAM_ENGINE_API_TRANSPORT",
+                        code::ENGINE_API_TRANSPORT,
                         format!("engine API GET /api/websocket: handshake failed: {other}"),
                     ),
                 })
@@ -526,7 +536,7 @@ async fn websocket(
         tokio::time::timeout(budget, handshake).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_ENGINE_API_TIMEOUT",
+                code::ENGINE_API_TIMEOUT,
                 format!("engine API GET /api/websocket: no upgrade within {budget:?}"),
             )
         })?
@@ -559,7 +569,7 @@ async fn websocket(
                     Some(Err(e)) => {
                         let error = Error::new(
                             ErrorKind::Io,
-                            "ERR_RSTREAM_WATCH_CLOSED",
+                            code::WATCH_CLOSED,
                             format!("the WebSocket watch broke: {e}"),
                         );
                         return fail(error, synced);

@@ -77,7 +77,14 @@ async fn run(settings: cli::Settings) -> ExitCode {
         Ok(engine) => engine,
         Err(e) => {
             // Nothing has been logged yet: stderr cannot be full.
-            eprintln!("rstream-local-engine: {e}");
+            // `Error`'s message leaves the cause to `source()`: print the chain.
+            let mut text = e.to_string();
+            let mut next = std::error::Error::source(&e);
+            while let Some(cause) = next {
+                text = format!("{text}: {cause}");
+                next = cause.source();
+            }
+            eprintln!("rstream-local-engine: {text}");
             return ExitCode::FAILURE;
         }
     };

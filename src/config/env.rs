@@ -2,7 +2,7 @@
 
 use super::headers::{self, Headers};
 use super::normalize_api_url;
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 /// The variables, read once. Blank values count as unset.
 #[derive(Clone, Debug, Default)]
@@ -56,7 +56,7 @@ impl EnvSettings {
                 "0" | "false" | "no" | "off" => false,
                 _ => {
                     return Err(Error::config(
-                        "ERR_RSTREAM_INVALID_CONFIG",
+                        code::INVALID_CONFIG,
                         "RSTREAM_QUIC_TRANSPORT must be 1/true or 0/false",
                     ))
                 }

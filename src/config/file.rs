@@ -11,7 +11,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::headers::{self, Headers};
 use super::normalize_api_url;
 use super::yaml_bound::{self, Count, MAX_CONFIG_NODES};
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 /// Largest config file we read: 256 KiB (it is a few hundred bytes in
 /// practice). Parsing holds the document's YAML events in memory, ~75 bytes
@@ -108,7 +108,7 @@ impl ConfigFile {
             Count::Within => {}
             Count::TooMany => {
                 return Err(Error::config(
-                    "ERR_RSTREAM_CONFIG_TOO_MANY_NODES",
+                    code::CONFIG_TOO_MANY_NODES,
                     format!(
                         "config file {origin} has more than {MAX_CONFIG_NODES} YAML nodes \
                          (after expanding aliases)"
@@ -290,7 +290,7 @@ impl TransportCfg {
 }
 
 fn invalid(message: String) -> Error {
-    Error::config("ERR_RSTREAM_INVALID_CONFIG", message)
+    Error::config(code::INVALID_CONFIG, message)
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -366,15 +366,15 @@ mod tests {
 
     #[test]
     fn malformed_yaml_and_wrong_types() {
-        assert_eq!(code("contexts: [\n"), "ERR_RSTREAM_INVALID_CONFIG");
-        assert_eq!(code("a: 1\n---\nb: 2\n"), "ERR_RSTREAM_INVALID_CONFIG");
-        assert_eq!(code("contexts: {}\n"), "ERR_RSTREAM_INVALID_CONFIG");
-        assert_eq!(code("contexts: [1]\n"), "ERR_RSTREAM_INVALID_CONFIG");
+        assert_eq!(code("contexts: [\n"), code::INVALID_CONFIG);
+        assert_eq!(code("a: 1\n---\nb: 2\n"), code::INVALID_CONFIG);
+        assert_eq!(code("contexts: {}\n"), code::INVALID_CONFIG);
+        assert_eq!(code("contexts: [1]\n"), code::INVALID_CONFIG);
         let e = ConfigFile::parse("contexts:\n  - name: a\n    engine: 42\n", "t").unwrap_err();
         assert!(e.message().contains("contexts[0].engine"), "{e}");
         assert_eq!(
             code("contexts:\n  - name: a\n    apiUrl: ftp://x\n"),
-            "ERR_RSTREAM_INVALID_API_URL"
+            code::INVALID_API_URL
         );
     }
 

@@ -3,7 +3,7 @@
 //!
 //! [`ClientOptions::control_plane_header`]: super::ClientOptions::control_plane_header
 
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 /// Validated headers: canonical name (`X-Team-Id`) and value, in order.
 pub(crate) type Headers = Vec<(String, String)>;
@@ -27,7 +27,7 @@ const RESERVED: &[&str] = &[
 ];
 
 fn invalid(message: String) -> Error {
-    Error::config("ERR_RSTREAM_INVALID_CONFIG", message)
+    Error::config(code::INVALID_CONFIG, message)
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -143,7 +143,7 @@ mod tests {
             vec![("x-a", "1"), ("X-A", "2")],
         ] {
             let e = normalize(pairs(&bad), "t").unwrap_err();
-            assert_eq!(e.code(), "ERR_RSTREAM_INVALID_CONFIG");
+            assert_eq!(e.code(), code::INVALID_CONFIG);
             assert!(!e.to_string().contains("Injected"), "{e}");
         }
     }

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 const URL_SAFE_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
     &alphabet::URL_SAFE,
@@ -34,7 +34,7 @@ pub(crate) fn check_not_expired(token: &str, now: i64) -> Result<()> {
     match expiry(token) {
         Some(exp) if exp <= now => Err(Error::new(
             crate::error::ErrorKind::Auth,
-            "ERR_RSTREAM_TOKEN_EXPIRED",
+            code::TOKEN_EXPIRED,
             "the authentication token has expired (its `exp` claim is in the past)",
         )),
         _ => Ok(()),
@@ -68,7 +68,7 @@ mod tests {
             check_not_expired(&jwt(r#"{"exp":100}"#), 200)
                 .unwrap_err()
                 .code(),
-            "ERR_RSTREAM_TOKEN_EXPIRED"
+            code::TOKEN_EXPIRED
         );
         assert!(check_not_expired(&jwt(r#"{"exp":100}"#), 100).is_err());
         assert!(check_not_expired(&jwt(r#"{"exp":300}"#), 200).is_ok());

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::resolved::ResolvedOptions;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::transport::{server_name, Endpoint, HttpProxy, TlsOptions};
 
 /// Bound on the whole resolve request (connect, TLS, response and body).
@@ -33,7 +33,7 @@ pub const MAX_RESOLVE_BODY: usize = 1024 * 1024;
 fn invalid_response(what: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::Http,
-        "ERR_RSTREAM_API_INVALID_RESPONSE",
+        code::API_INVALID_RESPONSE,
         format!("control-plane resolve response: {what}"),
     )
 }
@@ -48,18 +48,18 @@ pub(crate) async fn resolve_engine(
     let endpoint = project_endpoint.trim();
     if endpoint.is_empty() {
         return Err(Error::config(
-            "ERR_RSTREAM_PROJECT_ENDPOINT_REQUIRED",
+            code::PROJECT_ENDPOINT_REQUIRED,
             "the project endpoint is empty",
         ));
     }
     let url = format!(
         "{}/api/projects/tunnels/resolve/{}",
         options.api_url.trim_end_matches('/'),
-        encode_segment(endpoint)
+        crate::percent::encode_component(endpoint)
     );
     let uri: Uri = url.parse().map_err(|_| {
         Error::config(
-            "ERR_RSTREAM_INVALID_API_URL",
+            code::INVALID_API_URL,
             "the API URL does not form a valid request URL",
         )
     })?;
@@ -71,7 +71,7 @@ pub(crate) async fn resolve_engine(
             (Ok(n), Ok(v)) => headers.push((n, v)),
             _ => {
                 return Err(Error::config(
-                    "ERR_RSTREAM_INVALID_CONFIG",
+                    code::INVALID_CONFIG,
                     "invalid control-plane header",
                 ))
             }
@@ -80,7 +80,7 @@ pub(crate) async fn resolve_engine(
     if let Some(token) = &options.token {
         let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
             Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "the token contains characters not allowed in an HTTP header",
             )
         })?;
@@ -100,7 +100,7 @@ pub(crate) async fn resolve_engine(
         .map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_API_TIMEOUT",
+                code::API_TIMEOUT,
                 format!("resolving project {endpoint:?} took longer than {RESOLVE_TIMEOUT:?}"),
             )
         })??;
@@ -112,7 +112,7 @@ pub(crate) async fn resolve_engine(
             .collect();
         return Err(Error::new(
             ErrorKind::Http,
-            "ERR_RSTREAM_API_HTTP",
+            code::API_HTTP,
             format!("resolving project {endpoint:?}: HTTP {status}: {snippet}"),
         ));
     }
@@ -169,14 +169,14 @@ pub(crate) fn engine_from_response(body: &[u8], region: Option<&str>) -> Result<
                         available.join(", ")
                     };
                     return Err(Error::config(
-                        "ERR_RSTREAM_REGION_UNAVAILABLE",
+                        code::REGION_UNAVAILABLE,
                         format!("region {wanted:?} is not available for this project; available regions: {list}"),
                     ));
                 }
                 [(_, domain, port)] => format!("{endpoint}.{domain}:{port}"),
                 _ => {
                     return Err(Error::config(
-                        "ERR_RSTREAM_REGION_AMBIGUOUS",
+                        code::REGION_AMBIGUOUS,
                         format!("region {wanted:?} matches several engines of this project"),
                     ))
                 }
@@ -202,19 +202,6 @@ fn required_port(map: &Map<String, Value>, key: &str) -> Result<u16> {
         .ok_or_else(|| invalid_response(format!("missing '{key}'")))
 }
 
-/// Percent-encodes a path segment (everything but RFC 3986 unreserved).
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
@@ -230,7 +217,7 @@ async fn get(
     tls: &TlsOptions,
     proxy: Option<&HttpProxy>,
 ) -> Result<(StatusCode, Bytes)> {
-    let bad_url = || Error::config("ERR_RSTREAM_INVALID_API_URL", "the API URL has no host");
+    let bad_url = || Error::config(code::INVALID_API_URL, "the API URL has no host");
     let host = uri
         .host()
         .ok_or_else(bad_url)?
@@ -241,7 +228,7 @@ async fn get(
         Some("http") if is_loopback(&host) => false,
         _ => {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_API_URL",
+                code::INVALID_API_URL,
                 "the API URL must use https:// (http:// is allowed only for loopback hosts)",
             ))
         }
@@ -250,7 +237,7 @@ async fn get(
     let authority = uri.authority().ok_or_else(bad_url)?.clone();
     if authority.as_str().contains('@') {
         return Err(Error::config(
-            "ERR_RSTREAM_INVALID_API_URL",
+            code::INVALID_API_URL,
             "the API URL must not contain credentials (use a token or control-plane headers)",
         ));
     }
@@ -299,17 +286,12 @@ where
     let http_err = |e: hyper::Error| {
         Error::new(
             ErrorKind::Http,
-            "ERR_RSTREAM_API_HTTP",
+            code::API_HTTP,
             format!("request to the API at {authority} failed: {e}"),
         )
         .with_source(e)
     };
-    let build_err = |_| {
-        Error::config(
-            "ERR_RSTREAM_INVALID_API_URL",
-            "cannot build the API request",
-        )
-    };
+    let build_err = |_| Error::config(code::INVALID_API_URL, "cannot build the API request");
     let io = TokioIo::new(io);
     let response = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -348,7 +330,7 @@ where
             } else {
                 Error::new(
                     ErrorKind::Http,
-                    "ERR_RSTREAM_API_HTTP",
+                    code::API_HTTP,
                     format!("reading the API response from {authority} failed: {e}"),
                 )
             }
@@ -380,12 +362,9 @@ mod tests {
             "myproj.eu2.rstream.test:443"
         );
         let err = e(Some("ap")).unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_REGION_UNAVAILABLE");
+        assert_eq!(err.code(), code::REGION_UNAVAILABLE);
         assert!(err.message().contains("dup, eu, us"), "{err}");
-        assert_eq!(
-            e(Some("dup")).unwrap_err().code(),
-            "ERR_RSTREAM_REGION_AMBIGUOUS"
-        );
+        assert_eq!(e(Some("dup")).unwrap_err().code(), code::REGION_AMBIGUOUS);
     }
 
     #[test]
@@ -404,7 +383,7 @@ mod tests {
                 engine_from_response(body.as_bytes(), None)
                     .unwrap_err()
                     .code(),
-                "ERR_RSTREAM_API_INVALID_RESPONSE",
+                code::API_INVALID_RESPONSE,
                 "{body}"
             );
         }
@@ -412,7 +391,7 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(crate::percent::encode_component("a b/c"), "a%20b%2Fc");
         assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("LOCALHOST"));
         assert!(!is_loopback("example.test"));
     }

@@ -42,7 +42,7 @@ pub use managed::{MAX_RESOLVE_BODY, RESOLVE_TIMEOUT};
 pub use resolved::{AuthKind, ClientCertificate, EngineTarget, ResolvedOptions, Source};
 pub use secret::Secret;
 
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 use crate::transport::{ClientIdentity, HttpProxy, TlsOptions};
 
 /// Default TCP connect + TLS handshake timeout.
@@ -98,6 +98,7 @@ enum ProxyChoice {
 /// assert!(!resolved.to_string().contains("my-token"));
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ClientOptions {
     pub(crate) engine: Option<String>,
     pub(crate) token: Option<Secret>,
@@ -433,7 +434,7 @@ impl ClientOptions {
 fn read_config_text(path: &std::path::Path) -> Result<Option<String>> {
     let unreadable = |e: std::io::Error| {
         Error::config(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("cannot read config file {}: {e}", path.display()),
         )
         .with_source(e)
@@ -449,7 +450,7 @@ fn read_config_text(path: &std::path::Path) -> Result<Option<String>> {
         .map_err(unreadable)?;
     if bytes.len() > file::MAX_CONFIG_FILE_BYTES {
         return Err(Error::config(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!(
                 "config file {} is larger than {} bytes",
                 path.display(),
@@ -459,7 +460,7 @@ fn read_config_text(path: &std::path::Path) -> Result<Option<String>> {
     }
     String::from_utf8(bytes).map(Some).map_err(|_| {
         Error::config(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("config file {} is not UTF-8", path.display()),
         )
     })
@@ -474,7 +475,7 @@ pub(crate) fn normalize_api_url(value: &str, what: &str) -> Result<Option<String
     }
     let invalid = || {
         Error::config(
-            "ERR_RSTREAM_INVALID_API_URL",
+            code::INVALID_API_URL,
             format!("{what} must be an absolute http(s) URL"),
         )
     };
@@ -544,7 +545,7 @@ mod tests {
         assert!(r.engine().is_none());
         assert!(r.config_file().is_none());
         let e = ClientOptions::new().build().unwrap_err();
-        assert_eq!(e.code(), "ERR_RSTREAM_ENGINE_REQUIRED");
+        assert_eq!(e.code(), code::ENGINE_REQUIRED);
     }
 
     #[test]
@@ -553,19 +554,19 @@ mod tests {
         let code = |o: ClientOptions| o.resolve().unwrap_err().code();
         assert_eq!(
             code(base().operation_timeout(Duration::ZERO)),
-            "ERR_RSTREAM_INVALID_TIMEOUT"
+            code::INVALID_TIMEOUT
         );
         assert_eq!(
             code(base().heartbeat_interval(Duration::from_millis(999))),
-            "ERR_RSTREAM_INVALID_CONFIG"
+            code::INVALID_CONFIG
         );
         assert_eq!(
             code(base().heartbeat_interval(Duration::from_secs(301))),
-            "ERR_RSTREAM_INVALID_CONFIG"
+            code::INVALID_CONFIG
         );
         assert_eq!(
             code(base().heartbeat_interval(Duration::from_micros(1_000_500))),
-            "ERR_RSTREAM_INVALID_CONFIG"
+            code::INVALID_CONFIG
         );
         assert!(base()
             .heartbeat_interval(Duration::from_secs(300))
@@ -573,13 +574,13 @@ mod tests {
             .is_ok());
         assert_eq!(
             code(ClientOptions::new().engine("https://a.test")),
-            "ERR_RSTREAM_INVALID_ENGINE"
+            code::INVALID_ENGINE
         );
         assert_eq!(
             code(base().ca_file("/nonexistent/ca.pem")),
-            "ERR_RSTREAM_INVALID_CONFIG"
+            code::INVALID_CONFIG
         );
-        assert_eq!(code(base().context("dev")), "ERR_RSTREAM_CONTEXT_NOT_FOUND");
+        assert_eq!(code(base().context("dev")), code::CONTEXT_NOT_FOUND);
     }
 
     #[test]
@@ -594,7 +595,7 @@ mod tests {
         for bad in ["x.test", "ftp://x.test", "https://", "/relative"] {
             assert_eq!(
                 normalize_api_url(bad, "t").unwrap_err().code(),
-                "ERR_RSTREAM_INVALID_API_URL",
+                code::INVALID_API_URL,
                 "{bad}"
             );
         }

@@ -14,7 +14,7 @@ use super::file::{
 use super::headers::{self, Headers};
 use super::resolved::{ClientCertificate, EngineTarget, ResolvedOptions, Source};
 use super::{jwt, normalize_api_url, ClientOptions, Secret, DEFAULT_API_URL};
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 use crate::transport::{ClientIdentity, Endpoint, HttpProxy};
 
 pub(crate) struct Inputs<'a> {
@@ -103,7 +103,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     } else {
         if let Some(name) = option_context {
             return Err(config_error(
-                "ERR_RSTREAM_CONTEXT_NOT_FOUND",
+                code::CONTEXT_NOT_FOUND,
                 format!("context {name:?} was selected but reading the config file is disabled"),
             ));
         }
@@ -134,7 +134,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
                 if let Some((engine, _)) = &explicit_engine {
                     if override_differs(engine, context)? {
                         return Err(config_error(
-                            "ERR_RSTREAM_STORED_TOKEN_ENGINE_OVERRIDE",
+                            code::STORED_TOKEN_ENGINE_OVERRIDE,
                             "refusing to send the stored token to an explicitly overridden engine \
                              (it differs from the context's engine); pass the token explicitly \
                              (RSTREAM_AUTHENTICATION_TOKEN) or drop the engine override",
@@ -153,7 +153,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     } else if env.has_mtls() {
         let (Some(cert), Some(key)) = (&env.mtls_cert, &env.mtls_key) else {
             return Err(config_error(
-                "ERR_RSTREAM_MTLS_INCOMPLETE",
+                code::MTLS_INCOMPLETE,
                 "RSTREAM_MTLS_CERT_FILE and RSTREAM_MTLS_KEY_FILE must be set together",
             ));
         };
@@ -174,7 +174,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
                 if let Some((engine, _)) = &explicit_engine {
                     if override_differs(engine, context)? {
                         return Err(config_error(
-                            "ERR_RSTREAM_STORED_MTLS_ENGINE_OVERRIDE",
+                            code::STORED_MTLS_ENGINE_OVERRIDE,
                             "refusing to present the stored client certificate to an explicitly \
                              overridden engine (it differs from the context's engine)",
                         ));
@@ -195,7 +195,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         }
         if !t.unsupported.is_empty() {
             return Err(Error::unsupported(
-                "ERR_RSTREAM_UNSUPPORTED_TRANSPORT",
+                code::UNSUPPORTED_TRANSPORT,
                 format!(
                     "{}: transport option(s) not supported by rstream-rust: {}",
                     t.path,
@@ -225,7 +225,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     if token.is_some() && client_certificate.is_some() {
         return Err(Error::new(
             crate::error::ErrorKind::Auth,
-            "ERR_RSTREAM_AUTH_CONFLICT",
+            code::AUTH_CONFLICT,
             "a token and a client certificate were both configured; use one",
         ));
     }
@@ -244,7 +244,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     };
     if mode == Mode::Quic {
         return Err(Error::unsupported(
-            "ERR_RSTREAM_UNSUPPORTED_TRANSPORT",
+            code::UNSUPPORTED_TRANSPORT,
             "the QUIC tunnel transport is not supported by rstream-rust yet; use tls",
         ));
     }
@@ -256,7 +256,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     ] {
         if t.is_zero() {
             return Err(config_error(
-                "ERR_RSTREAM_INVALID_TIMEOUT",
+                code::INVALID_TIMEOUT,
                 format!("{what} must be greater than zero"),
             ));
         }
@@ -264,7 +264,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         // everything derived from it) far from overflow.
         if t > super::MAX_TIMEOUT {
             return Err(config_error(
-                "ERR_RSTREAM_INVALID_TIMEOUT",
+                code::INVALID_TIMEOUT,
                 format!("{what} must be at most {} s", super::MAX_TIMEOUT.as_secs()),
             ));
         }
@@ -275,7 +275,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
             let ms = d.as_millis();
             if d.subsec_nanos() % 1_000_000 != 0 || !(1_000..=300_000).contains(&ms) {
                 return Err(config_error(
-                    "ERR_RSTREAM_INVALID_CONFIG",
+                    code::INVALID_CONFIG,
                     "heartbeat interval must be 1-300 s in whole milliseconds",
                 ));
             }
@@ -304,13 +304,13 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         });
     if region.is_some() && explicit_engine.is_some() {
         return Err(config_error(
-            "ERR_RSTREAM_REGION_ENGINE_CONFLICT",
+            code::REGION_ENGINE_CONFLICT,
             "a region cannot be combined with an explicit engine",
         ));
     }
     if region.is_some() && project_endpoint.is_none() {
         return Err(config_error(
-            "ERR_RSTREAM_PROJECT_ENDPOINT_REQUIRED",
+            code::PROJECT_ENDPOINT_REQUIRED,
             "selecting a region needs a managed project endpoint",
         ));
     }
@@ -453,7 +453,7 @@ fn find_context<'a>(
         .collect();
     match matches.as_slice() {
         [] => Err(config_error(
-            "ERR_RSTREAM_CONTEXT_NOT_FOUND",
+            code::CONTEXT_NOT_FOUND,
             match api_url {
                 Some(u) => format!("context {name:?} was not found for API URL {u}"),
                 None => format!("context {name:?} was not found"),
@@ -461,7 +461,7 @@ fn find_context<'a>(
         )),
         [one] => Ok(one),
         _ => Err(config_error(
-            "ERR_RSTREAM_CONTEXT_AMBIGUOUS",
+            code::CONTEXT_AMBIGUOUS,
             format!("context {name:?} matches several contexts; select an API URL"),
         )),
     }
@@ -491,7 +491,7 @@ fn stored_token(
     if let Some(provider) = &token.provider {
         if provider != "inline" && provider != "env" {
             return Err(Error::unsupported(
-                "ERR_RSTREAM_UNSUPPORTED_TOKEN_STORAGE",
+                code::UNSUPPORTED_TOKEN_STORAGE,
                 format!(
                     "{}: token storage provider {provider:?} is not supported by rstream-rust (use inline or env)",
                     token.path
@@ -527,7 +527,7 @@ fn stored_mtls(
     } = m;
     if let Some(label) = storage {
         return Err(Error::unsupported(
-            "ERR_RSTREAM_UNSUPPORTED_MTLS_STORAGE",
+            code::UNSUPPORTED_MTLS_STORAGE,
             format!(
                 "{path}.storage: mTLS storage provider {label:?} is not supported by rstream-rust"
             ),
@@ -536,7 +536,7 @@ fn stored_mtls(
     if certificate_file.is_some() || key_file.is_some() {
         let (Some(cert), Some(key)) = (certificate_file, key_file) else {
             return Err(config_error(
-                "ERR_RSTREAM_MTLS_INCOMPLETE",
+                code::MTLS_INCOMPLETE,
                 format!("{path}: certificateFile and keyFile must be set together"),
             ));
         };
@@ -553,7 +553,7 @@ fn stored_mtls(
     if certificate.is_some() || key.is_some() {
         let (Some(cert), Some(key)) = (certificate, key) else {
             return Err(config_error(
-                "ERR_RSTREAM_MTLS_INCOMPLETE",
+                code::MTLS_INCOMPLETE,
                 format!("{path}: certificate and key must be set together"),
             ));
         };
@@ -592,7 +592,7 @@ fn parse_mode(value: &str, what: &str) -> Result<Mode> {
         "tls" => Ok(Mode::Tls),
         "quic" => Ok(Mode::Quic),
         _ => Err(config_error(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("{what} must be one of auto, tls, quic"),
         )),
     }
@@ -602,7 +602,7 @@ fn parse_mode_value(value: &serde_yaml_ng::Value, what: &str) -> Result<Mode> {
     match value {
         serde_yaml_ng::Value::String(s) => parse_mode(s, what),
         _ => Err(config_error(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("{what} must be a string"),
         )),
     }
@@ -618,7 +618,7 @@ fn file_mode(t: &TransportCfg) -> Result<Option<Mode>> {
         Some(serde_yaml_ng::Value::Bool(true)) => Ok(Some(Mode::Quic)),
         Some(serde_yaml_ng::Value::Bool(false)) => Ok(Some(Mode::Tls)),
         Some(_) => Err(config_error(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("{}.useQuic must be a boolean", t.path),
         )),
     }
@@ -640,7 +640,7 @@ fn normalize_region(region: &str, what: &str) -> Result<Option<String>> {
             .all(|&b| edge(b) || b == b'.' || b == b'_' || b == b'-');
     if !valid {
         return Err(config_error(
-            "ERR_RSTREAM_INVALID_REGION",
+            code::INVALID_REGION,
             format!("{what}: a region is letters, digits, '.', '_' or '-' (at most 64)"),
         ));
     }
@@ -661,7 +661,7 @@ mod tests {
         for bad in ["-eu", "eu-", "e u", "eu/1", &"a".repeat(65)] {
             assert_eq!(
                 normalize_region(bad, "t").unwrap_err().code(),
-                "ERR_RSTREAM_INVALID_REGION",
+                code::INVALID_REGION,
                 "{bad}"
             );
         }

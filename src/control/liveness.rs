@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{ControlChannelLiveness, Heartbeat};
 
 /// The largest liveness timeout an engine may announce.
@@ -159,7 +159,7 @@ impl Liveness {
 pub(crate) fn expired(timeout: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
-        "ERR_RSTREAM_CONTROL_LIVENESS",
+        code::CONTROL_LIVENESS,
         format!("no frame from the engine for {timeout:?}: control channel is dead"),
     )
 }

@@ -33,10 +33,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::Client;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
-    check_len, decode_body, message::Payload, open_control_channel_rsp, write_frame,
-    ControlChannelLiveness, Message, OpenControlChannelReq, ServerDetails, TunnelProperties,
+    message::Payload, read_frame, write_frame, ControlChannelLiveness, Message,
+    OpenControlChannelReq, OpenControlChannelRsp, ServerDetails, TunnelProperties,
 };
 use crate::stream::RstreamStream;
 use crate::transport::EngineStream;
@@ -165,30 +165,9 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
     let first = tokio::time::timeout(op, exchange)
         .await
         .map_err(|_| Error::timeout(format!("no OpenControlChannelRsp within {op:?}")))??;
-    let ok = match first.payload {
-        Some(Payload::OpenControlChannelRsp(rsp)) => match rsp.payload {
-            Some(open_control_channel_rsp::Payload::Ok(ok)) => ok,
-            Some(open_control_channel_rsp::Payload::Error(e)) => {
-                return Err(Error::engine(e.code, e.message.as_deref()))
-            }
-            None => {
-                return Err(Error::protocol(
-                    "OpenControlChannelRsp with neither ok nor error",
-                ))
-            }
-        },
-        Some(other) => {
-            return Err(Error::protocol(format!(
-                "expected OpenControlChannelRsp, got {}",
-                other.name()
-            )))
-        }
-        None => {
-            return Err(Error::protocol(
-                "expected OpenControlChannelRsp, got an empty frame",
-            ))
-        }
-    };
+    let ok = first
+        .into_answer::<OpenControlChannelRsp>()?
+        .into_result()?;
     let liveness = Liveness::negotiate(proposed, ok.liveness)?;
     tracing::debug!(client_id = %ok.client_id, mode = ?liveness.mode(), "control channel open");
     Ok(Session {
@@ -205,29 +184,9 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
 /// before answering (a restart under way) is a transport loss, not a
 /// protocol error, so a reconnect tries again.
 async fn read_answer(io: &mut EngineStream) -> Result<Message> {
-    use tokio::io::AsyncReadExt;
-    let mut prefix = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        let n = io
-            .read(&mut prefix[got..])
-            .await
-            .map_err(|e| Error::io("reading OpenControlChannelRsp", e))?;
-        if n == 0 {
-            return Err(task::lost("engine closed the connection before answering"));
-        }
-        got += n;
-    }
-    let len = check_len(prefix)?;
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::protocol(format!("connection closed inside a {len}-byte frame"))
-        } else {
-            Error::io("reading OpenControlChannelRsp", e)
-        }
-    })?;
-    decode_body(&body)
+    read_frame(io)
+        .await?
+        .ok_or_else(|| task::lost("engine closed the connection before answering"))
 }
 
 impl ControlChannel {
@@ -401,7 +360,7 @@ fn closed_reason(status: &ConnectionStatus) -> Error {
         ConnectionStatus::Closed { error: Some(e) } => e.clone(),
         _ => Error::new(
             ErrorKind::Closed,
-            "ERR_RSTREAM_CONTROL_CLOSED",
+            code::CONTROL_CLOSED,
             "control channel closed",
         ),
     }

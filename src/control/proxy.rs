@@ -13,10 +13,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::Client;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
     self, encode_frame, message::Payload, read_frame, write_frame, ErrorCode, Message,
-    ProxyConnReq, ProxyConnRsp, ProxyReq,
+    ProxyConnReq, ProxyConnRsp, ProxyReq, ProxyRsp,
 };
 use crate::stream::{RstreamStream, StreamInfo};
 use crate::transport::Endpoint;
@@ -120,20 +120,10 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
         let first = tokio::time::timeout(op, read_frame(&mut io))
             .await
             .map_err(|_| Error::timeout(format!("no ProxyRsp within {op:?}")))??;
-        match first.and_then(|m| m.payload) {
-            Some(Payload::ProxyRsp(rsp)) => {
-                if let Some(e) = rsp.error {
-                    return Err(Error::engine(e.code, e.message.as_deref()));
-                }
-            }
-            Some(other) => {
-                return Err(Error::protocol(format!(
-                    "expected ProxyRsp, got {}",
-                    other.name()
-                )))
-            }
-            None => return Err(Error::protocol("engine closed the proxy connection")),
-        }
+        first
+            .ok_or_else(|| Error::protocol("engine closed the proxy connection"))?
+            .into_answer::<ProxyRsp>()?
+            .into_result()?;
     }
     if job.tunnel.is_closed() {
         return Err(Error::tunnel_closed(
@@ -162,7 +152,7 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
             }
             Err(Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_ACCEPT_BACKLOG_FULL",
+                code::ACCEPT_BACKLOG_FULL,
                 format!(
                     "tunnel accept backlog full: {backlog} connections wait for the application"
                 ),

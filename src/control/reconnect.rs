@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind};
+use crate::backoff::Backoff;
+pub use crate::backoff::Jitter;
+use crate::error::{code, Error, ErrorKind};
 
 /// The largest reconnect delay and [`stable_after`](ReconnectPolicy::stable_after)
 /// a [`ReconnectPolicy`] keeps: 1 hour. Larger values are clamped to it.
@@ -14,22 +16,6 @@ pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3600);
 /// How long a connection must stay up before the reconnect backoff resets,
 /// by default: 10 s (see [`ReconnectPolicy::stable_after`]).
 pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// How randomness is applied to each reconnect delay, so that many clients
-/// losing the same engine do not all come back at the same instant.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Jitter {
-    /// Exactly the capped exponential delay. Not recommended beyond tests.
-    None,
-    /// A uniformly random delay between zero and the capped exponential
-    /// delay ("full jitter").
-    Full,
-    /// Half the capped exponential delay plus a uniformly random part of up
-    /// to the other half ("equal jitter"): never less than half the delay.
-    #[default]
-    Equal,
-}
 
 /// When and how often a [`ControlChannel`](crate::ControlChannel) that lost
 /// its connection reconnects and re-creates its tunnels.
@@ -68,13 +54,11 @@ pub enum Jitter {
 /// assert!(!ReconnectPolicy::disabled().is_enabled());
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ReconnectPolicy {
     enabled: bool,
-    initial: Duration,
-    max: Duration,
+    backoff: Backoff,
     stable_after: Duration,
-    multiplier: f64,
-    jitter: Jitter,
     max_attempts: Option<u32>,
 }
 
@@ -82,11 +66,10 @@ impl Default for ReconnectPolicy {
     fn default() -> Self {
         ReconnectPolicy {
             enabled: true,
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(30),
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+                .with_multiplier(2.0)
+                .with_jitter(Jitter::Equal),
             stable_after: DEFAULT_STABLE_AFTER,
-            multiplier: 2.0,
-            jitter: Jitter::Equal,
             max_attempts: None,
         }
     }
@@ -110,14 +93,16 @@ impl ReconnectPolicy {
     /// The delay before the first attempt (default 200 ms; clamped to
     /// 1 ms ..= [`MAX_RECONNECT_DELAY`]).
     pub fn initial_delay(mut self, delay: Duration) -> Self {
-        self.initial = delay.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
+        let delay = delay.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
+        self.backoff = self.backoff.with_initial(delay);
         self
     }
 
     /// The cap on every delay (default 30 s; clamped to
     /// 1 ms ..= [`MAX_RECONNECT_DELAY`]).
     pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.max = delay.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
+        let delay = delay.clamp(Duration::from_millis(1), MAX_RECONNECT_DELAY);
+        self.backoff = self.backoff.with_max(delay);
         self
     }
 
@@ -138,17 +123,13 @@ impl ReconnectPolicy {
     /// How much each failed attempt multiplies the delay (default 2; values
     /// below 1, and NaN, count as 1: a constant delay).
     pub fn multiplier(mut self, factor: f64) -> Self {
-        self.multiplier = if factor.is_nan() {
-            1.0
-        } else {
-            factor.clamp(1.0, 1_000.0)
-        };
+        self.backoff = self.backoff.with_multiplier(factor);
         self
     }
 
     /// The jitter applied to each delay (default [`Jitter::Equal`]).
     pub fn jitter(mut self, jitter: Jitter) -> Self {
-        self.jitter = jitter;
+        self.backoff = self.backoff.with_jitter(jitter);
         self
     }
 
@@ -184,26 +165,13 @@ impl ReconnectPolicy {
     /// The capped exponential delay before attempt `attempt` (counting from
     /// 1), before jitter: `min(max, initial × multiplier^(attempt − 1))`.
     pub fn delay_bound(&self, attempt: u32) -> Duration {
-        let exponent = i32::try_from(attempt.saturating_sub(1))
-            .unwrap_or(i32::MAX)
-            .min(1_000);
-        let secs = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
-        let capped = secs.min(self.max.as_secs_f64());
-        Duration::try_from_secs_f64(capped).unwrap_or(self.max)
+        self.backoff.bound(attempt)
     }
 
     /// The delay to wait before attempt `attempt`: the
     /// [bound](Self::delay_bound) with this policy's jitter applied.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let bound = self.delay_bound(attempt);
-        match self.jitter {
-            Jitter::None => bound,
-            Jitter::Full => bound.mul_f64(rand::random::<f64>()),
-            Jitter::Equal => {
-                let half = bound / 2;
-                half + half.mul_f64(rand::random::<f64>())
-            }
-        }
+        self.backoff.delay(attempt)
     }
 }
 
@@ -212,6 +180,7 @@ impl ReconnectPolicy {
 /// A [`ReconnectPolicy`] converts into it, so
 /// `client.connect_with(ReconnectPolicy::disabled())` works.
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ConnectOptions {
     pub(crate) reconnect: ReconnectPolicy,
 }
@@ -295,7 +264,7 @@ impl ConnectionStatus {
 pub(crate) fn loss_is_transient(e: &Error) -> bool {
     match e.kind() {
         ErrorKind::Io | ErrorKind::Timeout | ErrorKind::Tls => true,
-        ErrorKind::Protocol => e.code() == OVERLOAD,
+        ErrorKind::Protocol => e.code() == code::CONTROL_OVERLOAD,
         _ => e.is_transient(),
     }
 }
@@ -309,9 +278,6 @@ pub(crate) fn reopen_is_transient(e: &Error) -> bool {
         _ => e.is_transient(),
     }
 }
-
-/// The code of a proxy-connection flood (PROTOCOL.md §6).
-pub(crate) const OVERLOAD: &str = "ERR_RSTREAM_CONTROL_OVERLOAD";
 
 #[cfg(test)]
 mod tests {
@@ -363,13 +329,13 @@ mod tests {
 
     #[test]
     fn classification() {
-        let lost = Error::new(ErrorKind::Io, "ERR_RSTREAM_CONTROL_LOST", "eof");
+        let lost = Error::new(ErrorKind::Io, code::CONTROL_LOST, "eof");
         assert!(loss_is_transient(&lost));
         assert!(loss_is_transient(&Error::timeout("liveness")));
         assert!(!loss_is_transient(&Error::protocol("bad ack")));
         assert!(loss_is_transient(&Error::new(
             ErrorKind::Protocol,
-            OVERLOAD,
+            code::CONTROL_OVERLOAD,
             "flood"
         )));
         assert!(!reopen_is_transient(&Error::engine(1000, None)));

@@ -27,15 +27,13 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 
 use super::liveness::{self, Liveness};
 use super::proxy::{self, ProxyContext};
-use super::reconnect::{
-    loss_is_transient, reopen_is_transient, ConnectionStatus, ReconnectPolicy, OVERLOAD,
-};
+use super::reconnect::{loss_is_transient, reopen_is_transient, ConnectionStatus, ReconnectPolicy};
 use super::{handshake, Command, NewTunnel, Session, SessionInfo};
 use crate::client::Client;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Chain, Error, ErrorKind, Result};
 use crate::proto::{
-    self, encode_frame, message::Payload, open_tunnel_rsp, CloseControlChannelReq, CloseTunnelReq,
-    CloseTunnelRsp, Message, OpenTunnelReq, OpenTunnelRsp, ProxyConnReq, TunnelProperties,
+    self, encode_frame, message::Payload, CloseControlChannelReq, CloseTunnelReq, CloseTunnelRsp,
+    Message, OpenTunnelReq, OpenTunnelRsp, ProxyConnReq, TunnelProperties,
 };
 use crate::stream::RstreamStream;
 use crate::transport::EngineStream;
@@ -157,7 +155,7 @@ impl Conn {
         self.out.try_send(frame).map_err(|e| match e {
             TrySendError::Full(_) => Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_CONTROL_STALLED",
+                code::CONTROL_STALLED,
                 format!("the engine stopped reading: {OUTBOX} frames are waiting to be written"),
             ),
             TrySendError::Closed(_) => lost("control channel writer stopped"),
@@ -522,14 +520,9 @@ impl Supervisor {
             tracing::debug!(request_id = %rsp.request_id, "OpenTunnelRsp for an unknown request");
             return Ok(());
         };
-        let outcome = match rsp.payload {
-            None => Err(Error::protocol(
-                "OpenTunnelRsp with neither properties nor error",
-            )),
-            Some(open_tunnel_rsp::Payload::Error(e)) => {
-                Err(Error::engine(e.code, e.message.as_deref()))
-            }
-            Some(open_tunnel_rsp::Payload::TunnelProperties(props)) => {
+        let outcome = match rsp.into_result() {
+            Err(e) => Err(e),
+            Ok(props) => {
                 if props.id.as_deref().is_none_or(str::is_empty) {
                     let err = Error::protocol("OpenTunnelRsp without a tunnel id");
                     if let Pending::User { reply, .. } = pending {
@@ -716,7 +709,7 @@ impl Supervisor {
         if conn.handshakes.len() >= self.max_inflight {
             return Err(Error::new(
                 ErrorKind::Protocol,
-                OVERLOAD,
+                code::CONTROL_OVERLOAD,
                 format!(
                     "more than {} proxy connections pending: control channel overloaded",
                     self.max_inflight
@@ -898,11 +891,11 @@ impl Supervisor {
                 let tried = self.attempt - 1;
                 let err = Error::new(
                     last.kind(),
-                    "ERR_RSTREAM_RECONNECT_GAVE_UP",
-                    format!("gave up reconnecting after {tried} attempts: {last}"),
+                    code::RECONNECT_GAVE_UP,
+                    format!("gave up reconnecting after {tried} attempts"),
                 )
                 .with_source(last);
-                tracing::error!(attempts = tried, error = %err, "control channel closed: reconnecting gave up");
+                tracing::error!(attempts = tried, error = %Chain(&err), "control channel closed: reconnecting gave up");
                 self.finish(Some(err), std::iter::empty());
                 return None;
             }
@@ -915,7 +908,7 @@ impl Supervisor {
                 attempt = self.attempt,
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 code = last.code(),
-                error = %last,
+                error = %Chain(&last),
                 "control channel lost; reconnecting"
             );
             if let Err(stop) = self.serve_while(tokio::time::sleep(delay)).await {
@@ -940,14 +933,14 @@ impl Supervisor {
                     return Some(session);
                 }
                 Ok(Err(e)) if reopen_is_transient(&e) => {
-                    tracing::debug!(attempt = self.attempt, code = e.code(), error = %e, "reconnect attempt failed");
+                    tracing::debug!(attempt = self.attempt, code = e.code(), error = %Chain(&e), "reconnect attempt failed");
                     last = e;
                 }
                 Ok(Err(e)) => {
                     tracing::error!(
                         attempt = self.attempt,
                         code = e.code(),
-                        error = %e,
+                        error = %Chain(&e),
                         "control channel closed: reconnecting failed permanently"
                     );
                     self.finish(Some(e), std::iter::empty());
@@ -1004,7 +997,9 @@ impl Supervisor {
             .unwrap_or_else(|| Error::control_closed("control channel closed"));
         match &error {
             None => tracing::debug!("control channel closed"),
-            Some(e) => tracing::warn!(code = e.code(), error = %e, "control channel closed"),
+            Some(e) => {
+                tracing::warn!(code = e.code(), error = %Chain(e), "control channel closed")
+            }
         }
         for pending in opens {
             if let Pending::User { reply, .. } = pending {
@@ -1132,7 +1127,7 @@ fn refuse(conn: &Conn, stream_id: String, why: &str) -> Result<()> {
 pub(super) fn lost(why: &str) -> Error {
     Error::new(
         ErrorKind::Io,
-        "ERR_RSTREAM_CONTROL_LOST",
+        code::CONTROL_LOST,
         format!("control channel lost: {why}"),
     )
 }

@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
@@ -28,19 +27,23 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, ErrorKind, Result};
+use super::dates;
+use crate::error::{code, Error, ErrorKind, Result};
 use crate::transport::provider;
 
 const CA_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca-key.pem";
-const CODE: &str = "ERR_RSTREAM_LOCAL_ENGINE_CA";
 
 fn ca_error(message: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Config, CODE, message.into())
+    Error::new(ErrorKind::Config, code::LOCAL_ENGINE_CA, message.into())
 }
 
 fn cert_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Tls, CODE, format!("{what}: {e}"))
+    Error::new(
+        ErrorKind::Tls,
+        code::LOCAL_ENGINE_CA,
+        format!("{what}: {e}"),
+    )
 }
 
 /// The CA and the server certificate of one engine run.
@@ -215,7 +218,7 @@ impl ClientCa {
 
 fn client_ca_error(message: String) -> Error {
     Error::config(
-        "ERR_RSTREAM_INVALID_CONFIG",
+        code::INVALID_CONFIG,
         format!("local engine client CA: {message}"),
     )
 }
@@ -321,15 +324,8 @@ fn create_ca(ca_file: &Path, key_file: &Path) -> Result<(String, KeyPair)> {
     let key = KeyPair::generate().map_err(|e| cert_error("generating the CA key", e))?;
     let mut params = ca_params(&key)?;
     params.serial_number = Some(random_serial());
-    let now = unix_days();
-    params.not_before = {
-        let (y, m, d) = civil_from_days(now - 1);
-        rcgen::date_time_ymd(y, m, d)
-    };
-    params.not_after = {
-        let (y, m, d) = civil_from_days(now + 3650);
-        rcgen::date_time_ymd(y, m, d)
-    };
+    params.not_before = dates::midnight_in_days(-1);
+    params.not_after = dates::midnight_in_days(3650);
     let cert = params
         .self_signed(&key)
         .map_err(|e| cert_error("creating the CA certificate", e))?;
@@ -413,15 +409,8 @@ fn leaf_params() -> Result<CertificateParams> {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    let now = unix_days();
-    params.not_before = {
-        let (y, m, d) = civil_from_days(now - 1);
-        rcgen::date_time_ymd(y, m, d)
-    };
-    params.not_after = {
-        let (y, m, d) = civil_from_days(now + 365);
-        rcgen::date_time_ymd(y, m, d)
-    };
+    params.not_before = dates::midnight_in_days(-1);
+    params.not_after = dates::midnight_in_days(365);
     Ok(params)
 }
 
@@ -451,41 +440,9 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Days since 1970-01-01 (UTC).
-fn unix_days() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    i64::try_from(secs / 86_400).unwrap_or(0)
-}
-
-/// Proleptic Gregorian date of a day number (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // Ranges: 1 <= d <= 31, 1 <= m <= 12; y fits for any realistic clock.
-    (y as i32, m as u8, d as u8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
 
     #[test]
     fn client_identities() {

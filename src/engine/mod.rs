@@ -47,6 +47,7 @@ mod certs;
 #[doc(hidden)]
 pub mod cli;
 mod control;
+mod dates;
 mod events;
 mod limits;
 mod listener;
@@ -66,7 +67,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 pub use events::{ClientInfo, EngineEvent, TunnelInfo};
 pub use webhooks::WebhookDelivery;
@@ -93,6 +94,7 @@ const DEFAULT_MAX_PUBLISHED_CONNECTIONS: usize = 4096;
 ///
 /// `Debug` redacts the agent tokens and webhook secrets.
 #[derive(Clone)]
+#[must_use = "a LocalEngineBuilder does nothing until `start()` is awaited"]
 pub struct LocalEngineBuilder {
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
@@ -378,13 +380,13 @@ impl LocalEngineBuilder {
     pub async fn start(self) -> Result<LocalEngine> {
         if self.tokens.iter().any(|t| t.trim().is_empty()) {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "local engine: agent tokens must not be blank",
             ));
         }
         if self.liveness_timeout == Some(Duration::ZERO) {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "local engine: the liveness timeout must be greater than zero",
             ));
         }
@@ -393,25 +395,25 @@ impl LocalEngineBuilder {
             || self.max_published_connections == 0
         {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "local engine: max_connections, max_unauthenticated_connections and max_published_connections must be at least 1",
             ));
         }
         if self.admission_timeout.is_zero() || self.admission_timeout > MAX_ADMISSION_TIMEOUT {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "local engine: admission_timeout must be greater than zero and at most 300 s",
             ));
         }
         if self.max_watches == 0 {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "local engine: max_watches must be at least 1",
             ));
         }
         if self.require_client_certificate && self.client_cas.is_empty() {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 "local engine: require_client_certificate needs a client CA (client_ca_pem / client_ca_file)",
             ));
         }

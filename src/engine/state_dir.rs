@@ -2,7 +2,7 @@
 //!
 //! Whoever can write the state directory, or read `ca-key.pem`, controls
 //! the CA that clients trust through `RSTREAM_CA_FILE`. So, like `ssh`
-//! with `~/.ssh`, the engine refuses (error code [`CODE`], kind `Config`,
+//! with `~/.ssh`, the engine refuses (error code [`LOCAL_ENGINE_STATE_DIR`](crate::error::code::LOCAL_ENGINE_STATE_DIR), kind `Config`,
 //! the path in the message):
 //! - a state directory not owned by the current (effective) user, or
 //!   writable by its group or by others;
@@ -17,10 +17,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, ErrorKind, Result};
-
-/// The error code of every refusal here.
-pub(crate) const CODE: &str = "ERR_RSTREAM_LOCAL_ENGINE_STATE_DIR";
+use crate::error::{code, Error, ErrorKind, Result};
 
 /// Creates `dir` (and missing parents) with mode 0700, or checks the
 /// existing one (see the module docs).
@@ -69,7 +66,7 @@ enum Rule {
 fn refused(path: &Path, why: std::fmt::Arguments<'_>) -> Error {
     Error::new(
         ErrorKind::Config,
-        CODE,
+        code::LOCAL_ENGINE_STATE_DIR,
         format!(
             "local engine state: {} {why}; another local user could replace the engine's CA. \
              Use a directory of your own (e.g. under $XDG_RUNTIME_DIR or ~/.rstream)",
@@ -155,7 +152,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = prepare(&dir).unwrap_err();
-        assert_eq!(err.code(), CODE);
+        assert_eq!(err.code(), code::LOCAL_ENGINE_STATE_DIR);
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(
             err.to_string().contains(&dir.display().to_string()),
@@ -170,7 +167,7 @@ mod tests {
         for bad in [0o644, 0o640, 0o604, 0o660] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(bad)).unwrap();
             let err = check_key(&key).unwrap_err();
-            assert_eq!(err.code(), CODE, "{bad:o}");
+            assert_eq!(err.code(), code::LOCAL_ENGINE_STATE_DIR, "{bad:o}");
             assert!(err.to_string().contains("ca-key.pem"), "{err}");
         }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -181,7 +178,10 @@ mod tests {
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, "ca").unwrap();
         std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(check_certificate(&ca).unwrap_err().code(), CODE);
+        assert_eq!(
+            check_certificate(&ca).unwrap_err().code(),
+            code::LOCAL_ENGINE_STATE_DIR
+        );
         std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
         check_certificate(&ca).unwrap();
         let _ = std::fs::remove_dir_all(&dir);

@@ -50,9 +50,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Notify};
 
+use super::dates::rfc3339;
 use super::events::{ClientInfo, EngineEvent, TunnelInfo};
 use super::tasks::Tasks;
-use crate::error::{Error, Result};
+use crate::backoff::Backoff;
+use crate::error::{code, Error, Result};
 use crate::webhook::{build_headers, WebhookEvent, WebhookEventType, WebhookSecret};
 
 /// Attempts per event (the first one included).
@@ -61,6 +63,9 @@ const MAX_ATTEMPTS: u32 = 3;
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// The backoff ceiling.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The wait after failed attempt `n` (1-based): 0.5 s, 1 s, 2 s, … capped
+/// at [`BACKOFF_CAP`], no jitter (one engine, few receivers).
+const RETRY_BACKOFF: Backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
 /// One attempt (connect, TLS, request, response head and body).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a response body is read (and discarded).
@@ -121,7 +126,7 @@ impl Target {
     pub(crate) fn new(url: &str, secret: WebhookSecret) -> Result<Self> {
         let invalid = |why: &str| {
             Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 format!("local engine: webhook URL {}: {why}", redacted(url)),
             )
         };
@@ -329,7 +334,7 @@ impl Endpoint {
                 tracing::warn!(webhook_id = %self.webhook_id, url = %self.log_url, event_id, %event_type, attempts = attempt, last = %retry, "webhook delivery failed; giving up");
                 return;
             }
-            let wait = backoff(attempt);
+            let wait = RETRY_BACKOFF.delay(attempt);
             tracing::debug!(webhook_id = %self.webhook_id, url = %self.log_url, event_id, attempt, error = %retry, ?wait, "webhook delivery failed; retrying");
             tokio::time::sleep(wait).await;
         }
@@ -398,12 +403,6 @@ fn retryable(status: StatusCode) -> bool {
     status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
-}
-
-/// The wait after failed attempt `attempt` (1-based).
-fn backoff(attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
 }
 
 /// An error and its sources, `: `-joined (hyper's top level says little).
@@ -580,39 +579,6 @@ pub(crate) fn tunnel_object(tunnel: &TunnelInfo, online: bool) -> Map<String, Va
         p.allow_cross_region_routing,
     );
     o
-}
-
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
-/// Times before 1970 read as the epoch.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days.saturating_add(719_468);
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era.saturating_mul(400) + i64::from(month <= 2);
-    // Both are small by construction: day in 1..=31, month in 1..=12.
-    (year, month as u32, day as u32)
 }
 
 // ----- the queue -----
@@ -802,18 +768,6 @@ mod tests {
     use crate::proto::{ClientDetails, TunnelProperties};
 
     #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
-        // A leap day.
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
-        let before = UNIX_EPOCH - Duration::from_secs(10);
-        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
     fn urls_are_checked() {
         let s = WebhookSecret::generate();
         assert!(Target::new("http://127.0.0.1:8080/webhooks/rstream", s.clone()).is_ok());
@@ -827,7 +781,7 @@ mod tests {
             "http:// bad",
         ] {
             let err = Target::new(bad, s.clone()).unwrap_err();
-            assert_eq!(err.code(), "ERR_RSTREAM_INVALID_CONFIG", "{bad:?}");
+            assert_eq!(err.code(), code::INVALID_CONFIG, "{bad:?}");
             assert!(!err.to_string().contains("pw@"), "{err}");
         }
         assert_eq!(
@@ -860,6 +814,7 @@ mod tests {
 
     #[test]
     fn backoff_is_capped() {
+        let backoff = |attempt| RETRY_BACKOFF.delay(attempt);
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert_eq!(backoff(2), Duration::from_secs(1));
         assert_eq!(backoff(10), BACKOFF_CAP);

@@ -9,7 +9,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 
 use crate::client::{Client, DialOptions};
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 use crate::stream::RstreamStream;
 
 /// Dials private tunnels for `hyper_util::client::legacy::Client`.
@@ -31,6 +31,7 @@ use crate::stream::RstreamStream;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct Connector {
     client: Client,
     options: DialOptions,
@@ -74,7 +75,7 @@ impl tower_service::Service<Uri> for Connector {
         Box::pin(async move {
             let host = uri.host().ok_or_else(|| {
                 Error::config(
-                    "ERR_RSTREAM_INVALID_TUNNEL",
+                    code::INVALID_TUNNEL,
                     format!("URI {uri} has no host (the tunnel name or id)"),
                 )
             })?;

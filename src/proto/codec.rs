@@ -92,6 +92,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::code;
     use crate::proto::{message::Payload, Heartbeat, ServerMessage, TunnelProperties};
 
     fn heartbeat(seq: u64) -> Message {
@@ -121,11 +122,11 @@ mod tests {
         // 4 GiB - 1: must fail on the prefix alone (no body follows).
         let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff];
         let err = read_frame(&mut r).await.unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_FRAME_TOO_LARGE");
+        assert_eq!(err.code(), code::FRAME_TOO_LARGE);
         let mut r: &[u8] = &[0, 1, 0, 0];
         assert_eq!(
             read_frame(&mut r).await.unwrap_err().code(),
-            "ERR_RSTREAM_FRAME_TOO_LARGE"
+            code::FRAME_TOO_LARGE
         );
     }
 
@@ -145,31 +146,22 @@ mod tests {
         assert_eq!(body(n).encoded_len(), MAX_FRAME_LEN);
         assert!(encode_frame(&body(n)).is_ok());
         let err = encode_frame(&body(n + 1)).unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_FRAME_TOO_LARGE");
+        assert_eq!(err.code(), code::FRAME_TOO_LARGE);
     }
 
     #[tokio::test]
     async fn truncated_body_is_protocol_error() {
         let frame = encode_frame(&heartbeat(1)).unwrap();
         let mut r = &frame[..frame.len() - 1];
-        assert_eq!(
-            read_frame(&mut r).await.unwrap_err().code(),
-            "ERR_RSTREAM_PROTOCOL"
-        );
+        assert_eq!(read_frame(&mut r).await.unwrap_err().code(), code::PROTOCOL);
         let mut r: &[u8] = &[0, 0];
-        assert_eq!(
-            read_frame(&mut r).await.unwrap_err().code(),
-            "ERR_RSTREAM_PROTOCOL"
-        );
+        assert_eq!(read_frame(&mut r).await.unwrap_err().code(), code::PROTOCOL);
     }
 
     #[tokio::test]
     async fn garbage_body_is_protocol_error() {
         let mut r: &[u8] = &[0, 0, 0, 3, 0xff, 0xff, 0xff];
-        assert_eq!(
-            read_frame(&mut r).await.unwrap_err().code(),
-            "ERR_RSTREAM_PROTOCOL"
-        );
+        assert_eq!(read_frame(&mut r).await.unwrap_err().code(), code::PROTOCOL);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Most users never touch this module; it is public so that tools (and the
 //! local engine) can speak the protocol directly.
 
+mod answer;
 mod codec;
 mod messages;
 

@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{server_name, Endpoint, HttpProxy, ReadBuffered};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 /// A TLS connection to the engine (over TCP with adaptive read batching,
 /// see [`ReadBuffered`]).
@@ -16,6 +16,7 @@ pub type EngineStream = tokio_rustls::client::TlsStream<ReadBuffered<TcpStream>>
 /// Opens TLS connections with one shared `rustls::ClientConfig`, so TLS
 /// sessions resume across the many short proxy and dial connections.
 #[derive(Clone)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TlsDialer {
     config: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
@@ -80,7 +81,7 @@ impl TlsDialer {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                "ERR_RSTREAM_CONNECT_TIMEOUT",
+                code::CONNECT_TIMEOUT,
                 format!(
                     "connecting to {endpoint} took longer than {:?}",
                     self.connect_timeout

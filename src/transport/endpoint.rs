@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 
 /// The default engine port.
 pub const DEFAULT_PORT: u16 = 443;
@@ -23,7 +23,7 @@ impl Endpoint {
     pub fn parse(input: &str) -> Result<Endpoint> {
         let invalid = |why: &str| {
             Error::config(
-                "ERR_RSTREAM_INVALID_ENGINE",
+                code::INVALID_ENGINE,
                 format!("invalid engine address {input:?}: {why}"),
             )
         };
@@ -131,7 +131,7 @@ mod tests {
             "x..test",
         ] {
             let err = Endpoint::parse(bad).unwrap_err();
-            assert_eq!(err.code(), "ERR_RSTREAM_INVALID_ENGINE", "{bad:?}");
+            assert_eq!(err.code(), code::INVALID_ENGINE, "{bad:?}");
         }
     }
 }

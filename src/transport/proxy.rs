@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Secret;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 /// The longest CONNECT response header we accept from a proxy.
 pub const MAX_PROXY_RESPONSE_HEADER: usize = 8 * 1024;
@@ -29,6 +29,7 @@ pub const MAX_PROXY_RESPONSE_HEADER: usize = 8 * 1024;
 /// assert!(!format!("{proxy:?}").contains("s3cret"));
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct HttpProxy {
     host: String,
     port: u16,
@@ -46,12 +47,8 @@ impl HttpProxy {
     /// else malformed with `ERR_RSTREAM_INVALID_PROXY`. Errors never repeat
     /// the URL (it may hold a password).
     pub fn parse(url: &str) -> Result<HttpProxy> {
-        let invalid = |why: &str| {
-            Error::config(
-                "ERR_RSTREAM_INVALID_PROXY",
-                format!("invalid proxy URL: {why}"),
-            )
-        };
+        let invalid =
+            |why: &str| Error::config(code::INVALID_PROXY, format!("invalid proxy URL: {why}"));
         let s = url.trim();
         if s.is_empty() {
             return Err(invalid("empty"));
@@ -69,7 +66,7 @@ impl HttpProxy {
                     "?".to_owned()
                 };
                 return Err(Error::unsupported(
-                    "ERR_RSTREAM_UNSUPPORTED_TRANSPORT",
+                    code::UNSUPPORTED_TRANSPORT,
                     format!(
                         "proxy scheme {scheme:?} is not supported (only http:// CONNECT proxies)"
                     ),
@@ -168,7 +165,7 @@ impl HttpProxy {
         };
         if target.bytes().any(|b| b.is_ascii_control() || b == b' ') {
             return Err(Error::config(
-                "ERR_RSTREAM_INVALID_PROXY",
+                code::INVALID_PROXY,
                 "CONNECT target contains a control character or a space",
             ));
         }
@@ -236,7 +233,7 @@ impl HttpProxy {
             }
             Some(407) => Err(Error::new(
                 ErrorKind::Auth,
-                "ERR_RSTREAM_PROXY_AUTH",
+                code::PROXY_AUTH,
                 if self.authorization.is_some() {
                     format!(
                         "proxy {}:{} refused the credentials (407 {reason})",
@@ -257,7 +254,7 @@ impl HttpProxy {
     fn error(&self, what: String) -> Error {
         Error::new(
             ErrorKind::Http,
-            "ERR_RSTREAM_PROXY",
+            code::PROXY,
             format!("proxy {}:{} {what}", self.host, self.port),
         )
     }
@@ -437,12 +434,12 @@ mod tests {
             "http://ho st",
         ] {
             let e = HttpProxy::parse(bad).unwrap_err();
-            assert_eq!(e.code(), "ERR_RSTREAM_INVALID_PROXY", "{bad:?}");
+            assert_eq!(e.code(), code::INVALID_PROXY, "{bad:?}");
             assert!(!e.to_string().contains("secret"));
         }
         for unsupported in ["https://proxy:443", "socks5://proxy:1080"] {
             let e = HttpProxy::parse(unsupported).unwrap_err();
-            assert_eq!(e.code(), "ERR_RSTREAM_UNSUPPORTED_TRANSPORT");
+            assert_eq!(e.code(), code::UNSUPPORTED_TRANSPORT);
         }
     }
 
@@ -507,23 +504,20 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(
-            (e.code(), e.kind()),
-            ("ERR_RSTREAM_PROXY_AUTH", ErrorKind::Auth)
-        );
+        assert_eq!((e.code(), e.kind()), (code::PROXY_AUTH, ErrorKind::Auth));
         assert!(!e.to_string().contains("bad"));
         let e = answer(b"HTTP/1.1 403 Forbidden\r\n\r\n", None)
             .await
             .unwrap_err();
-        assert_eq!(e.code(), "ERR_RSTREAM_PROXY");
+        assert_eq!(e.code(), code::PROXY);
         let e = answer(b"HTTP/1.1 200 OK\r\n\r\nextra", None)
             .await
             .unwrap_err();
-        assert_eq!(e.code(), "ERR_RSTREAM_PROXY");
+        assert_eq!(e.code(), code::PROXY);
         let e = answer(b"SSH-2.0-x\r\n\r\n", None).await.unwrap_err();
-        assert_eq!(e.code(), "ERR_RSTREAM_PROXY");
+        assert_eq!(e.code(), code::PROXY);
         static HUGE: [u8; 9000] = [b'a'; 9000];
         let e = answer(&HUGE, None).await.unwrap_err();
-        assert_eq!(e.code(), "ERR_RSTREAM_PROXY");
+        assert_eq!(e.code(), code::PROXY);
     }
 }

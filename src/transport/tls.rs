@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{code, Error, ErrorKind, Result};
 
 /// The crypto provider used everywhere in this crate (ring: pure Rust + asm, no cmake).
 ///
@@ -43,6 +43,7 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 /// trust anchors added here. Verification can only be turned off with the
 /// loudly named [`danger_accept_invalid_certs`](TlsOptions::danger_accept_invalid_certs).
 #[derive(Clone, Default)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TlsOptions {
     pub(crate) extra_roots: Vec<CertificateDer<'static>>,
     pub(crate) accept_invalid_certs: bool,
@@ -63,7 +64,7 @@ impl ClientIdentity {
         let chain = parse_certs(cert_pem, "client certificate")?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
             Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
+                code::INVALID_CONFIG,
                 format!("client key: no usable PEM private key ({e})"),
             )
         })?;
@@ -166,7 +167,7 @@ impl TlsOptions {
                 roots.add(cert.clone()).map_err(|e| {
                     Error::new(
                         ErrorKind::Config,
-                        "ERR_RSTREAM_INVALID_CONFIG",
+                        code::INVALID_CONFIG,
                         format!("CA certificate rejected: {e}"),
                     )
                 })?;
@@ -178,7 +179,7 @@ impl TlsOptions {
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
                 .map_err(|e| {
                     Error::config(
-                        "ERR_RSTREAM_INVALID_CONFIG",
+                        code::INVALID_CONFIG,
                         format!("client certificate and key do not match: {e}"),
                     )
                 })?,
@@ -300,7 +301,7 @@ impl rustls::client::ClientSessionStore for SessionStore {
 pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(name.to_owned()).map_err(|_| {
         Error::config(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("{name:?} is not a valid TLS server name"),
         )
     })
@@ -309,7 +310,7 @@ pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>> {
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         Error::config(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("cannot read {what} {}: {e}", path.display()),
         )
         .with_source(e)
@@ -319,15 +320,10 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| {
-            Error::config(
-                "ERR_RSTREAM_INVALID_CONFIG",
-                format!("{what}: malformed PEM ({e})"),
-            )
-        })?;
+        .map_err(|e| Error::config(code::INVALID_CONFIG, format!("{what}: malformed PEM ({e})")))?;
     if certs.is_empty() {
         return Err(Error::config(
-            "ERR_RSTREAM_INVALID_CONFIG",
+            code::INVALID_CONFIG,
             format!("{what}: no PEM certificate found"),
         ));
     }

@@ -29,6 +29,7 @@ const MAX_FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// assert_eq!(options.relay_limit(), 256);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct ForwardOptions {
     connect_timeout: Duration,
     max_relays: usize,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::{Error, Result};
+use crate::error::{code, Error, Result};
 use crate::proto::TunnelProperties;
 
 /// Most labels one tunnel may carry: 64. [`TunnelOptions::to_properties`]
@@ -105,6 +105,7 @@ impl HttpVersion {
 
 /// TLS handling at the edge for `tls` tunnels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TlsMode {
     /// The edge forwards the client's TLS bytes untouched.
     Passthrough,
@@ -135,6 +136,7 @@ impl TlsMode {
 /// # let _ = (web, db, private);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct TunnelOptions {
     name: Option<String>,
     datagram: bool,
@@ -305,9 +307,8 @@ impl TunnelOptions {
 
     /// Validates and converts to wire properties (PROTOCOL.md §6).
     pub fn to_properties(&self) -> Result<TunnelProperties> {
-        let invalid = |msg: &str| Error::config("ERR_RSTREAM_INVALID_TUNNEL", msg.to_owned());
-        let unsupported =
-            |msg: &str| Error::unsupported("ERR_RSTREAM_UNSUPPORTED_TUNNEL", msg.to_owned());
+        let invalid = |msg: &str| Error::config(code::INVALID_TUNNEL, msg.to_owned());
+        let unsupported = |msg: &str| Error::unsupported(code::UNSUPPORTED_TUNNEL, msg.to_owned());
         if self.datagram {
             return Err(unsupported(
                 "datagram tunnels are not supported by the Rust SDK",
@@ -415,50 +416,35 @@ mod tests {
         let p = TunnelOptions::tcp().port(5432).to_properties().unwrap();
         assert_eq!(p.publish, Some(true));
         assert_eq!(p.port, Some(5432));
-        assert_eq!(
-            code(TunnelOptions::tcp().private()),
-            "ERR_RSTREAM_INVALID_TUNNEL"
-        );
+        assert_eq!(code(TunnelOptions::tcp().private()), code::INVALID_TUNNEL);
         assert_eq!(
             code(TunnelOptions::tcp().hostname("x")),
-            "ERR_RSTREAM_INVALID_TUNNEL"
+            code::INVALID_TUNNEL
         );
         assert_eq!(
             code(TunnelOptions::tcp().token_auth(false)),
-            "ERR_RSTREAM_INVALID_TUNNEL"
+            code::INVALID_TUNNEL
         );
-        assert_eq!(
-            code(TunnelOptions::tcp().port(0)),
-            "ERR_RSTREAM_INVALID_TUNNEL"
-        );
-        assert_eq!(
-            code(TunnelOptions::tcp().port(65536)),
-            "ERR_RSTREAM_INVALID_TUNNEL"
-        );
-        assert_eq!(
-            code(TunnelOptions::http().port(80)),
-            "ERR_RSTREAM_INVALID_TUNNEL"
-        );
+        assert_eq!(code(TunnelOptions::tcp().port(0)), code::INVALID_TUNNEL);
+        assert_eq!(code(TunnelOptions::tcp().port(65536)), code::INVALID_TUNNEL);
+        assert_eq!(code(TunnelOptions::http().port(80)), code::INVALID_TUNNEL);
     }
 
     #[test]
     fn unsupported_is_explicit() {
         assert_eq!(
             code(TunnelOptions::new().datagram()),
-            "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
+            code::UNSUPPORTED_TUNNEL
         );
         assert_eq!(
             code(TunnelOptions::http().http_version(HttpVersion::H3)),
-            "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
+            code::UNSUPPORTED_TUNNEL
         );
         assert_eq!(
             code(TunnelOptions::new().protocol(Protocol::Quic)),
-            "ERR_RSTREAM_UNSUPPORTED_TUNNEL"
+            code::UNSUPPORTED_TUNNEL
         );
-        assert_eq!(
-            code(TunnelOptions::new().name("  ")),
-            "ERR_RSTREAM_INVALID_TUNNEL"
-        );
+        assert_eq!(code(TunnelOptions::new().name("  ")), code::INVALID_TUNNEL);
     }
 
     #[test]
@@ -466,7 +452,7 @@ mod tests {
         let full = (0..MAX_LABELS).fold(TunnelOptions::new(), |o, i| o.label(format!("k{i}"), "v"));
         assert_eq!(full.to_properties().unwrap().labels.len(), MAX_LABELS);
         let err = full.label("one-more", "v").to_properties().unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_INVALID_TUNNEL");
+        assert_eq!(err.code(), code::INVALID_TUNNEL);
         assert!(err.to_string().contains("MAX_LABELS"), "{err}");
 
         let key = "k".repeat(MAX_LABEL_KEY_BYTES);

@@ -220,6 +220,7 @@ fn optional_string(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::code;
     use crate::webhook::RejectionKind;
 
     fn parse(s: &str) -> Result<WebhookEvent, WebhookRejection> {
@@ -278,6 +279,6 @@ mod tests {
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }
         let err = "tunnel.updated".parse::<WebhookEventType>().unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_PAYLOAD");
+        assert_eq!(err.code(), code::WEBHOOK_PAYLOAD);
     }
 }

@@ -75,6 +75,7 @@ impl Config {
 ///
 /// See the [module docs](super) for an example and the status codes.
 #[derive(Clone, Debug)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct WebhookLayer {
     cfg: Arc<Config>,
 }
@@ -230,6 +231,7 @@ where
 
 pin_project! {
     /// The response future of [`Webhook`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct ResponseFuture<B, S>
     where
         B: Body,

@@ -6,10 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::error::{Error, ErrorKind};
-
-pub(crate) const CODE_SIGNATURE: &str = "ERR_RSTREAM_WEBHOOK_SIGNATURE";
-pub(crate) const CODE_PAYLOAD: &str = "ERR_RSTREAM_WEBHOOK_PAYLOAD";
+use crate::error::{code, Error, ErrorKind};
 
 /// The category of a [`WebhookRejection`]. New kinds may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,10 +51,10 @@ impl RejectionKind {
             RejectionKind::MissingSignature
             | RejectionKind::MalformedSignature
             | RejectionKind::TimestampOutOfTolerance
-            | RejectionKind::SignatureMismatch => CODE_SIGNATURE,
+            | RejectionKind::SignatureMismatch => code::WEBHOOK_SIGNATURE,
             RejectionKind::InvalidPayload
             | RejectionKind::PayloadTooLarge
-            | RejectionKind::BodyRead => CODE_PAYLOAD,
+            | RejectionKind::BodyRead => code::WEBHOOK_PAYLOAD,
         }
     }
 }
@@ -206,10 +203,10 @@ mod tests {
         assert_eq!(WebhookRejection::mismatch().status(), 401);
         assert_eq!(WebhookRejection::payload("x").status(), 400);
         assert_eq!(WebhookRejection::too_large().status(), 413);
-        assert_eq!(WebhookRejection::mismatch().code(), CODE_SIGNATURE);
-        assert_eq!(WebhookRejection::payload("x").code(), CODE_PAYLOAD);
+        assert_eq!(WebhookRejection::mismatch().code(), code::WEBHOOK_SIGNATURE);
+        assert_eq!(WebhookRejection::payload("x").code(), code::WEBHOOK_PAYLOAD);
         let err: Error = WebhookRejection::stale().into();
         assert_eq!(err.kind(), ErrorKind::Webhook);
-        assert_eq!(err.code(), CODE_SIGNATURE);
+        assert_eq!(err.code(), code::WEBHOOK_SIGNATURE);
     }
 }

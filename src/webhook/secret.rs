@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore as _;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{code, Error, ErrorKind};
 
 /// The prefix of every secret made by [`generate_signing_secret`].
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -46,7 +46,7 @@ impl WebhookSecret {
         if secret.trim().is_empty() {
             return Err(Error::new(
                 ErrorKind::Webhook,
-                "ERR_RSTREAM_WEBHOOK_SECRET_REQUIRED",
+                code::WEBHOOK_SECRET_REQUIRED,
                 "webhook signing secret is required",
             ));
         }
@@ -128,7 +128,7 @@ mod tests {
     fn blank_secrets_are_refused_without_echoing_them() {
         for blank in ["", " ", "\t\n"] {
             let err = WebhookSecret::new(blank).unwrap_err();
-            assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_SECRET_REQUIRED");
+            assert_eq!(err.code(), code::WEBHOOK_SECRET_REQUIRED);
             assert_eq!(err.kind(), ErrorKind::Webhook);
         }
         // Used verbatim: surrounding whitespace is part of the key.

@@ -12,7 +12,7 @@ use subtle::{Choice, ConstantTimeEq};
 use super::event::WebhookEvent;
 use super::rejection::WebhookRejection;
 use super::secret::WebhookSecret;
-use crate::error::{Error, ErrorKind};
+use crate::error::{code, Error, ErrorKind};
 
 /// `rstream-signature`: `t=<unix seconds>,v1=<hex>[,v1=<hex>…]`.
 pub const SIGNATURE_HEADER: &str = "rstream-signature";
@@ -218,6 +218,7 @@ fn unix_now() -> u64 {
 /// # let _ = opts;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a builder does nothing unless its result is used"]
 pub struct VerifyOptions {
     tolerance: Duration,
     now: Option<u64>,
@@ -325,7 +326,7 @@ pub(crate) fn verify_inner(
 ///
 /// let tampered = br#"{"id":"evt_2","type":"client.created","object":{"id":"c1"}}"#;
 /// let err = verify(tampered, &header, &secret, &opts).unwrap_err();
-/// assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_SIGNATURE");
+/// assert_eq!(err.code(), rstream::error::code::WEBHOOK_SIGNATURE);
 /// # Ok::<(), rstream::Error>(())
 /// ```
 pub fn verify(
@@ -359,7 +360,7 @@ pub fn verify_with_secrets(
     if secrets.is_empty() {
         return Err(Error::new(
             ErrorKind::Webhook,
-            "ERR_RSTREAM_WEBHOOK_SECRET_REQUIRED",
+            code::WEBHOOK_SECRET_REQUIRED,
             "at least one webhook signing secret is required",
         ));
     }
@@ -546,8 +547,8 @@ mod tests {
         assert_eq!(h[EVENT_TYPE_HEADER], "tunnel.deleted");
         assert_eq!(h[SIGNATURE_HEADER], sign(body, &secret(), 5).as_str());
         let err = build_headers(body, &event, &secret(), "wh", "  ", 5).unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_PAYLOAD");
+        assert_eq!(err.code(), code::WEBHOOK_PAYLOAD);
         let err = build_headers(body, &event, &secret(), "wh\n1", "d", 5).unwrap_err();
-        assert_eq!(err.code(), "ERR_RSTREAM_WEBHOOK_PAYLOAD");
+        assert_eq!(err.code(), code::WEBHOOK_PAYLOAD);
     }
 }

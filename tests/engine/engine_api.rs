@@ -119,7 +119,7 @@ async fn fixture() -> Fixture {
     }
 }
 
-fn names(tunnels: &[rstream::api::Tunnel]) -> BTreeSet<String> {
+fn names(tunnels: &[rstream::api::TunnelRecord]) -> BTreeSet<String> {
     tunnels.iter().filter_map(|t| t.name.clone()).collect()
 }
 

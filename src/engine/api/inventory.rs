@@ -8,13 +8,13 @@ use axum::Json;
 use http::StatusCode;
 
 use super::{Authorized, Engine, Params, Rejection};
-use crate::api::{Client, ListClientsParams, ListTunnelsParams, Status, Tunnel};
+use crate::api::{ClientRecord, ListClientsParams, ListTunnelsParams, Status, TunnelRecord};
 use crate::engine::events::{ClientInfo, TunnelInfo};
 
 /// The API object of a connected client.
-pub(super) fn client_object(info: &ClientInfo, status: Status) -> Client {
+pub(super) fn client_object(info: &ClientInfo, status: Status) -> ClientRecord {
     let d = &info.details;
-    let mut c = Client::new(info.id.clone(), status);
+    let mut c = ClientRecord::new(info.id.clone(), status);
     c.agent = d.agent.clone();
     c.channel = d.channel.clone();
     c.version = d.version.clone();
@@ -25,10 +25,10 @@ pub(super) fn client_object(info: &ClientInfo, status: Status) -> Client {
 }
 
 /// The API object of an open tunnel.
-pub(super) fn tunnel_object(info: &TunnelInfo, status: Status) -> Tunnel {
+pub(super) fn tunnel_object(info: &TunnelInfo, status: Status) -> TunnelRecord {
     let p = &info.properties;
-    let mut t = Tunnel::new(info.id.clone(), info.client_id.clone(), status);
-    t.creation_date = Some(crate::api::models::rfc3339(info.created_at));
+    let mut t = TunnelRecord::new(info.id.clone(), info.client_id.clone(), status);
+    t.creation_date = Some(crate::engine::dates::rfc3339(info.created_at));
     t.name = p.name.clone();
     t.tunnel_type = p.r#type.clone();
     t.publish = p.publish;
@@ -60,7 +60,7 @@ pub(super) fn tunnel_object(info: &TunnelInfo, status: Status) -> Tunnel {
 }
 
 /// Clients, oldest first.
-pub(super) fn clients(mut infos: Vec<ClientInfo>) -> Vec<Client> {
+pub(super) fn clients(mut infos: Vec<ClientInfo>) -> Vec<ClientRecord> {
     infos.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     infos
         .iter()
@@ -69,7 +69,7 @@ pub(super) fn clients(mut infos: Vec<ClientInfo>) -> Vec<Client> {
 }
 
 /// Tunnels, oldest first.
-pub(super) fn tunnels(mut infos: Vec<TunnelInfo>) -> Vec<Tunnel> {
+pub(super) fn tunnels(mut infos: Vec<TunnelInfo>) -> Vec<TunnelRecord> {
     infos.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     infos
         .iter()
@@ -92,7 +92,7 @@ pub(super) async fn list_clients(
     _: Authorized,
     State(inner): State<Engine>,
     Params(params): Params<ListClientsParams>,
-) -> Result<Json<Vec<Client>>, Rejection> {
+) -> Result<Json<Vec<ClientRecord>>, Rejection> {
     let limit = check_limit(params.limit)?;
     // Copy (cheap: shared details) under the lock, convert after it.
     let infos = inner.state().clients();
@@ -110,7 +110,7 @@ pub(super) async fn list_tunnels(
     _: Authorized,
     State(inner): State<Engine>,
     Params(params): Params<ListTunnelsParams>,
-) -> Result<Json<Vec<Tunnel>>, Rejection> {
+) -> Result<Json<Vec<TunnelRecord>>, Rejection> {
     let limit = check_limit(params.limit)?;
     // Copy (cheap: shared properties) under the lock, convert after it.
     let infos = inner.state().tunnels();
@@ -128,7 +128,7 @@ pub(super) async fn get_client(
     _: Authorized,
     State(inner): State<Engine>,
     Path(id): Path<String>,
-) -> Result<Json<Client>, Rejection> {
+) -> Result<Json<ClientRecord>, Rejection> {
     let found = inner.state().client(&id);
     match found {
         Some(c) => Ok(Json(client_object(&c, Status::Online))),
@@ -143,7 +143,7 @@ pub(super) async fn get_tunnel(
     _: Authorized,
     State(inner): State<Engine>,
     Path(id): Path<String>,
-) -> Result<Json<Tunnel>, Rejection> {
+) -> Result<Json<TunnelRecord>, Rejection> {
     let found = inner.state().tunnel(&id);
     match found {
         Some(t) => Ok(Json(tunnel_object(&t, Status::Online))),

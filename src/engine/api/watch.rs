@@ -31,8 +31,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::inventory::{client_object, clients, tunnel_object, tunnels};
 use super::{Authorized, Engine, Params, Rejection};
-use crate::api::models::rfc3339;
 use crate::api::{Event, EventObject, EventType, InitialState, Status, WatchParams};
+use crate::engine::dates::rfc3339;
 use crate::engine::events::{EngineEvent, Sequenced, WatchEnd, Watcher, WATCH_QUEUE};
 use crate::http::conn::ConnAbort;
 
