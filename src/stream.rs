@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::transport::EngineStream;
+use crate::tunnel::ActiveGuard;
 
 /// One connection through a tunnel: a downstream connection accepted from a
 /// [`Tunnel`](crate::Tunnel), or a private stream from
@@ -21,6 +22,10 @@ use crate::transport::EngineStream;
 pub struct RstreamStream {
     io: EngineStream,
     info: StreamInfo,
+    /// `rstream.stream` for accepted streams, disabled for dialed ones.
+    span: tracing::Span,
+    /// Counts an accepted stream in its tunnel's `active` until dropped.
+    _active: Option<ActiveGuard>,
 }
 
 /// What is known about a stream.
@@ -62,8 +67,42 @@ impl StreamInfo {
 }
 
 impl RstreamStream {
+    /// A dialed stream: no span, no tunnel counters.
     pub(crate) fn new(io: EngineStream, info: StreamInfo) -> Self {
-        RstreamStream { io, info }
+        RstreamStream {
+            io,
+            info,
+            span: tracing::Span::none(),
+            _active: None,
+        }
+    }
+
+    /// An accepted stream, carrying its `rstream.stream` span and counted
+    /// in its tunnel's active streams.
+    pub(crate) fn accepted(
+        io: EngineStream,
+        info: StreamInfo,
+        span: tracing::Span,
+        active: ActiveGuard,
+    ) -> Self {
+        RstreamStream {
+            io,
+            info,
+            span,
+            _active: Some(active),
+        }
+    }
+
+    /// The stream's `rstream.stream` span (fields `stream_id`, `source_ip`;
+    /// its parent is the tunnel's `rstream.tunnel` span). Disabled for
+    /// dialed streams. Instrument the task that serves the stream with it
+    /// (`fut.instrument(stream.span().clone())`, with
+    /// `tracing::Instrument`) so that its events name the tunnel and the
+    /// stream; [`http::serve`](crate::http::serve) and
+    /// [`Tunnel::forward_to`](crate::Tunnel::forward_to) do. See
+    /// `docs/OBSERVABILITY.md`.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Metadata: tunnel, stream id, source IP.

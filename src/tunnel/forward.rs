@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::Tunnel;
 use crate::error::{Error, ErrorKind, Result};
@@ -136,7 +137,10 @@ impl Tunnel {
             tokio::select! {
                 accepted = self.accept(), if room => match accepted {
                     Ok(stream) => {
-                        relays.spawn(relay(stream, addr.clone(), options.connect_timeout));
+                        let span = stream.span().clone();
+                        relays.spawn(
+                            relay(stream, addr.clone(), options.connect_timeout).instrument(span),
+                        );
                     }
                     Err(e) => break e,
                 },
