@@ -631,6 +631,8 @@ impl Supervisor {
                 match slot.shared.rebind(props) {
                     Ok(previous) => {
                         let current = slot.shared.current();
+                        // Logged in the tunnel's span (its new id recorded).
+                        let _span = slot.shared.span().enter();
                         if previous.address != current.address {
                             tracing::warn!(
                                 tunnel = %id,
@@ -661,6 +663,8 @@ impl Supervisor {
                 let now = Instant::now();
                 let in_ghost = self.ghost_until.is_some_and(|t| now < t);
                 let sticky = slot.sticky && recreate_properties(slot) != slot.requested;
+                let span = slot.shared.span().clone();
+                let _span = span.enter();
                 match classify(&e, sticky, in_ghost, slot.retries + 1, &self.policy) {
                     Action::Retry => {
                         slot.retries += 1;
@@ -695,6 +699,7 @@ impl Supervisor {
 
     fn fail_slot(&mut self, key: u64, e: Error) {
         if let Some(slot) = self.slots.get(&key) {
+            let _span = slot.shared.span().enter();
             tracing::error!(
                 name = ?slot.requested.name,
                 code = e.code(),

@@ -248,3 +248,64 @@ async fn http_serve_handlers_run_in_the_stream_span() {
     assert_eq!(t.fields.get("tunnel.id"), Some(&id));
     assert!(handled.span("rstream.stream").is_some(), "{handled:#?}");
 }
+
+/// After a reconnect re-creates the tunnel under a new id, the tunnel's
+/// span carries the new id (and the control span the new client id).
+#[tokio::test]
+async fn the_tunnel_span_records_the_id_after_re_creation() {
+    let dir = std::env::temp_dir().join(format!("rstream-spans-{}", uuid::Uuid::new_v4().simple()));
+    support::init_tracing();
+    let start = |addr: std::net::SocketAddr| {
+        rstream::engine::LocalEngine::builder()
+            .state_dir(&dir)
+            .listen(addr)
+            .start()
+    };
+    let engine = start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = engine.local_addr();
+    let (capture, _guard) = capture();
+    let client = options(&engine).build().unwrap();
+    let policy = rstream::ReconnectPolicy::new()
+        .initial_delay(std::time::Duration::from_millis(50))
+        .max_delay(std::time::Duration::from_millis(500));
+    let control = client.connect_with(policy).await.unwrap();
+    let mut tunnel = control
+        .create_tunnel(TunnelOptions::new().name("observed-again"))
+        .await
+        .unwrap();
+    let first_id = tunnel.id();
+
+    engine.shutdown().await;
+    let engine = start(addr).await.unwrap();
+    let mut status = control.status();
+    within("reconnected", async {
+        loop {
+            if status.borrow_and_update().is_connected() && tunnel.id() != first_id {
+                break;
+            }
+            status.changed().await.unwrap();
+        }
+    })
+    .await;
+    let new_id = tunnel.id();
+
+    let strict = DialOptions::new().zero_rtt(false);
+    let _dialed = within("dial", client.dial_with("observed-again", strict))
+        .await
+        .unwrap();
+    let accepted = within("accept", tunnel.accept()).await.unwrap();
+    let stream_id = accepted.info().stream_id().unwrap().to_owned();
+    let events = capture.events();
+    let queued = events
+        .iter()
+        .find(|e| {
+            e.span("rstream.stream")
+                .is_some_and(|s| s.fields.get("stream_id") == Some(&stream_id))
+        })
+        .unwrap_or_else(|| panic!("no event for stream {stream_id}: {events:#?}"));
+    let t = queued.span("rstream.tunnel").unwrap();
+    assert_eq!(t.fields.get("tunnel.id"), Some(&new_id), "{t:?}");
+    assert_eq!(tunnel.stats().accepted, 1);
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
