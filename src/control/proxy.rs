@@ -140,7 +140,12 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
         job.source_ip,
     );
     let counters = job.tunnel.counters();
-    let stream = RstreamStream::accepted(io, info, job.span, counters.activate());
+    let stream = RstreamStream::accepted(
+        io,
+        info,
+        (job.tunnel.span().clone(), job.span),
+        counters.activate(),
+    );
     // Never wait for the application here: a full backlog is refused at
     // once, so one slow tunnel cannot hold handshake permits that the
     // channel's other tunnels need.

@@ -751,8 +751,14 @@ impl Supervisor {
             tunnel: slot.shared.clone(),
             span: span.clone(),
         };
-        conn.handshakes
-            .spawn(proxy::run(conn.proxy.clone(), job).instrument(span));
+        // The tunnel's span is entered too: `EnvFilter` span directives
+        // only see entered spans.
+        let tunnel_span = slot.shared.span().clone();
+        conn.handshakes.spawn(
+            proxy::run(conn.proxy.clone(), job)
+                .instrument(span)
+                .instrument(tunnel_span),
+        );
         Ok(())
     }
 

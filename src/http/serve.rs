@@ -13,7 +13,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use super::conn::{ConnAbort, ConnLimits, ConnServer, MAX_BOUND};
 use crate::error::{BoxError, Result};
@@ -301,14 +300,14 @@ where
                     let service = service.clone();
                     let mut stopped = stopped.clone();
                     // The connection's events name its tunnel and stream.
-                    let span = stream.span().clone();
-                    connections.spawn(async move {
+                    let in_spans = stream.in_spans();
+                    connections.spawn(in_spans(async move {
                         let shutdown = async move {
                             // An error means `run` is gone: stop as well.
                             let _ = stopped.wait_for(|stop| *stop).await;
                         };
                         serve_stream(&server, stream, service, shutdown).await;
-                    }.instrument(span));
+                    }));
                 }
                 Err(e) => break Err(e),
             },

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use super::Tunnel;
 use crate::error::{Error, ErrorKind, Result};
@@ -137,10 +136,12 @@ impl Tunnel {
             tokio::select! {
                 accepted = self.accept(), if room => match accepted {
                     Ok(stream) => {
-                        let span = stream.span().clone();
-                        relays.spawn(
-                            relay(stream, addr.clone(), options.connect_timeout).instrument(span),
-                        );
+                        let in_spans = stream.in_spans();
+                        relays.spawn(in_spans(relay(
+                            stream,
+                            addr.clone(),
+                            options.connect_timeout,
+                        )));
                     }
                     Err(e) => break e,
                 },

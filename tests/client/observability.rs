@@ -309,3 +309,45 @@ async fn the_tunnel_span_records_the_id_after_re_creation() {
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `RUST_LOG`-style span directives select one tunnel's events: with
+/// `[rstream.tunnel{name=...}]=debug` (docs/OBSERVABILITY.md), events of
+/// streams on that tunnel pass and those of another tunnel do not.
+#[tokio::test]
+async fn env_filter_selects_one_tunnels_events_by_name() {
+    use tracing_subscriber::EnvFilter;
+    let engine = support::engine().await;
+    let capture = Capture::default();
+    let filter = EnvFilter::new("[rstream.tunnel{name=picked}]=debug");
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(capture.clone().with_filter(filter)),
+    );
+    let client = options(&engine).build().unwrap();
+    let control = client.connect().await.unwrap();
+    let mut picked = control
+        .create_tunnel(TunnelOptions::new().name("picked"))
+        .await
+        .unwrap();
+    let mut other = control
+        .create_tunnel(TunnelOptions::new().name("other"))
+        .await
+        .unwrap();
+    let strict = DialOptions::new().zero_rtt(false);
+    for (name, tunnel) in [("picked", &mut picked), ("other", &mut other)] {
+        let _dialed = within("dial", client.dial_with(name, strict.clone()))
+            .await
+            .unwrap();
+        within("accept", tunnel.accept()).await.unwrap();
+    }
+    let events = capture.events();
+    let names: Vec<Option<&str>> = events
+        .iter()
+        .filter(|e| e.message == "downstream connection queued for the application")
+        .map(|e| {
+            e.span("rstream.tunnel")
+                .and_then(|t| t.fields.get("name"))
+                .map(String::as_str)
+        })
+        .collect();
+    assert_eq!(names, [Some("picked")], "{events:#?}");
+}
