@@ -29,8 +29,8 @@ pub use options::{
     HttpVersion, Protocol, TlsMode, TunnelOptions, MAX_LABELS, MAX_LABEL_KEY_BYTES,
     MAX_LABEL_VALUE_BYTES,
 };
-pub use stats::TunnelStats;
 pub(crate) use stats::{ActiveGuard, Counters};
+pub use stats::{TunnelCounters, TunnelStats};
 
 use crate::control::{Command, ControlChannel, NewTunnel};
 use crate::error::{Error, Result};
@@ -289,6 +289,13 @@ impl Tunnel {
     /// accept backlog was full, and still active (see [`TunnelStats`]).
     pub fn stats(&self) -> TunnelStats {
         self.shared.counters.snapshot()
+    }
+
+    /// A handle on the same counters that stays readable after the tunnel
+    /// is moved into a server: `let counters = tunnel.counters();` before
+    /// `http::serve(tunnel, app)`, then `counters.get()`.
+    pub fn counters(&self) -> TunnelCounters {
+        self.shared.counters.handle()
     }
 
     /// The tunnel's `rstream.tunnel` span (fields `tunnel.id`, recorded

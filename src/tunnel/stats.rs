@@ -29,6 +29,19 @@ pub struct TunnelStats {
     pub active: u64,
 }
 
+/// A handle on a tunnel's live counters that outlives moving the
+/// [`Tunnel`](super::Tunnel) into a server (`http::serve`, `axum::serve`),
+/// from [`Tunnel::counters`](super::Tunnel::counters). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TunnelCounters(Arc<Counters>);
+
+impl TunnelCounters {
+    /// The counters now (see [`TunnelStats`]).
+    pub fn get(&self) -> TunnelStats {
+        self.0.snapshot()
+    }
+}
+
 /// The live counters behind [`TunnelStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -52,6 +65,10 @@ impl Counters {
 
     pub(crate) fn note_accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn handle(self: &Arc<Self>) -> TunnelCounters {
+        TunnelCounters(self.clone())
     }
 
     /// Counts a stream as active until the returned guard is dropped.

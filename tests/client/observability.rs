@@ -185,8 +185,10 @@ async fn stream_events_carry_their_tunnel_and_counters_count() {
         "{stats:?}"
     );
 
-    // Dropping streams counts them out.
+    // Dropping streams counts them out; a handle reads the same counters.
+    let counters = tunnel.counters();
     drop(accepted);
+    assert_eq!(counters.get().active, 1);
     assert_eq!(tunnel.stats().active, 1);
     drop(within("accept", tunnel.accept()).await.unwrap());
     let stats = tunnel.stats();
