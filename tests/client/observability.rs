@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use rstream::api::WatchParams;
 use rstream::{DialOptions, TunnelOptions};
 use support::{options, within};
 use tracing::field::{Field, Visit};
@@ -59,13 +61,20 @@ impl Visit for Fields {
     }
 }
 
-/// Collects every event with its span scope.
+/// A new span and its parent's name.
+type NewSpan = (SpanRec, Option<&'static str>);
+
+/// Collects every event with its span scope, and every new span.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<EventRec>>>);
+struct Capture(Arc<Mutex<Vec<EventRec>>>, Arc<Mutex<Vec<NewSpan>>>);
 
 impl Capture {
     fn events(&self) -> Vec<EventRec> {
         self.0.lock().unwrap().clone()
+    }
+
+    fn spans(&self) -> Vec<NewSpan> {
+        self.1.lock().unwrap().clone()
     }
 }
 
@@ -74,10 +83,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanRec {
+            let rec = SpanRec {
                 name: attrs.metadata().name(),
                 fields: fields.0,
-            });
+            };
+            let parent = span.parent().map(|p| p.name());
+            self.1.lock().unwrap().push((rec.clone(), parent));
+            span.extensions_mut().insert(rec);
         }
     }
 
@@ -352,4 +364,40 @@ async fn env_filter_selects_one_tunnels_events_by_name() {
         })
         .collect();
     assert_eq!(names, [Some("picked")], "{events:#?}");
+}
+
+/// An Engine API watch runs in `rstream.watch{transport}`, a child of the
+/// span it was first polled in.
+#[tokio::test]
+async fn watches_run_in_their_span() {
+    let engine = support::engine().await;
+    let (capture, _guard) = capture();
+    let api = options(&engine).build().unwrap().api();
+    let mut sse = api.watch(WatchParams::new());
+    let mut ws = api.watch(WatchParams::new()).websocket();
+    for watch in [&mut sse, &mut ws] {
+        within("first event", watch.next())
+            .instrument(tracing::info_span!("app"))
+            .await
+            .expect("watch ended")
+            .expect("watch event");
+    }
+    let watches: Vec<(String, Option<&str>)> = capture
+        .spans()
+        .into_iter()
+        .filter(|(s, _)| s.name == "rstream.watch")
+        .map(|(s, parent)| {
+            (
+                s.fields.get("transport").cloned().unwrap_or_default(),
+                parent,
+            )
+        })
+        .collect();
+    assert_eq!(
+        watches,
+        [
+            ("sse".to_owned(), Some("app")),
+            ("websocket".to_owned(), Some("app"))
+        ]
+    );
 }
