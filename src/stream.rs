@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::transport::EngineStream;
+use crate::tunnel::ActiveGuard;
 
 /// One connection through a tunnel: a downstream connection accepted from a
 /// [`Tunnel`](crate::Tunnel), or a private stream from
@@ -21,6 +22,12 @@ use crate::transport::EngineStream;
 pub struct RstreamStream {
     io: EngineStream,
     info: StreamInfo,
+    /// `rstream.stream` for accepted streams, disabled for dialed ones.
+    span: tracing::Span,
+    /// Its tunnel's `rstream.tunnel` (the parent of `span`).
+    tunnel_span: tracing::Span,
+    /// Counts an accepted stream in its tunnel's `active` until dropped.
+    _active: Option<ActiveGuard>,
 }
 
 /// What is known about a stream.
@@ -62,8 +69,78 @@ impl StreamInfo {
 }
 
 impl RstreamStream {
+    /// A dialed stream: no span, no tunnel counters.
     pub(crate) fn new(io: EngineStream, info: StreamInfo) -> Self {
-        RstreamStream { io, info }
+        RstreamStream {
+            io,
+            info,
+            span: tracing::Span::none(),
+            tunnel_span: tracing::Span::none(),
+            _active: None,
+        }
+    }
+
+    /// An accepted stream, carrying its `rstream.stream` span and counted
+    /// in its tunnel's active streams.
+    pub(crate) fn accepted(
+        io: EngineStream,
+        info: StreamInfo,
+        spans: (tracing::Span, tracing::Span),
+        active: ActiveGuard,
+    ) -> Self {
+        let (tunnel_span, span) = spans;
+        RstreamStream {
+            io,
+            info,
+            span,
+            tunnel_span,
+            _active: Some(active),
+        }
+    }
+
+    /// Its tunnel's `rstream.tunnel` span (the parent of
+    /// [`span`](RstreamStream::span)); disabled for dialed streams.
+    ///
+    /// `EnvFilter` span directives such as `[rstream.tunnel{name=api}]=debug`
+    /// only see *entered* spans, so run a task that serves the stream in
+    /// both, the tunnel's outside:
+    ///
+    /// ```no_run
+    /// # async fn serve(stream: rstream::RstreamStream) {}
+    /// # fn run(stream: rstream::RstreamStream) {
+    /// use tracing::Instrument;
+    /// let (tunnel, own) = (stream.tunnel_span().clone(), stream.span().clone());
+    /// tokio::spawn(serve(stream).instrument(own).instrument(tunnel));
+    /// # }
+    /// ```
+    ///
+    /// [`http::serve`](crate::http::serve) and
+    /// [`Tunnel::forward_to`](crate::Tunnel::forward_to) do this for their
+    /// connections.
+    pub fn tunnel_span(&self) -> &tracing::Span {
+        &self.tunnel_span
+    }
+
+    /// `fut` inside this stream's spans, as [`tunnel_span`](Self::tunnel_span)
+    /// shows; the future does not borrow the stream.
+    pub(crate) fn in_spans<F: std::future::Future>(
+        &self,
+    ) -> impl FnOnce(F) -> tracing::instrument::Instrumented<tracing::instrument::Instrumented<F>>
+    {
+        let (tunnel, own) = (self.tunnel_span.clone(), self.span.clone());
+        move |fut| {
+            use tracing::Instrument;
+            fut.instrument(own).instrument(tunnel)
+        }
+    }
+
+    /// The stream's `rstream.stream` span (fields `stream_id`, `source_ip`;
+    /// its parent is the tunnel's `rstream.tunnel` span). Disabled for
+    /// dialed streams. To run a task inside it, see
+    /// [`tunnel_span`](RstreamStream::tunnel_span) and
+    /// `docs/OBSERVABILITY.md`.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Metadata: tunnel, stream id, source IP.

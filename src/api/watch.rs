@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::Instrument;
 
 use super::filters::{self, WatchParams};
 use super::http::{headers, ApiError};
@@ -57,6 +58,17 @@ pub enum WatchTransport {
     /// per watch; pings every 20 s, dead after the
     /// [read deadline](Watch::read_deadline) (90 s) without a frame.
     WebSocket,
+}
+
+impl WatchTransport {
+    /// `"sse"` or `"websocket"`: the `transport` field of the
+    /// `rstream.watch` span.
+    fn name(self) -> &'static str {
+        match self {
+            WatchTransport::Sse => "sse",
+            WatchTransport::WebSocket => "websocket",
+        }
+    }
 }
 
 /// A stream of [`Event`]s from [`EngineApi::watch`].
@@ -167,15 +179,20 @@ impl Watch {
     fn start(&mut self) -> &mut Running {
         self.running.get_or_insert_with(|| {
             let (tx, events) = mpsc::channel(CHANNEL);
-            let task = tokio::spawn(run(
-                self.api.clone(),
-                self.params.clone(),
-                self.transport,
-                self.resilient,
-                self.backoff,
-                self.read_deadline,
-                tx,
-            ));
+            // A child of the span current at the first poll.
+            let span = tracing::info_span!("rstream.watch", transport = self.transport.name());
+            let task = tokio::spawn(
+                run(
+                    self.api.clone(),
+                    self.params.clone(),
+                    self.transport,
+                    self.resilient,
+                    self.backoff,
+                    self.read_deadline,
+                    tx,
+                )
+                .instrument(span),
+            );
             Running { events, task }
         })
     }

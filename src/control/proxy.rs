@@ -36,9 +36,13 @@ pub(super) struct Target {
 
 pub(super) struct Job {
     pub(super) req: ProxyConnReq,
+    /// `req.source_ip`, parsed.
+    pub(super) source_ip: Option<std::net::IpAddr>,
     pub(super) target: Target,
     pub(super) streams: mpsc::Sender<RstreamStream>,
     pub(super) tunnel: Arc<TunnelShared>,
+    /// The stream's `rstream.stream` span, handed on to the stream.
+    pub(super) span: tracing::Span,
 }
 
 /// Checks `proxy_endpoint`/`secret` and picks the target (before any dial).
@@ -133,15 +137,26 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
     let info = StreamInfo::new(
         Arc::from(job.req.tunnel_id.as_str()),
         Some(Arc::from(job.req.stream_id.as_str())),
-        job.req.source_ip.as_ref().and_then(|ip| ip.to_ip()),
+        job.source_ip,
     );
-    let stream = RstreamStream::new(io, info);
+    let counters = job.tunnel.counters();
+    let stream = RstreamStream::accepted(
+        io,
+        info,
+        (job.tunnel.span().clone(), job.span),
+        counters.activate(),
+    );
     // Never wait for the application here: a full backlog is refused at
     // once, so one slow tunnel cannot hold handshake permits that the
     // channel's other tunnels need.
     match job.streams.try_send(stream) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            counters.note_accepted();
+            tracing::debug!("downstream connection queued for the application");
+            Ok(())
+        }
         Err(mpsc::error::TrySendError::Full(_)) => {
+            counters.note_refused_backlog_full();
             let backlog = job.streams.max_capacity();
             if job.tunnel.note_backlog_full() {
                 tracing::warn!(

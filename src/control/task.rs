@@ -24,6 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tracing::Instrument;
 
 use super::liveness::{self, Liveness};
 use super::proxy::{self, ProxyContext};
@@ -68,9 +69,15 @@ pub(super) struct Start {
     pub(super) info: watch::Sender<Arc<SessionInfo>>,
 }
 
+/// Spawns the control task inside its `rstream.control` span, a child of
+/// the caller's current span (so a user's span around `connect()` is its
+/// parent). `client_id` is recorded per connection: it changes on every
+/// reconnect.
 pub(super) fn spawn(start: Start) {
     let opts = &start.client.inner().options;
+    let span = tracing::info_span!("rstream.control", client_id = tracing::field::Empty);
     let supervisor = Supervisor {
+        span: span.clone(),
         backlog: opts.accept_backlog.max(1),
         max_concurrent: opts.max_concurrent_handshakes.max(1),
         max_inflight: opts.max_concurrent_handshakes.max(1) + opts.handshake_queue,
@@ -87,7 +94,7 @@ pub(super) fn spawn(start: Start) {
         attempt: 0,
         ghost_until: None,
     };
-    tokio::spawn(supervisor.run(start.session));
+    tokio::spawn(supervisor.run(start.session).instrument(span));
 }
 
 /// A tunnel, as the supervisor keeps it across connections.
@@ -211,6 +218,8 @@ enum Action {
 }
 
 struct Supervisor {
+    /// `rstream.control`, the task's span.
+    span: tracing::Span,
     client: Client,
     policy: ReconnectPolicy,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -286,8 +295,10 @@ impl Supervisor {
         let (rd, wr) = tokio::io::split(session.io);
         let (out, out_rx) = mpsc::channel(OUTBOX);
         let (in_tx, incoming) = mpsc::channel(INBOX);
-        let writer = tokio::spawn(write_loop(wr, out_rx));
-        let reader = tokio::spawn(read_loop(rd, in_tx)).abort_handle();
+        let writer = tokio::spawn(write_loop(wr, out_rx).in_current_span());
+        let reader = tokio::spawn(read_loop(rd, in_tx).in_current_span()).abort_handle();
+        self.span
+            .record("client_id", session.info.client_id.as_str());
         self.info.send_replace(session.info);
         Conn {
             proxy: Arc::new(ProxyContext {
@@ -620,6 +631,8 @@ impl Supervisor {
                 match slot.shared.rebind(props) {
                     Ok(previous) => {
                         let current = slot.shared.current();
+                        // Logged in the tunnel's span (its new id recorded).
+                        let _span = slot.shared.span().enter();
                         if previous.address != current.address {
                             tracing::warn!(
                                 tunnel = %id,
@@ -650,6 +663,8 @@ impl Supervisor {
                 let now = Instant::now();
                 let in_ghost = self.ghost_until.is_some_and(|t| now < t);
                 let sticky = slot.sticky && recreate_properties(slot) != slot.requested;
+                let span = slot.shared.span().clone();
+                let _span = span.enter();
                 match classify(&e, sticky, in_ghost, slot.retries + 1, &self.policy) {
                     Action::Retry => {
                         slot.retries += 1;
@@ -684,6 +699,7 @@ impl Supervisor {
 
     fn fail_slot(&mut self, key: u64, e: Error) {
         if let Some(slot) = self.slots.get(&key) {
+            let _span = slot.shared.span().enter();
             tracing::error!(
                 name = ?slot.requested.name,
                 code = e.code(),
@@ -716,13 +732,33 @@ impl Supervisor {
                 ),
             ));
         }
+        let source_ip = req.source_ip.as_ref().and_then(|ip| ip.to_ip());
+        // One span per stream, not per request; cheap when disabled.
+        let span = tracing::info_span!(
+            parent: slot.shared.span(),
+            "rstream.stream",
+            stream_id = %req.stream_id,
+            source_ip = tracing::field::Empty,
+        );
+        if let Some(ip) = source_ip {
+            span.record("source_ip", tracing::field::display(ip));
+        }
         let job = proxy::Job {
             req,
+            source_ip,
             target,
             streams: slot.streams.clone(),
             tunnel: slot.shared.clone(),
+            span: span.clone(),
         };
-        conn.handshakes.spawn(proxy::run(conn.proxy.clone(), job));
+        // The tunnel's span is entered too: `EnvFilter` span directives
+        // only see entered spans.
+        let tunnel_span = slot.shared.span().clone();
+        conn.handshakes.spawn(
+            proxy::run(conn.proxy.clone(), job)
+                .instrument(span)
+                .instrument(tunnel_span),
+        );
         Ok(())
     }
 

@@ -299,13 +299,15 @@ where
                     let server = server.clone();
                     let service = service.clone();
                     let mut stopped = stopped.clone();
-                    connections.spawn(async move {
+                    // The connection's events name its tunnel and stream.
+                    let in_spans = stream.in_spans();
+                    connections.spawn(in_spans(async move {
                         let shutdown = async move {
                             // An error means `run` is gone: stop as well.
                             let _ = stopped.wait_for(|stop| *stop).await;
                         };
                         serve_stream(&server, stream, service, shutdown).await;
-                    });
+                    }));
                 }
                 Err(e) => break Err(e),
             },

@@ -136,7 +136,12 @@ impl Tunnel {
             tokio::select! {
                 accepted = self.accept(), if room => match accepted {
                     Ok(stream) => {
-                        relays.spawn(relay(stream, addr.clone(), options.connect_timeout));
+                        let in_spans = stream.in_spans();
+                        relays.spawn(in_spans(relay(
+                            stream,
+                            addr.clone(),
+                            options.connect_timeout,
+                        )));
                     }
                     Err(e) => break e,
                 },

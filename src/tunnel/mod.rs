@@ -7,6 +7,7 @@ mod forward;
 #[cfg(feature = "axum")]
 mod listener;
 mod options;
+mod stats;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +29,8 @@ pub use options::{
     HttpVersion, Protocol, TlsMode, TunnelOptions, MAX_LABELS, MAX_LABEL_KEY_BYTES,
     MAX_LABEL_VALUE_BYTES,
 };
+pub(crate) use stats::{ActiveGuard, Counters};
+pub use stats::{TunnelCounters, TunnelStats};
 
 use crate::control::{Command, ControlChannel, NewTunnel};
 use crate::error::{Error, Result};
@@ -69,18 +72,40 @@ pub(crate) struct TunnelShared {
     waker: AtomicWaker,
     /// Set once a full accept backlog was logged, until the next accept.
     backlog_full: AtomicBool,
+    /// `rstream.tunnel`: the parent of the tunnel's streams' spans.
+    span: tracing::Span,
+    counters: Arc<Counters>,
 }
 
 impl TunnelShared {
     /// Fails when the engine's properties lack an id or an address.
+    /// Its `rstream.tunnel` span is a child of the current span (the
+    /// control channel's, when called from the control task).
     pub(crate) fn new(key: u64, properties: TunnelProperties) -> Result<Self> {
+        let current = Current::new(properties)?;
+        let span = tracing::info_span!(
+            "rstream.tunnel",
+            tunnel.id = %current.id,
+            name = current.properties.name.as_deref(),
+        );
         Ok(TunnelShared {
             key,
-            current: watch::Sender::new(Arc::new(Current::new(properties)?)),
+            current: watch::Sender::new(Arc::new(current)),
             closed: watch::Sender::new(None),
             waker: AtomicWaker::new(),
             backlog_full: AtomicBool::new(false),
+            span,
+            counters: Arc::default(),
         })
+    }
+
+    /// The tunnel's `rstream.tunnel` span.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     pub(crate) fn key(&self) -> u64 {
@@ -97,6 +122,8 @@ impl TunnelShared {
     /// changes).
     pub(crate) fn rebind(&self, properties: TunnelProperties) -> Result<Arc<Current>> {
         let next = Arc::new(Current::new(properties)?);
+        self.span
+            .record("tunnel.id", tracing::field::display(&next.id));
         Ok(self.current.send_replace(next))
     }
 
@@ -256,6 +283,26 @@ impl Tunnel {
                 .unwrap_or_else(|| Error::tunnel_closed("tunnel closed")))),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// The tunnel's counters: connections accepted, refused because the
+    /// accept backlog was full, and still active (see [`TunnelStats`]).
+    pub fn stats(&self) -> TunnelStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// A handle on the same counters that stays readable after the tunnel
+    /// is moved into a server: `let counters = tunnel.counters();` before
+    /// `http::serve(tunnel, app)`, then `counters.get()`.
+    pub fn counters(&self) -> TunnelCounters {
+        self.shared.counters.handle()
+    }
+
+    /// The tunnel's `rstream.tunnel` span (fields `tunnel.id`, recorded
+    /// anew when the tunnel is re-created, and `name`), the parent of its
+    /// streams' `rstream.stream` spans. See `docs/OBSERVABILITY.md`.
+    pub fn span(&self) -> &tracing::Span {
+        &self.shared.span
     }
 
     /// Whether the tunnel is closed for good.
