@@ -84,4 +84,6 @@ pub use stream::{RstreamStream, StreamInfo};
 pub use transport::{ClientIdentity, TlsOptions};
 #[cfg(feature = "axum")]
 pub use tunnel::TunnelAddr;
-pub use tunnel::{HttpVersion, Protocol, TlsMode, Tunnel, TunnelOptions};
+pub use tunnel::{
+    HttpVersion, Protocol, TlsMode, Tunnel, TunnelCounters, TunnelOptions, TunnelStats,
+};
