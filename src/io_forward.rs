@@ -1,10 +1,26 @@
-//! `forward_async_write!`: the `AsyncWrite` methods of a wrapper that only
-//! passes writes through to one of its fields.
+//! `forward_async_write!` and `forward_async_read!`: the `AsyncWrite` /
+//! `AsyncRead` methods of a wrapper that only passes that direction through
+//! to one of its fields.
 //!
-//! Several of our I/O wrappers change how reads happen (batching, metadata,
-//! connection accounting) and none changes writes; this keeps the five
-//! forwarding methods, `poll_write_vectored` included (TLS writes whole
-//! records with it), written once.
+//! Several of our I/O wrappers change how one direction happens (batching,
+//! write deadlines, metadata, connection accounting) and leave the other
+//! alone; this keeps the forwarding methods, `poll_write_vectored` included
+//! (TLS writes whole records with it), written once.
+
+/// Expands, inside `impl AsyncRead for Wrapper`, to `poll_read` forwarded
+/// to `self.$field` (which must be `AsyncRead + Unpin`, and the wrapper
+/// `Unpin`).
+macro_rules! forward_async_read {
+    ($field:ident) => {
+        fn poll_read(
+            mut self: ::std::pin::Pin<&mut Self>,
+            cx: &mut ::std::task::Context<'_>,
+            buf: &mut ::tokio::io::ReadBuf<'_>,
+        ) -> ::std::task::Poll<::std::io::Result<()>> {
+            ::std::pin::Pin::new(&mut self.$field).poll_read(cx, buf)
+        }
+    };
+}
 
 /// Expands, inside `impl AsyncWrite for Wrapper`, to the `AsyncWrite`
 /// methods forwarded to `self.$field` (which must be `AsyncWrite + Unpin`,

@@ -1,12 +1,9 @@
 //! [`RstreamStream`]: one tunnel connection as a byte stream.
 
-use std::io;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::transport::EngineStream;
 use crate::tunnel::ActiveGuard;
@@ -166,13 +163,7 @@ impl RstreamStream {
 }
 
 impl AsyncRead for RstreamStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
+    forward_async_read!(io);
 }
 
 impl AsyncWrite for RstreamStream {

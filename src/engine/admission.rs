@@ -33,14 +33,11 @@
 //! max_connections` at once.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -319,13 +316,7 @@ impl<T> Admitted<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Admitted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
+    forward_async_read!(io);
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Admitted<T> {

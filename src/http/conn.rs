@@ -35,7 +35,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::BoxError;
@@ -411,13 +411,7 @@ impl<I> WriteDeadline<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
+    forward_async_read!(io);
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {

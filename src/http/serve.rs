@@ -139,6 +139,14 @@ impl<S> fmt::Debug for Serve<S> {
 }
 
 impl<S> Serve<S> {
+    /// Changes one of the connection bounds.
+    fn limit(mut self, set: impl FnOnce(&mut ConnLimits)) -> Self {
+        let mut limits = self.server.limits();
+        set(&mut limits);
+        self.server.set_limits(limits);
+        self
+    }
+
     /// Time a client has to send a request head; on a new connection, to
     /// send its first complete request head (protocol detection and the h2
     /// handshake included). Past it the connection is closed. Default
@@ -148,11 +156,8 @@ impl<S> Serve<S> {
     /// keep-alive connection (hyper restarts it at every request), so an
     /// idle HTTP/1.1 connection lasts at most the shorter of this and the
     /// [idle timeout](Self::idle_timeout).
-    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        let mut limits = self.server.limits();
-        limits.header_read_timeout = timeout;
-        self.server.set_limits(limits);
-        self
+    pub fn header_read_timeout(self, timeout: Duration) -> Self {
+        self.limit(|limits| limits.header_read_timeout = timeout)
     }
 
     /// Time a connection may stay open with no request in flight before it
@@ -160,22 +165,16 @@ impl<S> Serve<S> {
     /// flight until its response body is fully sent, so slow handlers and
     /// long streaming responses (SSE) are never cut. Default
     /// [`DEFAULT_IDLE_TIMEOUT`] (120 s).
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        let mut limits = self.server.limits();
-        limits.idle_timeout = timeout;
-        self.server.set_limits(limits);
-        self
+    pub fn idle_timeout(self, timeout: Duration) -> Self {
+        self.limit(|limits| limits.idle_timeout = timeout)
     }
 
     /// Time a write may wait for the peer to accept bytes before the
     /// connection is closed (a client that stopped reading). Applies to
     /// upgraded connections (WebSocket) too. Default
     /// [`DEFAULT_WRITE_TIMEOUT`] (60 s).
-    pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        let mut limits = self.server.limits();
-        limits.write_timeout = timeout;
-        self.server.set_limits(limits);
-        self
+    pub fn write_timeout(self, timeout: Duration) -> Self {
+        self.limit(|limits| limits.write_timeout = timeout)
     }
 
     /// After the shutdown signal (or the tunnel closing), how long
