@@ -218,18 +218,24 @@ impl std::error::Error for Error {
 }
 
 /// Displays an error followed by its `source()` chain, `": "`-separated, for
-/// logs and reports that would otherwise show the outer message alone.
+/// logs and reports that would otherwise show the outer message alone. A
+/// source whose text the chain already shows (errors from other crates
+/// often repeat their cause) is left out.
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut text = self.0.to_string();
         let mut next = self.0.source();
         while let Some(s) = next {
-            write!(f, ": {s}")?;
+            let s_text = s.to_string();
+            if !text.contains(&s_text) {
+                text.push_str(": ");
+                text.push_str(&s_text);
+            }
             next = s.source();
         }
-        Ok(())
+        f.write_str(&text)
     }
 }
 

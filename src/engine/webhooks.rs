@@ -371,7 +371,7 @@ impl Endpoint {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| crate::error::Chain(&e).to_string())?;
             let status = response.status();
             // Read (a bounded amount of) the body so the connection can be
             // reused; its content does not matter.
@@ -403,21 +403,6 @@ fn retryable(status: StatusCode) -> bool {
     status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
-}
-
-/// An error and its sources, `: `-joined (hyper's top level says little).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn new_id(prefix: &str) -> String {
