@@ -39,7 +39,8 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 /// TLS settings shared by every connection a client makes (control channel,
 /// private dials and proxy connections).
 ///
-/// Server certificates are verified against the webpki roots plus any extra
+/// Server certificates are verified against the webpki roots (plus the
+/// operating system's roots with the `native-roots` feature) and any extra
 /// trust anchors added here. Verification can only be turned off with the
 /// loudly named [`danger_accept_invalid_certs`](TlsOptions::danger_accept_invalid_certs).
 #[derive(Clone, Default)]
@@ -163,6 +164,8 @@ impl TlsOptions {
         } else {
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            #[cfg(feature = "native-roots")]
+            add_native_roots(&mut roots);
             for cert in &self.extra_roots {
                 roots.add(cert.clone()).map_err(|e| {
                     Error::new(
@@ -189,6 +192,21 @@ impl TlsOptions {
         config.resumption = rustls::client::Resumption::store(Arc::new(SessionStore::default()));
         Ok(Arc::new(config))
     }
+}
+
+/// Adds the operating system's trust anchors (feature `native-roots`).
+///
+/// A store that cannot be read, or a certificate in it that rustls refuses,
+/// costs only that anchor: the bundled webpki roots and the extra anchors
+/// still apply, and the failure is logged once per configuration built.
+#[cfg(feature = "native-roots")]
+fn add_native_roots(roots: &mut rustls::RootCertStore) {
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "could not read part of the system's root certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "system root certificates");
 }
 
 /// TLS 1.3 tickets kept per server. Every downstream connection opens a
@@ -383,6 +401,40 @@ impl ServerCertVerifier for NoVerification {
 #[cfg(test)]
 mod tests {
     use rustls::CipherSuite as S;
+
+    /// `native-roots` reads the system store the way OpenSSL does, so
+    /// `SSL_CERT_FILE` names it: a CA written there becomes a trust anchor.
+    #[cfg(feature = "native-roots")]
+    #[test]
+    fn native_roots_adds_the_system_store() {
+        let key = rcgen::KeyPair::generate().expect("test key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rstream native-roots test CA");
+        let ca = params.self_signed(&key).expect("self-signed CA");
+        let dir = std::env::temp_dir().join(format!("rstream-native-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("ca.pem");
+        std::fs::write(&file, ca.pem()).expect("write CA");
+        // Only this test reads SSL_CERT_FILE in this binary.
+        std::env::set_var("SSL_CERT_FILE", &file);
+        let mut roots = rustls::RootCertStore::empty();
+        super::add_native_roots(&mut roots);
+        std::env::remove_var("SSL_CERT_FILE");
+        let _ = std::fs::remove_dir_all(&dir);
+        let cn = b"rstream native-roots test CA";
+        assert!(
+            roots.roots.iter().any(|anchor| anchor
+                .subject
+                .as_ref()
+                .windows(cn.len())
+                .any(|w| w == cn)),
+            "the CA from SSL_CERT_FILE is a trust anchor ({} anchors)",
+            roots.len()
+        );
+    }
 
     #[test]
     fn provider_prefers_aes_128_gcm_and_keeps_every_suite() {
