@@ -30,24 +30,17 @@
 //! other status is final.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Notify};
 
 use super::dates::rfc3339;
@@ -55,6 +48,7 @@ use super::events::{ClientInfo, EngineEvent, TunnelInfo};
 use super::tasks::Tasks;
 use crate::backoff::Backoff;
 use crate::error::{code, Error, Result};
+use crate::transport::https::{HttpsConnector, PlainHttp};
 use crate::webhook::{build_headers, WebhookEvent, WebhookEventType, WebhookSecret};
 
 /// Attempts per event (the first one included).
@@ -163,7 +157,7 @@ fn redacted(url: &str) -> String {
     }
 }
 
-type HttpClient = Client<Connector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector, Full<Bytes>>;
 
 /// The delivery side of the engine: one HTTP client shared by every
 /// endpoint, and the recent delivery records.
@@ -189,7 +183,12 @@ impl Webhooks {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
-            .build(Connector { tls });
+            .build(
+                // Receivers are often local services: clear text is allowed
+                // (the body is signed, and carries no secret). The attempt
+                // timeout bounds the connect too.
+                HttpsConnector::new(tls, ATTEMPT_TIMEOUT).plain_http(PlainHttp::Allowed),
+            );
         Ok(Webhooks {
             client,
             history: Arc::new(Mutex::new(VecDeque::with_capacity(HISTORY_CAPACITY))),
@@ -621,128 +620,6 @@ impl<T> Queue<T> {
             // `notify_one` stores a permit when nobody waits, so a push
             // between the check above and this await is not lost.
             self.notify.notified().await;
-        }
-    }
-}
-
-// ----- the connector -----
-
-/// Plain TCP for `http://`, TLS (webpki roots + the engine CA) for `https://`.
-#[derive(Clone)]
-struct Connector {
-    tls: Arc<rustls::ClientConfig>,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Conn>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Conn>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let https = match uri.scheme_str() {
-                Some("https") => true,
-                Some("http") => false,
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "webhook URL scheme must be http or https",
-                    ))
-                }
-            };
-            let host = uri
-                .host()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
-            if !https {
-                return Ok(TokioIo::new(Conn::Plain(tcp)));
-            }
-            let name = rustls::pki_types::ServerName::try_from(host).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "invalid TLS server name")
-            })?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await?;
-            Ok(TokioIo::new(Conn::Tls(Box::new(stream))))
-        })
-    }
-}
-
-/// A connection to a webhook receiver.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
