@@ -43,8 +43,8 @@ struct Payload {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Object {
-    Client(ClientRecord),
-    Tunnel(TunnelRecord),
+    Client(Box<ClientRecord>),
+    Tunnel(Box<TunnelRecord>),
 }
 
 impl Object {
@@ -82,16 +82,16 @@ impl Job {
 fn payload(event: &EngineEvent) -> Option<Payload> {
     let object = match event {
         EngineEvent::ClientCreated { client } => {
-            Object::Client(client_object(client, Status::Online))
+            Object::Client(Box::new(client_object(client, Status::Online)))
         }
         EngineEvent::ClientDeleted { client, .. } => {
-            Object::Client(client_object(client, Status::Offline))
+            Object::Client(Box::new(client_object(client, Status::Offline)))
         }
         EngineEvent::TunnelCreated { tunnel } => {
-            Object::Tunnel(tunnel_object(tunnel, Status::Online))
+            Object::Tunnel(Box::new(tunnel_object(tunnel, Status::Online)))
         }
         EngineEvent::TunnelDeleted { tunnel, .. } => {
-            Object::Tunnel(tunnel_object(tunnel, Status::Offline))
+            Object::Tunnel(Box::new(tunnel_object(tunnel, Status::Offline)))
         }
         // Events webhooks do not carry (none yet).
         #[allow(unreachable_patterns)]
