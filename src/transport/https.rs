@@ -42,6 +42,7 @@ pub(crate) enum PlainHttp {
     /// `http://` to `localhost` and loopback addresses only (the control plane).
     Loopback,
     /// `http://` to any host (the local engine's webhook receivers).
+    #[cfg_attr(not(feature = "local-engine"), allow(dead_code))]
     Allowed,
 }
 
