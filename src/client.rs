@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{managed, ClientOptions, EngineTarget, ResolvedOptions, Secret};
+use crate::config::{ClientOptions, EngineTarget, ResolvedOptions, Secret};
 use crate::control::ControlChannel;
 use crate::error::{code, Error, Result};
 use crate::proto::{
@@ -255,7 +255,8 @@ impl ClientInner {
                     }) => {
                         let region = region.as_deref();
                         let endpoint =
-                            managed::resolve_engine(&self.options, project_endpoint, region).await?;
+                            crate::control_plane::resolve_engine(&self.options, project_endpoint, region)
+                                .await?;
                         tracing::debug!(%endpoint, project = %project_endpoint, "managed engine resolved");
                         endpoint
                     }

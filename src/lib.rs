@@ -63,6 +63,7 @@ mod backoff;
 mod client;
 pub mod config;
 pub mod control;
+pub mod control_plane;
 pub mod error;
 pub mod http;
 mod percent;

@@ -1,27 +1,22 @@
-//! The Engine API's HTTP client: hyper-util's pooled client over rustls
-//! (ALPN `h2`, then `http/1.1`), through the client's HTTP CONNECT proxy
-//! if any. Redirects are never followed (the legacy client does not), the
+//! The Engine API's HTTP client: hyper-util's pooled client over the
+//! crate's one [`HttpsConnector`] (ALPN `h2`, then `http/1.1`; the
+//! client's HTTP CONNECT proxy if any). Redirects are never followed (the legacy client does not), the
 //! response body is bounded, and a body-less GET is retried once after a
 //! transport error (never after an HTTP status).
 
 use std::fmt;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::{code, Error, ErrorKind, Result};
-use crate::transport::{Endpoint, EngineStream, HttpProxy, TlsDialer};
+use crate::transport::https::{connect_error, HttpsConnector};
+use crate::transport::HttpProxy;
 
 /// The `User-Agent` of every Engine API request.
 pub(crate) const USER_AGENT: &str = concat!("rstream-rust-runtime/", env!("CARGO_PKG_VERSION"));
@@ -130,151 +125,22 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// A TLS connection for the pooled client; reports `h2` when negotiated.
-pub(crate) struct ApiConn(EngineStream);
-
-impl AsyncRead for ApiConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ApiConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl Connection for ApiConn {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        if self.0.get_ref().1.alpn_protocol() == Some(b"h2") {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
-    }
-}
-
-/// Where to connect and what TLS name to present.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Target {
-    /// `host:port` (what goes in the URL).
-    pub(crate) authority: String,
-    /// The TLS server name.
-    pub(crate) sni: String,
-}
-
-/// Opens TLS connections for URIs: the URI's host and port, with the
-/// engine's server-name override when the host is the engine's.
+/// The pooled HTTP client of one API handle.
 #[derive(Clone)]
-pub(crate) struct Connector {
-    dialer: TlsDialer,
-    /// `(authority, sni)` pairs known to the API handle.
-    names: Arc<std::sync::Mutex<Vec<Target>>>,
+pub(crate) struct HttpClient {
+    pool: hyper_util::client::legacy::Client<HttpsConnector, Empty<Bytes>>,
+    pub(crate) connector: HttpsConnector,
 }
 
-impl Connector {
+impl HttpClient {
+    /// A pool over `tls` (ALPN `h2`, `http/1.1`), through `proxy` if any,
+    /// `https://` only.
     pub(crate) fn new(
         tls: Arc<rustls::ClientConfig>,
         proxy: Option<HttpProxy>,
         connect_timeout: Duration,
     ) -> Self {
-        Connector {
-            dialer: TlsDialer::new(tls, connect_timeout).with_proxy(proxy),
-            names: Arc::default(),
-        }
-    }
-
-    /// Remembers the TLS name to use for `target.authority`.
-    pub(crate) fn remember(&self, target: &Target) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if !names.contains(target) {
-            names.retain(|t| t.authority != target.authority);
-            names.push(target.clone());
-        }
-    }
-
-    /// The TLS name remembered for `authority`, if any.
-    pub(crate) fn sni_for(&self, authority: &str) -> Option<String> {
-        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        names
-            .iter()
-            .find(|t| t.authority == authority)
-            .map(|t| t.sni.clone())
-    }
-
-    /// Connects to `authority` (`host:port`).
-    pub(crate) async fn connect(&self, authority: &str) -> Result<EngineStream> {
-        let endpoint = Endpoint::parse(authority)?;
-        let sni = self
-            .sni_for(authority)
-            .unwrap_or_else(|| endpoint.host().to_owned());
-        self.dialer.connect(&endpoint, &sni).await
-    }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<ApiConn>;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let authority = uri
-                .authority()
-                .map(|a| {
-                    let host = a.host().trim_matches(['[', ']']);
-                    format!("{host}:{}", a.port_u16().unwrap_or(443))
-                })
-                .ok_or_else(|| Error::config(code::INVALID_ENGINE, "URL without a host"))?;
-            Ok(TokioIo::new(ApiConn(this.connect(&authority).await?)))
-        })
-    }
-}
-
-/// The pooled HTTP client of one API handle.
-#[derive(Clone)]
-pub(crate) struct HttpClient {
-    pool: hyper_util::client::legacy::Client<Connector, Empty<Bytes>>,
-    pub(crate) connector: Connector,
-}
-
-impl HttpClient {
-    pub(crate) fn new(connector: Connector) -> Self {
+        let connector = HttpsConnector::new(tls, connect_timeout).proxy(proxy);
         let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new())
@@ -322,12 +188,8 @@ impl HttpClient {
 
 fn transport_error(path: &str, e: hyper_util::client::legacy::Error) -> Error {
     // The connector's own error (TLS, timeout, proxy…) is the useful one.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        if let Some(inner) = s.downcast_ref::<Error>() {
-            return inner.clone();
-        }
-        source = s.source();
+    if let Some(inner) = connect_error(&e) {
+        return inner;
     }
     Error::new(
         ErrorKind::Io,

@@ -74,7 +74,7 @@ pub use models::{
 };
 pub use watch::{Watch, WatchTransport, DEFAULT_READ_DEADLINE};
 
-use self::http::{headers, read_body, Connector, HttpClient, Target};
+use self::http::{headers, read_body, HttpClient};
 
 /// Default budget of one Engine API call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -166,7 +166,7 @@ impl ApiTransport {
         let http = resolved
             .tls
             .client_config(&[b"h2", b"http/1.1"])
-            .map(|tls| HttpClient::new(Connector::new(tls, proxy.clone(), connect_timeout)));
+            .map(|tls| HttpClient::new(tls, proxy.clone(), connect_timeout));
         let ws_tls = resolved.tls.client_config(&[b"http/1.1"]);
         let anonymous = crate::transport::TlsOptions {
             identity: None,
@@ -175,7 +175,7 @@ impl ApiTransport {
         let discovery = discovery::Discovery::new(
             anonymous
                 .client_config(&[b"h2", b"http/1.1"])
-                .map(|tls| HttpClient::new(Connector::new(tls, proxy, connect_timeout))),
+                .map(|tls| HttpClient::new(tls, proxy, connect_timeout)),
         );
         ApiTransport {
             http,
@@ -278,13 +278,10 @@ impl EngineApi {
                 token: None,
             });
         }
-        let target = Target {
-            authority: engine.endpoint.to_string(),
-            sni: engine.sni.clone(),
-        };
-        http.connector.remember(&target);
+        let authority = engine.endpoint.to_string();
+        http.connector.server_name(&authority, &engine.sni);
         Ok(ApiTarget {
-            authority: target.authority,
+            authority,
             token: options.token.clone(),
         })
     }

@@ -24,6 +24,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::config::Secret;
 use crate::control::MAX_RECONNECT_DELAY;
 use crate::error::{code, Error, Result};
+use crate::transport::https::HttpsConnector;
 
 /// WebSocket ping period (the client drives ping/pong), at most: with a
 /// shorter [`Watch::read_deadline`] it is a third of the deadline.
@@ -498,20 +499,17 @@ async fn websocket(
     let opened = async {
         let target = api.target().await?;
         let tls = api.ws_tls()?;
-        let connector = super::http::Connector::new(
-            tls,
-            api.client_handle().options().proxy.clone(),
-            api.client_handle().options().connect_timeout,
-        );
-        if let Some(sni) = api.http()?.connector.sni_for(&target.authority) {
-            connector.remember(&super::http::Target {
-                authority: target.authority.clone(),
-                sni,
-            });
+        let connector = HttpsConnector::new(tls, api.client_handle().options().connect_timeout)
+            .proxy(api.client_handle().options().proxy.clone());
+        if let Some(sni) = api.http()?.connector.server_name_for(&target.authority) {
+            connector.server_name(&target.authority, &sni);
         }
         let budget = api.options().timeout;
         let handshake = async {
-            let stream = connector.connect(&target.authority).await?;
+            let uri: http::Uri = format!("https://{}/", target.authority)
+                .parse()
+                .map_err(|_| Error::config(code::INVALID_ENGINE, "invalid engine API host"))?;
+            let stream = connector.connect(&uri).await?;
             let url = format!(
                 "wss://{}/api/websocket{}",
                 target.authority,

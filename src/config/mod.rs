@@ -26,7 +26,6 @@ mod env;
 mod file;
 mod headers;
 mod jwt;
-pub(crate) mod managed;
 mod resolve;
 mod resolved;
 mod secret;
@@ -38,7 +37,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use managed::{MAX_RESOLVE_BODY, RESOLVE_TIMEOUT};
 pub use resolved::{AuthKind, ClientCertificate, EngineTarget, ResolvedOptions, Source};
 pub use secret::Secret;
 

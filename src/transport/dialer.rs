@@ -53,40 +53,82 @@ impl TlsDialer {
 
     /// Connects to `endpoint`, presenting `sni` as the server name.
     pub async fn connect(&self, endpoint: &Endpoint, sni: &str) -> Result<EngineStream> {
+        self.connect_to(endpoint.host(), endpoint.port(), sni).await
+    }
+
+    /// [`connect`](Self::connect) to any `host` (IPv6 literals included:
+    /// webhook receivers and control-plane URLs may use them).
+    pub(crate) async fn connect_to(
+        &self,
+        host: &str,
+        port: u16,
+        sni: &str,
+    ) -> Result<EngineStream> {
         let name = server_name(sni)?;
         let connector = TlsConnector::from(self.config.clone());
         let fut = async {
-            let tcp = match &self.proxy {
-                Some(proxy) if proxy.applies_to(endpoint.host(), endpoint.port()) => {
-                    proxy.connect(endpoint.host(), endpoint.port()).await?
-                }
-                _ => TcpStream::connect((endpoint.host(), endpoint.port()))
-                    .await
-                    .map_err(|e| Error::io(format!("connecting to {endpoint}"), e))?,
-            };
-            // Small frames and interactive traffic: never wait for Nagle.
-            let _ = tcp.set_nodelay(true);
+            let tcp = self.tcp(host, port).await?;
+            let shown = display(host, port);
             connector
                 .connect(name, ReadBuffered::new(tcp))
                 .await
                 .map_err(|e| {
                     if e.kind() == std::io::ErrorKind::InvalidData {
-                        Error::tls(format!("TLS handshake with {endpoint}"), e)
+                        Error::tls(format!("TLS handshake with {shown}"), e)
                     } else {
-                        Error::io(format!("TLS handshake with {endpoint}"), e)
+                        Error::io(format!("TLS handshake with {shown}"), e)
                     }
                 })
         };
+        self.bounded(host, port, fut).await
+    }
+
+    /// A plain TCP connection to `host:port` (through the proxy unless it
+    /// bypasses the destination), under the connect timeout: the `http://`
+    /// leg of [`HttpsConnector`](super::https::HttpsConnector).
+    pub(crate) async fn connect_plain(&self, host: &str, port: u16) -> Result<TcpStream> {
+        self.bounded(host, port, self.tcp(host, port)).await
+    }
+
+    /// The TCP leg, with no timeout of its own.
+    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream> {
+        let tcp = match &self.proxy {
+            Some(proxy) if proxy.applies_to(host, port) => proxy.connect(host, port).await?,
+            _ => TcpStream::connect((host, port))
+                .await
+                .map_err(|e| Error::io(format!("connecting to {}", display(host, port)), e))?,
+        };
+        // Small frames and interactive traffic: never wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    async fn bounded<T>(
+        &self,
+        host: &str,
+        port: u16,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 code::CONNECT_TIMEOUT,
                 format!(
-                    "connecting to {endpoint} took longer than {:?}",
+                    "connecting to {} took longer than {:?}",
+                    display(host, port),
                     self.connect_timeout
                 ),
             )),
         }
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 literal.
+fn display(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }

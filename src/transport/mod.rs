@@ -3,6 +3,7 @@
 mod buffered;
 mod dialer;
 mod endpoint;
+pub(crate) mod https;
 mod proxy;
 mod tls;
 

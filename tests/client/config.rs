@@ -143,15 +143,19 @@ fn resolved_options_say_where_settings_came_from() {
 #[derive(Clone, Default)]
 struct Api {
     requests: Arc<Mutex<Vec<HeaderMap>>>,
+    /// The HTTP version of each request (h2 when ALPN chose it).
+    versions: Arc<Mutex<Vec<axum::http::Version>>>,
     engine_port: u16,
 }
 
 async fn resolve_route(
     State(api): State<Api>,
     Path(endpoint): Path<String>,
+    version: axum::http::Version,
     headers: HeaderMap,
 ) -> Response {
     api.requests.lock().unwrap().push(headers);
+    api.versions.lock().unwrap().push(version);
     let project = |domain: &str, port: u16| {
         serde_json::json!({
             "id": "prj_1", "endpoint": endpoint, "domain": domain, "enginePort": port,
@@ -227,6 +231,11 @@ async fn managed_resolution_success_headers_and_cache() {
     assert_eq!(requests[0]["authorization"], "Bearer sekret-tok");
     assert_eq!(requests[0]["x-team-id"], "team-1");
     assert!(!format!("{client:?}").contains("sekret"));
+    // Clear text (loopback): HTTP/1.1.
+    assert_eq!(
+        api.versions.lock().unwrap().as_slice(),
+        [axum::http::Version::HTTP_11]
+    );
 }
 
 #[tokio::test]
@@ -349,6 +358,11 @@ async fn managed_resolution_over_https_and_h2() {
     let engine = within("resolve", client.resolve_engine()).await.unwrap();
     assert_eq!(engine.to_string(), "myproj.example.test:443");
     assert_eq!(alpn.lock().unwrap().as_deref(), Some(&b"h2"[..]));
+    // The connector reports the ALPN choice, so the request went as h2.
+    assert_eq!(
+        api.versions.lock().unwrap().as_slice(),
+        [axum::http::Version::HTTP_2]
+    );
 
     // Without the CA the API's certificate is refused.
     let client = ClientOptions::new()

@@ -139,7 +139,8 @@ async fn on_webhook(
 async fn app_behind_a_tunnel_receives_tunnel_created_for_its_own_tunnel() {
     let engine = engine().await;
     let secret = generate_signing_secret();
-    let control = client(&engine).connect().await.unwrap();
+    let sdk = client(&engine);
+    let control = sdk.connect().await.unwrap();
 
     let inbox = control
         .create_tunnel(TunnelOptions::http().name("webhook-inbox"))
@@ -185,6 +186,16 @@ async fn app_behind_a_tunnel_receives_tunnel_created_for_its_own_tunnel() {
         api.forwarding_address(),
         format!("https://127.0.0.1:{port}")
     );
+    // The webhook's object is the Engine API's Tunnel, field for field
+    // (`creation_date` included), and the client's is the API's Client.
+    let from_api = within("GET /api/tunnels/{id}", sdk.api().tunnel(&api_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::Value::Object(o.clone()),
+        serde_json::to_value(&from_api).unwrap()
+    );
+    assert!(o["creation_date"].is_string(), "{o:?}");
 
     // The engine recorded the attempt: to the tunnel's address, answered 204.
     let event_id = created.id().to_owned();
@@ -230,8 +241,12 @@ async fn all_four_events_arrive_signed_and_in_order() {
         .await
         .unwrap();
 
-    let control = client(&engine).connect().await.unwrap();
+    let sdk = client(&engine);
+    let control = sdk.connect().await.unwrap();
     let client_id = control.client_id().to_owned();
+    let client_from_api = within("GET /api/clients/{id}", sdk.api().client(&client_id))
+        .await
+        .unwrap();
     let tunnel = control
         .create_tunnel(TunnelOptions::new().name("private-one"))
         .await
@@ -279,6 +294,11 @@ async fn all_four_events_arrive_signed_and_in_order() {
         assert_eq!(events[0].object()["status"], "online");
         assert!(events[0].object()["agent"].is_string());
         assert!(events[0].object().get("token").is_none());
+        // The Engine API's Client, field for field (no `creation_date`).
+        assert_eq!(
+            serde_json::Value::Object(events[0].object().clone()),
+            serde_json::to_value(&client_from_api).unwrap()
+        );
         assert_eq!(events[3].object()["id"], client_id.as_str());
         assert_eq!(events[3].object()["status"], "offline");
         for e in &events[1..3] {

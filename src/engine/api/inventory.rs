@@ -11,8 +11,9 @@ use super::{Authorized, Engine, Params, Rejection};
 use crate::api::{ClientRecord, ListClientsParams, ListTunnelsParams, Status, TunnelRecord};
 use crate::engine::events::{ClientInfo, TunnelInfo};
 
-/// The API object of a connected client.
-pub(super) fn client_object(info: &ClientInfo, status: Status) -> ClientRecord {
+/// The API object of a connected client (also the `object` of the
+/// engine's `client.*` webhooks).
+pub(crate) fn client_object(info: &ClientInfo, status: Status) -> ClientRecord {
     let d = &info.details;
     let mut c = ClientRecord::new(info.id.clone(), status);
     c.agent = d.agent.clone();
@@ -24,8 +25,9 @@ pub(super) fn client_object(info: &ClientInfo, status: Status) -> ClientRecord {
     c
 }
 
-/// The API object of an open tunnel.
-pub(super) fn tunnel_object(info: &TunnelInfo, status: Status) -> TunnelRecord {
+/// The API object of an open tunnel (also the `object` of the engine's
+/// `tunnel.*` webhooks).
+pub(crate) fn tunnel_object(info: &TunnelInfo, status: Status) -> TunnelRecord {
     let p = &info.properties;
     let mut t = TunnelRecord::new(info.id.clone(), info.client_id.clone(), status);
     t.creation_date = Some(crate::engine::dates::rfc3339(info.created_at));

@@ -23,6 +23,8 @@ mod inventory;
 mod openapi;
 mod watch;
 
+pub(crate) use inventory::{client_object, tunnel_object};
+
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,29 +1,26 @@
 //! Managed resolution: a hosted project endpoint (and optional region) to an
 //! engine address, through `GET {apiUrl}/api/projects/tunnels/resolve/{endpoint}`.
 //!
-//! One request per client (the result is cached by the client), over
-//! hyper's connection API on rustls (ALPN `h2` or `http/1.1`), through the
-//! configured HTTP CONNECT proxy if any. Redirects are not followed, the
+//! One request per client (the result is cached by the client), over the
+//! crate's one HTTPS client stack ([`HttpsConnector`]: ALPN `h2` or
+//! `http/1.1`, the configured HTTP CONNECT proxy if any). Redirects are not followed, the
 //! whole exchange is bounded by [`RESOLVE_TIMEOUT`] and the body by
 //! [`MAX_RESOLVE_BODY`]. `http://` API URLs are accepted only for loopback
 //! hosts (a local control plane or a test), so a token never crosses a
 //! network in clear text.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
-use super::resolved::ResolvedOptions;
+use crate::config::ResolvedOptions;
 use crate::error::{code, Error, ErrorKind, Result};
-use crate::transport::{server_name, Endpoint, HttpProxy, TlsOptions};
+use crate::transport::https::{connect_error, is_loopback, HttpsConnector, PlainHttp};
+use crate::transport::{Endpoint, HttpProxy, TlsOptions};
 
 /// Bound on the whole resolve request (connect, TLS, response and body).
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -39,7 +36,7 @@ fn invalid_response(what: impl std::fmt::Display) -> Error {
 }
 
 /// Resolves the managed engine of `options` (which must be
-/// [`EngineTarget::Managed`](super::EngineTarget::Managed)).
+/// [`EngineTarget::Managed`](crate::config::EngineTarget::Managed)).
 pub(crate) async fn resolve_engine(
     options: &ResolvedOptions,
     project_endpoint: &str,
@@ -94,7 +91,7 @@ pub(crate) async fn resolve_engine(
         extra_roots: options.tls.extra_roots.clone(),
         ..TlsOptions::default()
     };
-    let fut = get(&uri, headers, &tls, options.proxy.as_ref());
+    let fut = get(uri, headers, &tls, options.proxy.clone());
     let (status, body) = tokio::time::timeout(RESOLVE_TIMEOUT, fut)
         .await
         .map_err(|_| {
@@ -202,38 +199,25 @@ fn required_port(map: &Map<String, Value>, key: &str) -> Result<u16> {
         .ok_or_else(|| invalid_response(format!("missing '{key}'")))
 }
 
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// One GET; returns the status and the (bounded) body.
 async fn get(
-    uri: &Uri,
+    uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     tls: &TlsOptions,
-    proxy: Option<&HttpProxy>,
+    proxy: Option<HttpProxy>,
 ) -> Result<(StatusCode, Bytes)> {
     let bad_url = || Error::config(code::INVALID_API_URL, "the API URL has no host");
-    let host = uri
-        .host()
-        .ok_or_else(bad_url)?
-        .trim_matches(['[', ']'])
-        .to_owned();
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") if is_loopback(&host) => false,
+    let host = uri.host().ok_or_else(bad_url)?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if is_loopback(host) => {}
         _ => {
             return Err(Error::config(
                 code::INVALID_API_URL,
                 "the API URL must use https:// (http:// is allowed only for loopback hosts)",
             ))
         }
-    };
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    }
     let authority = uri.authority().ok_or_else(bad_url)?.clone();
     if authority.as_str().contains('@') {
         return Err(Error::config(
@@ -241,85 +225,36 @@ async fn get(
             "the API URL must not contain credentials (use a token or control-plane headers)",
         ));
     }
-    let tcp = match proxy {
-        Some(p) if p.applies_to(&host, port) => p.connect(&host, port).await?,
-        _ => {
-            let tcp = TcpStream::connect((host.as_str(), port))
-                .await
-                .map_err(|e| Error::io(format!("connecting to the API at {authority}"), e))?;
-            let _ = tcp.set_nodelay(true);
-            tcp
-        }
-    };
-    let mut request = Request::builder().method(Method::GET);
+    // One request per client: a pool of its own, dropped with it. The
+    // whole call is bounded by RESOLVE_TIMEOUT, so the connect is too.
+    let connector = HttpsConnector::new(tls.client_config(&[b"h2", b"http/1.1"])?, RESOLVE_TIMEOUT)
+        .proxy(proxy)
+        .plain_http(PlainHttp::Loopback);
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build::<_, Empty<Bytes>>(connector);
+    let mut request = Request::builder().method(Method::GET).uri(uri);
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    request = request.header(header::ACCEPT, "application/json").header(
-        header::USER_AGENT,
-        concat!("rstream-rust-runtime/", env!("CARGO_PKG_VERSION")),
-    );
-    if https {
-        let config = tls.client_config(&[b"h2", b"http/1.1"])?;
-        let name = server_name(&host)?;
-        let stream = TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| Error::tls(format!("TLS handshake with the API at {authority}"), e))?;
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        send(stream, h2, request, uri, &authority).await
-    } else {
-        send(tcp, false, request, uri, &authority).await
-    }
-}
-
-async fn send<IO>(
-    io: IO,
-    h2: bool,
-    request: http::request::Builder,
-    uri: &Uri,
-    authority: &http::uri::Authority,
-) -> Result<(StatusCode, Bytes)>
-where
-    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let http_err = |e: hyper::Error| {
-        Error::new(
-            ErrorKind::Http,
-            code::API_HTTP,
-            format!("request to the API at {authority} failed: {e}"),
+    let request = request
+        .header(header::ACCEPT, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("rstream-rust-runtime/", env!("CARGO_PKG_VERSION")),
         )
-        .with_source(e)
-    };
-    let build_err = |_| Error::config(code::INVALID_API_URL, "cannot build the API request");
-    let io = TokioIo::new(io);
-    let response = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(http_err)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = request
-            .uri(uri.clone())
-            .body(Empty::<Bytes>::new())
-            .map_err(build_err)?;
-        sender.send_request(req).await.map_err(http_err)?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(http_err)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let req = request
-            .uri(path)
-            .header(header::HOST, authority.as_str())
-            .body(Empty::<Bytes>::new())
-            .map_err(build_err)?;
-        sender.send_request(req).await.map_err(http_err)?
-    };
+        .body(Empty::new())
+        .map_err(|_| Error::config(code::INVALID_API_URL, "cannot build the API request"))?;
+    let response = client.request(request).await.map_err(|e| {
+        // The connector's own error (TLS, timeout, proxy…) is the useful one.
+        connect_error(&e).unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::Http,
+                code::API_HTTP,
+                format!("request to the API at {authority} failed: {e}"),
+            )
+            .with_source(e)
+        })
+    })?;
     let status = response.status();
     let body = Limited::new(response.into_body(), MAX_RESOLVE_BODY)
         .collect()
@@ -392,7 +327,5 @@ mod tests {
     #[test]
     fn helpers() {
         assert_eq!(crate::percent::encode_component("a b/c"), "a%20b%2Fc");
-        assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("LOCALHOST"));
-        assert!(!is_loopback("example.test"));
     }
 }
