@@ -25,7 +25,7 @@
 mod env;
 mod file;
 mod headers;
-mod jwt;
+pub(crate) mod jwt;
 pub(crate) mod managed;
 mod resolve;
 mod resolved;
