@@ -266,7 +266,7 @@ impl EngineApi {
         let engine = client.inner().engine().await?;
         let options = client.options();
         let http = self.http()?;
-        if options.token.is_none() && options.tls.has_client_identity() {
+        if options.token.is_none() && options.app.is_none() && options.tls.has_client_identity() {
             let authority = self
                 .inner
                 .transport
@@ -283,9 +283,11 @@ impl EngineApi {
             sni: engine.sni.clone(),
         };
         http.connector.remember(&target);
+        // Per request: app credentials mint a fresh token each time.
+        let token = options.bearer(&target.authority)?;
         Ok(ApiTarget {
             authority: target.authority,
-            token: options.token.clone(),
+            token,
         })
     }
 

@@ -286,9 +286,11 @@ impl TokenRequest {
         let iat = match self.issued_at {
             None => now,
             Some(iat) if iat >= 0 && iat.abs_diff(now) <= MAX_ISSUED_AT_SKEW.unsigned_abs() => iat,
-            Some(iat) => return Err(invalid_request(format!(
+            Some(iat) => {
+                return Err(invalid_request(format!(
                 "issued_at {iat} is negative or more than {MAX_ISSUED_AT_SKEW} s from now ({now})"
-            ))),
+            )))
+            }
         };
         if let Some(permissions) = &self.permissions {
             if permissions
