@@ -203,8 +203,11 @@ impl Client {
         }
         let inner = &self.inner;
         let zero_rtt = options.zero_rtt.unwrap_or(inner.options.zero_rtt);
-        let token = options.token.or_else(|| inner.options.token.clone());
         let engine = inner.engine().await?;
+        let token = match options.token {
+            Some(t) => Some(t),
+            None => inner.options.bearer(&engine.endpoint.to_string())?,
+        };
         let mut io = inner.dialer.connect(&engine.endpoint, &engine.sni).await?;
         let request = StreamReq {
             client_details: Some(inner.details(token.map(|t| t.expose().to_owned()))),

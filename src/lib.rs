@@ -59,6 +59,7 @@
 mod io_forward;
 
 pub mod api;
+pub mod auth;
 mod backoff;
 mod client;
 pub mod config;

@@ -266,7 +266,7 @@ impl EngineApi {
         let engine = client.inner().engine().await?;
         let options = client.options();
         let http = self.http()?;
-        if options.token.is_none() && options.tls.has_client_identity() {
+        if options.token.is_none() && options.app.is_none() && options.tls.has_client_identity() {
             let authority = self
                 .inner
                 .transport
@@ -280,9 +280,11 @@ impl EngineApi {
         }
         let authority = engine.endpoint.to_string();
         http.connector.server_name(&authority, &engine.sni);
+        // Per request: app credentials mint a fresh token each time.
+        let token = options.bearer(&authority)?;
         Ok(ApiTarget {
             authority,
-            token: options.token.clone(),
+            token,
         })
     }
 

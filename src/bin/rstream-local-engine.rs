@@ -37,6 +37,12 @@ fn main() -> ExitCode {
         // --help / --version (exit 0, stdout) or a bad argument (exit 2).
         Err(e) => e.exit(),
     };
+    if let Some(line) = &settings.new_app_credentials {
+        // `--new-app-credentials`: the public key file is written; the
+        // exports go to stdout for `eval` and nothing else runs.
+        println!("{line}");
+        return ExitCode::SUCCESS;
+    }
     let _log = init_logging();
     for warning in &settings.warnings {
         tracing::warn!("{warning}");

@@ -17,6 +17,9 @@ pub(crate) struct EnvSettings {
     pub(crate) mtls_key: Option<String>,
     pub(crate) region: Option<String>,
     pub(crate) token: Option<String>,
+    /// `RSTREAM_CLIENT_ID` / `RSTREAM_CLIENT_SECRET` (app credentials).
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
     pub(crate) tunnel_transport: Option<String>,
     /// `RSTREAM_QUIC_TRANSPORT` as a boolean.
     pub(crate) use_quic: Option<bool>,
@@ -72,6 +75,8 @@ impl EnvSettings {
             mtls_key: var("RSTREAM_MTLS_KEY_FILE"),
             region: var("RSTREAM_REGION"),
             token: var("RSTREAM_AUTHENTICATION_TOKEN"),
+            client_id: var(crate::auth::CLIENT_ID_ENV),
+            client_secret: var(crate::auth::CLIENT_SECRET_ENV),
             tunnel_transport: var("RSTREAM_TUNNEL_TRANSPORT"),
             use_quic,
             ca_file: var("RSTREAM_CA_FILE"),

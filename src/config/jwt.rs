@@ -3,26 +3,12 @@
 //! No signature check (the engine does that); a token that does not decode
 //! as a JWT with an integer `exp` is passed through unchanged.
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
-
 use crate::error::{code, Error, Result};
 
-const URL_SAFE_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// The payload's integer `exp` claim, if the token is JWT-shaped and has one.
+/// The payload's integer `exp` claim, if the token is JWT-shaped and has one
+/// (decoded by the crate's one JWT decoder, `rstream::auth`).
 pub(crate) fn expiry(token: &str) -> Option<i64> {
-    let mut parts = token.split('.');
-    let _header = parts.next()?;
-    let payload = parts.next()?;
-    let bytes = URL_SAFE_ANY_PADDING.decode(payload.trim()).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    match value.get("exp")? {
+    match crate::auth::payload_json(token)?.get("exp")? {
         serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_u64().map(|_| i64::MAX)),
         _ => None,
     }
@@ -53,6 +39,7 @@ pub(crate) fn now() -> i64 {
 mod tests {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     fn jwt(payload: &str) -> String {
         format!(

@@ -25,7 +25,7 @@
 mod env;
 mod file;
 mod headers;
-mod jwt;
+pub(crate) mod jwt;
 mod resolve;
 mod resolved;
 mod secret;
@@ -100,6 +100,7 @@ enum ProxyChoice {
 pub struct ClientOptions {
     pub(crate) engine: Option<String>,
     pub(crate) token: Option<Secret>,
+    pub(crate) app_credentials: Option<crate::auth::AppCredentials>,
     pub(crate) api_url: Option<String>,
     pub(crate) project_endpoint: Option<String>,
     pub(crate) region: Option<String>,
@@ -125,6 +126,7 @@ impl Default for ClientOptions {
         ClientOptions {
             engine: None,
             token: None,
+            app_credentials: None,
             api_url: None,
             project_endpoint: None,
             region: None,
@@ -157,6 +159,7 @@ impl fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("engine", &self.engine)
             .field("token", &self.token)
+            .field("app_credentials", &self.app_credentials)
             .field("api_url", &self.api_url)
             .field("project_endpoint", &self.project_endpoint)
             .field("region", &self.region)
@@ -231,6 +234,18 @@ impl ClientOptions {
     /// The agent token, sent when opening control channels and dialing.
     pub fn token(mut self, token: impl Into<Secret>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Application credentials: the client mints its own short-lived app
+    /// token (60 s, `metadata.engine` set) for every control-channel
+    /// (re)connect, dial and Engine API call, instead of sending a static
+    /// token. Without this call and without a token, `RSTREAM_CLIENT_ID` /
+    /// `RSTREAM_CLIENT_SECRET` are used when both are set. Combining it
+    /// with [`token`](Self::token) or a client certificate fails with
+    /// `ERR_RSTREAM_AUTH_CONFLICT`. See `docs/ACCESS_CONTROL.md`.
+    pub fn app_credentials(mut self, credentials: crate::auth::AppCredentials) -> Self {
+        self.app_credentials = Some(credentials);
         self
     }
 

@@ -119,7 +119,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         .clone()
         .map(|e| (e, Source::Option))
         .or_else(|| env.engine.clone().map(|(e, var)| (e, Source::Env(var))));
-    let (token, token_source) = if let Some(t) = option_token {
+    let (mut token, mut token_source) = if let Some(t) = option_token {
         (Some(t.clone()), Some(Source::Option))
     } else if let Some(t) = &env.token {
         (
@@ -232,6 +232,38 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     if let Some(t) = &token {
         jwt::check_not_expired(t.expose(), input.now)?;
     }
+    // App credentials: explicit ones must stand alone; the environment's
+    // apply only when nothing else authenticates (a token from any source
+    // or a client certificate wins).
+    let app = if let Some(creds) = &o.app_credentials {
+        if option_token.is_some() || client_certificate.is_some() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Auth,
+                code::AUTH_CONFLICT,
+                "app credentials were combined with a token or a client certificate; use one",
+            ));
+        }
+        token = None;
+        token_source = None;
+        Some((creds.clone(), Source::Option))
+    } else if token.is_none() && client_certificate.is_none() {
+        match (&env.client_id, &env.client_secret) {
+            (Some(id), Some(secret)) => Some((
+                crate::auth::AppCredentials::new(id.clone(), secret)?,
+                Source::Env(crate::auth::CLIENT_SECRET_ENV),
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Config,
+                    code::INVALID_CREDENTIALS,
+                    "set both RSTREAM_CLIENT_ID and RSTREAM_CLIENT_SECRET, or neither",
+                ))
+            }
+        }
+    } else {
+        None
+    };
 
     // --- tunnel transport -------------------------------------------------
     let mode = match &env.tunnel_transport {
@@ -417,6 +449,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
             control_plane_headers,
             token,
             token_source,
+            app,
             client_certificate,
             tls: o.tls.clone(),
             proxy,

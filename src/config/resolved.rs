@@ -114,6 +114,8 @@ pub struct ResolvedOptions {
     pub(crate) control_plane_headers: Headers,
     pub(crate) token: Option<Secret>,
     pub(crate) token_source: Option<Source>,
+    /// App credentials that mint a token per connection/request.
+    pub(crate) app: Option<(crate::auth::AppCredentials, Source)>,
     pub(crate) client_certificate: Option<(ClientCertificate, Source)>,
     pub(crate) tls: TlsOptions,
     pub(crate) proxy: Option<HttpProxy>,
@@ -162,7 +164,7 @@ impl ResolvedOptions {
 
     /// How the client authenticates.
     pub fn auth(&self) -> AuthKind {
-        if self.token.is_some() {
+        if self.token.is_some() || self.app.is_some() {
             AuthKind::Token
         } else if self.tls.has_client_identity() {
             AuthKind::Mtls
@@ -174,6 +176,23 @@ impl ResolvedOptions {
     /// The token (redacted when printed) and where it came from.
     pub fn token(&self) -> Option<(&Secret, Source)> {
         Some((self.token.as_ref()?, self.token_source?))
+    }
+
+    /// The application credentials the client mints its tokens with, and
+    /// where they came from.
+    pub fn app_credentials(&self) -> Option<(&crate::auth::AppCredentials, Source)> {
+        self.app.as_ref().map(|(c, s)| (c, *s))
+    }
+
+    /// The bearer to send to `engine` (`host:port`) now: the static token,
+    /// or a fresh 60 s app token minted for that engine.
+    pub(crate) fn bearer(&self, engine: &str) -> crate::error::Result<Option<Secret>> {
+        match &self.app {
+            Some((creds, _)) => creds
+                .mint(&crate::auth::TokenRequest::new().engine(engine))
+                .map(Some),
+            None => Ok(self.token.clone()),
+        }
     }
 
     /// Where the client certificate came from.
@@ -275,6 +294,7 @@ impl fmt::Debug for ResolvedOptions {
                 &self.control_plane_header_names().collect::<Vec<_>>(),
             )
             .field("token", &self.token)
+            .field("app", &self.app.as_ref().map(|(c, s)| (c.client_id(), s)))
             .field("token_source", &self.token_source)
             .field("client_certificate", &self.client_certificate)
             .field("tls", &self.tls)

@@ -144,10 +144,10 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
     let engine = inner.engine().await?;
     let mut io = inner.dialer.connect(&engine.endpoint, &engine.sni).await?;
     let proposed = inner.options.heartbeat_interval_ms;
+    // A fresh app token per (re)connect when the client has app credentials.
+    let bearer = inner.options.bearer(&engine.endpoint.to_string())?;
     let request = OpenControlChannelReq {
-        client_details: Some(
-            inner.details(inner.options.token.as_ref().map(|t| t.expose().to_owned())),
-        ),
+        client_details: Some(inner.details(bearer.as_ref().map(|t| t.expose().to_owned()))),
         liveness: proposed.map(|ms| ControlChannelLiveness {
             heartbeat_interval_ms: ms,
             heartbeat_timeout_ms: 0,

@@ -88,6 +88,39 @@ struct Args {
     #[arg(long, value_name = "PATH", env = "RSTREAM_LOCAL_ENGINE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
 
+    /// Register an application: CLIENT_ID=PUBLIC_KEY.pem (PEM SPKI, P-521;
+    /// repeatable; the environment takes a comma-separated list). Its app
+    /// tokens then authenticate agents and Engine API callers.
+    #[arg(
+        long = "app",
+        value_name = "CLIENT_ID=PEM_FILE",
+        env = "RSTREAM_LOCAL_ENGINE_APP",
+        value_delimiter = ',',
+        value_parser = app_spec
+    )]
+    apps: Vec<(String, PathBuf)>,
+
+    /// This engine's project id: token resources that target projects must
+    /// name it.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "RSTREAM_LOCAL_ENGINE_PROJECT_ID",
+        value_parser = non_blank
+    )]
+    project_id: Option<String>,
+
+    /// Print a new application credential pair for local use and exit:
+    /// writes the public key to PEM_FILE (register it with --app) and
+    /// prints `export RSTREAM_CLIENT_ID=... RSTREAM_CLIENT_SECRET=...`.
+    #[arg(
+        long,
+        value_name = "CLIENT_ID=PEM_FILE",
+        value_parser = app_spec,
+        exclusive = true
+    )]
+    new_app_credentials: Option<(String, PathBuf)>,
+
     /// Trust this PEM CA to issue agent client certificates (mTLS;
     /// repeatable): a verified certificate authenticates an agent without
     /// a token.
@@ -237,6 +270,35 @@ pub struct Settings {
     pub quiet: bool,
     /// Warnings to log once logging is set up (e.g. a token on argv).
     pub warnings: Vec<String>,
+    /// `--new-app-credentials`: print this line (the exports) and exit
+    /// instead of running; the public key file is already written.
+    pub new_app_credentials: Option<String>,
+}
+
+/// `--new-app-credentials ID=FILE`: a fresh key pair, the public key
+/// written to FILE (refusing to overwrite), the export line returned.
+fn new_app_credentials(client_id: &str, path: &Path) -> Result<String, String> {
+    let creds = crate::auth::AppCredentials::generate(client_id).map_err(|e| e.to_string())?;
+    let pem = creds.public_key_pem().map_err(|e| e.to_string())?;
+    let secret = creds.client_secret().map_err(|e| e.to_string())?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, pem.as_bytes()))
+        .map_err(|e| {
+            format!(
+                "--new-app-credentials: cannot create {}: {e}",
+                path.display()
+            )
+        })?;
+    Ok(format!(
+        "export {}={} {}={}",
+        crate::auth::CLIENT_ID_ENV,
+        creds.client_id(),
+        crate::auth::CLIENT_SECRET_ENV,
+        secret.expose()
+    ))
 }
 
 /// Parses `argv` (program name first) and the environment. On `--help`,
@@ -276,6 +338,15 @@ where
             .clone()
             .error(clap::error::ErrorKind::ValueValidation, message)
     };
+    if let Some((client_id, path)) = &args.new_app_credentials {
+        let line = new_app_credentials(client_id, path).map_err(invalid)?;
+        return Ok(Settings {
+            builder: LocalEngine::builder(),
+            quiet: true,
+            warnings,
+            new_app_credentials: Some(line),
+        });
+    }
     args.into_settings(warnings).map_err(invalid)
 }
 
@@ -291,6 +362,15 @@ impl Args {
         }
         for token in tokens {
             builder = builder.token(token);
+        }
+        for (client_id, path) in self.apps {
+            let pem = read_small(&path, "--app")?;
+            let key = crate::auth::AppPublicKey::from_pem(&pem)
+                .map_err(|e| format!("--app {client_id}: {}: {e}", path.display()))?;
+            builder = builder.app(client_id, key);
+        }
+        if let Some(project) = self.project_id {
+            builder = builder.project_id(project);
         }
         for path in self.client_cas {
             builder = builder.client_ca_file(path);
@@ -331,6 +411,7 @@ impl Args {
             builder,
             quiet: self.quiet,
             warnings,
+            new_app_credentials: None,
         })
     }
 }
@@ -404,6 +485,33 @@ fn read_lines(path: &Path, flag: &str) -> Result<Vec<String>, String> {
         return Err(format!("{flag}: {} holds no secret", path.display()));
     }
     Ok(lines)
+}
+
+/// `CLIENT_ID=PATH`.
+fn app_spec(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((id, path)) if !id.trim().is_empty() && !path.trim().is_empty() => {
+            Ok((id.trim().to_owned(), PathBuf::from(path.trim())))
+        }
+        _ => Err("expected CLIENT_ID=PEM_FILE".into()),
+    }
+}
+
+/// A small text file (a PEM key), at most [`MAX_SECRET_FILE_BYTES`].
+fn read_small(path: &Path, flag: &str) -> Result<String, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("{flag}: cannot open {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "{flag}: {} is larger than {MAX_SECRET_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(text)
 }
 
 fn non_empty_path(s: &str) -> Result<PathBuf, String> {

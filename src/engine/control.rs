@@ -35,9 +35,14 @@ fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
     proto::Error::new(code, message)
 }
 
-/// Checks an agent token against the configured ones (constant time).
-pub(crate) fn check_token(config: &Config, token: Option<&str>) -> Result<(), proto::Error> {
-    if config.tokens.is_empty() {
+/// Checks an agent token against the configured static ones (constant
+/// time), else as an app token of a registered application.
+pub(crate) fn check_token(
+    config: &Config,
+    token: Option<&str>,
+    action: super::auth::Action,
+) -> Result<(), proto::Error> {
+    if config.tokens.is_empty() && config.apps.is_empty() {
         return Ok(());
     }
     let Some(token) = token else {
@@ -48,10 +53,19 @@ pub(crate) fn check_token(config: &Config, token: Option<&str>) -> Result<(), pr
         ok |= t.as_bytes().ct_eq(token.as_bytes());
     }
     if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(error(ErrorCode::Unauthorized, "invalid agent token"))
+        return Ok(());
     }
+    if config.apps.is_empty() {
+        return Err(error(ErrorCode::Unauthorized, "invalid agent token"));
+    }
+    let grant = config
+        .apps
+        .verify(token, crate::config::jwt::now())
+        .map_err(|refusal| error(ErrorCode::Unauthorized, refusal.0))?;
+    config
+        .apps
+        .check_agent(&grant, action)
+        .map_err(|refusal| error(ErrorCode::Unauthorized, refusal.0))
 }
 
 /// Checks `client_details.protocol_version` (`x.y.z`, major 1).
@@ -97,6 +111,7 @@ pub(crate) fn authenticate(
     config: &Config,
     token: Option<&str>,
     has_certificate: bool,
+    action: super::auth::Action,
 ) -> Result<(), proto::Error> {
     if has_certificate {
         return match token {
@@ -113,7 +128,7 @@ pub(crate) fn authenticate(
             "a client certificate is required",
         ));
     }
-    check_token(config, token)
+    check_token(config, token, action)
 }
 
 /// The verified client certificate of an engine connection, if any.
@@ -132,6 +147,7 @@ fn negotiate(
         config,
         details.and_then(|d| d.token.as_deref()),
         has_certificate,
+        super::auth::Action::Create,
     )?;
     check_protocol_version(details.and_then(|d| d.protocol_version.as_deref()))?;
     let Some(proposed) = req.liveness else {
@@ -415,6 +431,7 @@ impl Channel<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::auth::Action;
 
     #[test]
     fn protocol_versions() {
@@ -442,6 +459,7 @@ mod tests {
     fn certificates_or_tokens() {
         let config = |tokens: &[&str], required| Config {
             tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+            apps: Default::default(),
             liveness_timeout: None,
             max_tunnels_per_client: 1,
             max_pending_streams: 1,
@@ -450,22 +468,23 @@ mod tests {
         };
         let unauthorized = ErrorCode::Unauthorized as i32;
         let with_tokens = config(&["t"], false);
-        assert!(authenticate(&with_tokens, None, true).is_ok());
-        assert!(authenticate(&with_tokens, Some("t"), false).is_ok());
-        let code = |c: &Config, t, cert| authenticate(c, t, cert).unwrap_err().code;
+        assert!(authenticate(&with_tokens, None, true, Action::Create).is_ok());
+        assert!(authenticate(&with_tokens, Some("t"), false, Action::Create).is_ok());
+        let code = |c: &Config, t, cert| authenticate(c, t, cert, Action::Create).unwrap_err().code;
         assert_eq!(code(&with_tokens, Some("t"), true), unauthorized);
         assert_eq!(code(&with_tokens, None, false), unauthorized);
         let required = config(&["t"], true);
         assert_eq!(code(&required, Some("t"), false), unauthorized);
-        assert!(authenticate(&required, None, true).is_ok());
+        assert!(authenticate(&required, None, true, Action::Create).is_ok());
         // No tokens and not required: anonymous agents are admitted.
-        assert!(authenticate(&config(&[], false), None, false).is_ok());
+        assert!(authenticate(&config(&[], false), None, false, Action::Create).is_ok());
     }
 
     #[test]
     fn liveness_timeouts() {
         let config = |t| Config {
             tokens: Vec::new(),
+            apps: Default::default(),
             liveness_timeout: t,
             max_tunnels_per_client: 1,
             max_pending_streams: 1,

@@ -43,6 +43,7 @@
 
 mod admission;
 mod api;
+mod auth;
 mod certs;
 #[doc(hidden)]
 pub mod cli;
@@ -99,6 +100,8 @@ pub struct LocalEngineBuilder {
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
     tokens: Vec<String>,
+    apps: Vec<(String, crate::auth::AppPublicKey)>,
+    project_id: Option<String>,
     liveness_timeout: Option<Duration>,
     max_tunnels_per_client: usize,
     max_pending_streams: usize,
@@ -127,6 +130,15 @@ impl std::fmt::Debug for LocalEngineBuilder {
             .field("listen", &self.listen)
             .field("state_dir", &self.state_dir)
             .field("tokens", &Redacted(self.tokens.len()))
+            .field(
+                "apps",
+                &self
+                    .apps
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("project_id", &self.project_id)
             .field("liveness_timeout", &self.liveness_timeout)
             .field("max_tunnels_per_client", &self.max_tunnels_per_client)
             .field("max_pending_streams", &self.max_pending_streams)
@@ -162,6 +174,8 @@ impl Default for LocalEngineBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: None,
             tokens: Vec::new(),
+            apps: Vec::new(),
+            project_id: None,
             liveness_timeout: None,
             max_tunnels_per_client: 64,
             max_pending_streams: 256,
@@ -210,6 +224,29 @@ impl LocalEngineBuilder {
     /// them, or get `UNAUTHORIZED`. Without tokens, everyone is admitted.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.tokens.push(token.into());
+        self
+    }
+
+    /// Registers an application (repeatable): app tokens it mints (ES512,
+    /// `type: "app"`, its `clientId`) authenticate agents and Engine API
+    /// callers, as static tokens do. Once an application or a token is
+    /// configured, anonymous clients are refused. The engine checks the
+    /// signature, `exp`/`nbf`/`iat` (60 s leeway), a lifetime of at most
+    /// 3600 s, and `metadata.engine` when present. See
+    /// `docs/ACCESS_CONTROL.md`.
+    pub fn app(
+        mut self,
+        client_id: impl Into<String>,
+        public_key: crate::auth::AppPublicKey,
+    ) -> Self {
+        self.apps.push((client_id.into(), public_key));
+        self
+    }
+
+    /// The engine's project id: token resources that target projects must
+    /// name it (default: none, so project-targeted leaves never match).
+    pub fn project_id(mut self, project_id: impl Into<String>) -> Self {
+        self.project_id = Some(project_id.into());
         self
     }
 
@@ -465,6 +502,17 @@ impl LocalEngineBuilder {
         let inner = Arc::new(Inner {
             config: Config {
                 tokens: self.tokens,
+                apps: {
+                    let mut apps = auth::Apps {
+                        project_id: self.project_id,
+                        listen: Some(local_addr),
+                        ..auth::Apps::default()
+                    };
+                    for (id, key) in self.apps {
+                        apps.insert(id, key);
+                    }
+                    apps
+                },
                 liveness_timeout: self.liveness_timeout,
                 max_tunnels_per_client: self.max_tunnels_per_client,
                 max_pending_streams: self.max_pending_streams,
@@ -517,6 +565,8 @@ impl LocalEngineBuilder {
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) tokens: Vec<String>,
+    /// Registered applications whose app tokens are accepted.
+    pub(crate) apps: auth::Apps,
     pub(crate) liveness_timeout: Option<Duration>,
     pub(crate) max_tunnels_per_client: usize,
     pub(crate) max_pending_streams: usize,

@@ -213,7 +213,12 @@ async fn dial(
     admission: &Admission,
 ) -> Result<(String, ServerTls), proto::Error> {
     let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
-    super::control::authenticate(&inner.config, token, has_certificate)?;
+    super::control::authenticate(
+        &inner.config,
+        token,
+        has_certificate,
+        super::auth::Action::Connect,
+    )?;
     super::control::establish(admission)?;
     if req.datagram_channel == Some(true) {
         return Err(error(

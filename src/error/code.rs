@@ -70,6 +70,17 @@ pub const INVALID_API_URL: &str = "ERR_RSTREAM_INVALID_API_URL";
 /// The token's `exp` claim is in the past.
 pub const TOKEN_EXPIRED: &str = "ERR_RSTREAM_TOKEN_EXPIRED";
 
+// ----- app credentials and tokens (rstream::auth) -----
+
+/// The application credentials are malformed (client id, or a client secret that is not hex PKCS#8 P-521).
+pub const INVALID_CREDENTIALS: &str = "ERR_RSTREAM_INVALID_CREDENTIALS";
+/// A token request is out of range (`expires_in`, `issued_at`, `permissions`).
+pub const INVALID_TOKEN_REQUEST: &str = "ERR_RSTREAM_INVALID_TOKEN_REQUEST";
+/// A `resources` document breaks the grammar (TOKENS.md §3), or is too large or too deep.
+pub const INVALID_RESOURCES: &str = "ERR_RSTREAM_INVALID_RESOURCES";
+/// A token is not a well-formed JWT (three base64url parts, JSON header and claims).
+pub const TOKEN_MALFORMED: &str = "ERR_RSTREAM_TOKEN_MALFORMED";
+
 // ----- managed project resolution (control-plane API) -----
 
 /// The control-plane API answered with a non-success HTTP status or failed at the HTTP level.

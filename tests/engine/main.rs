@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access_control;
 mod engine_api;
 mod engine_api_http;
 mod engine_mtls;

@@ -21,6 +21,7 @@
 
 mod inventory;
 mod openapi;
+mod scope;
 mod watch;
 
 pub(crate) use inventory::{client_object, tunnel_object};
@@ -211,7 +212,8 @@ fn authorize(parts: &Parts, inner: &Engine) -> Result<(), Rejection> {
         return Ok(());
     }
     let tokens = &inner.config.tokens;
-    if tokens.is_empty() {
+    let apps = &inner.config.apps;
+    if tokens.is_empty() && apps.is_empty() {
         return Ok(());
     }
     let header = match parts.headers.get(header::AUTHORIZATION) {
@@ -234,6 +236,7 @@ fn authorize(parts: &Parts, inner: &Engine) -> Result<(), Rejection> {
         }
     };
     let streaming = matches!(parts.uri.path(), "/api/sse" | "/api/websocket");
+    let from_query = header.is_none() && streaming;
     let token = match header {
         Some(t) => Some(t),
         None if streaming => query_value(parts, "rstream.token")?,
@@ -250,13 +253,23 @@ fn authorize(parts: &Parts, inner: &Engine) -> Result<(), Rejection> {
         ok |= t.as_bytes().ct_eq(token.as_bytes());
     }
     if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(Rejection::new(
+        return Ok(());
+    }
+    if apps.is_empty() || !token.starts_with("ey") {
+        return Err(Rejection::new(
             StatusCode::FORBIDDEN,
             "token not authorized for this engine",
-        ))
+        ));
     }
+    // An app token: unusable (bad signature, expired, unknown app) is 401.
+    let grant = apps
+        .verify(&token, crate::config::jwt::now())
+        .map_err(|refusal| Rejection::new(StatusCode::UNAUTHORIZED, refusal.0))?;
+    if from_query {
+        scope::check_query_token(&grant, crate::config::jwt::now())?;
+    }
+    scope::check_list_permission(&grant, apps)?;
+    Ok(())
 }
 
 /// One query value (`None` when absent, 400 when repeated or undecodable).

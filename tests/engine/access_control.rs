@@ -1,0 +1,383 @@
+//! Access control end to end over TLS: app tokens minted by `rstream::auth`
+//! against the local engine with a registered application (TOKENS.md).
+#![cfg(feature = "local-engine")]
+
+use crate::support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rstream::api::ListTunnelsParams;
+use rstream::auth::{AppCredentials, Resources, TokenRequest, TunnelScopes};
+use rstream::engine::LocalEngine;
+use rstream::proto::{
+    self, message::Payload, open_control_channel_rsp, ErrorCode, OpenControlChannelReq,
+};
+use rstream::{Client, DialOptions, TunnelOptions};
+use support::{echo_round_trip, spawn_echo, within};
+
+/// The protocol's `UNAUTHORIZED`.
+const UNAUTHORIZED: i32 = 1000;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn engine_for(creds: &AppCredentials, static_token: Option<&str>) -> LocalEngine {
+    support::init_tracing();
+    let key = rstream::auth::AppPublicKey::from_pem(&creds.public_key_pem().unwrap()).unwrap();
+    let mut builder = LocalEngine::builder()
+        .app(creds.client_id(), key)
+        .project_id("proj-local");
+    if let Some(t) = static_token {
+        builder = builder.token(t);
+    }
+    builder.start().await.expect("engine")
+}
+
+fn app_client(engine: &LocalEngine, creds: &AppCredentials) -> Client {
+    support::options(engine)
+        .app_credentials(creds.clone())
+        .build()
+        .expect("client")
+}
+
+fn token_client(engine: &LocalEngine, token: &str) -> Client {
+    support::options(engine)
+        .token(token)
+        .build()
+        .expect("client")
+}
+
+/// A raw GET over HTTP/1.1 with an optional bearer (for query tokens).
+async fn raw_get(engine: &LocalEngine, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let url = format!("https://{}", engine.engine_address());
+    let tls = support::tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", engine.engine_address());
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let rsp = within(
+        "raw GET",
+        send.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
+    )
+    .await
+    .expect("response");
+    let status = rsp.status().as_u16();
+    if path.starts_with("/api/sse") && status == 200 {
+        return (status, String::new());
+    }
+    let body = rsp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A client with app credentials mints its own tokens: it opens control
+/// channels, creates and dials tunnels and calls the Engine API; static
+/// tokens keep working beside it.
+#[tokio::test]
+async fn app_credentials_authenticate_agents_dials_and_the_api() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, Some("static-token")).await;
+    let client = app_client(&engine, &creds);
+    assert!(!format!("{client:?}").contains(creds.client_secret().unwrap().expose()));
+
+    let control = within("app connect", client.connect()).await.unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("app-echo"))
+        .await
+        .unwrap();
+    let _echo = spawn_echo(tunnel);
+    let stream = within("app dial", client.dial("app-echo")).await.unwrap();
+    assert_eq!(
+        within("echo", echo_round_trip(stream, b"minted")).await,
+        b"minted"
+    );
+    let tunnels = within("list", client.api().list_tunnels(ListTunnelsParams::new()))
+        .await
+        .unwrap();
+    assert!(tunnels
+        .iter()
+        .any(|t| t.name.as_deref() == Some("app-echo")));
+
+    // The static token still works; no credentials at all does not.
+    let stream = within(
+        "static dial",
+        token_client(&engine, "static-token").dial("app-echo"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(within("echo", echo_round_trip(stream, b"s")).await, b"s");
+    let err = within("anonymous", support::client(&engine).connect())
+        .await
+        .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    control.close().await.unwrap();
+}
+
+/// Expired, foreign-key, tampered and unsigned tokens are each refused with
+/// `UNAUTHORIZED` (control channel) and 401 (Engine API).
+#[tokio::test]
+async fn bad_app_tokens_are_refused() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+
+    let expired = creds
+        .mint(
+            &TokenRequest::new()
+                .issued_at(now() - 290)
+                .expires_in(Duration::from_secs(1)),
+        )
+        .unwrap();
+    let impostor = AppCredentials::generate("backend").unwrap();
+    let foreign = impostor.mint(&TokenRequest::new()).unwrap();
+    let good = creds.mint(&TokenRequest::new()).unwrap();
+    let parts: Vec<&str> = good.expose().split('.').collect();
+    let forged_claims = base64_url(&format!(
+        r#"{{"metadata":{{}},"permissions":null,"clientId":"backend","exp":{},"iat":{},"type":"app"}}"#,
+        now() + 3000,
+        now()
+    ));
+    let tampered = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+    let unsigned = format!(
+        "{}.{}.",
+        base64_url(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    // The SDK itself refuses to send a token it can see has expired.
+    let err = support::options(&engine)
+        .token(expired.expose())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.code(), "ERR_RSTREAM_TOKEN_EXPIRED", "{err}");
+    for (what, token, needle) in [
+        ("expired", expired.expose().to_owned(), "expired"),
+        ("foreign key", foreign.expose().to_owned(), "signature"),
+        ("tampered", tampered.clone(), "signature"),
+        ("alg none", unsigned.clone(), "ES512"),
+    ] {
+        let refused = open_raw(&engine, &token).await.expect_err(what);
+        assert_eq!(
+            refused.code,
+            ErrorCode::Unauthorized as i32,
+            "{what}: {refused:?}"
+        );
+        assert!(
+            refused
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(needle),
+            "{what}: {refused:?}"
+        );
+        let (status, body) = raw_get(&engine, "/api/tunnels", Some(&token)).await;
+        assert_eq!(status, 401, "{what}: {body}");
+    }
+    // The good one passes both.
+    let control = within("good", token_client(&engine, good.expose()).connect())
+        .await
+        .unwrap();
+    let (status, body) = raw_get(&engine, "/api/tunnels", Some(good.expose())).await;
+    assert_eq!(status, 200, "{body}");
+    control.close().await.unwrap();
+}
+
+/// Opens a control channel by hand with `token` (what the SDK would not
+/// send): `Err` with the engine's refusal.
+async fn open_raw(engine: &LocalEngine, token: &str) -> Result<(), proto::Error> {
+    let mut conn = support::raw::dial(engine, None).await;
+    let req = OpenControlChannelReq {
+        client_details: Some(support::raw::details("access-test", Some(token))),
+        liveness: None,
+    };
+    support::raw::send(&mut conn, Payload::OpenControlChannelReq(req)).await;
+    match support::raw::recv(&mut conn).await {
+        Payload::OpenControlChannelRsp(rsp) => match rsp.payload {
+            Some(open_control_channel_rsp::Payload::Ok(_)) => Ok(()),
+            Some(open_control_channel_rsp::Payload::Error(e)) => Err(e),
+            None => panic!("empty OpenControlChannelRsp"),
+        },
+        other => panic!("expected OpenControlChannelRsp, got {}", other.name()),
+    }
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+/// Scopes at the front doors: a list-only token cannot open a control
+/// channel or dial; a create-only token cannot list; a project-targeted
+/// token must name this engine's project; permissions narrow too.
+#[tokio::test]
+async fn scopes_gate_each_surface() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let mint = |scopes: TunnelScopes| {
+        creds
+            .mint(&TokenRequest::new().resources(Resources::tunnels(scopes)))
+            .unwrap()
+    };
+    let list_only = mint(TunnelScopes::new().list_any());
+    let create_only = mint(TunnelScopes::new().create_any());
+
+    let err = within(
+        "list-only connect",
+        token_client(&engine, list_only.expose()).connect(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    let (status, body) = raw_get(&engine, "/api/tunnels", Some(list_only.expose())).await;
+    assert_eq!(status, 200, "{body}");
+
+    let control = within(
+        "create connect",
+        token_client(&engine, create_only.expose()).connect(),
+    )
+    .await
+    .unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::new().name("scoped"))
+        .await
+        .unwrap();
+    let _echo = spawn_echo(tunnel);
+    let (status, body) = raw_get(&engine, "/api/tunnels", Some(create_only.expose())).await;
+    assert_eq!(status, 403, "{body}");
+    // Without 0-RTT the dial waits for the engine's answer.
+    let err = within(
+        "create-only dial",
+        token_client(&engine, create_only.expose())
+            .dial_with("scoped", DialOptions::new().zero_rtt(false)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+
+    // Connect scope: dials, nothing else.
+    let dialer = mint(TunnelScopes::new().connect_any());
+    let stream = within(
+        "dial",
+        token_client(&engine, dialer.expose()).dial("scoped"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(within("echo", echo_round_trip(stream, b"d")).await, b"d");
+
+    // Project targets: this engine's project passes, another does not.
+    for (project, status) in [("proj-local", 200), ("proj-other", 403)] {
+        let token = creds
+            .mint(
+                &TokenRequest::new()
+                    .project_id(project)
+                    .resources(Resources::tunnels(TunnelScopes::new().list_any())),
+            )
+            .unwrap();
+        let (got, body) = raw_get(&engine, "/api/tunnels", Some(token.expose())).await;
+        assert_eq!(got, status, "{project}: {body}");
+    }
+    // Permissions without the read-only one: 403.
+    let token = creds
+        .mint(&TokenRequest::new().permissions(["tunnels.tunnels.create-delete"]))
+        .unwrap();
+    let (got, body) = raw_get(&engine, "/api/tunnels", Some(token.expose())).await;
+    assert_eq!(got, 403, "{body}");
+    control.close().await.unwrap();
+}
+
+/// `rstream.token` on the watch routes: a list-only app token is accepted
+/// on `/api/sse`; a token with connect scope is 403; the query token is
+/// never read on `/api/tunnels` (401).
+#[tokio::test]
+async fn query_tokens_follow_the_watch_rules() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let list_only = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(TunnelScopes::new().list_any())))
+        .unwrap();
+    let broad = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().list_any().connect_any(),
+        )))
+        .unwrap();
+    let unscoped = creds.mint(&TokenRequest::new()).unwrap();
+    let (status, body) = raw_get(
+        &engine,
+        &format!("/api/sse?rstream.token={}", list_only.expose()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for token in [&broad, &unscoped] {
+        let (status, body) = raw_get(
+            &engine,
+            &format!("/api/sse?rstream.token={}", token.expose()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = raw_get(
+        &engine,
+        &format!("/api/tunnels?rstream.token={}", list_only.expose()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+}
+
+/// The binary's `--new-app-credentials` writes a public key that `--app`
+/// accepts, and prints the exports that `AppCredentials::new` reads.
+#[test]
+fn new_app_credentials_flag() {
+    let dir = std::env::temp_dir().join(format!("rstream-newapp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("app.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rstream-local-engine"))
+        .arg("--new-app-credentials")
+        .arg(format!("local-app={}", pem.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let mut vars = std::collections::HashMap::new();
+    for pair in line.trim().trim_start_matches("export ").split(' ') {
+        let (k, v) = pair.split_once('=').unwrap();
+        vars.insert(k.to_owned(), v.to_owned());
+    }
+    let creds =
+        AppCredentials::new(&vars["RSTREAM_CLIENT_ID"], &vars["RSTREAM_CLIENT_SECRET"]).unwrap();
+    assert_eq!(creds.client_id(), "local-app");
+    assert_eq!(
+        std::fs::read_to_string(&pem).unwrap(),
+        creds.public_key_pem().unwrap()
+    );
+    // Never overwrites.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_rstream-local-engine"))
+        .arg("--new-app-credentials")
+        .arg(format!("local-app={}", pem.display()))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    // `--app` parses it.
+    let settings = rstream::engine::cli::parse_from([
+        "rstream-local-engine",
+        "--app",
+        &format!("local-app={}", pem.display()),
+        "--project-id",
+        "p",
+    ]);
+    assert!(settings.is_ok());
+    let bad = rstream::engine::cli::parse_from(["rstream-local-engine", "--app", "no-equals"]);
+    assert!(bad.is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
