@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use rstream::engine::LocalEngine;
 use rstream::error::code;
-use rstream::{Client, TlsOptions, Tunnel, TunnelOptions};
+use rstream::{Client, ErrorKind, TlsOptions, Tunnel, TunnelOptions};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -75,8 +75,12 @@ async fn main() -> Result<(), BoxError> {
 
     if !std::env::args().any(|a| a == "--self-test") {
         println!("serving; press Ctrl-C to stop");
-        server.await?;
-        println!("stopped");
+        // `Ok` after the signal; when the tunnel closes, the server may see
+        // that first and return the reason instead.
+        match server.await {
+            Ok(()) => println!("stopped"),
+            Err(reason) => println!("stopped: the tunnel closed ({reason})"),
+        }
         return Ok(());
     }
 
@@ -111,9 +115,13 @@ async fn main() -> Result<(), BoxError> {
     let (status, _) = support::https_get(client.options().tls(), &format!("{url}/")).await?;
     check(status == 200, "second tunnel serves")?;
     control.close().await?;
-    tokio::time::timeout(Duration::from_secs(10), server)
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server)
         .await
-        .map_err(|_| "the server did not stop when its tunnel closed")???;
+        .map_err(|_| "the server did not stop when its tunnel closed")??;
+    if let Err(reason) = stopped {
+        // The server saw the tunnel close before the signal did.
+        check(reason.kind() == ErrorKind::Closed, "stopped by the close")?;
+    }
     println!("ok");
     Ok(())
 }
