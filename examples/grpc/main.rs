@@ -19,6 +19,8 @@
 //! by `tonic-build`, so the example needs no `protoc`.
 
 mod echo;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::error::Error;
 
@@ -45,10 +47,10 @@ impl Echo for EchoService {
             .and_then(StreamInfo::source_ip)
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        Ok(Response::new(EchoReply {
-            message: request.into_inner().message,
-            source_ip,
-        }))
+        let message = request.into_inner().message;
+        // Logged inside the `grpc{path, stream_id, source_ip}` span (below).
+        tracing::info!(%message, "Unary");
+        Ok(Response::new(EchoReply { message, source_ip }))
     }
 
     async fn chat(
@@ -94,13 +96,27 @@ async fn main() -> Result<(), BoxError> {
     let private = control
         .create_tunnel(TunnelOptions::new().name("grpc-echo"))
         .await?;
-    println!("gRPC (h2 over TLS) at {}", public.forwarding_address());
+    let public_url = public.forwarding_address();
+    println!("gRPC (h2 over TLS) at {public_url}");
     println!("and privately at {}", private.forwarding_address());
 
     // One server for both tunnels: their connections merged into one stream.
     // It returns once both tunnels are closed.
     let server = tokio::spawn(
         Server::builder()
+            // Each call in a span naming its connection: tonic's server does
+            // not enter the `rstream.stream` spans, but sees the StreamInfo.
+            .trace_fn(|request| {
+                let info = request.extensions().get::<StreamInfo>();
+                tracing::info_span!(
+                    "grpc",
+                    path = request.uri().path(),
+                    stream_id = info.and_then(StreamInfo::stream_id),
+                    source_ip = info
+                        .and_then(StreamInfo::source_ip)
+                        .map(tracing::field::display),
+                )
+            })
             .add_service(EchoServer::new(EchoService))
             .serve_with_incoming(futures_util::stream::select(public, private)),
     );
@@ -130,6 +146,31 @@ async fn main() -> Result<(), BoxError> {
     println!("Chat({words:?}) -> {got:?}");
     let expected: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
     check(got == expected, "Chat upper-cases every message")?;
+
+    // From outside, through the published address: TLS (ALPN h2) to the
+    // engine, trusting what the rstream client trusts. tonic's own TLS
+    // features (`tls-ring`, `ClientTlsConfig`) would do the same.
+    let tls = client.options().tls().clone();
+    let public_channel = Endpoint::from_shared(public_url)?
+        .connect_with_connector(tower::service_fn(move |uri: http::Uri| {
+            let tls = tls.clone();
+            async move {
+                let stream = support::tls_connect(&tls, &uri.to_string(), &[b"h2"]).await?;
+                Ok::<_, BoxError>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await?;
+    let reply = EchoClient::new(public_channel)
+        .unary(EchoRequest {
+            message: "hello from outside".into(),
+        })
+        .await?
+        .into_inner();
+    println!("Unary over the published address -> {reply:?}");
+    check(
+        reply.message == "hello from outside" && !reply.source_ip.is_empty(),
+        "Unary through the public h2c tunnel, with the caller's IP",
+    )?;
 
     if std::env::args().any(|a| a == "--serve") {
         println!("serving; press Ctrl-C to stop");
