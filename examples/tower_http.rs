@@ -71,13 +71,10 @@ async fn main() -> Result<(), BoxError> {
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http());
 
-    let closed = tunnel.closed();
+    // Runs until the tunnel closes for good, then returns the reason.
     let server = tokio::spawn(
         rstream::http::serve(tunnel, app)
             .drain_timeout(Duration::from_secs(5))
-            .with_graceful_shutdown(async move {
-                let _ = closed.await;
-            })
             .into_future(),
     );
 
@@ -109,7 +106,8 @@ async fn main() -> Result<(), BoxError> {
         tokio::signal::ctrl_c().await?;
     }
     control.close().await?;
-    server.await??;
+    let reason = server.await?.err();
+    println!("server stopped: {reason:?}");
     println!("ok");
     Ok(())
 }
