@@ -12,18 +12,39 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rstream::{HttpVersion, TunnelOptions};
+use rstream::engine::LocalEngine;
+use rstream::error::code;
+use rstream::{Client, HttpVersion, TlsOptions, TunnelOptions};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), support::BoxError> {
-    let setup = support::setup().await?;
-    let control = setup.client.connect().await?;
+async fn main() -> Result<(), BoxError> {
+    // The engine configured by the environment (RSTREAM_ENGINE,
+    // RSTREAM_AUTHENTICATION_TOKEN, RSTREAM_CA_FILE, ~/.rstream/config.yaml),
+    // or, when none is, a local engine in this process.
+    let (client, local_engine) = match Client::from_env() {
+        Err(e) if e.code() == code::ENGINE_REQUIRED => {
+            let engine = LocalEngine::builder().start().await?;
+            let tls = TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes())?;
+            let client = Client::builder()
+                .engine(engine.engine_address())
+                .tls(tls)
+                .build()?;
+            (client, Some(engine))
+        }
+        configured => (configured?, None),
+    };
+    let control = client.connect().await?;
     let tunnel = control
         .create_tunnel(TunnelOptions::http().http_version(HttpVersion::H2c))
         .await?;
     let url = tunnel.forwarding_address().to_owned();
     println!("forwarding address: {url}");
-    println!("try: {} --http2", setup.curl(&url));
+    let cacert = local_engine
+        .as_ref()
+        .map(|e| format!("--cacert {} ", e.ca_file().display()));
+    println!("try: curl --http2 {}{url}", cacert.unwrap_or_default());
 
     let app = Router::new().route(
         "/",
@@ -32,7 +53,7 @@ async fn main() -> Result<(), support::BoxError> {
     tokio::spawn(async move { axum::serve(tunnel, app).await });
 
     // An HTTP/2 client: TLS with ALPN h2 to the published address.
-    let tls = support::tls_connect(&setup.tls, &url, &[b"h2"]).await?;
+    let tls = support::tls_connect(client.options().tls(), &url, &[b"h2"]).await?;
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
     tokio::spawn(conn);

@@ -22,11 +22,15 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rstream::TunnelOptions;
+use rstream::engine::LocalEngine;
+use rstream::error::code;
+use rstream::{Client, TlsOptions, TunnelOptions};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The hyper service: `/ws` upgrades to a WebSocket echo, anything else is
 /// a 404.
@@ -74,9 +78,23 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 }
 
 #[tokio::main]
-async fn main() -> Result<(), support::BoxError> {
-    let setup = support::setup().await?;
-    let control = setup.client.connect().await?;
+async fn main() -> Result<(), BoxError> {
+    // The engine configured by the environment (RSTREAM_ENGINE,
+    // RSTREAM_AUTHENTICATION_TOKEN, RSTREAM_CA_FILE, ~/.rstream/config.yaml),
+    // or, when none is, a local engine in this process.
+    let (client, _local_engine) = match Client::from_env() {
+        Err(e) if e.code() == code::ENGINE_REQUIRED => {
+            let engine = LocalEngine::builder().start().await?;
+            let tls = TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes())?;
+            let client = Client::builder()
+                .engine(engine.engine_address())
+                .tls(tls)
+                .build()?;
+            (client, Some(engine))
+        }
+        configured => (configured?, None),
+    };
+    let control = client.connect().await?;
     let tunnel = control.create_tunnel(TunnelOptions::http()).await?;
     let url = tunnel.forwarding_address().to_owned();
     let ws_url = format!("{}/ws", url.replacen("https://", "wss://", 1));
@@ -85,7 +103,7 @@ async fn main() -> Result<(), support::BoxError> {
     tokio::spawn(rstream::http::serve(tunnel, tower::service_fn(handle)).into_future());
 
     // The check: a real WebSocket client through the published address.
-    let tls = support::tls_connect(&setup.tls, &url, &[b"http/1.1"]).await?;
+    let tls = support::tls_connect(client.options().tls(), &url, &[b"http/1.1"]).await?;
     let (mut ws, rsp) = tokio_tungstenite::client_async(ws_url.as_str(), tls).await?;
     println!("handshake: {}", rsp.status());
     ws.send(Message::Text("hello over a raw hyper upgrade".into()))

@@ -19,8 +19,6 @@
 //! `--channel`, `--version`, `--os`, `--arch`, `--protocol-version`,
 //! `--label`, `--limit`.
 
-mod support;
-
 const USAGE: &str = "\
 usage: list_tunnels [--clients] [--limit N] [--label KEY[=VALUE|=*]]... [FILTER VALUE]...
 tunnel filters: --id --name --type --status --client-id --user-id --protocol
@@ -30,10 +28,14 @@ client filters (with --clients): --id --status --user-id --agent --channel
 repeated filters are ANDed; --label KEY or KEY=* matches any value";
 
 use rstream::api::{ClientFilters, ListClientsParams, ListTunnelsParams, TunnelFilters};
-use rstream::TunnelOptions;
+use rstream::engine::LocalEngine;
+use rstream::error::code;
+use rstream::{Client, TlsOptions, TunnelOptions};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), support::BoxError> {
+async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
@@ -97,10 +99,24 @@ async fn main() -> Result<(), support::BoxError> {
         }
     }
 
-    let setup = support::setup().await?;
+    // The engine configured by the environment (RSTREAM_ENGINE,
+    // RSTREAM_AUTHENTICATION_TOKEN, RSTREAM_CA_FILE, ~/.rstream/config.yaml),
+    // or, when none is, a local engine in this process.
+    let (client, local_engine) = match Client::from_env() {
+        Err(e) if e.code() == code::ENGINE_REQUIRED => {
+            let engine = LocalEngine::builder().start().await?;
+            let tls = TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes())?;
+            let client = Client::builder()
+                .engine(engine.engine_address())
+                .tls(tls)
+                .build()?;
+            (client, Some(engine))
+        }
+        configured => (configured?, None),
+    };
     // Standalone: give the in-process engine something to list.
-    let _demo = if setup.engine.is_some() {
-        let control = setup.client.connect().await?;
+    let _demo = if local_engine.is_some() {
+        let control = client.connect().await?;
         let web = control
             .create_tunnel(
                 TunnelOptions::http()
@@ -120,7 +136,7 @@ async fn main() -> Result<(), support::BoxError> {
     } else {
         None
     };
-    let api = setup.client.api();
+    let api = client.api();
 
     if clients_mode {
         let mut params = ListClientsParams::new().filters(clients);

@@ -14,17 +14,38 @@ mod support;
 
 use axum::routing::get;
 use axum::Router;
-use rstream::TunnelOptions;
+use rstream::engine::LocalEngine;
+use rstream::error::code;
+use rstream::{Client, TlsOptions, TunnelOptions};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), support::BoxError> {
-    let setup = support::setup().await?;
+async fn main() -> Result<(), BoxError> {
+    // The engine configured by the environment (RSTREAM_ENGINE,
+    // RSTREAM_AUTHENTICATION_TOKEN, RSTREAM_CA_FILE, ~/.rstream/config.yaml),
+    // or, when none is, a local engine in this process.
+    let (client, local_engine) = match Client::from_env() {
+        Err(e) if e.code() == code::ENGINE_REQUIRED => {
+            let engine = LocalEngine::builder().start().await?;
+            let tls = TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes())?;
+            let client = Client::builder()
+                .engine(engine.engine_address())
+                .tls(tls)
+                .build()?;
+            (client, Some(engine))
+        }
+        configured => (configured?, None),
+    };
 
-    let control = setup.client.connect().await?;
+    let control = client.connect().await?;
     let tunnel = control.create_tunnel(TunnelOptions::http()).await?;
     let url = tunnel.forwarding_address().to_owned();
     println!("forwarding address: {url}");
-    println!("try: {}", setup.curl(&url));
+    let cacert = local_engine
+        .as_ref()
+        .map(|e| format!("--cacert {} ", e.ca_file().display()));
+    println!("try: curl {}{url}", cacert.unwrap_or_default());
 
     let app = Router::new().route(
         "/",
@@ -39,7 +60,7 @@ async fn main() -> Result<(), support::BoxError> {
             .await
     });
 
-    let (status, body) = support::https_get(&setup.tls, &url).await?;
+    let (status, body) = support::https_get(client.options().tls(), &url).await?;
     println!("GET {url} -> {status}: {}", body.trim_end());
 
     if std::env::args().any(|a| a == "--serve") {

@@ -15,16 +15,18 @@
 //! `cargo run --example quickstart -- --serve`, does on the same engine.
 //! `--label KEY[=VALUE]` watches only tunnels with that label.
 
-mod support;
-
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use rstream::api::{Event, EventObject, EventType, TunnelFilters, WatchParams};
-use rstream::TunnelOptions;
+use rstream::engine::LocalEngine;
+use rstream::error::code;
+use rstream::{Client, TlsOptions, TunnelOptions};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), support::BoxError> {
+async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let follow = args.iter().any(|a| a == "--follow");
     let websocket = args.iter().any(|a| a == "--websocket");
@@ -47,8 +49,22 @@ async fn main() -> Result<(), support::BoxError> {
         }
     }
 
-    let setup = support::setup().await?;
-    let api = setup.client.api();
+    // The engine configured by the environment (RSTREAM_ENGINE,
+    // RSTREAM_AUTHENTICATION_TOKEN, RSTREAM_CA_FILE, ~/.rstream/config.yaml),
+    // or, when none is, a local engine in this process.
+    let (client, _local_engine) = match Client::from_env() {
+        Err(e) if e.code() == code::ENGINE_REQUIRED => {
+            let engine = LocalEngine::builder().start().await?;
+            let tls = TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes())?;
+            let client = Client::builder()
+                .engine(engine.engine_address())
+                .tls(tls)
+                .build()?;
+            (client, Some(engine))
+        }
+        configured => (configured?, None),
+    };
+    let api = client.api();
     let mut params = WatchParams::new();
     if filtered {
         params = params.tunnels(tunnels.clone());
@@ -62,8 +78,7 @@ async fn main() -> Result<(), support::BoxError> {
     }
     println!(
         "watching {} over {}",
-        setup
-            .client
+        client
             .engine()
             .map_or("the engine".to_owned(), |e| e.to_string()),
         if websocket { "WebSocket" } else { "SSE" }
@@ -91,7 +106,7 @@ async fn main() -> Result<(), support::BoxError> {
     for (k, v) in &tunnels.labels {
         options = options.label(k, v.clone().unwrap_or_else(|| "demo".into()));
     }
-    let control = setup.client.connect().await?;
+    let control = client.connect().await?;
     let demo_client = control.client_id().to_owned();
     let tunnel = control.create_tunnel(options).await?;
     tunnel.close().await?;
@@ -103,7 +118,7 @@ async fn main() -> Result<(), support::BoxError> {
             if event.event_type == EventType::ClientDeleted
                 && event.client().is_some_and(|c| c.id == demo_client)
             {
-                return Ok::<_, support::BoxError>(());
+                return Ok::<_, BoxError>(());
             }
         }
         Err("the watch ended early".into())

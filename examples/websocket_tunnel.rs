@@ -11,13 +11,31 @@ use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use rstream::TunnelOptions;
+use rstream::engine::LocalEngine;
+use rstream::error::code;
+use rstream::{Client, TlsOptions, TunnelOptions};
 use tokio_tungstenite::tungstenite;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[tokio::main]
-async fn main() -> Result<(), support::BoxError> {
-    let setup = support::setup().await?;
-    let control = setup.client.connect().await?;
+async fn main() -> Result<(), BoxError> {
+    // The engine configured by the environment (RSTREAM_ENGINE,
+    // RSTREAM_AUTHENTICATION_TOKEN, RSTREAM_CA_FILE, ~/.rstream/config.yaml),
+    // or, when none is, a local engine in this process.
+    let (client, _local_engine) = match Client::from_env() {
+        Err(e) if e.code() == code::ENGINE_REQUIRED => {
+            let engine = LocalEngine::builder().start().await?;
+            let tls = TlsOptions::new().add_ca_pem(engine.ca_pem().as_bytes())?;
+            let client = Client::builder()
+                .engine(engine.engine_address())
+                .tls(tls)
+                .build()?;
+            (client, Some(engine))
+        }
+        configured => (configured?, None),
+    };
+    let control = client.connect().await?;
     let tunnel = control.create_tunnel(TunnelOptions::http()).await?;
     let url = tunnel.forwarding_address().to_owned();
     let ws_url = format!("{}/ws", url.replacen("https://", "wss://", 1));
@@ -42,7 +60,7 @@ async fn main() -> Result<(), support::BoxError> {
     );
     tokio::spawn(async move { axum::serve(tunnel, app).await });
 
-    let tls = support::tls_connect(&setup.tls, &url, &[b"http/1.1"]).await?;
+    let tls = support::tls_connect(client.options().tls(), &url, &[b"http/1.1"]).await?;
     let (mut ws, _) = tokio_tungstenite::client_async(ws_url.as_str(), tls).await?;
     ws.send(tungstenite::Message::Text("hello".into())).await?;
     if let Some(reply) = ws.next().await {

@@ -40,6 +40,9 @@
 //!   webhook extractor.
 //! - `local-engine` (default): [`engine`] and the `rstream-local-engine`
 //!   binary.
+//! - `tonic`: `tonic::transport::server::Connected` for [`RstreamStream`],
+//!   so `Server::builder()..serve_with_incoming(tunnel)` serves gRPC through
+//!   a tunnel (requests carry the [`StreamInfo`]).
 //!
 //! ## Errors
 //!

@@ -169,3 +169,19 @@ impl AsyncRead for RstreamStream {
 impl AsyncWrite for RstreamStream {
     forward_async_write!(io);
 }
+
+/// tonic's connect info: `Server::builder()..serve_with_incoming(tunnel)`
+/// puts the stream's [`StreamInfo`] into every request's extensions
+/// (`request.extensions().get::<StreamInfo>()`, with the downstream source
+/// IP). A [`Tunnel`](crate::Tunnel) already is the `Stream` of connections
+/// `serve_with_incoming` takes; when the tunnel closes for good it ends and
+/// the server drains and returns. See `docs/HTTP.md` ("gRPC").
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+impl tonic::transport::server::Connected for RstreamStream {
+    type ConnectInfo = StreamInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}

@@ -9,6 +9,8 @@ mod support;
 mod client_protocol;
 mod close;
 mod config;
+#[cfg(feature = "tonic")]
+mod grpc;
 mod http;
 mod http_streaming;
 mod observability;
