@@ -6,8 +6,8 @@ use crate::config::{managed, ClientOptions, EngineTarget, ResolvedOptions, Secre
 use crate::control::ControlChannel;
 use crate::error::{code, Error, Result};
 use crate::proto::{
-    message::Payload, read_frame, write_frame, ClientDetails, Message, StreamReq, StreamRsp, ALPN,
-    PROTOCOL_VERSION,
+    message::Payload, read_answer_within, write_frame, ClientDetails, Message, StreamReq,
+    StreamRsp, ALPN, PROTOCOL_VERSION,
 };
 use crate::stream::{RstreamStream, StreamInfo};
 use crate::transport::{Endpoint, TlsDialer};
@@ -216,12 +216,11 @@ impl Client {
         let mut stream_id = None;
         if !zero_rtt {
             let op = inner.options.operation_timeout;
-            let first = tokio::time::timeout(op, read_frame(&mut io))
-                .await
-                .map_err(|_| Error::timeout(format!("no StreamRsp within {op:?}")))??;
-            let first =
-                first.ok_or_else(|| Error::protocol("engine closed the dial before answering"))?;
-            let id = first.into_answer::<StreamRsp>()?.into_result()?;
+            let id = read_answer_within::<StreamRsp, _>(&mut io, op, || {
+                Error::protocol("engine closed the dial before answering")
+            })
+            .await?
+            .into_result()?;
             stream_id = Some(Arc::from(id));
         }
         Ok(RstreamStream::new(

@@ -67,6 +67,7 @@ pub mod error;
 pub mod http;
 mod percent;
 pub mod proto;
+mod secret;
 mod stream;
 pub mod transport;
 pub mod tunnel;
@@ -77,9 +78,10 @@ pub mod webhook;
 pub mod engine;
 
 pub use client::{Client, DialOptions, AGENT};
-pub use config::{ClientOptions, Secret};
+pub use config::ClientOptions;
 pub use control::{ConnectOptions, ConnectionStatus, ControlChannel, ReconnectPolicy};
 pub use error::{Error, ErrorKind, Result};
+pub use secret::Secret;
 pub use stream::{RstreamStream, StreamInfo};
 pub use transport::{ClientIdentity, TlsOptions};
 #[cfg(feature = "axum")]

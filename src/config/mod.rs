@@ -29,7 +29,6 @@ mod jwt;
 pub(crate) mod managed;
 mod resolve;
 mod resolved;
-mod secret;
 mod yaml_bound;
 
 use std::fmt;
@@ -40,7 +39,9 @@ use std::time::Duration;
 
 pub use managed::{MAX_RESOLVE_BODY, RESOLVE_TIMEOUT};
 pub use resolved::{AuthKind, ClientCertificate, EngineTarget, ResolvedOptions, Source};
-pub use secret::Secret;
+// `Secret` lives in a leaf module (transport uses it too and must not
+// depend on `config`); it stays reachable here where users look for it.
+pub use crate::secret::Secret;
 
 use crate::error::{code, Error, Result};
 use crate::transport::{ClientIdentity, HttpProxy, TlsOptions};

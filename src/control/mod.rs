@@ -21,9 +21,12 @@
 //! and [`Client::connect_with`]. `docs/RELIABILITY.md` lists what survives
 //! which fault.
 
+mod connection;
 mod liveness;
 mod proxy;
 mod reconnect;
+mod requests;
+mod slots;
 mod task;
 
 use std::future::Future;
@@ -35,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::client::Client;
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
-    message::Payload, read_frame, write_frame, ControlChannelLiveness, Message,
+    message::Payload, read_answer, write_frame, ControlChannelLiveness, Message,
     OpenControlChannelReq, OpenControlChannelRsp, ServerDetails, TunnelProperties,
 };
 use crate::stream::RstreamStream;
@@ -160,14 +163,18 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
             &Message::new(Payload::OpenControlChannelReq(request)),
         )
         .await?;
-        read_answer(&mut io).await
+        // An engine that closes the connection before answering (a restart
+        // under way) is a transport loss, not a protocol error, so a
+        // reconnect tries again.
+        read_answer::<OpenControlChannelRsp, _>(&mut io, || {
+            connection::lost("engine closed the connection before answering")
+        })
+        .await
     };
     let first = tokio::time::timeout(op, exchange)
         .await
         .map_err(|_| Error::timeout(format!("no OpenControlChannelRsp within {op:?}")))??;
-    let ok = first
-        .into_answer::<OpenControlChannelRsp>()?
-        .into_result()?;
+    let ok = first.into_result()?;
     let liveness = Liveness::negotiate(proposed, ok.liveness)?;
     tracing::debug!(client_id = %ok.client_id, mode = ?liveness.mode(), "control channel open");
     Ok(Session {
@@ -178,15 +185,6 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
             server: ok.server_details.unwrap_or_default(),
         }),
     })
-}
-
-/// Reads the engine's first frame. An engine that closes the connection
-/// before answering (a restart under way) is a transport loss, not a
-/// protocol error, so a reconnect tries again.
-async fn read_answer(io: &mut EngineStream) -> Result<Message> {
-    read_frame(io)
-        .await?
-        .ok_or_else(|| task::lost("engine closed the connection before answering"))
 }
 
 impl ControlChannel {
