@@ -182,7 +182,7 @@ impl Client {
     }
 
     /// Opens a control channel with explicit options, e.g. a custom
-    /// [`ReconnectPolicy`] or none at all:
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy) or none at all:
     ///
     /// ```no_run
     /// # async fn run(client: rstream::Client) -> rstream::Result<()> {

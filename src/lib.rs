@@ -32,7 +32,6 @@
 //! - [`webhook`]: signatures, typed events, and `WebhookLayer`.
 //! - [`engine`] (feature `local-engine`): a real engine for one machine, for
 //!   examples, tests and benchmarks.
-//! - [`proto`]: the wire schema and frame codec.
 //!
 //! ## Feature flags
 //!
@@ -66,7 +65,17 @@ pub mod control;
 pub mod error;
 pub mod http;
 mod percent;
+// The wire schema and frame codec are not a stable API (every prost bump
+// would break it): public, hidden from the docs, only with the `unstable`
+// feature, for the crate's tests, benches and tools that speak the
+// protocol. Without it the module is private; its items stay `pub` for
+// the feature's sake, hence the allows.
+#[cfg(feature = "unstable")]
+#[doc(hidden)]
 pub mod proto;
+#[cfg(not(feature = "unstable"))]
+#[allow(unreachable_pub, dead_code, unused_imports)]
+mod proto;
 mod secret;
 mod stream;
 pub mod transport;

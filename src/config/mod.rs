@@ -436,7 +436,7 @@ fn read_config_text(path: &std::path::Path) -> Result<Option<String>> {
     let unreadable = |e: std::io::Error| {
         Error::config(
             code::INVALID_CONFIG,
-            format!("cannot read config file {}: {e}", path.display()),
+            format!("cannot read config file {}", path.display()),
         )
         .with_source(e)
     };

@@ -39,12 +39,14 @@ use crate::client::Client;
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
     message::Payload, read_answer, write_frame, ControlChannelLiveness, Message,
-    OpenControlChannelReq, OpenControlChannelRsp, ServerDetails, TunnelProperties,
+    OpenControlChannelReq, OpenControlChannelRsp, TunnelProperties,
 };
 use crate::stream::RstreamStream;
 use crate::transport::EngineStream;
 use crate::tunnel::{Tunnel, TunnelOptions, TunnelShared};
 
+/// What the engine says about itself ([`ControlChannel::server_details`]).
+pub use crate::proto::ServerDetails;
 pub use reconnect::{
     ConnectOptions, ConnectionStatus, Jitter, ReconnectPolicy, DEFAULT_STABLE_AFTER,
     MAX_RECONNECT_DELAY,

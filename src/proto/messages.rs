@@ -528,7 +528,7 @@ pub struct ServerMessage {
     pub message: String,
 }
 
-/// Tunnel properties (requested in [`OpenTunnelReq`], returned in [`OpenTunnelRsp`]).
+/// Tunnel properties (requested in `OpenTunnelReq`, returned in `OpenTunnelRsp`).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TunnelProperties {
     /// Engine-assigned id (read-only).

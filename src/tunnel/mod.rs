@@ -18,6 +18,8 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, watch};
 
+/// The engine's description of a tunnel ([`Tunnel::properties`]).
+pub use crate::proto::TunnelProperties;
 pub use address::forwarding_address;
 pub use forward::{ForwardOptions, DEFAULT_FORWARD_CONNECT_TIMEOUT, DEFAULT_MAX_RELAYS};
 #[cfg(feature = "axum")]
@@ -34,7 +36,6 @@ pub use stats::{TunnelCounters, TunnelStats};
 
 use crate::control::{ControlChannel, TunnelHandle};
 use crate::error::{Error, Result};
-use crate::proto::TunnelProperties;
 use crate::stream::RstreamStream;
 
 /// What the engine currently says about a tunnel. Replaced (never
@@ -185,6 +186,7 @@ impl TunnelShared {
 /// default 256) wait for the application to accept them; while the backlog
 /// is full, new downstream connections are refused at once (the engine gets
 /// an `INVALID_STREAM` answer saying so) instead of queueing without bound.
+#[must_use = "dropping a Tunnel closes it on the engine"]
 pub struct Tunnel {
     name: Option<String>,
     control: TunnelHandle,
