@@ -39,6 +39,9 @@
 //!   webhook extractor.
 //! - `local-engine` (default): [`engine`] and the `rstream-local-engine`
 //!   binary.
+//! - `unstable`: not a stable API. Makes the wire schema (`proto`) and the
+//!   transport internals public, hidden from these docs, for this crate's
+//!   tests and benchmarks and for tools that speak the protocol.
 //!
 //! ## Errors
 //!

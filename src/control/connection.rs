@@ -104,6 +104,20 @@ impl Conn {
         })
     }
 
+    /// Queues a frame, waiting up to `op` for room in the outbox. Only
+    /// `restore` waits, before the connection loop runs: there may be more
+    /// re-creation requests than the outbox holds.
+    pub(super) async fn push_within(&self, frame: Bytes, op: Duration) -> Result<()> {
+        tokio::time::timeout(op, self.out.send(frame))
+            .await
+            .map_err(|_| {
+                Error::timeout(format!(
+                    "could not send the re-creation requests within {op:?}"
+                ))
+            })?
+            .map_err(|_| lost("control channel writer stopped"))
+    }
+
     pub(super) fn send(&self, payload: Payload) -> Result<()> {
         self.push(encode_frame(&Message::new(payload))?)
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::connection::{after, lost, Conn, Step};
+use super::connection::{after, Conn, Step};
 use super::reconnect::{ConnectionStatus, ReconnectPolicy};
 use super::requests::{open_request, Pending, QueuedOpen};
 use super::task::Supervisor;
@@ -53,17 +53,9 @@ impl Supervisor {
         let keys: Vec<u64> = self.slots.keys().copied().collect();
         let queued = std::mem::take(&mut self.queued);
         let op = self.op;
-        let stalled = || {
-            Error::timeout(format!(
-                "could not send the re-creation requests within {op:?}"
-            ))
-        };
         for key in keys {
             if let Some((request_id, frame)) = self.recreate_request(key) {
-                tokio::time::timeout(op, conn.out.send(frame))
-                    .await
-                    .map_err(|_| stalled())?
-                    .map_err(|_| lost("control channel writer stopped"))?;
+                conn.push_within(frame, op).await?;
                 conn.opens.insert(
                     request_id,
                     Pending::Recreate {
@@ -84,10 +76,7 @@ impl Supervisor {
                     continue;
                 }
             };
-            tokio::time::timeout(op, conn.out.send(frame))
-                .await
-                .map_err(|_| stalled())?
-                .map_err(|_| lost("control channel writer stopped"))?;
+            conn.push_within(frame, op).await?;
             conn.opens.insert(
                 request_id,
                 Pending::User {
