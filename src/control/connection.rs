@@ -26,9 +26,9 @@ use crate::transport::EngineStream;
 
 /// Frames queued for the writer. Bounded: when the engine stops reading
 /// and this fills up, the connection counts as lost.
-pub(super) const OUTBOX: usize = 512;
+const OUTBOX: usize = 512;
 /// Frames read ahead of the control task.
-pub(super) const INBOX: usize = 64;
+const INBOX: usize = 64;
 
 /// "Never" for deadlines: a year away, far enough and still addable.
 pub(super) const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -38,6 +38,8 @@ pub(super) fn after(d: Duration) -> Instant {
     Instant::now() + d.min(FAR)
 }
 
+/// A `CloseControlChannelReq` went out: until when to wait for the answer,
+/// and who waits.
 pub(super) struct Closing {
     pub(super) deadline: Instant,
     pub(super) waiters: Vec<oneshot::Sender<Result<()>>>,
@@ -197,7 +199,7 @@ pub(super) fn lost(why: &str) -> Error {
     )
 }
 
-pub(super) async fn read_loop(rd: ReadHalf<EngineStream>, tx: mpsc::Sender<Result<Message>>) {
+async fn read_loop(rd: ReadHalf<EngineStream>, tx: mpsc::Sender<Result<Message>>) {
     let mut rd = BufReader::new(rd);
     loop {
         let res = proto::read_frame(&mut rd).await;
@@ -213,10 +215,7 @@ pub(super) async fn read_loop(rd: ReadHalf<EngineStream>, tx: mpsc::Sender<Resul
     }
 }
 
-pub(super) async fn write_loop(
-    mut wr: WriteHalf<EngineStream>,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> Result<()> {
+async fn write_loop(mut wr: WriteHalf<EngineStream>, mut rx: mpsc::Receiver<Bytes>) -> Result<()> {
     let io = |e| Error::io("writing to the control channel", e);
     while let Some(frame) = rx.recv().await {
         wr.write_all(&frame).await.map_err(io)?;

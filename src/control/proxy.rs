@@ -235,7 +235,7 @@ impl Supervisor {
     }
 }
 
-pub(super) fn refuse(conn: &Conn, stream_id: String, why: &str) -> Result<()> {
+fn refuse(conn: &Conn, stream_id: String, why: &str) -> Result<()> {
     tracing::debug!(%stream_id, why, "refusing proxy connection");
     conn.send(Payload::ProxyConnRsp(refusal(stream_id, why)))
 }

@@ -39,7 +39,7 @@ pub(super) struct Slot {
 
 /// What to do after a failed re-creation.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Action {
+enum Action {
     Retry,
     DropSticky,
     Permanent,
@@ -371,7 +371,7 @@ impl Supervisor {
 /// The properties that re-create `slot`: what the user asked for, plus
 /// (when sticky) the hostname and non-default port the engine assigned, so
 /// the published address stays the same where the engine honours them.
-pub(super) fn recreate_properties(slot: &Slot) -> TunnelProperties {
+fn recreate_properties(slot: &Slot) -> TunnelProperties {
     let mut p = slot.requested.clone();
     if !slot.sticky {
         return p;
@@ -406,7 +406,7 @@ pub(super) fn recreate_properties(slot: &Slot) -> TunnelProperties {
 ///   at once without it (the engine may not honour it).
 /// - Then transient errors are retried (as many times as the policy's
 ///   attempt limit allows); everything else is permanent.
-pub(super) fn classify(
+fn classify(
     e: &Error,
     sticky: bool,
     in_ghost: bool,

@@ -82,6 +82,9 @@ pub(super) fn spawn(start: Start) {
     tokio::spawn(supervisor.run(start.session).instrument(span));
 }
 
+/// The control task's state. Its fields are `pub(super)` because its
+/// methods live in the sibling files, one concern each (see the module
+/// docs); nothing outside `control` sees it.
 pub(super) struct Supervisor {
     /// `rstream.control`, the task's span.
     pub(super) span: tracing::Span,
