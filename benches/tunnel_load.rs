@@ -1,7 +1,7 @@
 //! Side-by-side load harness for the tunnel path (docs/BENCHMARKS.md).
 //!
 //! ```text
-//! cargo bench --bench tunnel_load -- [--quick] [--duration 10] [--skip-python]
+//! cargo bench --features unstable --bench tunnel_load -- [--quick] [--duration 10] [--skip-python]
 //!     [--rounds N] [--legs ABCD] [--no-dial] [--no-idle] [--perf DIR]
 //! ```
 //!

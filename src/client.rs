@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
+use crate::api::{ApiOptions, EngineApi};
 use crate::config::{ClientOptions, EngineTarget, ResolvedOptions, Secret};
-use crate::control::ControlChannel;
+use crate::control::{ConnectOptions, ControlChannel};
 use crate::error::{code, Error, Result};
+use crate::http::Connector;
 use crate::proto::{
-    message::Payload, read_frame, write_frame, ClientDetails, Message, StreamReq, StreamRsp, ALPN,
-    PROTOCOL_VERSION,
+    message::Payload, read_answer_within, write_frame, ClientDetails, Message, StreamReq,
+    StreamRsp, ALPN, PROTOCOL_VERSION,
 };
 use crate::stream::{RstreamStream, StreamInfo};
 use crate::transport::{Endpoint, TlsDialer};
@@ -179,6 +181,54 @@ impl Client {
         ControlChannel::open(self.clone()).await
     }
 
+    /// Opens a control channel with explicit options, e.g. a custom
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy) or none at all:
+    ///
+    /// ```no_run
+    /// # async fn run(client: rstream::Client) -> rstream::Result<()> {
+    /// use std::time::Duration;
+    /// use rstream::control::ReconnectPolicy;
+    ///
+    /// let control = client
+    ///     .connect_with(ReconnectPolicy::new().max_delay(Duration::from_secs(5)))
+    ///     .await?;
+    /// let no_reconnect = client.connect_with(ReconnectPolicy::disabled()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The first connection is made here and its failure is returned as is;
+    /// the policy governs only reconnects after a successful open.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the half-open connection.
+    pub async fn connect_with(&self, options: impl Into<ConnectOptions>) -> Result<ControlChannel> {
+        ControlChannel::open_with(self.clone(), options.into()).await
+    }
+
+    /// The Engine HTTP API of this client's engine, with the default
+    /// [`ApiOptions`]. Does no I/O.
+    ///
+    /// All the handles this returns for one client (and for its clones)
+    /// share one connection pool and one mTLS discovery cache, built on
+    /// the first call: calling `client.api()` per request reuses the
+    /// pooled connections.
+    pub fn api(&self) -> EngineApi {
+        EngineApi::shared(self)
+    }
+
+    /// [`api`](Self::api) with explicit options. The handle gets a
+    /// connection pool of its own (shared by its clones only): keep it
+    /// rather than calling this per request.
+    pub fn api_with(&self, options: ApiOptions) -> EngineApi {
+        EngineApi::with_options(self, options)
+    }
+
+    /// A [`Connector`] for `hyper_util::client::legacy::Client`.
+    pub fn connector(&self) -> Connector {
+        Connector::new(self.clone())
+    }
+
     /// Dials a private tunnel by name or id, with the client's defaults.
     ///
     /// ```no_run
@@ -219,12 +269,11 @@ impl Client {
         let mut stream_id = None;
         if !zero_rtt {
             let op = inner.options.operation_timeout;
-            let first = tokio::time::timeout(op, read_frame(&mut io))
-                .await
-                .map_err(|_| Error::timeout(format!("no StreamRsp within {op:?}")))??;
-            let first =
-                first.ok_or_else(|| Error::protocol("engine closed the dial before answering"))?;
-            let id = first.into_answer::<StreamRsp>()?.into_result()?;
+            let id = read_answer_within::<StreamRsp, _>(&mut io, op, || {
+                Error::protocol("engine closed the dial before answering")
+            })
+            .await?
+            .into_result()?;
             stream_id = Some(Arc::from(id));
         }
         Ok(RstreamStream::new(

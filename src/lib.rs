@@ -32,17 +32,21 @@
 //! - [`webhook`]: signatures, typed events, and `WebhookLayer`.
 //! - [`engine`] (feature `local-engine`): a real engine for one machine, for
 //!   examples, tests and benchmarks.
-//! - [`proto`]: the wire schema and frame codec.
 //!
 //! ## Feature flags
 //!
 //! - `axum` (default): `axum::serve::Listener` for [`Tunnel`] and the
 //!   webhook extractor.
-//! - `local-engine` (default): [`engine`] and the `rstream-local-engine`
-//!   binary.
+//! - `local-engine`: [`engine`] and the `rstream-local-engine` binary
+//!   (examples, tests and benches of this crate turn it on themselves).
+//! - `native-roots`: the operating system's root certificates beside the
+//!   bundled webpki roots.
 //! - `tonic`: `tonic::transport::server::Connected` for [`RstreamStream`],
 //!   so `Server::builder()..serve_with_incoming(tunnel)` serves gRPC through
 //!   a tunnel (requests carry the [`StreamInfo`]).
+//! - `unstable`: not a stable API. Makes the wire schema (`proto`) and the
+//!   transport internals public, hidden from these docs, for this crate's
+//!   tests and benchmarks and for tools that speak the protocol.
 //!
 //! ## Errors
 //!
@@ -71,7 +75,18 @@ pub mod control_plane;
 pub mod error;
 pub mod http;
 mod percent;
+// The wire schema and frame codec are not a stable API (every prost bump
+// would break it): public, hidden from the docs, only with the `unstable`
+// feature, for the crate's tests, benches and tools that speak the
+// protocol. Without it the module is private; its items stay `pub` for
+// the feature's sake, hence the allows.
+#[cfg(feature = "unstable")]
+#[doc(hidden)]
 pub mod proto;
+#[cfg(not(feature = "unstable"))]
+#[allow(unreachable_pub, dead_code, unused_imports)]
+mod proto;
+mod secret;
 mod stream;
 pub mod transport;
 pub mod tunnel;
@@ -82,9 +97,10 @@ pub mod webhook;
 pub mod engine;
 
 pub use client::{Client, DialOptions, AGENT};
-pub use config::{ClientOptions, Secret};
+pub use config::ClientOptions;
 pub use control::{ConnectOptions, ConnectionStatus, ControlChannel, ReconnectPolicy};
 pub use error::{Error, ErrorKind, Result};
+pub use secret::Secret;
 pub use stream::{RstreamStream, StreamInfo};
 pub use transport::{ClientIdentity, TlsOptions};
 #[cfg(feature = "axum")]

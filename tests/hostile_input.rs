@@ -1019,7 +1019,8 @@ async fn tunnel_options_refuse_too_many_labels_before_sending() {
     assert_eq!(err.engine_code(), None);
     assert!(err.to_string().contains("MAX_LABELS"), "{err}");
     assert!(engine.tunnels().is_empty());
-    within(
+    // Dropped at once, as before `Tunnel` was `#[must_use]`.
+    let _ = within(
         "create",
         control.create_tunnel(TunnelOptions::new().label("k", "v")),
     )

@@ -194,29 +194,23 @@ impl std::fmt::Debug for EngineApi {
     }
 }
 
-impl crate::Client {
-    /// The Engine HTTP API of this client's engine, with the default
-    /// [`ApiOptions`]. Does no I/O.
-    ///
-    /// All the handles this returns for one client (and for its clones)
-    /// share one connection pool and one mTLS discovery cache, built on
-    /// the first call: calling `client.api()` per request reuses the
-    /// pooled connections.
-    pub fn api(&self) -> EngineApi {
-        let transport = self
+impl EngineApi {
+    /// What [`Client::api`](crate::Client::api) returns: a handle on the
+    /// client's shared connection pool, built on first use.
+    pub(crate) fn shared(client: &crate::Client) -> EngineApi {
+        let transport = client
             .inner()
             .api
-            .get_or_init(|| Arc::new(ApiTransport::new(self.options())))
+            .get_or_init(|| Arc::new(ApiTransport::new(client.options())))
             .clone();
-        EngineApi::with_transport(self.clone(), ApiOptions::default(), transport)
+        EngineApi::with_transport(client.clone(), ApiOptions::default(), transport)
     }
 
-    /// [`api`](Self::api) with explicit options. The handle gets a
-    /// connection pool of its own (shared by its clones only): keep it
-    /// rather than calling this per request.
-    pub fn api_with(&self, options: ApiOptions) -> EngineApi {
-        let transport = Arc::new(ApiTransport::new(self.options()));
-        EngineApi::with_transport(self.clone(), options, transport)
+    /// What [`Client::api_with`](crate::Client::api_with) returns: a handle
+    /// with a connection pool of its own.
+    pub(crate) fn with_options(client: &crate::Client, options: ApiOptions) -> EngineApi {
+        let transport = Arc::new(ApiTransport::new(client.options()));
+        EngineApi::with_transport(client.clone(), options, transport)
     }
 }
 
@@ -282,10 +276,7 @@ impl EngineApi {
         http.connector.server_name(&authority, &engine.sni);
         // Per request: app credentials mint a fresh token each time.
         let token = options.bearer(&authority)?;
-        Ok(ApiTarget {
-            authority,
-            token,
-        })
+        Ok(ApiTarget { authority, token })
     }
 
     /// One GET under the call budget: status and (bounded) body.

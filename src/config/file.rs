@@ -102,7 +102,7 @@ impl ConfigFile {
             return Ok(None);
         }
         let not_yaml =
-            |e| invalid(format!("config file {origin} is not valid YAML: {e}")).with_source(e);
+            |e| invalid(format!("config file {origin} is not valid YAML")).with_source(e);
         // First pass: bound what the parse below builds (see yaml_bound).
         match yaml_bound::count_nodes(text, MAX_CONFIG_NODES) {
             Count::Within => {}
@@ -119,7 +119,7 @@ impl ConfigFile {
         }
         let mut value: Value = serde_yaml_ng::from_str(text).map_err(not_yaml)?;
         value.apply_merge().map_err(|e| {
-            invalid(format!("config file {origin}: invalid YAML merge key: {e}")).with_source(e)
+            invalid(format!("config file {origin}: invalid YAML merge key")).with_source(e)
         })?;
         let Value::Mapping(root) = value else {
             return Ok(None);

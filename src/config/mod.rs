@@ -28,7 +28,6 @@ mod headers;
 pub(crate) mod jwt;
 mod resolve;
 mod resolved;
-mod secret;
 mod yaml_bound;
 
 use std::fmt;
@@ -38,7 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use resolved::{AuthKind, ClientCertificate, EngineTarget, ResolvedOptions, Source};
-pub use secret::Secret;
+// `Secret` lives in a leaf module (transport uses it too and must not
+// depend on `config`); it stays reachable here where users look for it.
+pub use crate::secret::Secret;
 
 use crate::error::{code, Error, Result};
 use crate::transport::{ClientIdentity, HttpProxy, TlsOptions};
@@ -448,7 +449,7 @@ fn read_config_text(path: &std::path::Path) -> Result<Option<String>> {
     let unreadable = |e: std::io::Error| {
         Error::config(
             code::INVALID_CONFIG,
-            format!("cannot read config file {}: {e}", path.display()),
+            format!("cannot read config file {}", path.display()),
         )
         .with_source(e)
     };

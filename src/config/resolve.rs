@@ -4,6 +4,11 @@
 //!
 //! The order of the checks follows the other SDKs, so that a configuration
 //! with several problems reports the same one first.
+//!
+//! Why one file of ~670 lines: [`resolve`] is one long function on
+//! purpose, its checks in that shared order; split into pieces, the order
+//! would be spread over files and drift. The helpers below it (contexts,
+//! stored credentials, modes, regions) exist only for it.
 
 use std::path::PathBuf;
 

@@ -21,9 +21,12 @@
 //! and [`Client::connect_with`]. `docs/RELIABILITY.md` lists what survives
 //! which fault.
 
+mod connection;
 mod liveness;
 mod proxy;
 mod reconnect;
+mod requests;
+mod slots;
 mod task;
 
 use std::future::Future;
@@ -35,13 +38,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::client::Client;
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
-    message::Payload, read_frame, write_frame, ControlChannelLiveness, Message,
-    OpenControlChannelReq, OpenControlChannelRsp, ServerDetails, TunnelProperties,
+    message::Payload, read_answer, write_frame, ControlChannelLiveness, Message,
+    OpenControlChannelReq, OpenControlChannelRsp, TunnelProperties,
 };
 use crate::stream::RstreamStream;
 use crate::transport::EngineStream;
 use crate::tunnel::{Tunnel, TunnelOptions, TunnelShared};
 
+/// What the engine says about itself ([`ControlChannel::server_details`]).
+pub use crate::proto::ServerDetails;
 pub use reconnect::{
     ConnectOptions, ConnectionStatus, Jitter, ReconnectPolicy, DEFAULT_STABLE_AFTER,
     MAX_RECONNECT_DELAY,
@@ -50,7 +55,7 @@ pub use reconnect::{
 use liveness::Liveness;
 
 /// Requests from handles to the control task.
-pub(crate) enum Command {
+enum Command {
     OpenTunnel {
         properties: Box<TunnelProperties>,
         reply: oneshot::Sender<Result<NewTunnel>>,
@@ -66,9 +71,9 @@ pub(crate) enum Command {
 }
 
 /// What the task hands back for a created tunnel.
-pub(crate) struct NewTunnel {
-    pub(crate) streams: mpsc::Receiver<RstreamStream>,
-    pub(crate) shared: Arc<TunnelShared>,
+struct NewTunnel {
+    streams: mpsc::Receiver<RstreamStream>,
+    shared: Arc<TunnelShared>,
 }
 
 /// What one successful `OpenControlChannelReq` exchange produced.
@@ -110,33 +115,6 @@ impl std::fmt::Debug for ControlChannel {
     }
 }
 
-impl Client {
-    /// Opens a control channel with explicit options, e.g. a custom
-    /// [`ReconnectPolicy`] or none at all:
-    ///
-    /// ```no_run
-    /// # async fn run(client: rstream::Client) -> rstream::Result<()> {
-    /// use std::time::Duration;
-    /// use rstream::control::ReconnectPolicy;
-    ///
-    /// let control = client
-    ///     .connect_with(ReconnectPolicy::new().max_delay(Duration::from_secs(5)))
-    ///     .await?;
-    /// let no_reconnect = client.connect_with(ReconnectPolicy::disabled()).await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// The first connection is made here and its failure is returned as is;
-    /// the policy governs only reconnects after a successful open.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: dropping the future drops the half-open connection.
-    pub async fn connect_with(&self, options: impl Into<ConnectOptions>) -> Result<ControlChannel> {
-        ControlChannel::open_with(self.clone(), options.into()).await
-    }
-}
-
 /// One `OpenControlChannelReq` exchange on a fresh connection: TLS, the
 /// request, the engine's answer and liveness negotiation.
 pub(crate) async fn handshake(client: &Client) -> Result<Session> {
@@ -160,14 +138,18 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
             &Message::new(Payload::OpenControlChannelReq(request)),
         )
         .await?;
-        read_answer(&mut io).await
+        // An engine that closes the connection before answering (a restart
+        // under way) is a transport loss, not a protocol error, so a
+        // reconnect tries again.
+        read_answer::<OpenControlChannelRsp, _>(&mut io, || {
+            connection::lost("engine closed the connection before answering")
+        })
+        .await
     };
     let first = tokio::time::timeout(op, exchange)
         .await
         .map_err(|_| Error::timeout(format!("no OpenControlChannelRsp within {op:?}")))??;
-    let ok = first
-        .into_answer::<OpenControlChannelRsp>()?
-        .into_result()?;
+    let ok = first.into_result()?;
     let liveness = Liveness::negotiate(proposed, ok.liveness)?;
     tracing::debug!(client_id = %ok.client_id, mode = ?liveness.mode(), "control channel open");
     Ok(Session {
@@ -178,15 +160,6 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
             server: ok.server_details.unwrap_or_default(),
         }),
     })
-}
-
-/// Reads the engine's first frame. An engine that closes the connection
-/// before answering (a restart under way) is a transport loss, not a
-/// protocol error, so a reconnect tries again.
-async fn read_answer(io: &mut EngineStream) -> Result<Message> {
-    read_frame(io)
-        .await?
-        .ok_or_else(|| task::lost("engine closed the connection before answering"))
 }
 
 impl ControlChannel {
@@ -244,7 +217,11 @@ impl ControlChannel {
         let (reply, rx) = oneshot::channel();
         self.send(Command::OpenTunnel { properties, reply })?;
         let new = self.wait(rx, "OpenTunnelRsp").await?;
-        Ok(Tunnel::new(new, self.clone()))
+        let handle = TunnelHandle {
+            control: self.clone(),
+            key: new.shared.key(),
+        };
+        Ok(Tunnel::new(new.streams, new.shared, handle))
     }
 
     /// Closes the channel gracefully (`CloseControlChannelReq` and the
@@ -329,7 +306,7 @@ impl ControlChannel {
         }
     }
 
-    pub(crate) fn closed_error(&self) -> Error {
+    fn closed_error(&self) -> Error {
         let status = self.shared.status.borrow();
         if status.is_closed() {
             closed_reason(&status)
@@ -338,20 +315,55 @@ impl ControlChannel {
         }
     }
 
-    pub(crate) fn send(&self, cmd: Command) -> Result<()> {
+    fn send(&self, cmd: Command) -> Result<()> {
         self.shared
             .commands
             .send(cmd)
             .map_err(|_| self.closed_error())
     }
 
-    pub(crate) async fn wait<T>(&self, rx: oneshot::Receiver<Result<T>>, what: &str) -> Result<T> {
+    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T>>, what: &str) -> Result<T> {
         let op = self.shared.operation_timeout;
         match tokio::time::timeout(op, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => Err(Error::timeout(format!("no {what} within {op:?}"))),
         }
+    }
+}
+
+/// A tunnel's link to its control channel, and the only way tunnel code
+/// talks to the control task: the task's commands and replies stay private
+/// to this module, and `tunnel` sees one small handle instead.
+pub(crate) struct TunnelHandle {
+    control: ControlChannel,
+    /// The tunnel's stable key in the task (engine ids change).
+    key: u64,
+}
+
+impl TunnelHandle {
+    /// The channel the tunnel lives on.
+    pub(crate) fn control(&self) -> &ControlChannel {
+        &self.control
+    }
+
+    /// Closes the tunnel on the engine and waits for the acknowledgement
+    /// (bounded by the operation timeout).
+    pub(crate) async fn close(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.control.send(Command::CloseTunnel {
+            key: self.key,
+            reply: Some(reply),
+        })?;
+        self.control.wait(rx, "CloseTunnelRsp").await
+    }
+
+    /// Asks for the close without waiting for it (the tunnel was dropped).
+    pub(crate) fn release(&self) {
+        let _ = self.control.send(Command::CloseTunnel {
+            key: self.key,
+            reply: None,
+        });
     }
 }
 

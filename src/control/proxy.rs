@@ -12,10 +12,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
+use tracing::Instrument;
+
+use super::connection::Conn;
+use super::task::Supervisor;
 use crate::client::Client;
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::proto::{
-    self, encode_frame, message::Payload, read_frame, write_frame, ErrorCode, Message,
+    self, encode_frame, message::Payload, read_answer_within, write_frame, ErrorCode, Message,
     ProxyConnReq, ProxyConnRsp, ProxyReq, ProxyRsp,
 };
 use crate::stream::{RstreamStream, StreamInfo};
@@ -121,13 +125,11 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
     };
     write_frame(&mut io, &Message::new(Payload::ProxyReq(request))).await?;
     if !zero_rtt {
-        let first = tokio::time::timeout(op, read_frame(&mut io))
-            .await
-            .map_err(|_| Error::timeout(format!("no ProxyRsp within {op:?}")))??;
-        first
-            .ok_or_else(|| Error::protocol("engine closed the proxy connection"))?
-            .into_answer::<ProxyRsp>()?
-            .into_result()?;
+        read_answer_within::<ProxyRsp, _>(&mut io, op, || {
+            Error::protocol("engine closed the proxy connection")
+        })
+        .await?
+        .into_result()?;
     }
     if job.tunnel.is_closed() {
         return Err(Error::tunnel_closed(
@@ -177,4 +179,63 @@ async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
             "tunnel closed during the proxy handshake",
         )),
     }
+}
+
+impl Supervisor {
+    pub(super) fn on_proxy_conn_req(&mut self, conn: &mut Conn, req: ProxyConnReq) -> Result<()> {
+        let slot = conn
+            .ids
+            .get(req.tunnel_id.as_str())
+            .and_then(|key| self.slots.get(key));
+        let Some(slot) = slot else {
+            return refuse(conn, req.stream_id, "unknown tunnel");
+        };
+        let target = match target(&self.client, &req) {
+            Ok(t) => t,
+            Err(e) => return refuse(conn, req.stream_id, e.message()),
+        };
+        if conn.handshakes.len() >= self.max_inflight {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                code::CONTROL_OVERLOAD,
+                format!(
+                    "more than {} proxy connections pending: control channel overloaded",
+                    self.max_inflight
+                ),
+            ));
+        }
+        let source_ip = req.source_ip.as_ref().and_then(|ip| ip.to_ip());
+        // One span per stream, not per request; cheap when disabled.
+        let span = tracing::info_span!(
+            parent: slot.shared.span(),
+            "rstream.stream",
+            stream_id = %req.stream_id,
+            source_ip = tracing::field::Empty,
+        );
+        if let Some(ip) = source_ip {
+            span.record("source_ip", tracing::field::display(ip));
+        }
+        let job = Job {
+            req,
+            source_ip,
+            target,
+            streams: slot.streams.clone(),
+            tunnel: slot.shared.clone(),
+            span: span.clone(),
+        };
+        // The tunnel's span is entered too: `EnvFilter` span directives
+        // only see entered spans.
+        let tunnel_span = slot.shared.span().clone();
+        conn.handshakes.spawn(
+            run(conn.proxy.clone(), job)
+                .instrument(span)
+                .instrument(tunnel_span),
+        );
+        Ok(())
+    }
+}
+
+fn refuse(conn: &Conn, stream_id: String, why: &str) -> Result<()> {
+    tracing::debug!(%stream_id, why, "refusing proxy connection");
+    conn.send(Payload::ProxyConnRsp(refusal(stream_id, why)))
 }

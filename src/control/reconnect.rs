@@ -3,11 +3,18 @@
 //!
 //! See `docs/RELIABILITY.md` for what survives which fault.
 
+use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+
+use super::requests::QueuedOpen;
+use super::task::Supervisor;
+use super::{handshake, Command, Session};
 use crate::backoff::Backoff;
 pub use crate::backoff::Jitter;
-use crate::error::{code, Error, ErrorKind};
+use crate::error::{code, Chain, Error, ErrorKind, Result};
 
 /// The largest reconnect delay and [`stable_after`](ReconnectPolicy::stable_after)
 /// a [`ReconnectPolicy`] keeps: 1 hour. Larger values are clamped to it.
@@ -276,6 +283,117 @@ pub(crate) fn reopen_is_transient(e: &Error) -> bool {
         ErrorKind::Io | ErrorKind::Timeout | ErrorKind::Tls => true,
         ErrorKind::Protocol | ErrorKind::Auth | ErrorKind::Config | ErrorKind::Unsupported => false,
         _ => e.is_transient(),
+    }
+}
+
+/// The supervisor's side of reconnecting: waiting out the backoff and
+/// reopening while it still serves commands.
+impl Supervisor {
+    /// Reconnects with backoff, serving commands meanwhile. `None` when the
+    /// channel ended instead (status already `Closed`).
+    pub(super) async fn reconnect(&mut self, mut last: Error) -> Option<Session> {
+        loop {
+            self.attempt = self.attempt.saturating_add(1);
+            if !self.policy.allows(self.attempt) {
+                let tried = self.attempt - 1;
+                let err = Error::new(
+                    last.kind(),
+                    code::RECONNECT_GAVE_UP,
+                    format!("gave up reconnecting after {tried} attempts"),
+                )
+                .with_source(last);
+                tracing::error!(attempts = tried, error = %Chain(&err), "control channel closed: reconnecting gave up");
+                self.finish(Some(err), std::iter::empty());
+                return None;
+            }
+            let delay = self.policy.backoff(self.attempt);
+            self.status.send_replace(ConnectionStatus::Reconnecting {
+                attempt: self.attempt,
+                last_error: last.clone(),
+            });
+            tracing::warn!(
+                attempt = self.attempt,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                code = last.code(),
+                error = %Chain(&last),
+                "control channel lost; reconnecting"
+            );
+            if let Err(stop) = self.serve_while(tokio::time::sleep(delay)).await {
+                self.stop(stop);
+                return None;
+            }
+            let client = self.client.clone();
+            match self
+                .serve_while(async move { handshake(&client).await })
+                .await
+            {
+                Err(stop) => {
+                    self.stop(stop);
+                    return None;
+                }
+                Ok(Ok(session)) => {
+                    tracing::info!(
+                        attempt = self.attempt,
+                        tunnels = self.slots.len(),
+                        "control channel reopened; re-creating tunnels"
+                    );
+                    return Some(session);
+                }
+                Ok(Err(e)) if reopen_is_transient(&e) => {
+                    tracing::debug!(attempt = self.attempt, code = e.code(), error = %Chain(&e), "reconnect attempt failed");
+                    last = e;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        attempt = self.attempt,
+                        code = e.code(),
+                        error = %Chain(&e),
+                        "control channel closed: reconnecting failed permanently"
+                    );
+                    self.finish(Some(e), std::iter::empty());
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Runs `fut` while answering commands as a disconnected channel does.
+    /// `Err` when the channel must end instead (explicit close, or every
+    /// handle dropped), carrying the close's reply if any.
+    pub(super) async fn serve_while<T>(
+        &mut self,
+        fut: impl Future<Output = T>,
+    ) -> std::result::Result<T, Option<oneshot::Sender<Result<()>>>> {
+        let mut fut = pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    None => {
+                        self.commands_open = false;
+                        return Err(None);
+                    }
+                    Some(Command::Close { reply }) => return Err(Some(reply)),
+                    Some(Command::OpenTunnel { properties, reply }) => {
+                        self.queued.push(QueuedOpen { properties, reply });
+                    }
+                    Some(Command::CloseTunnel { key, reply }) => {
+                        self.close_slot(key, Error::tunnel_closed("tunnel closed"));
+                        if let Some(r) = reply {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Ends the channel cleanly while disconnected.
+    pub(super) fn stop(&mut self, reply: Option<oneshot::Sender<Result<()>>>) {
+        self.finish(None, std::iter::empty());
+        if let Some(r) = reply {
+            let _ = r.send(Ok(()));
+        }
     }
 }
 

@@ -53,13 +53,6 @@ impl Connector {
     }
 }
 
-impl Client {
-    /// A [`Connector`] for `hyper_util::client::legacy::Client`.
-    pub fn connector(&self) -> Connector {
-        Connector::new(self.clone())
-    }
-}
-
 impl tower_service::Service<Uri> for Connector {
     type Response = TokioIo<RstreamStream>;
     type Error = Error;

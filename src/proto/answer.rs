@@ -2,6 +2,10 @@
 //! response message turns "ok or error" into a [`Result`], and
 //! [`Message::into_answer`] checks that a frame is the expected response.
 
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+
 use super::message::Payload;
 use super::{
     open_control_channel_rsp, open_tunnel_rsp, stream_rsp, Message, OpenControlChannelRsp,
@@ -106,6 +110,30 @@ impl Message {
         T::from_payload(payload)
             .ok_or_else(|| Error::protocol(format!("expected {}, got {got}", T::NAME)))
     }
+}
+
+/// Reads the engine's answer to a request: one frame, which must be `T`.
+/// `closed` is the error for an engine that closes the connection before
+/// answering (each exchange calls that something else).
+pub(crate) async fn read_answer<T: Answer, R: AsyncRead + Unpin>(
+    r: &mut R,
+    closed: impl FnOnce() -> Error,
+) -> Result<T> {
+    super::read_frame(r)
+        .await?
+        .ok_or_else(closed)?
+        .into_answer::<T>()
+}
+
+/// [`read_answer`] within `timeout`; "no T within …" when it passes.
+pub(crate) async fn read_answer_within<T: Answer, R: AsyncRead + Unpin>(
+    r: &mut R,
+    timeout: Duration,
+    closed: impl FnOnce() -> Error,
+) -> Result<T> {
+    tokio::time::timeout(timeout, read_answer(r, closed))
+        .await
+        .map_err(|_| Error::timeout(format!("no {} within {timeout:?}", T::NAME)))?
 }
 
 #[cfg(test)]

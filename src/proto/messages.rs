@@ -5,6 +5,9 @@
 //! (`StringValue`, `BoolValue`, `UInt32Value`) map to `Option<String>`,
 //! `Option<bool>` and `Option<u32>` with `message` encoding, which keeps
 //! the difference between an absent wrapper and a present default value.
+//!
+//! One file of ~610 lines on purpose: it is the schema, read side by side
+//! with PROTOCOL.md §3; split, it would no longer read like one.
 
 use std::collections::HashMap;
 
@@ -528,7 +531,7 @@ pub struct ServerMessage {
     pub message: String,
 }
 
-/// Tunnel properties (requested in [`OpenTunnelReq`], returned in [`OpenTunnelRsp`]).
+/// Tunnel properties (requested in `OpenTunnelReq`, returned in `OpenTunnelRsp`).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TunnelProperties {
     /// Engine-assigned id (read-only).

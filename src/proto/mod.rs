@@ -7,6 +7,7 @@ mod answer;
 mod codec;
 mod messages;
 
+pub(crate) use answer::{read_answer, read_answer_within};
 pub use codec::{check_len, decode_body, encode_frame, read_frame, write_frame, MAX_FRAME_LEN};
 pub use messages::*;
 

@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::Secret;
 use crate::error::{code, Error, ErrorKind, Result};
+use crate::secret::Secret;
 
 /// The longest CONNECT response header we accept from a proxy.
 pub const MAX_PROXY_RESPONSE_HEADER: usize = 8 * 1024;

@@ -66,8 +66,9 @@ impl ClientIdentity {
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
             Error::config(
                 code::INVALID_CONFIG,
-                format!("client key: no usable PEM private key ({e})"),
+                "client key: no usable PEM private key",
             )
+            .with_source(e)
         })?;
         Ok(ClientIdentity {
             chain,
@@ -171,8 +172,9 @@ impl TlsOptions {
                     Error::new(
                         ErrorKind::Config,
                         code::INVALID_CONFIG,
-                        format!("CA certificate rejected: {e}"),
+                        "CA certificate rejected",
                     )
+                    .with_source(e)
                 })?;
             }
             builder.with_root_certificates(roots)
@@ -183,8 +185,9 @@ impl TlsOptions {
                 .map_err(|e| {
                     Error::config(
                         code::INVALID_CONFIG,
-                        format!("client certificate and key do not match: {e}"),
+                        "client certificate and key do not match",
                     )
+                    .with_source(e)
                 })?,
             None => builder.with_no_client_auth(),
         };
@@ -329,7 +332,7 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         Error::config(
             code::INVALID_CONFIG,
-            format!("cannot read {what} {}: {e}", path.display()),
+            format!("cannot read {what} {}", path.display()),
         )
         .with_source(e)
     })
@@ -338,7 +341,9 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::config(code::INVALID_CONFIG, format!("{what}: malformed PEM ({e})")))?;
+        .map_err(|e| {
+            Error::config(code::INVALID_CONFIG, format!("{what}: malformed PEM")).with_source(e)
+        })?;
     if certs.is_empty() {
         return Err(Error::config(
             code::INVALID_CONFIG,

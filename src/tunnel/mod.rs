@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
+/// The engine's description of a tunnel ([`Tunnel::properties`]).
+pub use crate::proto::TunnelProperties;
 pub use address::forwarding_address;
 pub use forward::{ForwardOptions, DEFAULT_FORWARD_CONNECT_TIMEOUT, DEFAULT_MAX_RELAYS};
 #[cfg(feature = "axum")]
@@ -32,9 +34,8 @@ pub use options::{
 pub(crate) use stats::{ActiveGuard, Counters};
 pub use stats::{TunnelCounters, TunnelStats};
 
-use crate::control::{Command, ControlChannel, NewTunnel};
+use crate::control::{ControlChannel, TunnelHandle};
 use crate::error::{Error, Result};
-use crate::proto::TunnelProperties;
 use crate::stream::RstreamStream;
 
 /// What the engine currently says about a tunnel. Replaced (never
@@ -185,9 +186,10 @@ impl TunnelShared {
 /// default 256) wait for the application to accept them; while the backlog
 /// is full, new downstream connections are refused at once (the engine gets
 /// an `INVALID_STREAM` answer saying so) instead of queueing without bound.
+#[must_use = "dropping a Tunnel closes it on the engine"]
 pub struct Tunnel {
     name: Option<String>,
-    control: ControlChannel,
+    control: TunnelHandle,
     streams: mpsc::Receiver<RstreamStream>,
     shared: Arc<TunnelShared>,
     ended: bool,
@@ -205,13 +207,17 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    pub(crate) fn new(new: NewTunnel, control: ControlChannel) -> Self {
-        let name = new.shared.current().properties.name.clone();
+    pub(crate) fn new(
+        streams: mpsc::Receiver<RstreamStream>,
+        shared: Arc<TunnelShared>,
+        control: TunnelHandle,
+    ) -> Self {
+        let name = shared.current().properties.name.clone();
         Tunnel {
             name,
             control,
-            streams: new.streams,
-            shared: new.shared,
+            streams,
+            shared,
             ended: false,
         }
     }
@@ -245,7 +251,7 @@ impl Tunnel {
 
     /// The control channel this tunnel lives on.
     pub fn control(&self) -> &ControlChannel {
-        &self.control
+        self.control.control()
     }
 
     /// Waits for the next downstream connection. While the control channel
@@ -339,22 +345,14 @@ impl Tunnel {
         if self.is_closed() {
             return Ok(());
         }
-        let (reply, rx) = oneshot::channel();
-        self.control.send(Command::CloseTunnel {
-            key: self.shared.key(),
-            reply: Some(reply),
-        })?;
-        self.control.wait(rx, "CloseTunnelRsp").await
+        self.control.close().await
     }
 }
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
         if !self.shared.is_closed() {
-            let _ = self.control.send(Command::CloseTunnel {
-                key: self.shared.key(),
-                reply: None,
-            });
+            self.control.release();
         }
     }
 }

@@ -52,8 +52,8 @@ async fn connect_create_close() {
     private.close().await.unwrap(); // idempotent
     let err = private.accept().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);
-    // The name is free again.
-    control
+    // The name is free again (the tunnel is dropped at once).
+    let _ = control
         .create_tunnel(TunnelOptions::new().name("private-api"))
         .await
         .unwrap();

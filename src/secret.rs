@@ -1,4 +1,6 @@
-//! A string that never shows up in logs.
+//! A string that never shows up in logs. A leaf module: `config`,
+//! `transport` and `api` all hold secrets, and none should import another
+//! for it.
 
 use std::fmt;
 use std::sync::Arc;
