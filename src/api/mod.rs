@@ -282,10 +282,7 @@ impl EngineApi {
         http.connector.server_name(&authority, &engine.sni);
         // Per request: app credentials mint a fresh token each time.
         let token = options.bearer(&authority)?;
-        Ok(ApiTarget {
-            authority,
-            token,
-        })
+        Ok(ApiTarget { authority, token })
     }
 
     /// One GET under the call budget: status and (bounded) body.
