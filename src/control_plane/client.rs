@@ -37,7 +37,7 @@ enum Auth {
     Token(Secret),
     /// A fresh app token per call, `{permissions: null}` only (as the JS
     /// SDK's control-plane client mints them).
-    App(AppCredentials),
+    App(Box<AppCredentials>),
 }
 
 /// A client of the hosted control-plane API (`https://rstream.io` by
@@ -157,7 +157,7 @@ impl ControlPlaneBuilder {
     /// fresh 60 s app token with `permissions: null` and no resources.
     /// Replaces [`token`](Self::token).
     pub fn app_credentials(mut self, credentials: AppCredentials) -> Self {
-        self.auth = Auth::App(credentials);
+        self.auth = Auth::App(Box::new(credentials));
         self
     }
 
@@ -248,7 +248,7 @@ impl ControlPlane {
         let base = cp_http::check_api_url(&options.api_url)?;
         let headers = cp_http::control_plane_headers(options)?;
         let auth = match (&options.app, &options.token) {
-            (Some((creds, _)), _) => Auth::App(creds.clone()),
+            (Some((creds, _)), _) => Auth::App(Box::new(creds.clone())),
             (None, Some(token)) => Auth::Token(token.clone()),
             (None, None) => Auth::None,
         };

@@ -80,24 +80,24 @@ impl StandIn {
     /// or an app token of `APP_ID` whose signature verifies and whose
     /// claims are exactly what TOKENS.md §2 says the JS client sends for
     /// control-plane calls (`{permissions: null}` only, 60 s, now).
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
         let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-            return Err(error(StatusCode::UNAUTHORIZED, "missing token"));
+            return Err((StatusCode::UNAUTHORIZED, "missing token"));
         };
         let Some(token) = auth.strip_prefix("Bearer ") else {
-            return Err(error(StatusCode::UNAUTHORIZED, "not a bearer token"));
+            return Err((StatusCode::UNAUTHORIZED, "not a bearer token"));
         };
         if token == TOKEN {
             return Ok(());
         }
         if token == FORBIDDEN_TOKEN {
-            return Err(error(StatusCode::FORBIDDEN, "this token may not do that"));
+            return Err((StatusCode::FORBIDDEN, "this token may not do that"));
         }
         let Ok(decoded) = Token::decode(token) else {
-            return Err(error(StatusCode::UNAUTHORIZED, "invalid token"));
+            return Err((StatusCode::UNAUTHORIZED, "invalid token"));
         };
         if !self.app_key.verify_signature(&decoded) {
-            return Err(error(StatusCode::UNAUTHORIZED, "bad signature"));
+            return Err((StatusCode::UNAUTHORIZED, "bad signature"));
         }
         let payload = token.split('.').nth(1).unwrap();
         let claims: Value =
@@ -108,10 +108,7 @@ impl StandIn {
             "exp": iat + 60, "iat": iat, "type": "app",
         });
         if claims != expected || (now() - iat).abs() > 5 {
-            return Err(error(
-                StatusCode::UNAUTHORIZED,
-                "unexpected app token claims",
-            ));
+            return Err((StatusCode::UNAUTHORIZED, "unexpected app token claims"));
         }
         Ok(())
     }
@@ -170,8 +167,8 @@ async fn handle(state: StandIn, request: Request<Body>) -> Response {
         }
         _ => {}
     }
-    if let Err(denied) = state.authorize(&parts.headers) {
-        return denied;
+    if let Err((status, message)) = state.authorize(&parts.headers) {
+        return error(status, message);
     }
     let json_ct = parts
         .headers
@@ -735,4 +732,77 @@ async fn https_with_a_private_ca_and_turn_on_both_routes() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), code::ENGINE_API_UNAUTHENTICATED);
+}
+
+/// A minimal HTTP CONNECT proxy that records each target and relays bytes.
+async fn start_connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let log = targets.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match inbound.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let mut parts = head.split(' ');
+                let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
+                    let _ = inbound
+                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                        .await;
+                    return;
+                };
+                log.lock().unwrap().push(target.to_owned());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    let _ = inbound.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                if inbound
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (addr, targets)
+}
+
+#[tokio::test]
+async fn calls_go_through_an_http_connect_proxy() {
+    let creds = creds();
+    let state = StandIn::new(&creds);
+    let (port, ca_pem) = start_https(state.clone()).await;
+    let (proxy, targets) = start_connect_proxy().await;
+    let cp = ControlPlane::builder()
+        .url(format!("https://localhost:{port}"))
+        .tls(TlsOptions::new().add_ca_pem(ca_pem.as_bytes()).unwrap())
+        .proxy(rstream::transport::HttpProxy::parse(&format!("http://{proxy}")).unwrap())
+        .token(TOKEN)
+        .build()
+        .unwrap();
+    let project = within("resolve via proxy", cp.projects().resolve("demo"))
+        .await
+        .unwrap();
+    assert_eq!(project.id, "prj_1");
+    // TLS end to end through the tunnel: the proxy saw only the target.
+    assert_eq!(
+        targets.lock().unwrap().as_slice(),
+        [format!("localhost:{port}")]
+    );
+    assert_eq!(
+        state.last().headers["authorization"],
+        format!("Bearer {TOKEN}")
+    );
 }
