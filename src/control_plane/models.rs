@@ -353,3 +353,102 @@ pub(crate) fn turn_request_body(ttl: Option<Duration>) -> Result<Vec<u8>> {
     };
     Ok(body.to_string().into_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(username: &str, credential: &str, urls: &[&str], ttl: i64) -> Vec<u8> {
+        serde_json::json!({"username": username, "credential": credential, "urls": urls, "ttl": ttl})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn parse(body: &[u8]) -> Result<TurnCredentials> {
+        TurnCredentials::from_json(body, invalid_response)
+    }
+
+    #[test]
+    fn turn_answers_within_bounds() {
+        let long_user = "u".repeat(MAX_TURN_USERNAME);
+        let long_cred = "c".repeat(MAX_TURN_CREDENTIAL);
+        let urls: Vec<&str> = vec!["stuns:t.test:5349"; MAX_TURN_URLS];
+        let ok = parse(&answer(&long_user, &long_cred, &urls, 3600)).unwrap();
+        assert_eq!(ok.ttl(), MAX_TURN_TTL);
+        assert_eq!(ok.urls().len(), MAX_TURN_URLS);
+        assert!(!format!("{ok:?}").contains("ccc"));
+        let ok = parse(&answer("u", "c", &["TURN:t.test:3478?transport=udp"], 1)).unwrap();
+        assert_eq!(ok.username(), "u");
+    }
+
+    #[test]
+    fn turn_answers_out_of_bounds() {
+        let too_many: Vec<&str> = vec!["turn:t.test"; MAX_TURN_URLS + 1];
+        for body in [
+            answer("", "c", &["turn:t.test"], 60),
+            answer(
+                &"u".repeat(MAX_TURN_USERNAME + 1),
+                "c",
+                &["turn:t.test"],
+                60,
+            ),
+            answer("u", "", &["turn:t.test"], 60),
+            answer(
+                "u",
+                &"c".repeat(MAX_TURN_CREDENTIAL + 1),
+                &["turn:t.test"],
+                60,
+            ),
+            answer("u", "c", &[], 60),
+            answer("u", "c", &too_many, 60),
+            answer("u", "c", &["http://t.test"], 60),
+            answer("u", "c", &["turn:"], 60),
+            answer("u", "c", &["turn:t.test"], 0),
+            answer("u", "c", &["turn:t.test"], 3601),
+            answer("u", "c", &["turn:t.test"], -1),
+            br#"{"username":"u","credential":"c","urls":"turn:t.test","ttl":60}"#.to_vec(),
+            b"not json".to_vec(),
+        ] {
+            let err = parse(&body).unwrap_err();
+            assert_eq!(
+                err.code(),
+                code::API_INVALID_RESPONSE,
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn turn_request_bodies() {
+        assert_eq!(turn_request_body(None).unwrap(), b"{}");
+        assert_eq!(
+            turn_request_body(Some(Duration::from_secs(600))).unwrap(),
+            br#"{"ttlSeconds":600}"#
+        );
+        for bad in [
+            Duration::ZERO,
+            Duration::from_secs(3601),
+            Duration::from_millis(10),
+        ] {
+            assert_eq!(
+                turn_request_body(Some(bad)).unwrap_err().code(),
+                code::INVALID_TURN_TTL
+            );
+        }
+    }
+
+    #[test]
+    fn projects_tolerate_unknown_fields_and_nulls() {
+        let p: Project = serde_json::from_str(
+            r#"{"id":"p","endpoint":"e","regionalEndpoints":null,"domain":null,"new":[1]}"#,
+        )
+        .unwrap();
+        assert!(p.regional_endpoints.is_empty());
+        assert_eq!(p.extra["new"], serde_json::json!([1]));
+        assert_eq!(
+            p.engine(None).unwrap_err().code(),
+            code::API_INVALID_RESPONSE
+        );
+    }
+}
