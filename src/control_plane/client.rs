@@ -76,16 +76,22 @@ struct Inner {
     http: Http,
 }
 
-impl fmt::Debug for ControlPlane {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let auth = match &self.inner.auth {
+impl Auth {
+    /// What `Debug` shows: the kind, never the secret.
+    fn label(&self) -> &'static str {
+        match self {
             Auth::None => "none",
             Auth::Token(_) => "token",
             Auth::App(_) => "app credentials",
-        };
+        }
+    }
+}
+
+impl fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ControlPlane")
             .field("url", &self.inner.base)
-            .field("auth", &auth)
+            .field("auth", &self.inner.auth.label())
             .field(
                 "headers",
                 &self
@@ -118,7 +124,7 @@ impl fmt::Debug for ControlPlaneBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ControlPlaneBuilder")
             .field("url", &self.url)
-            .field("auth", &matches!(self.auth, Auth::None).then_some("none"))
+            .field("auth", &self.auth.label())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -320,6 +326,7 @@ impl ControlPlane {
         path: &str,
         query: &str,
         body: Option<Vec<u8>>,
+        max_body: usize,
     ) -> Result<bytes::Bytes> {
         let uri = cp_http::request_uri(&self.inner.base, path, query)?;
         let mut headers = self.inner.headers.clone();
@@ -331,16 +338,19 @@ impl ControlPlane {
             .inner
             .http
             .send(Call {
-                method,
+                method: method.clone(),
                 uri,
                 headers,
                 body,
-                max_body: self.inner.max_body,
+                max_body,
                 timeout: self.inner.timeout,
                 codes: CODES,
                 what: &what,
             })
             .await?;
+        // Method and path only: the query may hold search terms, headers
+        // and tokens are secrets.
+        tracing::debug!(%method, path, status = answer.status.as_u16(), "control-plane call");
         if answer.status.is_success() {
             return Ok(answer.body);
         }
@@ -354,7 +364,9 @@ impl ControlPlane {
         query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T> {
-        let body = self.call(method, path, query, body).await?;
+        let body = self
+            .call(method, path, query, body, self.inner.max_body)
+            .await?;
         serde_json::from_slice(&body).map_err(|e| invalid_response(format!("{path}: {e}")))
     }
 }
@@ -516,18 +528,14 @@ impl Projects<'_> {
         );
         let body = self
             .cp
-            .call(Method::POST, &path, "", Some(turn_request_body(ttl)?))
+            .call(
+                Method::POST,
+                &path,
+                "",
+                Some(turn_request_body(ttl)?),
+                super::MAX_TURN_BODY,
+            )
             .await?;
-        if body.len() > super::MAX_TURN_BODY {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                code::API_BODY_TOO_LARGE,
-                format!(
-                    "{path}: TURN credentials larger than {} bytes",
-                    super::MAX_TURN_BODY
-                ),
-            ));
-        }
         TurnCredentials::from_json(&body, invalid_response)
     }
 }

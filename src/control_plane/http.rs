@@ -24,7 +24,7 @@ pub(crate) struct Http {
     pool: hyper_util::client::legacy::Client<HttpsConnector, Full<Bytes>>,
 }
 
-/// A complete answer: status, headers and (bounded) body.
+/// A complete answer: status and (bounded) body.
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) body: Bytes,
@@ -64,9 +64,11 @@ impl Http {
         Http { pool }
     }
 
-    /// Sends one request and reads the whole answer, at most `max_body`
-    /// bytes, all within `timeout`. A larger body fails with
-    /// `too_large_code`; the deadline with `timeout_code`.
+    /// Sends one request and reads the whole answer, at most
+    /// `call.max_body` bytes, all within `call.timeout`. A larger body
+    /// fails with `call.codes.too_large`, the deadline with
+    /// `call.codes.timeout`, the connection with the connector's own error
+    /// (TLS, proxy, connect timeout) or `call.codes.http`.
     pub(crate) async fn send(&self, call: Call<'_>) -> Result<Answer> {
         let Call {
             method,

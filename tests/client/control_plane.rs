@@ -217,6 +217,11 @@ async fn handle(state: StandIn, request: Request<Body>) -> Response {
         (Method::POST, "/api/projects/tunnels/resolve/demo/turn-server/credentials") if json_ct => {
             axum::Json(turn_answer("turns:turn.example.test:5349?transport=tcp")).into_response()
         }
+        (Method::POST, "/api/projects/tunnels/resolve/big-turn/turn-server/credentials") => {
+            let mut answer = turn_answer("turn:turn.example.test");
+            answer["padding"] = Value::String("x".repeat(20 * 1024));
+            axum::Json(answer).into_response()
+        }
         (Method::POST, "/api/projects/tunnels/resolve/bad-turn/turn-server/credentials") => {
             axum::Json(turn_answer("http://not-turn.example.test")).into_response()
         }
@@ -611,6 +616,11 @@ async fn hostile_answers_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), code::API_INVALID_RESPONSE);
     assert!(err.message().contains("not turn:"), "{err}");
+    // TURN answers are capped at 16 KiB whatever the client's body cap.
+    let err = within("big turn", cp.projects().turn_credentials("big-turn", None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), code::API_BODY_TOO_LARGE);
 }
 
 #[tokio::test]
