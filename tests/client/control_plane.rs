@@ -80,7 +80,15 @@ impl StandIn {
     /// or an app token of `APP_ID` whose signature verifies and whose
     /// claims are exactly what TOKENS.md §2 says the JS client sends for
     /// control-plane calls (`{permissions: null}` only, 60 s, now).
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    ///
+    /// On the engine's route (`engine` is the address the request was
+    /// sent to), an app token must be minted for that engine
+    /// (`metadata.engine`), as every Engine API call's is.
+    fn authorize(
+        &self,
+        headers: &HeaderMap,
+        engine: Option<String>,
+    ) -> Result<(), (StatusCode, &'static str)> {
         let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
             return Err((StatusCode::UNAUTHORIZED, "missing token"));
         };
@@ -103,8 +111,12 @@ impl StandIn {
         let claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         let iat = claims["iat"].as_i64().unwrap_or(0);
+        let metadata = match engine {
+            Some(engine) => json!({ "engine": engine }),
+            None => json!({}),
+        };
         let expected = json!({
-            "metadata": {}, "permissions": null, "clientId": APP_ID,
+            "metadata": metadata, "permissions": null, "clientId": APP_ID,
             "exp": iat + 60, "iat": iat, "type": "app",
         });
         if claims != expected || (now() - iat).abs() > 5 {
@@ -167,7 +179,15 @@ async fn handle(state: StandIn, request: Request<Body>) -> Response {
         }
         _ => {}
     }
-    if let Err((status, message)) = state.authorize(&parts.headers) {
+    let engine = (path == "/api/turn-server/credentials").then(|| {
+        // h2 carries the authority in the URI, HTTP/1.1 in `Host`.
+        parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| parts.headers["host"].to_str().unwrap().to_owned())
+    });
+    if let Err((status, message)) = state.authorize(&parts.headers, engine) {
         return error(status, message);
     }
     let json_ct = parts
@@ -668,7 +688,7 @@ async fn https_with_a_private_ca_and_turn_on_both_routes() {
     let cp = ControlPlane::builder()
         .url(format!("https://localhost:{port}"))
         .tls(tls.clone())
-        .app_credentials(creds)
+        .app_credentials(creds.clone())
         .build()
         .unwrap();
     let me = within("whoami over https", cp.whoami()).await.unwrap();
@@ -729,6 +749,23 @@ async fn https_with_a_private_ca_and_turn_on_both_routes() {
         assert_eq!(err.code(), code::INVALID_TURN_TTL);
     }
     assert_eq!(state.seen().len(), before);
+
+    // App credentials: a fresh app token minted for this engine (the
+    // stand-in checks `metadata.engine` and the signature).
+    let client = ClientOptions::new()
+        .no_config_file()
+        .engine(format!("localhost:{port}"))
+        .app_credentials(creds.clone())
+        .tls(TlsOptions::new().add_ca_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    within(
+        "engine turn with app credentials",
+        client.api().turn_credentials(Some(Duration::from_secs(60))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state.last().body, json!({ "ttlSeconds": 60 }));
 
     // A 401 from the engine route maps as the Engine API's statuses do.
     let client = ClientOptions::new()
