@@ -145,6 +145,37 @@ impl Default for ControlPlaneBuilder {
 }
 
 impl ControlPlaneBuilder {
+    /// A builder preset from resolved options (API URL, token or app
+    /// credentials — app credentials win —, control-plane headers, trust
+    /// anchors, proxy), to adjust limits before [`build`](Self::build):
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), rstream::Error> {
+    /// use std::time::Duration;
+    /// use rstream::control_plane::ControlPlaneBuilder;
+    ///
+    /// let options = rstream::ClientOptions::from_env().resolve()?;
+    /// let cp = ControlPlaneBuilder::from_resolved(&options)
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// # let _ = cp; Ok(()) }
+    /// ```
+    pub fn from_resolved(options: &ResolvedOptions) -> Self {
+        let auth = match (&options.app, &options.token) {
+            (Some((creds, _)), _) => Auth::App(Box::new(creds.clone())),
+            (None, Some(token)) => Auth::Token(token.clone()),
+            (None, None) => Auth::None,
+        };
+        ControlPlaneBuilder {
+            url: options.api_url.clone(),
+            auth,
+            headers: options.control_plane_headers.clone(),
+            tls: options.tls.clone(),
+            proxy: options.proxy.clone(),
+            ..ControlPlaneBuilder::default()
+        }
+    }
+
     /// The API URL (default `https://rstream.io`); `http://` only for
     /// loopback hosts.
     pub fn url(mut self, url: impl Into<String>) -> Self {
@@ -248,27 +279,10 @@ impl ControlPlane {
     }
 
     /// The control plane of resolved options: their API URL, token or app
-    /// credentials, control-plane headers, extra trust anchors and proxy.
-    /// Does no I/O.
+    /// credentials, control-plane headers, extra trust anchors and proxy,
+    /// with the default limits. Does no I/O.
     pub fn from_resolved(options: &ResolvedOptions) -> Result<Self> {
-        let base = cp_http::check_api_url(&options.api_url)?;
-        let headers = cp_http::control_plane_headers(options)?;
-        let auth = match (&options.app, &options.token) {
-            (Some((creds, _)), _) => Auth::App(Box::new(creds.clone())),
-            (None, Some(token)) => Auth::Token(token.clone()),
-            (None, None) => Auth::None,
-        };
-        let http = Http::new(&options.tls, options.proxy.clone(), DEFAULT_TIMEOUT)?;
-        Ok(ControlPlane {
-            inner: Arc::new(Inner {
-                base,
-                auth,
-                headers,
-                timeout: DEFAULT_TIMEOUT,
-                max_body: DEFAULT_MAX_BODY,
-                http,
-            }),
-        })
+        ControlPlaneBuilder::from_resolved(options).build()
     }
 
     /// [`from_resolved`](Self::from_resolved) of `options` (config file and
