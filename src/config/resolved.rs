@@ -142,7 +142,7 @@ impl ResolvedOptions {
         self.engine_source
     }
 
-    /// The control-plane API URL (used only for managed resolution).
+    /// The control-plane API URL: managed resolution and [`ControlPlane`](crate::control_plane::ControlPlane).
     pub fn api_url(&self) -> &str {
         &self.api_url
     }

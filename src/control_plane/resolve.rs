@@ -11,29 +11,18 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioExecutor;
-use serde_json::{Map, Value};
+use http::{header, Method};
 
+use super::http::{self as cp_http, Call, Codes, Http};
+use super::models::{invalid_response, Project};
 use crate::config::ResolvedOptions;
 use crate::error::{code, Error, ErrorKind, Result};
-use crate::transport::https::{connect_error, is_loopback, HttpsConnector, PlainHttp};
-use crate::transport::{Endpoint, HttpProxy, TlsOptions};
+use crate::transport::Endpoint;
 
 /// Bound on the whole resolve request (connect, TLS, response and body).
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest resolve response body accepted.
 pub const MAX_RESOLVE_BODY: usize = 1024 * 1024;
-
-fn invalid_response(what: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Http,
-        code::API_INVALID_RESPONSE,
-        format!("control-plane resolve response: {what}"),
-    )
-}
 
 /// Resolves the managed engine of `options` (which must be
 /// [`EngineTarget::Managed`](crate::config::EngineTarget::Managed)).
@@ -49,229 +38,69 @@ pub(crate) async fn resolve_engine(
             "the project endpoint is empty",
         ));
     }
-    let url = format!(
-        "{}/api/projects/tunnels/resolve/{}",
-        options.api_url.trim_end_matches('/'),
+    let base = cp_http::check_api_url(&options.api_url)?;
+    let path = format!(
+        "/api/projects/tunnels/resolve/{}",
         crate::percent::encode_component(endpoint)
     );
-    let uri: Uri = url.parse().map_err(|_| {
-        Error::config(
-            code::INVALID_API_URL,
-            "the API URL does not form a valid request URL",
-        )
-    })?;
-    let mut headers = Vec::with_capacity(options.control_plane_headers.len() + 1);
-    for (name, value) in &options.control_plane_headers {
-        let name = HeaderName::from_bytes(name.as_bytes());
-        let value = HeaderValue::from_str(value);
-        match (name, value) {
-            (Ok(n), Ok(v)) => headers.push((n, v)),
-            _ => {
-                return Err(Error::config(
-                    code::INVALID_CONFIG,
-                    "invalid control-plane header",
-                ))
-            }
-        }
-    }
+    let uri = cp_http::request_uri(&base, &path, "")?;
+    let mut headers = cp_http::control_plane_headers(options)?;
+    // Managed resolution sends the static token as it is (an app token is
+    // minted per call by the `ControlPlane` client, not here: a client's
+    // app credentials are for its engine).
     if let Some(token) = &options.token {
-        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-            Error::config(
-                code::INVALID_CONFIG,
-                "the token contains characters not allowed in an HTTP header",
-            )
-        })?;
-        v.set_sensitive(true);
-        headers.push((header::AUTHORIZATION, v));
+        headers.insert(header::AUTHORIZATION, cp_http::bearer(token)?);
     }
-    // The API is another service: same extra trust anchors as the engine,
-    // but never the engine's client certificate, server-name override or
-    // disabled verification.
-    let tls = TlsOptions {
-        extra_roots: options.tls.extra_roots.clone(),
-        ..TlsOptions::default()
-    };
-    let fut = get(uri, headers, &tls, options.proxy.clone());
-    let (status, body) = tokio::time::timeout(RESOLVE_TIMEOUT, fut)
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Timeout,
-                code::API_TIMEOUT,
-                format!("resolving project {endpoint:?} took longer than {RESOLVE_TIMEOUT:?}"),
-            )
-        })??;
-    if !status.is_success() {
-        let snippet: String = String::from_utf8_lossy(&body)
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
+    // One request per client (the result is cached by the client): a pool
+    // of its own, dropped with it.
+    let http = Http::new(&options.tls, options.proxy.clone(), RESOLVE_TIMEOUT)?;
+    let what = format!("resolving project {endpoint:?}");
+    let answer = http
+        .send(Call {
+            method: Method::GET,
+            uri,
+            headers,
+            body: None,
+            max_body: MAX_RESOLVE_BODY,
+            timeout: RESOLVE_TIMEOUT,
+            codes: Codes {
+                http: code::API_HTTP,
+                too_large: code::API_INVALID_RESPONSE,
+                timeout: code::API_TIMEOUT,
+            },
+            what: &what,
+        })
+        .await?;
+    if !answer.status.is_success() {
         return Err(Error::new(
             ErrorKind::Http,
             code::API_HTTP,
-            format!("resolving project {endpoint:?}: HTTP {status}: {snippet}"),
+            format!(
+                "{what}: HTTP {}: {}",
+                answer.status,
+                cp_http::error_text(&answer.body)
+            ),
         ));
     }
-    engine_from_response(&body, region)
+    engine_from_response(&answer.body, region)
 }
 
-/// Picks the engine from a resolve response body.
+/// Picks the engine from a resolve response body (the typed [`Project`]).
 pub(crate) fn engine_from_response(body: &[u8], region: Option<&str>) -> Result<Endpoint> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| invalid_response("not JSON"))?;
-    let Value::Object(project) = value else {
-        return Err(invalid_response("not a JSON object"));
-    };
+    let project: Project =
+        serde_json::from_slice(body).map_err(|e| invalid_response(format!("resolve: {e}")))?;
     // Required, as in the other SDKs, even where unused.
-    required_str(&project, "id")?;
-    required_str(&project, "routing")?;
-    let endpoint = required_str(&project, "endpoint")?;
-    let domain = required_str(&project, "domain")?;
-    let port = required_port(&project, "enginePort")?;
-    let regional = match project.get("regionalEndpoints") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let Value::Object(item) = item else {
-                    return Err(invalid_response("invalid 'regionalEndpoints'"));
-                };
-                required_str(item, "provider")?;
-                out.push((
-                    required_str(item, "region")?.trim().to_ascii_lowercase(),
-                    required_str(item, "domain")?,
-                    required_port(item, "enginePort")?,
-                ));
-            }
-            out
-        }
-        Some(_) => return Err(invalid_response("invalid 'regionalEndpoints'")),
-    };
-    let address = match region {
-        None => format!("{endpoint}.{domain}:{port}"),
-        Some(wanted) => {
-            let matches: Vec<_> = regional.iter().filter(|(r, _, _)| r == wanted).collect();
-            match matches.as_slice() {
-                [] => {
-                    let mut available: Vec<&str> = regional
-                        .iter()
-                        .map(|(r, _, _)| r.as_str())
-                        .filter(|r| !r.is_empty())
-                        .collect();
-                    available.sort_unstable();
-                    available.dedup();
-                    let list = if available.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        available.join(", ")
-                    };
-                    return Err(Error::config(
-                        code::REGION_UNAVAILABLE,
-                        format!("region {wanted:?} is not available for this project; available regions: {list}"),
-                    ));
-                }
-                [(_, domain, port)] => format!("{endpoint}.{domain}:{port}"),
-                _ => {
-                    return Err(Error::config(
-                        code::REGION_AMBIGUOUS,
-                        format!("region {wanted:?} matches several engines of this project"),
-                    ))
-                }
-            }
-        }
-    };
-    Endpoint::parse(&address)
-        .map_err(|_| invalid_response(format!("engine address {address:?} is not host:port")))
-}
-
-fn required_str(map: &Map<String, Value>, key: &str) -> Result<String> {
-    match map.get(key) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-        _ => Err(invalid_response(format!("missing '{key}'"))),
+    if project.id.trim().is_empty() {
+        return Err(invalid_response("missing 'id'"));
     }
-}
-
-fn required_port(map: &Map<String, Value>, key: &str) -> Result<u16> {
-    map.get(key)
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p != 0)
-        .ok_or_else(|| invalid_response(format!("missing '{key}'")))
-}
-
-/// One GET; returns the status and the (bounded) body.
-async fn get(
-    uri: Uri,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    tls: &TlsOptions,
-    proxy: Option<HttpProxy>,
-) -> Result<(StatusCode, Bytes)> {
-    let bad_url = || Error::config(code::INVALID_API_URL, "the API URL has no host");
-    let host = uri.host().ok_or_else(bad_url)?;
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if is_loopback(host) => {}
-        _ => {
-            return Err(Error::config(
-                code::INVALID_API_URL,
-                "the API URL must use https:// (http:// is allowed only for loopback hosts)",
-            ))
-        }
+    if project
+        .routing
+        .as_deref()
+        .is_none_or(|r| r.trim().is_empty())
+    {
+        return Err(invalid_response("missing 'routing'"));
     }
-    let authority = uri.authority().ok_or_else(bad_url)?.clone();
-    if authority.as_str().contains('@') {
-        return Err(Error::config(
-            code::INVALID_API_URL,
-            "the API URL must not contain credentials (use a token or control-plane headers)",
-        ));
-    }
-    // One request per client: a pool of its own, dropped with it. The
-    // whole call is bounded by RESOLVE_TIMEOUT, so the connect is too.
-    let connector = HttpsConnector::new(tls.client_config(&[b"h2", b"http/1.1"])?, RESOLVE_TIMEOUT)
-        .proxy(proxy)
-        .plain_http(PlainHttp::Loopback);
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(connector);
-    let mut request = Request::builder().method(Method::GET).uri(uri);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let request = request
-        .header(header::ACCEPT, "application/json")
-        .header(
-            header::USER_AGENT,
-            concat!("rstream-rust-runtime/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::new())
-        .map_err(|_| Error::config(code::INVALID_API_URL, "cannot build the API request"))?;
-    let response = client.request(request).await.map_err(|e| {
-        // The connector's own error (TLS, timeout, proxy…) is the useful one.
-        connect_error(&e).unwrap_or_else(|| {
-            Error::new(
-                ErrorKind::Http,
-                code::API_HTTP,
-                format!("request to the API at {authority} failed: {e}"),
-            )
-            .with_source(e)
-        })
-    })?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_RESOLVE_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                invalid_response(format!("body larger than {MAX_RESOLVE_BODY} bytes"))
-            } else {
-                Error::new(
-                    ErrorKind::Http,
-                    code::API_HTTP,
-                    format!("reading the API response from {authority} failed: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
-    Ok((status, body))
+    project.engine(region)
 }
 
 #[cfg(test)]

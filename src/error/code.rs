@@ -89,6 +89,18 @@ pub const API_HTTP: &str = "ERR_RSTREAM_API_HTTP";
 pub const API_INVALID_RESPONSE: &str = "ERR_RSTREAM_API_INVALID_RESPONSE";
 /// The control-plane API did not answer in time.
 pub const API_TIMEOUT: &str = "ERR_RSTREAM_API_TIMEOUT";
+/// The control-plane API answered 401: the token or app credentials are not accepted.
+pub const API_UNAUTHENTICATED: &str = "ERR_RSTREAM_API_UNAUTHENTICATED";
+/// The control-plane API answered 403: the credentials may not do this.
+pub const API_FORBIDDEN: &str = "ERR_RSTREAM_API_FORBIDDEN";
+/// The control-plane API answered 404 (no such project).
+pub const API_NOT_FOUND: &str = "ERR_RSTREAM_API_NOT_FOUND";
+/// The control-plane API answered with a redirect, which is never followed.
+pub const API_REDIRECT: &str = "ERR_RSTREAM_API_REDIRECT";
+/// A control-plane API answer body exceeded its size cap.
+pub const API_BODY_TOO_LARGE: &str = "ERR_RSTREAM_API_BODY_TOO_LARGE";
+/// A TURN credentials ttl is not whole seconds from 1 to 3600.
+pub const INVALID_TURN_TTL: &str = "ERR_RSTREAM_INVALID_TURN_TTL";
 /// The project has several engines and no region was selected.
 pub const REGION_AMBIGUOUS: &str = "ERR_RSTREAM_REGION_AMBIGUOUS";
 /// The project has no engine in the selected region.

@@ -9,6 +9,7 @@ mod support;
 mod client_protocol;
 mod close;
 mod config;
+mod control_plane;
 #[cfg(feature = "tonic")]
 mod grpc;
 mod http;
