@@ -11,6 +11,7 @@ mod close;
 mod config;
 mod http;
 mod http_streaming;
+mod http_tls;
 mod observability;
 mod reliability;
 mod tls;
