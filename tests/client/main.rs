@@ -10,6 +10,7 @@ mod client_protocol;
 mod close;
 mod config;
 mod http;
+mod http2_websocket;
 mod http_streaming;
 mod http_tls;
 mod observability;
