@@ -243,3 +243,79 @@ async fn full_handshake_slots_free_up_at_the_timeout_and_garbage_is_skipped() {
     );
     server.abort();
 }
+
+/// `upstream_tls` + `http_version = h2` on a published `http` tunnel: the
+/// engine terminates the downstream TLS (its own certificate), then speaks
+/// TLS to the app through the tunnel, where `TlsListener` terminates it
+/// with the app's certificate; the request reaches the app as HTTP/2 when
+/// the downstream client negotiated h2, as HTTP/1.1 when it did not.
+#[tokio::test]
+async fn upstream_tls_h2_tunnel_is_served_by_a_tls_listener() {
+    let engine = engine().await;
+    let control = client(&engine).connect().await.unwrap();
+    let tunnel = control
+        .create_tunnel(
+            TunnelOptions::http()
+                .name("secure-app")
+                .http_version(rstream::HttpVersion::H2)
+                .upstream_tls(true),
+        )
+        .await
+        .unwrap();
+    let url = tunnel.forwarding_address();
+    let (_ca, leaf) = app_pki();
+    let listener = TlsListener::new(tunnel, leaf.server_config(&[b"h2", b"http/1.1"]));
+    let server = tokio::spawn(rstream::http::serve(listener, app()).into_future());
+
+    within("h2 then http/1.1 through upstream TLS", async {
+        // Downstream: the engine's certificate.
+        let tls = support::tls_connect(&url, engine.ca_pem(), &[b"h2"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..3 {
+            let req = http::Request::get(format!("{url}/who"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let rsp = send.send_request(req).await.unwrap();
+            assert_eq!(rsp.status(), 200);
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"HTTP/2.0 Some(127.0.0.1) true");
+        }
+        let (status, body) = support::https_get(&url, engine.ca_pem(), "/who").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, "HTTP/1.1 Some(127.0.0.1) true");
+    })
+    .await;
+    assert!(!server.is_finished());
+    server.abort();
+}
+
+/// Without `upstream_tls`, `http_version = h2` is still refused by the
+/// local engine (h2 to the app means TLS to the app).
+#[tokio::test]
+async fn h2_without_upstream_tls_is_refused() {
+    let engine = engine().await;
+    let control = client(&engine).connect().await.unwrap();
+    let e = control
+        .create_tunnel(TunnelOptions::http().http_version(rstream::HttpVersion::H2))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("does not support upstream http_version = \"h2\""),
+        "{e}"
+    );
+    let e = control
+        .create_tunnel(TunnelOptions::http().private().upstream_tls(true))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("upstream_tls = true outside published http"),
+        "{e}"
+    );
+}
