@@ -256,9 +256,9 @@ impl<S> Serve<S> {
     }
 
     /// Any other hyper setting: `f` gets hyper-util's auto builder
-    /// (`.http1()`, `.http2()`), e.g. to enable WebSocket over h2
-    /// (`builder.http2().enable_connect_protocol()`) or cap h2 streams. The
-    /// timeouts above are set through their own methods.
+    /// (`.http1()`, `.http2()`), e.g. to cap h2 streams or size h2 windows.
+    /// The timeouts above are set through their own methods; extended
+    /// CONNECT (WebSocket over h2) is already enabled.
     ///
     /// ```no_run
     /// # async fn run(tunnel: rstream::Tunnel, app: axum::Router) -> rstream::Result<()> {
