@@ -58,6 +58,7 @@ mod state_dir;
 mod streams;
 mod tasks;
 mod tunnels;
+mod upstream;
 mod webhooks;
 
 use std::net::SocketAddr;

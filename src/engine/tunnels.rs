@@ -4,7 +4,8 @@
 //! Honoured: `name`, `type = bytestream`, `publish`, `protocol` (`http`,
 //! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
-//! `http_version` (`http/1.1`, `h2c`), `hostname` (`localhost` /
+//! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`),
+//! `upstream_tls` (published `http` tunnels: see [`super::upstream`]), `hostname` (`localhost` /
 //! `127.0.0.1` only), `port` (`tcp` tunnels, and any published tunnel that
 //! also asks for `hostname = 127.0.0.1` or `localhost`: how a reconnecting
 //! client gets its previous address back), `allow_cross_region_routing`
@@ -23,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::events::TunnelInfo;
 use super::state::{allowed, TrustedIps};
+use super::upstream::UpstreamTls;
 use super::{streams, Inner};
 use crate::proto::TunnelProperties;
 use crate::proto::{self, open_tunnel_rsp, ErrorCode, Message, OpenTunnelReq, OpenTunnelRsp};
@@ -35,8 +37,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum EndpointKind {
     /// `tcp`, `tls` (passthrough) or no protocol: splice raw bytes.
     Raw,
-    /// `http`: terminate TLS with the engine's certificate, splice plaintext.
-    Https(Arc<rustls::ServerConfig>),
+    /// `http`: terminate TLS with the engine's certificate, splice plaintext
+    /// (or, with `upstream_tls`, TLS again to the application).
+    Https(Arc<rustls::ServerConfig>, Option<UpstreamTls>),
 }
 
 /// A validated tunnel request.
@@ -95,13 +98,23 @@ pub(crate) fn validate(
         ));
     }
     let published = p.publish.unwrap_or(false) || tcp;
+    // Re-originating TLS needs the engine's HTTP endpoint in the path:
+    // published `http` tunnels only.
+    let upstream_tls = p.upstream_tls == Some(true);
+    if upstream_tls && !(http && published) {
+        return Err(unavailable(
+            "upstream_tls = true outside published http tunnels",
+        ));
+    }
 
     let http_version = non_blank(&p.http_version).map(str::to_owned);
     match http_version.as_deref() {
         None | Some("http/1.1" | "h2c") => {}
+        // h2 is TLS to the application: only with upstream_tls.
+        Some("h2") if upstream_tls => {}
         Some(v @ ("h2" | "h3")) => {
             return Err(unavailable(format!(
-                "upstream http_version = {v:?} (use \"http/1.1\" or \"h2c\")"
+                "upstream http_version = {v:?} (use \"http/1.1\" or \"h2c\", or \"h2\" with upstream_tls)"
             )))
         }
         Some(v) => return Err(invalid(format!("unknown http_version {v:?}"))),
@@ -121,7 +134,6 @@ pub(crate) fn validate(
         ));
     }
     let flags = [
-        ("upstream_tls", p.upstream_tls),
         ("token_auth", p.token_auth),
         ("rstream_auth", p.rstream_auth),
         ("challenge_mode", p.challenge_mode),
@@ -203,9 +215,18 @@ pub(crate) fn validate(
         }
     }
 
+    // ALPN h2 downstream when the application speaks HTTP/2.
+    let h2 = matches!(http_version.as_deref(), Some("h2c" | "h2"));
+    let upstream = if upstream_tls {
+        let upstream = UpstreamTls::new(h2, p.name.as_deref())
+            .map_err(|e| proto::Error::new(ErrorCode::Internal, format!("upstream TLS: {e}")))?;
+        Some(upstream)
+    } else {
+        None
+    };
     let endpoint = published.then(|| {
         let kind = if http {
-            EndpointKind::Https(tls.https(http_version.as_deref() == Some("h2c"), tls13_only))
+            EndpointKind::Https(tls.https(h2, tls13_only), upstream)
         } else {
             EndpointKind::Raw
         };
@@ -393,7 +414,7 @@ async fn downstream(
                 streams::splice(tcp, upstream).await;
             }
         }
-        EndpointKind::Https(config) => {
+        EndpointKind::Https(config, upstream_tls) => {
             let accept = TlsAcceptor::from(config).accept(tcp);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                 Ok(Ok(tls)) => tls,
@@ -406,8 +427,20 @@ async fn downstream(
                     return;
                 }
             };
-            if let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await {
-                streams::splice(tls, upstream).await;
+            let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await else {
+                return;
+            };
+            match upstream_tls {
+                None => streams::splice(tls, upstream).await,
+                Some(upstream_tls) => {
+                    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                    match upstream_tls.connect(upstream, alpn.as_deref()).await {
+                        Ok(upstream) => streams::splice(tls, upstream).await,
+                        Err(e) => {
+                            tracing::debug!(tunnel_id, error = %e, "upstream TLS handshake failed");
+                        }
+                    }
+                }
             }
         }
     }

@@ -6,6 +6,8 @@
 //!   (WebSocket), bounded timeouts and graceful shutdown
 //!   ([`Serve::with_graceful_shutdown`]). With axum,
 //!   `axum::serve(tunnel, router)` works too; see [`Tunnel`](crate::Tunnel).
+//!   [`TlsListener`] terminates TLS in-process with your certificate (`tls`
+//!   passthrough tunnels, `upstream_tls`), for both.
 //! - Client side: [`Connector`] plugs private dials into
 //!   `hyper_util::client::legacy::Client`: the URI host is the tunnel name or
 //!   id, and each new pooled connection is a dial.
@@ -13,9 +15,11 @@
 pub(crate) mod conn;
 mod connector;
 mod serve;
+mod tls;
 
 pub use connector::Connector;
 pub use serve::{
-    serve, Serve, WithGracefulShutdown, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    serve, Accept, Serve, WithGracefulShutdown, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
+pub use tls::{TlsListener, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES};

@@ -14,9 +14,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+
 use super::conn::{ConnAbort, ConnLimits, ConnServer, MAX_BOUND};
+use super::tls::TlsListener;
 use crate::error::{BoxError, Result};
-use crate::stream::RstreamStream;
+use crate::stream::{RstreamStream, StreamInfo};
 use crate::tunnel::Tunnel;
 
 /// Default [`Serve::header_read_timeout`]: 30 s to send a request head
@@ -36,6 +40,67 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// …answered within 20 s, or the connection is dropped.
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What [`serve`] takes its connections from: a [`Tunnel`] (plaintext:
+/// HTTP/1.1 and h2c) or a [`TlsListener`] (TLS terminated in-process:
+/// HTTP/1.1 or h2 as ALPN chose). Sealed: only these two implement it.
+pub trait Accept: sealed::Sealed {}
+
+impl Accept for Tunnel {}
+impl Accept for TlsListener {}
+
+mod sealed {
+    /// Turns a listener into what the accept loop drives.
+    pub trait Sealed {
+        fn into_source(self) -> super::Source;
+    }
+
+    impl Sealed for crate::tunnel::Tunnel {
+        fn into_source(self) -> super::Source {
+            super::Source::Plain(self)
+        }
+    }
+
+    impl Sealed for super::TlsListener {
+        fn into_source(self) -> super::Source {
+            super::Source::Tls(self)
+        }
+    }
+}
+
+/// The connections [`serve`] accepts (see [`Accept`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Source {
+    Plain(Tunnel),
+    Tls(TlsListener),
+}
+
+/// One accepted connection.
+// Lives for one match in the accept loop, which moves the IO into its task:
+// boxing would only add an allocation per TLS connection.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    Plain(RstreamStream),
+    Tls(TlsStream<RstreamStream>),
+}
+
+impl Source {
+    fn tunnel(&self) -> &Tunnel {
+        match self {
+            Source::Plain(tunnel) => tunnel,
+            Source::Tls(listener) => listener.tunnel(),
+        }
+    }
+
+    /// Cancel safe, as [`Tunnel::accept`] and [`TlsListener::accept`] are.
+    async fn accept(&mut self) -> Result<Conn> {
+        match self {
+            Source::Plain(tunnel) => tunnel.accept().await.map(Conn::Plain),
+            Source::Tls(listener) => listener.accept().await.map(Conn::Tls),
+        }
+    }
+}
+
 /// Serves `service` on every connection of `tunnel`, like `axum::serve`.
 ///
 /// Await the returned [`Serve`] (it is [`IntoFuture`]): it runs until the
@@ -45,7 +110,10 @@ const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// on a signal instead and returns `Ok(())`.
 ///
 /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) are detected per
-/// connection; upgrades (WebSocket) work. Every request carries the
+/// connection; upgrades (WebSocket) work, over HTTP/2 too (RFC 8441
+/// extended CONNECT is enabled). `tunnel` may also be a [`TlsListener`]:
+/// HTTPS on a `tls` passthrough tunnel (or an `http` tunnel with
+/// `upstream_tls`), HTTP/1.1 or h2 as ALPN chose. Every request carries the
 /// connection's [`StreamInfo`](crate::StreamInfo) in its extensions and,
 /// with the `axum` feature, `axum::extract::ConnectInfo<`[`TunnelAddr`](crate::TunnelAddr)`>`,
 /// so the downstream client's IP is known.
@@ -89,8 +157,9 @@ const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 ///     .await
 /// # }
 /// ```
-pub fn serve<S, B>(tunnel: Tunnel, service: S) -> Serve<S>
+pub fn serve<L, S, B>(tunnel: L, service: S) -> Serve<S>
 where
+    L: Accept,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -99,7 +168,7 @@ where
     B::Error: Into<BoxError>,
 {
     Serve {
-        tunnel,
+        source: tunnel.into_source(),
         service,
         server: ConnServer::new(
             ConnLimits {
@@ -109,7 +178,8 @@ where
                 h2_keep_alive_interval: H2_KEEP_ALIVE_INTERVAL,
                 h2_keep_alive_timeout: H2_KEEP_ALIVE_TIMEOUT,
             },
-            false,
+            // WebSocket over h2 (RFC 8441); the Engine API leaves it off.
+            true,
         ),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
     }
@@ -119,7 +189,7 @@ where
 /// `.await` it. See [`serve`].
 #[must_use = "a Serve does nothing until it is awaited"]
 pub struct Serve<S> {
-    tunnel: Tunnel,
+    source: Source,
     service: S,
     server: ConnServer,
     drain_timeout: Duration,
@@ -129,7 +199,7 @@ impl<S> fmt::Debug for Serve<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let limits = self.server.limits();
         f.debug_struct("Serve")
-            .field("tunnel", &self.tunnel.id())
+            .field("tunnel", &self.source.tunnel().id())
             .field("header_read_timeout", &limits.header_read_timeout)
             .field("idle_timeout", &limits.idle_timeout)
             .field("write_timeout", &limits.write_timeout)
@@ -186,9 +256,9 @@ impl<S> Serve<S> {
     }
 
     /// Any other hyper setting: `f` gets hyper-util's auto builder
-    /// (`.http1()`, `.http2()`), e.g. to enable WebSocket over h2
-    /// (`builder.http2().enable_connect_protocol()`) or cap h2 streams. The
-    /// timeouts above are set through their own methods.
+    /// (`.http1()`, `.http2()`), e.g. to cap h2 streams or size h2 windows.
+    /// The timeouts above are set through their own methods; extended
+    /// CONNECT (WebSocket over h2) is already enabled.
     ///
     /// ```no_run
     /// # async fn run(tunnel: rstream::Tunnel, app: axum::Router) -> rstream::Result<()> {
@@ -281,7 +351,7 @@ where
     F: Future<Output = ()> + Send,
 {
     let Serve {
-        mut tunnel,
+        mut source,
         service,
         server,
         drain_timeout,
@@ -293,34 +363,45 @@ where
     let mut signal = std::pin::pin!(signal);
     let outcome: Result<()> = loop {
         tokio::select! {
-            accepted = tunnel.accept() => match accepted {
-                Ok(stream) => {
+            accepted = source.accept() => match accepted {
+                Ok(conn) => {
                     let server = server.clone();
                     let service = service.clone();
                     let mut stopped = stopped.clone();
+                    let shutdown = async move {
+                        // An error means `run` is gone: stop as well.
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
                     // The connection's events name its tunnel and stream.
-                    let in_spans = stream.in_spans();
-                    connections.spawn(in_spans(async move {
-                        let shutdown = async move {
-                            // An error means `run` is gone: stop as well.
-                            let _ = stopped.wait_for(|stop| *stop).await;
-                        };
-                        serve_stream(&server, stream, service, shutdown).await;
-                    }));
+                    match conn {
+                        Conn::Plain(stream) => {
+                            let (in_spans, info) = (stream.in_spans(), stream.info().clone());
+                            connections.spawn(in_spans(async move {
+                                serve_stream(&server, stream, info, service, shutdown).await;
+                            }));
+                        }
+                        Conn::Tls(tls) => {
+                            let stream = tls.get_ref().0;
+                            let (in_spans, info) = (stream.in_spans(), stream.info().clone());
+                            connections.spawn(in_spans(async move {
+                                serve_stream(&server, tls, info, service, shutdown).await;
+                            }));
+                        }
+                    }
                 }
                 Err(e) => break Err(e),
             },
             // Reap finished connections so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut signal => {
-                if let Err(e) = tunnel.close().await {
+                if let Err(e) = source.tunnel().close().await {
                     tracing::debug!(error = %e, "closing the tunnel on shutdown");
                 }
                 break Ok(());
             }
         }
     };
-    drop(tunnel);
+    drop(source);
     stop.send_replace(true);
     let drained = tokio::time::timeout(drain_timeout, async {
         while connections.join_next().await.is_some() {}
@@ -339,12 +420,14 @@ where
 
 /// One tunnel connection, with its [`StreamInfo`](crate::StreamInfo) (and
 /// `ConnectInfo<TunnelAddr>`) in every request.
-async fn serve_stream<S, B>(
+async fn serve_stream<I, S, B>(
     server: &ConnServer,
-    stream: RstreamStream,
+    io: I,
+    info: StreamInfo,
     service: S,
     shutdown: impl Future<Output = ()>,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -352,9 +435,8 @@ async fn serve_stream<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let info = stream.info().clone();
     #[cfg(feature = "axum")]
-    let connect_info = axum::extract::ConnectInfo(crate::tunnel::TunnelAddr::of(&stream));
+    let connect_info = axum::extract::ConnectInfo(crate::tunnel::TunnelAddr::from_info(&info));
     let service = TowerToHyperService::new(service);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
@@ -363,6 +445,6 @@ async fn serve_stream<S, B>(
         hyper::service::Service::call(&service, req)
     });
     server
-        .serve(stream, service, shutdown, ConnAbort::new(), "tunnel HTTP")
+        .serve(io, service, shutdown, ConnAbort::new(), "tunnel HTTP")
         .await;
 }

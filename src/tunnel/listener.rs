@@ -40,7 +40,10 @@ impl TunnelAddr {
     }
 
     pub(crate) fn of(stream: &RstreamStream) -> Self {
-        let info = stream.info();
+        Self::from_info(stream.info())
+    }
+
+    pub(crate) fn from_info(info: &crate::StreamInfo) -> Self {
         TunnelAddr {
             tunnel_id: Arc::from(info.tunnel()),
             stream_id: info.stream_id().map(Arc::from),

@@ -13,7 +13,9 @@ mod control_plane;
 #[cfg(feature = "tonic")]
 mod grpc;
 mod http;
+mod http2_websocket;
 mod http_streaming;
+mod http_tls;
 mod observability;
 mod reliability;
 mod tls;

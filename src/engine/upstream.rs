@@ -1,0 +1,138 @@
+//! `upstream_tls` on published `http` tunnels: the engine terminates the
+//! downstream TLS with its own certificate, then speaks TLS again, as a
+//! client, to the application through the tunnel stream. The upstream ALPN
+//! mirrors the downstream one: `h2` when the downstream client negotiated
+//! `h2` and the tunnel says `http_version = "h2"`, else `http/1.1`, so the
+//! bytes spliced between the two sessions are one protocol.
+//!
+//! The application's certificate is not verified: the tunnel stream
+//! already reaches the authenticated owner of the tunnel, and applications
+//! commonly present self-signed certificates. The handshake still checks
+//! the certificate's signatures (the key is the certificate's), so the
+//! session is encrypted end to end with that key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+use crate::transport::provider;
+
+/// How long the engine waits for the application's TLS handshake.
+const UPSTREAM_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a published `http` endpoint reaches an `upstream_tls` application.
+#[derive(Clone)]
+pub(crate) struct UpstreamTls {
+    /// Offers `http/1.1`.
+    h1: Arc<ClientConfig>,
+    /// Offers `h2`, when the application speaks it.
+    h2: Option<Arc<ClientConfig>>,
+    /// SNI: the tunnel name when it is a DNS name, else `localhost`.
+    server_name: ServerName<'static>,
+}
+
+impl UpstreamTls {
+    /// A TLS client naming the tunnel, offering `h2` too when `h2`.
+    pub(crate) fn new(h2: bool, tunnel_name: Option<&str>) -> Result<Self, String> {
+        let config = |alpn: &[u8]| -> Result<Arc<ClientConfig>, String> {
+            let provider = provider();
+            let mut config = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(config))
+        };
+        let server_name = tunnel_name
+            .and_then(|n| ServerName::try_from(n.to_owned()).ok())
+            .filter(|n| matches!(n, ServerName::DnsName(_)))
+            // "localhost" is a valid DNS name: this cannot fail.
+            .unwrap_or_else(|| ServerName::DnsName("localhost".try_into().expect("a DNS name")));
+        Ok(UpstreamTls {
+            h1: config(b"http/1.1")?,
+            h2: h2.then(|| config(b"h2")).transpose()?,
+            server_name,
+        })
+    }
+
+    /// TLS over the tunnel stream, bounded in time, offering what the
+    /// downstream client negotiated (`downstream_alpn`).
+    pub(crate) async fn connect<IO>(
+        &self,
+        io: IO,
+        downstream_alpn: Option<&[u8]>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let config = match (&self.h2, downstream_alpn) {
+            (Some(h2), Some(b"h2")) => h2,
+            _ => &self.h1,
+        };
+        let connect =
+            tokio_rustls::TlsConnector::from(config.clone()).connect(self.server_name.clone(), io);
+        tokio::time::timeout(UPSTREAM_HANDSHAKE_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "upstream TLS handshake timed out",
+                )
+            })?
+    }
+}
+
+/// Accepts any certificate chain, checking only the handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
