@@ -362,7 +362,20 @@ where
     let mut connections = JoinSet::new();
     let mut signal = std::pin::pin!(signal);
     let outcome: Result<()> = loop {
+        // Biased, the signal first: a `tunnel.closed()` signal and a failing
+        // accept become ready together when the tunnel closes, and that is
+        // the graceful shutdown the caller asked for, not an error.
         tokio::select! {
+            biased;
+            () = &mut signal => {
+                if let Err(e) = source.tunnel().close().await {
+                    tracing::debug!(error = %e, "closing the tunnel on shutdown");
+                }
+                break Ok(());
+            }
+            // Reap finished connections so the set stays small (ready only
+            // when one has finished, so it never starves the accept).
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = source.accept() => match accepted {
                 Ok(conn) => {
                     let server = server.clone();
@@ -389,16 +402,12 @@ where
                         }
                     }
                 }
-                Err(e) => break Err(e),
+                // The signal may be woken by the same close a moment later.
+                Err(e) => match futures_util::FutureExt::now_or_never(signal.as_mut()) {
+                    Some(()) => break Ok(()),
+                    None => break Err(e),
+                },
             },
-            // Reap finished connections so the set stays small.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut signal => {
-                if let Err(e) = source.tunnel().close().await {
-                    tracing::debug!(error = %e, "closing the tunnel on shutdown");
-                }
-                break Ok(());
-            }
         }
     };
     drop(source);

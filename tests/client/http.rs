@@ -286,6 +286,36 @@ async fn rstream_http_serve_returns_when_the_tunnel_closes() {
     assert_eq!(err.kind(), ErrorKind::Closed);
 }
 
+/// With `tunnel.closed()` as the graceful signal, the tunnel closing is the
+/// shutdown asked for: `serve` returns `Ok`, every time (the failing accept
+/// and the signal become ready together; the signal must win).
+#[tokio::test]
+async fn rstream_http_serve_wired_to_closed_returns_ok_when_the_tunnel_closes() {
+    let engine = engine().await;
+    let client = client(&engine);
+    for round in 0..12 {
+        let control = client.connect().await.unwrap();
+        let tunnel = control.create_tunnel(TunnelOptions::http()).await.unwrap();
+        let url = tunnel.forwarding_address().to_owned();
+        let closed = tunnel.closed();
+        let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async move {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let server = tokio::spawn(
+            rstream::http::serve(tunnel, svc)
+                .with_graceful_shutdown(async move {
+                    let _ = closed.await;
+                })
+                .into_future(),
+        );
+        let (status, _) = https_get(&url, engine.ca_pem(), "/").await;
+        assert_eq!(status, 200);
+        control.close().await.unwrap();
+        let outcome = within("serve returns", server).await.unwrap();
+        assert!(outcome.is_ok(), "round {round}: {outcome:?}");
+    }
+}
+
 #[tokio::test]
 async fn forward_to_relays_both_ways_and_survives_refused_connections() {
     let engine = engine().await;
