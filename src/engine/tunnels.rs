@@ -249,8 +249,20 @@ pub(crate) async fn open(
     client_id: &str,
     owner: &mpsc::Sender<Message>,
     req: OpenTunnelReq,
+    grant: Option<&super::auth::Grant>,
 ) -> OpenTunnelRsp {
-    let payload = match create(inner, client_id, owner, req.tunnel_properties).await {
+    let mut requested = req.tunnel_properties;
+    let checked = match grant {
+        // The token's create scope, before anything else: it may also
+        // force omitted properties (TOKENS.md §4.3).
+        Some(grant) => super::access::check_create(&inner.config.apps, grant, &mut requested),
+        None => Ok(()),
+    };
+    let created = match checked {
+        Ok(()) => create(inner, client_id, owner, requested).await,
+        Err(e) => Err(e),
+    };
+    let payload = match created {
         Ok(props) => open_tunnel_rsp::Payload::TunnelProperties(props),
         Err(e) => {
             tracing::debug!(client_id, code = e.code, message = ?e.message, "tunnel refused");

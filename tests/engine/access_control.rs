@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rstream::api::ListTunnelsParams;
-use rstream::auth::{AppCredentials, Resources, TokenRequest, TunnelScopes};
+use rstream::auth::{AppCredentials, Resources, TokenRequest, TunnelFilter, TunnelScopes};
 use rstream::engine::LocalEngine;
 use rstream::proto::{
     self, message::Payload, open_control_channel_rsp, ErrorCode, OpenControlChannelReq,
@@ -380,4 +380,106 @@ fn new_app_credentials_flag() {
     let bad = rstream::engine::cli::parse_from(["rstream-local-engine", "--app", "no-equals"]);
     assert!(bad.is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The create case: an agent whose create scope is limited to
+/// `protocol: http` + label `env=dev` creates that tunnel, gets omitted
+/// properties forced (a bare tunnel becomes http + env=dev), and is refused
+/// any other.
+#[tokio::test]
+async fn create_scope_filters_requested_properties() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let agent = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().create(TunnelFilter::new().protocol("http").label("env", "dev")),
+        )))
+        .unwrap();
+    let control = within("connect", token_client(&engine, agent.expose()).connect())
+        .await
+        .unwrap();
+
+    let allowed = control
+        .create_tunnel(TunnelOptions::http().name("dev-web").label("env", "dev"))
+        .await
+        .unwrap();
+    assert_eq!(allowed.properties().protocol.as_deref(), Some("http"));
+
+    // Omitted protocol and label: forced from the single-valued filter.
+    let forced = control
+        .create_tunnel(TunnelOptions::new().name("forced"))
+        .await
+        .unwrap();
+    let props = forced.properties();
+    assert_eq!(props.protocol.as_deref(), Some("http"), "{props:?}");
+    assert_eq!(props.labels.get("env").map(String::as_str), Some("dev"));
+
+    for (what, options) in [
+        ("other label", TunnelOptions::http().label("env", "prod")),
+        ("other protocol", TunnelOptions::tls().label("env", "dev")),
+    ] {
+        let err = control.create_tunnel(options).await.unwrap_err();
+        assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{what}: {err}");
+        assert!(err.to_string().contains("create scope"), "{what}: {err}");
+    }
+    assert_eq!(engine.tunnels().len(), 2);
+    control.close().await.unwrap();
+}
+
+/// The connect case: a dialer whose connect scope names one tunnel
+/// dials it and not another; label and status filters see the full record.
+#[tokio::test]
+async fn connect_scope_filters_the_dialed_tunnel() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let owner = app_client(&engine, &creds);
+    let control = within("owner", owner.connect()).await.unwrap();
+    let first = control
+        .create_tunnel(TunnelOptions::new().name("one").label("team", "a"))
+        .await
+        .unwrap();
+    let first_id = first.id();
+    let _one = spawn_echo(first);
+    let _two = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("two").label("team", "b"))
+            .await
+            .unwrap(),
+    );
+    let dial = |token: &str, tunnel: &'static str| {
+        let client = token_client(&engine, token);
+        async move {
+            client
+                .dial_with(tunnel, DialOptions::new().zero_rtt(false))
+                .await
+        }
+    };
+    let by_id = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().connect(TunnelFilter::new().id(first_id.as_str())),
+        )))
+        .unwrap();
+    let stream = within("dial one", dial(by_id.expose(), "one"))
+        .await
+        .unwrap();
+    assert_eq!(within("echo", echo_round_trip(stream, b"1")).await, b"1");
+    let err = within("dial two", dial(by_id.expose(), "two"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    assert!(err.to_string().contains("connect scope"), "{err}");
+
+    let by_label = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().connect(TunnelFilter::new().status("online").label("team", "b")),
+        )))
+        .unwrap();
+    let stream = within("dial two", dial(by_label.expose(), "two"))
+        .await
+        .unwrap();
+    assert_eq!(within("echo", echo_round_trip(stream, b"2")).await, b"2");
+    assert!(within("dial one", dial(by_label.expose(), "one"))
+        .await
+        .is_err());
+    control.close().await.unwrap();
 }
