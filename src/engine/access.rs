@@ -27,7 +27,7 @@ struct Record<'a> {
     project_id: Option<&'a str>,
 }
 
-fn string_matches(m: &StringMatch, value: Option<&str>) -> bool {
+pub(crate) fn string_matches(m: &StringMatch, value: Option<&str>) -> bool {
     let Some(value) = value else {
         // A constraint on a missing property fails.
         return false;

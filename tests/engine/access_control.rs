@@ -483,3 +483,68 @@ async fn connect_scope_filters_the_dialed_tunnel() {
         .is_err());
     control.close().await.unwrap();
 }
+
+/// The list case over REST: a label filter and a `select` show only
+/// matching tunnels, and only the selected fields; a hidden tunnel's
+/// `/{id}` is 404; watches, which do not apply them yet, refuse (403).
+#[tokio::test]
+async fn list_scope_filters_and_selects() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let control = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    let dev = control
+        .create_tunnel(TunnelOptions::new().name("dev-api").label("env", "dev"))
+        .await
+        .unwrap();
+    let prod = control
+        .create_tunnel(TunnelOptions::new().name("prod-api").label("env", "prod"))
+        .await
+        .unwrap();
+    let token = creds
+        .mint(
+            &TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new()
+                    .list(TunnelFilter::new().label("env", "dev"))
+                    .select(["id", "name"]),
+            )),
+        )
+        .unwrap();
+    let (status, body) = raw_get(&engine, "/api/tunnels", Some(token.expose())).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{ "id": dev.id(), "name": "dev-api" }]),
+        "{body}"
+    );
+    let (status, body) = raw_get(
+        &engine,
+        &format!("/api/tunnels/{}", dev.id()),
+        Some(token.expose()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw_get(
+        &engine,
+        &format!("/api/tunnels/{}", prod.id()),
+        Some(token.expose()),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // Clients carry no labels: the label filter hides them.
+    let (status, body) = raw_get(&engine, "/api/clients", Some(token.expose())).await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, body) = raw_get(&engine, "/api/sse", Some(token.expose())).await;
+    assert_eq!(status, 403, "{body}");
+    // An unfiltered list token sees both, whole.
+    let all = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(TunnelScopes::new().list_any())))
+        .unwrap();
+    let (_, body) = raw_get(&engine, "/api/tunnels", Some(all.expose())).await;
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{body}");
+    assert!(listed[0].get("client_id").is_some());
+    control.close().await.unwrap();
+}
