@@ -133,10 +133,22 @@ pub(crate) fn validate(
         ),
     ];
     if let Some((name, _)) = flags.iter().find(|(_, v)| *v == Some(true)) {
-        return Err(unavailable(format!("{name} = true")));
+        // Edge authentication needs the hosted edge (login, challenge and
+        // credential services); say so instead of a bare "unsupported".
+        let why = match *name {
+            "token_auth" | "mtls_auth" => {
+                ": edge authentication of published endpoints runs on hosted engines (docs/ACCESS_CONTROL.md)"
+            }
+            "rstream_auth" => ": the rstream login needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
+            "challenge_mode" => ": the challenge page needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
+            _ => "",
+        };
+        return Err(unavailable(format!("{name} = true{why}")));
     }
     if !p.geoip.is_empty() {
-        return Err(unavailable("geoip filtering"));
+        return Err(unavailable(
+            "geoip filtering: there is no GeoIP database on a local engine (docs/ACCESS_CONTROL.md)",
+        ));
     }
     if non_blank(&p.mtls_cacert_pem).is_some() {
         return Err(unavailable("mtls_cacert_pem"));

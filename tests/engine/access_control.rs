@@ -548,3 +548,45 @@ async fn list_scope_filters_and_selects() {
     assert!(listed[0].get("client_id").is_some());
     control.close().await.unwrap();
 }
+
+/// Edge authentication the local engine cannot provide is refused with
+/// `FEATURE_NOT_AVAILABLE` and a message that says why and where to read.
+#[tokio::test]
+async fn edge_auth_refusals_say_why() {
+    let engine = support::engine().await;
+    let control = within("connect", support::client(&engine).connect())
+        .await
+        .unwrap();
+    for (what, options, needle) in [
+        (
+            "token_auth",
+            TunnelOptions::http().token_auth(true),
+            "hosted engines",
+        ),
+        (
+            "mtls_auth",
+            TunnelOptions::http().mtls_auth(true),
+            "hosted engines",
+        ),
+        (
+            "rstream_auth",
+            TunnelOptions::http().rstream_auth(true),
+            "login",
+        ),
+        (
+            "challenge_mode",
+            TunnelOptions::http().challenge_mode(true),
+            "challenge",
+        ),
+        ("geoip", TunnelOptions::http().geoip("FR"), "GeoIP"),
+    ] {
+        let err = control.create_tunnel(options).await.unwrap_err();
+        assert_eq!(err.engine_code(), Some(5000), "{what}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(needle) && text.contains("ACCESS_CONTROL.md"),
+            "{what}: {text}"
+        );
+    }
+    control.close().await.unwrap();
+}
