@@ -590,3 +590,84 @@ async fn edge_auth_refusals_say_why() {
     }
     control.close().await.unwrap();
 }
+
+/// The token-endpoint pattern (`examples/token_endpoint.rs`): a backend
+/// route mints a 60 s list-only token; the browser-side calls with it can
+/// watch over `/api/sse?rstream.token=` and list, and nothing else.
+#[tokio::test]
+async fn browser_token_from_a_minting_endpoint() {
+    use axum::routing::get;
+    let creds = AppCredentials::generate("web-backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let owner = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    let _tunnel = owner
+        .create_tunnel(TunnelOptions::new().name("watched"))
+        .await
+        .unwrap();
+
+    // The backend route, as in the example.
+    let minter = creds.clone();
+    let engine_address = engine.engine_address();
+    let app = axum::Router::new().route(
+        "/rstream/token",
+        get(move || {
+            let minter = minter.clone();
+            let engine_address = engine_address.clone();
+            async move {
+                let token = minter
+                    .mint(
+                        &TokenRequest::new()
+                            .permissions(["tunnels.resources.read-only"])
+                            .engine(engine_address)
+                            .resources(Resources::tunnels(TunnelScopes::new().list_any())),
+                    )
+                    .unwrap();
+                axum::Json(serde_json::json!({ "token": token.expose() }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The browser fetches its token...
+    let tcp = tokio::net::TcpStream::connect(backend).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rsp = send
+        .send_request(
+            http::Request::get("/rstream/token")
+                .header("host", backend.to_string())
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let minted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let token = minted["token"].as_str().unwrap().to_owned();
+
+    // ...watches and lists with it...
+    let (status, body) = raw_get(&engine, &format!("/api/sse?rstream.token={token}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw_get(&engine, "/api/tunnels", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"watched\""), "{body}");
+    // ...and can do nothing else.
+    let err = within("browser connect", token_client(&engine, &token).connect())
+        .await
+        .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    let err = within(
+        "browser dial",
+        token_client(&engine, &token).dial_with("watched", DialOptions::new().zero_rtt(false)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    owner.close().await.unwrap();
+}
