@@ -486,7 +486,7 @@ async fn connect_scope_filters_the_dialed_tunnel() {
 
 /// The list case over REST: a label filter and a `select` show only
 /// matching tunnels, and only the selected fields; a hidden tunnel's
-/// `/{id}` is 404; watches, which do not apply them yet, refuse (403).
+/// `/{id}` is 404.
 #[tokio::test]
 async fn list_scope_filters_and_selects() {
     let creds = AppCredentials::generate("backend").unwrap();
@@ -536,8 +536,6 @@ async fn list_scope_filters_and_selects() {
     // Clients carry no labels: the label filter hides them.
     let (status, body) = raw_get(&engine, "/api/clients", Some(token.expose())).await;
     assert_eq!((status, body.as_str()), (200, "[]"));
-    let (status, body) = raw_get(&engine, "/api/sse", Some(token.expose())).await;
-    assert_eq!(status, 403, "{body}");
     // An unfiltered list token sees both, whole.
     let all = creds
         .mint(&TokenRequest::new().resources(Resources::tunnels(TunnelScopes::new().list_any())))
@@ -670,4 +668,90 @@ async fn browser_token_from_a_minting_endpoint() {
     .unwrap_err();
     assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
     owner.close().await.unwrap();
+}
+
+/// The list case over SSE and WebSocket: the `state.initial`
+/// snapshot and later events hold only the tunnels the label filter
+/// matches, with only the selected fields (the typed client parses them:
+/// `id`, `status`, `client_id` are selected).
+#[tokio::test]
+async fn list_scope_filters_watches() {
+    use futures_util::StreamExt;
+    use rstream::api::{EventObject, EventType, WatchParams};
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let control = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    let _dev = control
+        .create_tunnel(TunnelOptions::new().name("dev-api").label("env", "dev"))
+        .await
+        .unwrap();
+    let _prod = control
+        .create_tunnel(TunnelOptions::new().name("prod-api").label("env", "prod"))
+        .await
+        .unwrap();
+    let token = creds
+        .mint(
+            &TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new()
+                    .list(TunnelFilter::new().label("env", "dev"))
+                    .select(["id", "status", "client_id", "name"]),
+            )),
+        )
+        .unwrap();
+    let api = token_client(&engine, token.expose()).api();
+    let mut kept = Vec::new();
+    for websocket in [false, true] {
+        let watch = api.watch(WatchParams::new());
+        let mut watch = if websocket { watch.websocket() } else { watch };
+        let first = within("initial", watch.next()).await.unwrap().unwrap();
+        assert_eq!(first.event_type, EventType::StateInitial);
+        let EventObject::Initial(initial) = &first.object else {
+            panic!("{first:?}")
+        };
+        let names: Vec<_> = initial.tunnels.iter().map(|t| t.name.clone()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.as_deref().is_some_and(|n| n.starts_with("dev-"))),
+            "ws={websocket}: {names:?}"
+        );
+        assert!(names.contains(&Some("dev-api".into())), "{names:?}");
+        assert!(
+            initial.tunnels.iter().all(|t| t.labels.is_empty()),
+            "labels not selected"
+        );
+        assert!(initial.clients.is_empty(), "clients have no labels");
+        // A prod tunnel is skipped; the next dev one comes through.
+        kept.push(
+            control
+                .create_tunnel(
+                    TunnelOptions::new()
+                        .name(format!("prod-{websocket}"))
+                        .label("env", "prod"),
+                )
+                .await
+                .unwrap(),
+        );
+        let dev_name = format!("dev-{websocket}");
+        kept.push(
+            control
+                .create_tunnel(
+                    TunnelOptions::new()
+                        .name(dev_name.clone())
+                        .label("env", "dev"),
+                )
+                .await
+                .unwrap(),
+        );
+        let next = within("event", watch.next()).await.unwrap().unwrap();
+        assert_eq!(next.event_type, EventType::TunnelCreated, "{next:?}");
+        let EventObject::Tunnel(t) = &next.object else {
+            panic!("{next:?}")
+        };
+        assert_eq!(t.name.as_deref(), Some(dev_name.as_str()));
+        assert!(t.labels.is_empty() && t.protocol.is_none(), "{t:?}");
+    }
+    control.close().await.unwrap();
 }

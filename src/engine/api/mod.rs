@@ -279,7 +279,7 @@ fn authorize(
     if from_query {
         scope::check_query_token(&grant, crate::config::jwt::now())?;
     }
-    scope::check_list_permission(&grant, apps, streaming)?;
+    scope::check_list_permission(&grant, apps)?;
     Ok(Some(grant))
 }
 

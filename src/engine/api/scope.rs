@@ -3,9 +3,9 @@
 //! `/api/websocket`.
 //!
 //! List `filters` and `select` apply to `GET /api/tunnels`, `/api/clients`
-//! and their `/{id}` forms: [`list_scope`] filters and projects what the
-//! handlers answer. On the watch routes they are not applied yet, so a
-//! token that needs them is refused there (403), never shown everything.
+//! and their `/{id}` forms ([`list_scope`] filters and projects what the
+//! handlers answer) and to watches ([`ListView`]: the `state.initial`
+//! snapshot and every later event).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
@@ -29,12 +29,8 @@ fn forbidden(message: &'static str) -> Rejection {
 
 /// The Engine API needs `tunnels.resources.read-only` (or `permissions:
 /// null`) and a `list` scope that applies to this engine; with filters or
-/// `select`, only where [`list_scope`] applies them (not `streaming`).
-pub(crate) fn check_list_permission(
-    grant: &Grant,
-    apps: &Apps,
-    streaming: bool,
-) -> Result<(), Rejection> {
+/// `select`, which are applied to what is answered.
+pub(crate) fn check_list_permission(grant: &Grant, apps: &Apps) -> Result<(), Rejection> {
     if let Some(permissions) = &grant.permissions {
         if !permissions.iter().any(|p| p == READ_ONLY) {
             return Err(forbidden(
@@ -50,10 +46,9 @@ pub(crate) fn check_list_permission(
         Verdict::Deny => Err(forbidden(
             "token resources do not allow listing tunnels on this engine",
         )),
-        Verdict::Conditional if !streaming => Ok(()),
-        Verdict::Conditional => Err(forbidden(
-            "this engine does not apply list filters or select to watches yet; the token is refused rather than shown everything",
-        )),
+        // Filters and select are applied to what is answered (REST:
+        // `list_scope`; watches: `ListView`).
+        Verdict::Conditional => Ok(()),
     }
 }
 
@@ -252,6 +247,68 @@ pub(crate) async fn list_scope(
     Response::from_parts(parts, Body::from(body))
 }
 
+/// A watch's list scope: which objects of the snapshot and events the
+/// token may see, and which of their fields.
+pub(crate) struct ListView {
+    inner: Arc<crate::engine::Inner>,
+    grant: Arc<Grant>,
+}
+
+impl ListView {
+    /// The view of the watch's app token, when its list scope filters or
+    /// selects (`None`: everything, as for static tokens).
+    pub(crate) fn for_watch(
+        inner: &Arc<crate::engine::Inner>,
+        slot: Option<axum::Extension<GrantSlot>>,
+    ) -> Option<ListView> {
+        let grant = slot?.0 .0.get()?.clone();
+        let resources = grant.resources.as_ref()?;
+        if inner.config.apps.verdict(&resources.tunnels, Action::List) != Verdict::Conditional {
+            return None;
+        }
+        Some(ListView {
+            inner: inner.clone(),
+            grant,
+        })
+    }
+
+    /// `event` as JSON after the scope, or `None` when the token may not
+    /// see its object. A deleted object is judged on its last live state
+    /// (`online`), as the watch filters do, and sent `offline`.
+    pub(crate) fn event_json(&self, event: &crate::api::Event) -> Option<String> {
+        let resources = self.grant.resources.as_ref()?;
+        let apps = &self.inner.config.apps;
+        let tree = &resources.tunnels;
+        let mut value = serde_json::to_value(event).ok()?;
+        let object = value.get_mut("object")?;
+        if event.event_type == crate::api::EventType::StateInitial {
+            for key in ["clients", "tunnels"] {
+                if let Some(Value::Array(items)) = object.get_mut(key) {
+                    let all = std::mem::take(items);
+                    *items = all
+                        .into_iter()
+                        .filter_map(|item| project(apps, tree, item))
+                        .collect();
+                }
+            }
+        } else {
+            let mut probe = object.clone();
+            if let Some(status) = probe.get_mut("status") {
+                *status = Value::String("online".into());
+            }
+            let fields = view(apps, tree, &probe)?;
+            let taken = object.take();
+            *object = match (fields, taken) {
+                (Fields::Only(keep), Value::Object(map)) => {
+                    Value::Object(map.into_iter().filter(|(k, _)| keep.contains(k)).collect())
+                }
+                (_, other) => other,
+            };
+        }
+        serde_json::to_string(&value).ok()
+    }
+}
+
 fn is_list_only(scopes: &TunnelScopes) -> bool {
     fn allowed<T>(s: &Option<Scope<T>>) -> bool {
         s.as_ref().is_some_and(Scope::is_allowed)
@@ -313,7 +370,7 @@ pub(crate) fn check_query_token(grant: &Grant, now: i64) -> Result<(), Rejection
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Leaf, Resources};
+    use crate::auth::{Leaf, Resources, TunnelFilter};
 
     fn grant(resources: Option<Resources>, permissions: Option<Vec<&str>>) -> Grant {
         Grant {
@@ -330,7 +387,7 @@ mod tests {
             project_id: Some("p".into()),
             ..Apps::default()
         };
-        let ok = |r: Resources| check_list_permission(&grant(Some(r), None), &apps, false).is_ok();
+        let ok = |r: Resources| check_list_permission(&grant(Some(r), None), &apps).is_ok();
         assert!(ok(Resources::tunnels(TunnelScopes::new().list_any())));
         assert!(ok(Resources::tunnels(
             Leaf::new()
@@ -343,12 +400,12 @@ mod tests {
                 .scopes(TunnelScopes::new().list_any())
         )));
         assert!(!ok(Resources::tunnels(TunnelScopes::new().create_any())));
-        // Filters: applied to lists, refused on watches.
+        // Filters: applied to what is answered.
         let filtered = Resources::tunnels(TunnelScopes::new().list(TunnelFilter::new().name("x")));
         assert!(ok(filtered.clone()));
-        assert!(check_list_permission(&grant(Some(filtered), None), &apps, true).is_err());
-        assert!(check_list_permission(&grant(None, Some(vec!["other"])), &apps, false).is_err());
-        assert!(check_list_permission(&grant(None, Some(vec![READ_ONLY])), &apps, false).is_ok());
+        assert!(check_list_permission(&grant(Some(filtered), None), &apps).is_ok());
+        assert!(check_list_permission(&grant(None, Some(vec!["other"])), &apps).is_err());
+        assert!(check_list_permission(&grant(None, Some(vec![READ_ONLY])), &apps).is_ok());
     }
 
     #[test]
