@@ -231,7 +231,7 @@ fn create_tree(
     }
 }
 
-fn connect_tree(apps: &Apps, tree: &ResourceTree, record: &Record<'_>) -> bool {
+fn connect_tree(apps: &Apps, tree: &ResourceTree, record: &Record<'_>, path: Option<&str>) -> bool {
     match tree {
         ResourceTree::Leaf(leaf) => {
             if !targets_engine(apps, leaf.projects.as_ref(), leaf.workspaces.as_ref()) {
@@ -246,12 +246,22 @@ fn connect_tree(apps: &Apps, tree: &ResourceTree, record: &Record<'_>) -> bool {
                 Some(Scope::Rules(ConnectScope { filters, params })) => {
                     // A path rule on a private (non-HTTP) dial: no path to
                     // check, so no.
-                    params.is_none() && filters.as_ref().is_none_or(|f| filter_matches(f, record))
+                    let params_ok = match params {
+                        None => true,
+                        Some(params) => path.is_some_and(|path| {
+                            params.eval_with(&|p: &crate::auth::ParamsFilter| {
+                                p.path
+                                    .as_ref()
+                                    .is_none_or(|m| string_matches(m, Some(path)))
+                            })
+                        }),
+                    };
+                    params_ok && filters.as_ref().is_none_or(|f| filter_matches(f, record))
                 }
             }
         }
-        ResourceTree::Or(items) => items.iter().any(|t| connect_tree(apps, t, record)),
-        ResourceTree::And(items) => items.iter().all(|t| connect_tree(apps, t, record)),
+        ResourceTree::Or(items) => items.iter().any(|t| connect_tree(apps, t, record, path)),
+        ResourceTree::And(items) => items.iter().all(|t| connect_tree(apps, t, record, path)),
     }
 }
 
@@ -291,6 +301,16 @@ pub(crate) fn check_connect(
     grant: &Grant,
     target: &TunnelInfo,
 ) -> Result<(), proto::Error> {
+    check_connect_path(apps, grant, target, None)
+}
+
+/// [`check_connect`] for an HTTP request at `path` (`params.path` rules).
+pub(crate) fn check_connect_path(
+    apps: &Apps,
+    grant: &Grant,
+    target: &TunnelInfo,
+    path: Option<&str>,
+) -> Result<(), proto::Error> {
     let Some(resources) = &grant.resources else {
         return Ok(());
     };
@@ -302,7 +322,7 @@ pub(crate) fn check_connect(
         creation_date: Some(crate::engine::dates::rfc3339(target.created_at)),
         project_id: apps.project_id.as_deref(),
     };
-    if connect_tree(apps, &resources.tunnels, &record) {
+    if connect_tree(apps, &resources.tunnels, &record, path) {
         Ok(())
     } else {
         Err(refused(

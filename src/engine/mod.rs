@@ -50,6 +50,7 @@ mod certs;
 pub mod cli;
 mod control;
 mod dates;
+mod edge;
 mod events;
 mod limits;
 mod listener;

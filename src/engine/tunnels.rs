@@ -120,9 +120,13 @@ pub(crate) fn validate(
             "tcp tunnels take neither tls_mode nor http_version",
         ));
     }
+    if p.token_auth == Some(true) && !(http && published) {
+        return Err(unavailable(
+            "token_auth = true except on published http tunnels (protocol = \"http\", publish = true)",
+        ));
+    }
     let flags = [
         ("upstream_tls", p.upstream_tls),
-        ("token_auth", p.token_auth),
         ("rstream_auth", p.rstream_auth),
         ("challenge_mode", p.challenge_mode),
         ("mtls_auth", p.mtls_auth),
@@ -136,8 +140,8 @@ pub(crate) fn validate(
         // Edge authentication needs the hosted edge (login, challenge and
         // credential services); say so instead of a bare "unsupported".
         let why = match *name {
-            "token_auth" | "mtls_auth" => {
-                ": edge authentication of published endpoints runs on hosted engines (docs/ACCESS_CONTROL.md)"
+            "mtls_auth" => {
+                ": client-certificate edge authentication runs on hosted engines (docs/ACCESS_CONTROL.md)"
             }
             "rstream_auth" => ": the rstream login needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
             "challenge_mode" => ": the challenge page needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
@@ -430,6 +434,18 @@ async fn downstream(
                     return;
                 }
             };
+            // token_auth: every request is checked by the engine first.
+            let token_auth = inner.state().find_tunnel(&tunnel_id).map(|t| {
+                let p = &t.info.properties;
+                (
+                    p.token_auth == Some(true),
+                    p.http_version.as_deref() == Some("h2c"),
+                )
+            });
+            if let Some((true, h2c)) = token_auth {
+                super::edge::serve(inner, tunnel_id, tls, ip, h2c).await;
+                return;
+            }
             if let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await {
                 streams::splice(tls, upstream).await;
             }

@@ -547,7 +547,8 @@ async fn list_scope_filters_and_selects() {
     control.close().await.unwrap();
 }
 
-/// Edge authentication the local engine cannot provide is refused with
+/// Edge authentication the local engine cannot provide (all but
+/// `token_auth`) is refused with
 /// `FEATURE_NOT_AVAILABLE` and a message that says why and where to read.
 #[tokio::test]
 async fn edge_auth_refusals_say_why() {
@@ -556,11 +557,6 @@ async fn edge_auth_refusals_say_why() {
         .await
         .unwrap();
     for (what, options, needle) in [
-        (
-            "token_auth",
-            TunnelOptions::http().token_auth(true),
-            "hosted engines",
-        ),
         (
             "mtls_auth",
             TunnelOptions::http().mtls_auth(true),
@@ -752,6 +748,160 @@ async fn list_scope_filters_watches() {
         };
         assert_eq!(t.name.as_deref(), Some(dev_name.as_str()));
         assert!(t.labels.is_empty() && t.protocol.is_none(), "{t:?}");
+    }
+    control.close().await.unwrap();
+}
+
+/// One GET to a published endpoint over TLS, HTTP/1.1 or h2.
+async fn edge_get(
+    url: &str,
+    ca: &str,
+    h2: bool,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let tls = support::tls_connect(url, ca, alpn).await;
+    let authority = support::authority(url);
+    let mut req = if h2 {
+        http::Request::get(format!("https://{authority}{path}"))
+    } else {
+        http::Request::get(path).header("host", authority.clone())
+    };
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    let rsp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        within("h2 request", send.send_request(req)).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        within("h1 request", send.send_request(req)).await.unwrap()
+    };
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `token_auth` on published HTTP/1.1 and h2c tunnels: no token 401, bad
+/// token 401, a token for another tunnel or path 403 (the app sees none of
+/// them); a valid token by header or `?rstream.token=` reaches the app,
+/// which never sees the token itself.
+#[tokio::test]
+async fn token_auth_guards_published_http_tunnels() {
+    use rstream::HttpVersion;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let control = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    for h2c in [false, true] {
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let auth = req.headers().get("authorization").is_some();
+                format!(
+                    "{} {} auth={auth} {:?}",
+                    req.uri().path(),
+                    req.uri().query().unwrap_or(""),
+                    req.version()
+                )
+            }
+        });
+        let mut options = TunnelOptions::http()
+            .name(format!("guarded-{h2c}"))
+            .token_auth(true);
+        if h2c {
+            options = options.http_version(HttpVersion::H2c);
+        }
+        let tunnel = control.create_tunnel(options).await.unwrap();
+        let tunnel_id = tunnel.id();
+        let url = tunnel.forwarding_address();
+        let _server = tokio::spawn(std::future::IntoFuture::into_future(rstream::http::serve(
+            tunnel, app,
+        )));
+        let ca = engine.ca_pem();
+
+        let good = creds
+            .mint(&TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new().connect(TunnelFilter::new().id(tunnel_id.as_str())),
+            )))
+            .unwrap();
+        let other = creds
+            .mint(&TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new().connect(TunnelFilter::new().id("another")),
+            )))
+            .unwrap();
+        let ping_only = creds
+            .mint(
+                &TokenRequest::new().resources(Resources::tunnels(
+                    TunnelScopes::new()
+                        .connect_any()
+                        .path(rstream::auth::StringMatch::Exact("/ping".into())),
+                )),
+            )
+            .unwrap();
+        let impostor = AppCredentials::generate("backend")
+            .unwrap()
+            .mint(&TokenRequest::new())
+            .unwrap();
+
+        assert_eq!(edge_get(&url, ca, h2c, "/", None).await.0, 401, "h2c={h2c}");
+        assert_eq!(
+            edge_get(&url, ca, h2c, "/", Some(impostor.expose()))
+                .await
+                .0,
+            401
+        );
+        assert_eq!(
+            edge_get(&url, ca, h2c, "/", Some(other.expose())).await.0,
+            403
+        );
+        assert_eq!(
+            edge_get(&url, ca, h2c, "/private", Some(ping_only.expose()))
+                .await
+                .0,
+            403
+        );
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            0,
+            "refused requests reached the app"
+        );
+
+        let (status, body) = edge_get(&url, ca, h2c, "/ping", Some(ping_only.expose())).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = edge_get(&url, ca, h2c, "/hello?x=1", Some(good.expose())).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("/hello x=1 auth=false"), "{body}");
+        if h2c {
+            assert!(body.ends_with("HTTP/2.0"), "{body}");
+        }
+        let (status, body) = edge_get(
+            &url,
+            ca,
+            h2c,
+            &format!("/q?a=b&rstream.token={}", good.expose()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("/q a=b auth=false"), "{body}");
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
     }
     control.close().await.unwrap();
 }
