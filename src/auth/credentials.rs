@@ -496,3 +496,80 @@ mod tests {
             .starts_with("-----BEGIN PUBLIC KEY-----"));
     }
 }
+
+#[cfg(test)]
+mod client_options_tests {
+    use super::*;
+    use crate::config::{AuthKind, Source};
+    use crate::ClientOptions;
+
+    fn env(pairs: Vec<(&'static str, String)>) -> ClientOptions {
+        ClientOptions::from_env_with(move |k| {
+            pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        })
+        .engine("127.0.0.1:7443")
+    }
+
+    /// CONFIG precedence: a token (any source) or certificate wins over the
+    /// environment's app credentials; explicit app credentials stand alone.
+    #[test]
+    fn app_credentials_resolution() {
+        let creds = AppCredentials::generate("env-app").unwrap();
+        let secret = creds.client_secret().unwrap().expose().to_owned();
+        let r = env(vec![
+            (CLIENT_ID_ENV, "env-app".into()),
+            (CLIENT_SECRET_ENV, secret.clone()),
+        ])
+        .resolve()
+        .unwrap();
+        let (found, source) = r.app_credentials().unwrap();
+        assert_eq!(found.client_id(), "env-app");
+        assert_eq!(source, Source::Env(CLIENT_SECRET_ENV));
+        assert_eq!(r.auth(), AuthKind::Token);
+        let bearer = r.bearer("127.0.0.1:7443").unwrap().unwrap();
+        let token = Token::decode(bearer.expose()).unwrap();
+        assert_eq!(token.claims().client_id.as_deref(), Some("env-app"));
+        let engine = token.claims().metadata.as_ref().unwrap().engine.as_deref();
+        assert_eq!(engine, Some("127.0.0.1:7443"));
+        assert!(!format!("{r:?}").contains(&secret[..40]));
+
+        // A token in the environment wins.
+        let r = env(vec![
+            (CLIENT_ID_ENV, "env-app".into()),
+            (CLIENT_SECRET_ENV, secret.clone()),
+            ("RSTREAM_AUTHENTICATION_TOKEN", "static".into()),
+        ])
+        .resolve()
+        .unwrap();
+        assert!(r.app_credentials().is_none());
+        assert_eq!(r.bearer("x").unwrap().unwrap().expose(), "static");
+
+        // Half of the pair, or a bad secret: errors.
+        let err = env(vec![(CLIENT_ID_ENV, "env-app".into())])
+            .resolve()
+            .unwrap_err();
+        assert_eq!(err.code(), code::INVALID_CREDENTIALS);
+        let err = env(vec![
+            (CLIENT_ID_ENV, "env-app".into()),
+            (CLIENT_SECRET_ENV, "zz".into()),
+        ])
+        .resolve()
+        .unwrap_err();
+        assert_eq!(err.code(), code::INVALID_CREDENTIALS);
+
+        // Explicit credentials beat the environment's token; with an
+        // explicit token they conflict.
+        let r = env(vec![("RSTREAM_AUTHENTICATION_TOKEN", "static".into())])
+            .app_credentials(creds.clone())
+            .resolve()
+            .unwrap();
+        assert_eq!(r.app_credentials().unwrap().1, Source::Option);
+        assert!(r.token().is_none());
+        let err = env(vec![])
+            .app_credentials(creds)
+            .token("explicit")
+            .resolve()
+            .unwrap_err();
+        assert_eq!(err.code(), code::AUTH_CONFLICT);
+    }
+}

@@ -576,6 +576,16 @@ impl<T> Filter<T> {
         Filter::Or(filters.into_iter().map(Into::into).collect())
     }
 
+    /// Evaluates the tree with `leaf` for each constraint object (empty
+    /// AND: true; empty OR: false).
+    pub(crate) fn eval_with(&self, leaf: &dyn Fn(&T) -> bool) -> bool {
+        match self {
+            Filter::And(items) => items.iter().all(|f| f.eval_with(leaf)),
+            Filter::Or(items) => items.iter().any(|f| f.eval_with(leaf)),
+            Filter::Match(m) => leaf(m),
+        }
+    }
+
     fn validate(&self, leaf: &dyn Fn(&T) -> Result<()>) -> Result<()> {
         match self {
             Filter::And(items) | Filter::Or(items) => {

@@ -260,3 +260,27 @@ mod tests {
         assert!(!format!("{t:?}").contains("c2VjcmV0"));
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Tokens and resources come from the network: any text decodes
+        /// or fails cleanly, never panics.
+        #[test]
+        fn arbitrary_tokens_never_panic(header in ".{0,64}", claims in ".{0,256}", sig in ".{0,32}") {
+            let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+            let _ = Token::decode(&format!("{}.{}.{}", enc(&header), enc(&claims), enc(&sig)));
+            let _ = Token::decode(&format!("{header}.{claims}.{sig}"));
+            let _ = Resources::from_json(&claims);
+        }
+
+        #[test]
+        fn json_shaped_resources_never_panic(doc in r#"[\{\}\[\]",:a-zA-Z0-9 ]{0,200}"#) {
+            let _ = Resources::from_json(&doc);
+            let _ = Resources::from_json(&format!(r#"{{"tunnels":{doc}}}"#));
+        }
+    }
+}

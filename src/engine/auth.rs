@@ -230,9 +230,9 @@ impl Apps {
     }
 
     /// Whether `grant` may open a control channel ([`Action::Create`]) or
-    /// dial ([`Action::Connect`]): the permission, and a scope that allows
-    /// the action without filters (filters are not evaluated per tunnel
-    /// yet, so they are refused rather than ignored).
+    /// dial ([`Action::Connect`]) at all: the permission, and a scope that
+    /// allows the action on this engine (its filters are then checked per
+    /// tunnel by `engine::access`).
     pub(crate) fn check_agent(&self, grant: &Grant, action: Action) -> Result<(), Refusal> {
         let (permission, what) = match action {
             Action::Create => (CREATE_DELETE, "create tunnels"),
@@ -254,6 +254,9 @@ impl Apps {
             Verdict::Deny => Err(refuse(format!(
                 "token resources do not allow it to {what} on this engine"
             ))),
+            // Create and connect filters are evaluated per tunnel
+            // (`engine::access`); list filters are the API's to refuse.
+            Verdict::Conditional if action != Action::List => Ok(()),
             Verdict::Conditional => Err(refuse(format!(
                 "token resources allow it to {what} only under filters, which the local engine does not evaluate yet; refused rather than allowed"
             ))),

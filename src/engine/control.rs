@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::admission::Admission;
+use super::auth::Grant;
 use super::events::ClientInfo;
 use super::streams::ServerTls;
 use super::tasks::AbortOnDrop;
@@ -41,9 +42,9 @@ pub(crate) fn check_token(
     config: &Config,
     token: Option<&str>,
     action: super::auth::Action,
-) -> Result<(), proto::Error> {
+) -> Result<Option<Arc<Grant>>, proto::Error> {
     if config.tokens.is_empty() && config.apps.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let Some(token) = token else {
         return Err(error(ErrorCode::Unauthorized, "an agent token is required"));
@@ -53,7 +54,7 @@ pub(crate) fn check_token(
         ok |= t.as_bytes().ct_eq(token.as_bytes());
     }
     if bool::from(ok) {
-        return Ok(());
+        return Ok(None);
     }
     if config.apps.is_empty() {
         return Err(error(ErrorCode::Unauthorized, "invalid agent token"));
@@ -65,7 +66,8 @@ pub(crate) fn check_token(
     config
         .apps
         .check_agent(&grant, action)
-        .map_err(|refusal| error(ErrorCode::Unauthorized, refusal.0))
+        .map_err(|refusal| error(ErrorCode::Unauthorized, refusal.0))?;
+    Ok(Some(grant))
 }
 
 /// Checks `client_details.protocol_version` (`x.y.z`, major 1).
@@ -112,10 +114,10 @@ pub(crate) fn authenticate(
     token: Option<&str>,
     has_certificate: bool,
     action: super::auth::Action,
-) -> Result<(), proto::Error> {
+) -> Result<Option<Arc<Grant>>, proto::Error> {
     if has_certificate {
         return match token {
-            None => Ok(()),
+            None => Ok(None),
             Some(_) => Err(error(
                 ErrorCode::Unauthorized,
                 "a client certificate and an agent token are mutually exclusive",
@@ -136,14 +138,18 @@ pub(crate) fn peer_certificate(tls: &ServerTls) -> Option<&CertificateDer<'stati
     tls.get_ref().1.peer_certificates()?.first()
 }
 
+/// What a control channel negotiated: the liveness to answer, and the
+/// grant of its app token (if it used one).
+type Negotiated = (Option<ControlChannelLiveness>, Option<Arc<Grant>>);
+
 /// Validates an `OpenControlChannelReq`; returns the liveness to answer.
 fn negotiate(
     config: &Config,
     req: &OpenControlChannelReq,
     has_certificate: bool,
-) -> Result<Option<ControlChannelLiveness>, proto::Error> {
+) -> Result<Negotiated, proto::Error> {
     let details = req.client_details.as_ref();
-    authenticate(
+    let grant = authenticate(
         config,
         details.and_then(|d| d.token.as_deref()),
         has_certificate,
@@ -151,7 +157,7 @@ fn negotiate(
     )?;
     check_protocol_version(details.and_then(|d| d.protocol_version.as_deref()))?;
     let Some(proposed) = req.liveness else {
-        return Ok(None);
+        return Ok((None, grant));
     };
     let interval = proposed.heartbeat_interval_ms;
     if !INTERVAL_MS.contains(&interval) {
@@ -161,11 +167,12 @@ fn negotiate(
         ));
     }
     let timeout = config.liveness_timeout_for(Duration::from_millis(u64::from(interval)));
-    Ok(Some(ControlChannelLiveness {
+    let liveness = ControlChannelLiveness {
         heartbeat_interval_ms: interval,
         // At most 900 000 ms: fits.
         heartbeat_timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(900_000),
-    }))
+    };
+    Ok((Some(liveness), grant))
 }
 
 /// Moves an authenticated connection under `max_connections`, or the
@@ -193,7 +200,7 @@ pub(crate) async fn serve(
     let certificate = peer_certificate(&tls).map(certs::client_identity);
     let negotiated = negotiate(&inner.config, &req, certificate.is_some())
         .and_then(|liveness| establish(&admission).map(|()| liveness));
-    let liveness = match negotiated {
+    let (liveness, grant) = match negotiated {
         Ok(l) => l,
         Err(e) => {
             tracing::debug!(%peer, code = e.code, message = ?e.message, "control channel refused");
@@ -260,6 +267,7 @@ pub(crate) async fn serve(
         outbox,
         liveness,
         last_ack: 0,
+        grant,
     };
     let end = channel.run(frames, outbox_rx).await;
     tracing::debug!(client_id, reason = end, "control channel closed");
@@ -316,6 +324,8 @@ struct Channel<'a> {
     outbox: mpsc::Sender<Message>,
     liveness: Option<ControlChannelLiveness>,
     last_ack: u64,
+    /// The app token's grant: its create scope applies to each tunnel.
+    grant: Option<Arc<Grant>>,
 }
 
 enum Next {
@@ -391,7 +401,14 @@ impl Channel<'_> {
                 }
             }
             Payload::OpenTunnelReq(req) => {
-                let rsp = tunnels::open(self.inner, self.client_id, &self.outbox, req).await;
+                let rsp = tunnels::open(
+                    self.inner,
+                    self.client_id,
+                    &self.outbox,
+                    req,
+                    self.grant.as_deref(),
+                )
+                .await;
                 self.send(Message::new(Payload::OpenTunnelRsp(rsp))).await?;
             }
             Payload::CloseTunnelReq(req) => {

@@ -41,6 +41,7 @@
 //! and languages: it prints one line,
 //! `RSTREAM_ENGINE=<host:port> RSTREAM_CA_FILE=<path>`, once it listens.
 
+mod access;
 mod admission;
 mod api;
 mod auth;
@@ -50,6 +51,7 @@ mod certs;
 pub mod cli;
 mod control;
 mod dates;
+mod edge;
 mod events;
 mod limits;
 mod listener;

@@ -69,6 +69,8 @@ pub(crate) struct PendingStart {
 pub(crate) struct DialTarget {
     pub(crate) id: String,
     pub(crate) trusted: TrustedIps,
+    /// The tunnel's record, for connect scopes.
+    pub(crate) info: TunnelInfo,
 }
 
 pub(crate) struct State {
@@ -301,6 +303,7 @@ impl State {
         Some(DialTarget {
             id: id.to_owned(),
             trusted: entry.trusted.clone(),
+            info: entry.info.clone(),
         })
     }
 

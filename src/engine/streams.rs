@@ -213,7 +213,7 @@ async fn dial(
     admission: &Admission,
 ) -> Result<(String, ServerTls), proto::Error> {
     let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
-    super::control::authenticate(
+    let grant = super::control::authenticate(
         &inner.config,
         token,
         has_certificate,
@@ -236,6 +236,9 @@ async fn dial(
             format!("tunnel {name:?} not found"),
         )
     })?;
+    if let Some(grant) = &grant {
+        super::access::check_connect(&inner.config.apps, grant, &target.info)?;
+    }
     let ip = peer.ip().to_canonical();
     if !allowed(&target.trusted, ip) {
         return Err(error(

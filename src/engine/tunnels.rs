@@ -133,8 +133,17 @@ pub(crate) fn validate(
             "tcp tunnels take neither tls_mode nor http_version",
         ));
     }
+    if p.token_auth == Some(true) && !(http && published) {
+        return Err(unavailable(
+            "token_auth = true except on published http tunnels (protocol = \"http\", publish = true)",
+        ));
+    }
+    if p.token_auth == Some(true) && p.upstream_tls == Some(true) {
+        // The engine reads each request to check its token; it does not
+        // re-originate TLS after that (docs/ACCESS_CONTROL.md).
+        return Err(unavailable("token_auth together with upstream_tls"));
+    }
     let flags = [
-        ("token_auth", p.token_auth),
         ("rstream_auth", p.rstream_auth),
         ("challenge_mode", p.challenge_mode),
         ("mtls_auth", p.mtls_auth),
@@ -145,10 +154,22 @@ pub(crate) fn validate(
         ),
     ];
     if let Some((name, _)) = flags.iter().find(|(_, v)| *v == Some(true)) {
-        return Err(unavailable(format!("{name} = true")));
+        // Edge authentication needs the hosted edge (login, challenge and
+        // credential services); say so instead of a bare "unsupported".
+        let why = match *name {
+            "mtls_auth" => {
+                ": client-certificate edge authentication runs on hosted engines (docs/ACCESS_CONTROL.md)"
+            }
+            "rstream_auth" => ": the rstream login needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
+            "challenge_mode" => ": the challenge page needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
+            _ => "",
+        };
+        return Err(unavailable(format!("{name} = true{why}")));
     }
     if !p.geoip.is_empty() {
-        return Err(unavailable("geoip filtering"));
+        return Err(unavailable(
+            "geoip filtering: there is no GeoIP database on a local engine (docs/ACCESS_CONTROL.md)",
+        ));
     }
     if non_blank(&p.mtls_cacert_pem).is_some() {
         return Err(unavailable("mtls_cacert_pem"));
@@ -270,8 +291,20 @@ pub(crate) async fn open(
     client_id: &str,
     owner: &mpsc::Sender<Message>,
     req: OpenTunnelReq,
+    grant: Option<&super::auth::Grant>,
 ) -> OpenTunnelRsp {
-    let payload = match create(inner, client_id, owner, req.tunnel_properties).await {
+    let mut requested = req.tunnel_properties;
+    let checked = match grant {
+        // The token's create scope, before anything else: it may also
+        // force omitted properties (TOKENS.md §4.3).
+        Some(grant) => super::access::check_create(&inner.config.apps, grant, &mut requested),
+        None => Ok(()),
+    };
+    let created = match checked {
+        Ok(()) => create(inner, client_id, owner, requested).await,
+        Err(e) => Err(e),
+    };
+    let payload = match created {
         Ok(props) => open_tunnel_rsp::Payload::TunnelProperties(props),
         Err(e) => {
             tracing::debug!(client_id, code = e.code, message = ?e.message, "tunnel refused");
@@ -427,6 +460,19 @@ async fn downstream(
                     return;
                 }
             };
+            // token_auth: every request is checked by the engine first
+            // (creation refuses token_auth together with upstream_tls).
+            let token_auth = inner.state().find_tunnel(&tunnel_id).map(|t| {
+                let p = &t.info.properties;
+                (
+                    p.token_auth == Some(true),
+                    p.http_version.as_deref() == Some("h2c"),
+                )
+            });
+            if let Some((true, h2c)) = token_auth {
+                super::edge::serve(inner, tunnel_id, tls, ip, h2c).await;
+                return;
+            }
             let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await else {
                 return;
             };

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rstream::api::ListTunnelsParams;
-use rstream::auth::{AppCredentials, Resources, TokenRequest, TunnelScopes};
+use rstream::auth::{AppCredentials, Resources, TokenRequest, TunnelFilter, TunnelScopes};
 use rstream::engine::LocalEngine;
 use rstream::proto::{
     self, message::Payload, open_control_channel_rsp, ErrorCode, OpenControlChannelReq,
@@ -380,4 +380,528 @@ fn new_app_credentials_flag() {
     let bad = rstream::engine::cli::parse_from(["rstream-local-engine", "--app", "no-equals"]);
     assert!(bad.is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The create case: an agent whose create scope is limited to
+/// `protocol: http` + label `env=dev` creates that tunnel, gets omitted
+/// properties forced (a bare tunnel becomes http + env=dev), and is refused
+/// any other.
+#[tokio::test]
+async fn create_scope_filters_requested_properties() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let agent = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().create(TunnelFilter::new().protocol("http").label("env", "dev")),
+        )))
+        .unwrap();
+    let control = within("connect", token_client(&engine, agent.expose()).connect())
+        .await
+        .unwrap();
+
+    let allowed = control
+        .create_tunnel(TunnelOptions::http().name("dev-web").label("env", "dev"))
+        .await
+        .unwrap();
+    assert_eq!(allowed.properties().protocol.as_deref(), Some("http"));
+
+    // Omitted protocol and label: forced from the single-valued filter.
+    let forced = control
+        .create_tunnel(TunnelOptions::new().name("forced"))
+        .await
+        .unwrap();
+    let props = forced.properties();
+    assert_eq!(props.protocol.as_deref(), Some("http"), "{props:?}");
+    assert_eq!(props.labels.get("env").map(String::as_str), Some("dev"));
+
+    for (what, options) in [
+        ("other label", TunnelOptions::http().label("env", "prod")),
+        ("other protocol", TunnelOptions::tls().label("env", "dev")),
+    ] {
+        let err = control.create_tunnel(options).await.unwrap_err();
+        assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{what}: {err}");
+        assert!(err.to_string().contains("create scope"), "{what}: {err}");
+    }
+    assert_eq!(engine.tunnels().len(), 2);
+    control.close().await.unwrap();
+}
+
+/// The connect case: a dialer whose connect scope names one tunnel
+/// dials it and not another; label and status filters see the full record.
+#[tokio::test]
+async fn connect_scope_filters_the_dialed_tunnel() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let owner = app_client(&engine, &creds);
+    let control = within("owner", owner.connect()).await.unwrap();
+    let first = control
+        .create_tunnel(TunnelOptions::new().name("one").label("team", "a"))
+        .await
+        .unwrap();
+    let first_id = first.id();
+    let _one = spawn_echo(first);
+    let _two = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("two").label("team", "b"))
+            .await
+            .unwrap(),
+    );
+    let dial = |token: &str, tunnel: &'static str| {
+        let client = token_client(&engine, token);
+        async move {
+            client
+                .dial_with(tunnel, DialOptions::new().zero_rtt(false))
+                .await
+        }
+    };
+    let by_id = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().connect(TunnelFilter::new().id(first_id.as_str())),
+        )))
+        .unwrap();
+    let stream = within("dial one", dial(by_id.expose(), "one"))
+        .await
+        .unwrap();
+    assert_eq!(within("echo", echo_round_trip(stream, b"1")).await, b"1");
+    let err = within("dial two", dial(by_id.expose(), "two"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    assert!(err.to_string().contains("connect scope"), "{err}");
+
+    let by_label = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().connect(TunnelFilter::new().status("online").label("team", "b")),
+        )))
+        .unwrap();
+    let stream = within("dial two", dial(by_label.expose(), "two"))
+        .await
+        .unwrap();
+    assert_eq!(within("echo", echo_round_trip(stream, b"2")).await, b"2");
+    assert!(within("dial one", dial(by_label.expose(), "one"))
+        .await
+        .is_err());
+    control.close().await.unwrap();
+}
+
+/// The list case over REST: a label filter and a `select` show only
+/// matching tunnels, and only the selected fields; a hidden tunnel's
+/// `/{id}` is 404.
+#[tokio::test]
+async fn list_scope_filters_and_selects() {
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let control = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    let dev = control
+        .create_tunnel(TunnelOptions::new().name("dev-api").label("env", "dev"))
+        .await
+        .unwrap();
+    let prod = control
+        .create_tunnel(TunnelOptions::new().name("prod-api").label("env", "prod"))
+        .await
+        .unwrap();
+    let token = creds
+        .mint(
+            &TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new()
+                    .list(TunnelFilter::new().label("env", "dev"))
+                    .select(["id", "name"]),
+            )),
+        )
+        .unwrap();
+    let (status, body) = raw_get(&engine, "/api/tunnels", Some(token.expose())).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{ "id": dev.id(), "name": "dev-api" }]),
+        "{body}"
+    );
+    let (status, body) = raw_get(
+        &engine,
+        &format!("/api/tunnels/{}", dev.id()),
+        Some(token.expose()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw_get(
+        &engine,
+        &format!("/api/tunnels/{}", prod.id()),
+        Some(token.expose()),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // Clients carry no labels: the label filter hides them.
+    let (status, body) = raw_get(&engine, "/api/clients", Some(token.expose())).await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    // An unfiltered list token sees both, whole.
+    let all = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(TunnelScopes::new().list_any())))
+        .unwrap();
+    let (_, body) = raw_get(&engine, "/api/tunnels", Some(all.expose())).await;
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{body}");
+    assert!(listed[0].get("client_id").is_some());
+    control.close().await.unwrap();
+}
+
+/// Edge authentication the local engine cannot provide (all but
+/// `token_auth`) is refused with
+/// `FEATURE_NOT_AVAILABLE` and a message that says why and where to read.
+#[tokio::test]
+async fn edge_auth_refusals_say_why() {
+    let engine = support::engine().await;
+    let control = within("connect", support::client(&engine).connect())
+        .await
+        .unwrap();
+    for (what, options, needle) in [
+        (
+            "mtls_auth",
+            TunnelOptions::http().mtls_auth(true),
+            "hosted engines",
+        ),
+        (
+            "rstream_auth",
+            TunnelOptions::http().rstream_auth(true),
+            "login",
+        ),
+        (
+            "challenge_mode",
+            TunnelOptions::http().challenge_mode(true),
+            "challenge",
+        ),
+        ("geoip", TunnelOptions::http().geoip("FR"), "GeoIP"),
+    ] {
+        let err = control.create_tunnel(options).await.unwrap_err();
+        assert_eq!(err.engine_code(), Some(5000), "{what}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(needle) && text.contains("ACCESS_CONTROL.md"),
+            "{what}: {text}"
+        );
+    }
+    control.close().await.unwrap();
+}
+
+/// The token-endpoint pattern (`examples/token_endpoint.rs`): a backend
+/// route mints a 60 s list-only token; the browser-side calls with it can
+/// watch over `/api/sse?rstream.token=` and list, and nothing else.
+#[tokio::test]
+async fn browser_token_from_a_minting_endpoint() {
+    use axum::routing::get;
+    let creds = AppCredentials::generate("web-backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let owner = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    let _tunnel = owner
+        .create_tunnel(TunnelOptions::new().name("watched"))
+        .await
+        .unwrap();
+
+    // The backend route, as in the example.
+    let minter = creds.clone();
+    let engine_address = engine.engine_address();
+    let app = axum::Router::new().route(
+        "/rstream/token",
+        get(move || {
+            let minter = minter.clone();
+            let engine_address = engine_address.clone();
+            async move {
+                let token = minter
+                    .mint(
+                        &TokenRequest::new()
+                            .permissions(["tunnels.resources.read-only"])
+                            .engine(engine_address)
+                            .resources(Resources::tunnels(TunnelScopes::new().list_any())),
+                    )
+                    .unwrap();
+                axum::Json(serde_json::json!({ "token": token.expose() }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The browser fetches its token...
+    let tcp = tokio::net::TcpStream::connect(backend).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rsp = send
+        .send_request(
+            http::Request::get("/rstream/token")
+                .header("host", backend.to_string())
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let minted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let token = minted["token"].as_str().unwrap().to_owned();
+
+    // ...watches and lists with it...
+    let (status, body) = raw_get(&engine, &format!("/api/sse?rstream.token={token}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw_get(&engine, "/api/tunnels", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"watched\""), "{body}");
+    // ...and can do nothing else.
+    let err = within("browser connect", token_client(&engine, &token).connect())
+        .await
+        .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    let err = within(
+        "browser dial",
+        token_client(&engine, &token).dial_with("watched", DialOptions::new().zero_rtt(false)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.engine_code(), Some(UNAUTHORIZED), "{err}");
+    owner.close().await.unwrap();
+}
+
+/// The list case over SSE and WebSocket: the `state.initial`
+/// snapshot and later events hold only the tunnels the label filter
+/// matches, with only the selected fields (the typed client parses them:
+/// `id`, `status`, `client_id` are selected).
+#[tokio::test]
+async fn list_scope_filters_watches() {
+    use futures_util::StreamExt;
+    use rstream::api::{EventObject, EventType, WatchParams};
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let control = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    let _dev = control
+        .create_tunnel(TunnelOptions::new().name("dev-api").label("env", "dev"))
+        .await
+        .unwrap();
+    let _prod = control
+        .create_tunnel(TunnelOptions::new().name("prod-api").label("env", "prod"))
+        .await
+        .unwrap();
+    let token = creds
+        .mint(
+            &TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new()
+                    .list(TunnelFilter::new().label("env", "dev"))
+                    .select(["id", "status", "client_id", "name"]),
+            )),
+        )
+        .unwrap();
+    let api = token_client(&engine, token.expose()).api();
+    let mut kept = Vec::new();
+    for websocket in [false, true] {
+        let watch = api.watch(WatchParams::new());
+        let mut watch = if websocket { watch.websocket() } else { watch };
+        let first = within("initial", watch.next()).await.unwrap().unwrap();
+        assert_eq!(first.event_type, EventType::StateInitial);
+        let EventObject::Initial(initial) = &first.object else {
+            panic!("{first:?}")
+        };
+        let names: Vec<_> = initial.tunnels.iter().map(|t| t.name.clone()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.as_deref().is_some_and(|n| n.starts_with("dev-"))),
+            "ws={websocket}: {names:?}"
+        );
+        assert!(names.contains(&Some("dev-api".into())), "{names:?}");
+        assert!(
+            initial.tunnels.iter().all(|t| t.labels.is_empty()),
+            "labels not selected"
+        );
+        assert!(initial.clients.is_empty(), "clients have no labels");
+        // A prod tunnel is skipped; the next dev one comes through.
+        kept.push(
+            control
+                .create_tunnel(
+                    TunnelOptions::new()
+                        .name(format!("prod-{websocket}"))
+                        .label("env", "prod"),
+                )
+                .await
+                .unwrap(),
+        );
+        let dev_name = format!("dev-{websocket}");
+        kept.push(
+            control
+                .create_tunnel(
+                    TunnelOptions::new()
+                        .name(dev_name.clone())
+                        .label("env", "dev"),
+                )
+                .await
+                .unwrap(),
+        );
+        let next = within("event", watch.next()).await.unwrap().unwrap();
+        assert_eq!(next.event_type, EventType::TunnelCreated, "{next:?}");
+        let EventObject::Tunnel(t) = &next.object else {
+            panic!("{next:?}")
+        };
+        assert_eq!(t.name.as_deref(), Some(dev_name.as_str()));
+        assert!(t.labels.is_empty() && t.protocol.is_none(), "{t:?}");
+    }
+    control.close().await.unwrap();
+}
+
+/// One GET to a published endpoint over TLS, HTTP/1.1 or h2.
+async fn edge_get(
+    url: &str,
+    ca: &str,
+    h2: bool,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let tls = support::tls_connect(url, ca, alpn).await;
+    let authority = support::authority(url);
+    let mut req = if h2 {
+        http::Request::get(format!("https://{authority}{path}"))
+    } else {
+        http::Request::get(path).header("host", authority.clone())
+    };
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    let rsp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        within("h2 request", send.send_request(req)).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        within("h1 request", send.send_request(req)).await.unwrap()
+    };
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `token_auth` on published HTTP/1.1 and h2c tunnels: no token 401, bad
+/// token 401, a token for another tunnel or path 403 (the app sees none of
+/// them); a valid token by header or `?rstream.token=` reaches the app,
+/// which never sees the token itself.
+#[tokio::test]
+async fn token_auth_guards_published_http_tunnels() {
+    use rstream::HttpVersion;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let control = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    for h2c in [false, true] {
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let auth = req.headers().get("authorization").is_some();
+                format!(
+                    "{} {} auth={auth} {:?}",
+                    req.uri().path(),
+                    req.uri().query().unwrap_or(""),
+                    req.version()
+                )
+            }
+        });
+        let mut options = TunnelOptions::http()
+            .name(format!("guarded-{h2c}"))
+            .token_auth(true);
+        if h2c {
+            options = options.http_version(HttpVersion::H2c);
+        }
+        let tunnel = control.create_tunnel(options).await.unwrap();
+        let tunnel_id = tunnel.id();
+        let url = tunnel.forwarding_address();
+        let _server = tokio::spawn(std::future::IntoFuture::into_future(rstream::http::serve(
+            tunnel, app,
+        )));
+        let ca = engine.ca_pem();
+
+        let good = creds
+            .mint(&TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new().connect(TunnelFilter::new().id(tunnel_id.as_str())),
+            )))
+            .unwrap();
+        let other = creds
+            .mint(&TokenRequest::new().resources(Resources::tunnels(
+                TunnelScopes::new().connect(TunnelFilter::new().id("another")),
+            )))
+            .unwrap();
+        let ping_only = creds
+            .mint(
+                &TokenRequest::new().resources(Resources::tunnels(
+                    TunnelScopes::new()
+                        .connect_any()
+                        .path(rstream::auth::StringMatch::Exact("/ping".into())),
+                )),
+            )
+            .unwrap();
+        let impostor = AppCredentials::generate("backend")
+            .unwrap()
+            .mint(&TokenRequest::new())
+            .unwrap();
+
+        assert_eq!(edge_get(&url, ca, h2c, "/", None).await.0, 401, "h2c={h2c}");
+        assert_eq!(
+            edge_get(&url, ca, h2c, "/", Some(impostor.expose()))
+                .await
+                .0,
+            401
+        );
+        assert_eq!(
+            edge_get(&url, ca, h2c, "/", Some(other.expose())).await.0,
+            403
+        );
+        assert_eq!(
+            edge_get(&url, ca, h2c, "/private", Some(ping_only.expose()))
+                .await
+                .0,
+            403
+        );
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            0,
+            "refused requests reached the app"
+        );
+
+        let (status, body) = edge_get(&url, ca, h2c, "/ping", Some(ping_only.expose())).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = edge_get(&url, ca, h2c, "/hello?x=1", Some(good.expose())).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("/hello x=1 auth=false"), "{body}");
+        if h2c {
+            assert!(body.ends_with("HTTP/2.0"), "{body}");
+        }
+        let (status, body) = edge_get(
+            &url,
+            ca,
+            h2c,
+            &format!("/q?a=b&rstream.token={}", good.expose()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("/q a=b auth=false"), "{body}");
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+    control.close().await.unwrap();
 }

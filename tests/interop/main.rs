@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod auth_python;
 mod config_python;
 mod engine_api_python;
 mod interop_python;

@@ -67,6 +67,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .route("/.well-known/rstream/engine", get(discovery))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            scope::list_scope,
+        ))
         .with_state(inner)
 }
 
@@ -193,7 +197,13 @@ impl FromRequestParts<Engine> for Authorized {
     /// that many already), so it is no longer subject to the admission
     /// deadline.
     async fn from_request_parts(parts: &mut Parts, inner: &Engine) -> Result<Self, Rejection> {
-        authorize(parts, inner)?;
+        if let Some(grant) = authorize(parts, inner)? {
+            // The list-scope layer filters and projects what the handler
+            // answers (list filters and `select`).
+            if let Some(slot) = parts.extensions.get::<scope::GrantSlot>() {
+                let _ = slot.0.set(grant);
+            }
+        }
         if let Some(admission) = parts.extensions.get::<Admission>() {
             admission.establish().map_err(|_| {
                 Rejection::new(
@@ -207,14 +217,17 @@ impl FromRequestParts<Engine> for Authorized {
 }
 
 /// The checks of [`Authorized`].
-fn authorize(parts: &Parts, inner: &Engine) -> Result<(), Rejection> {
+fn authorize(
+    parts: &Parts,
+    inner: &Engine,
+) -> Result<Option<Arc<crate::engine::auth::Grant>>, Rejection> {
     if parts.extensions.get::<VerifiedCertificate>().is_some() {
-        return Ok(());
+        return Ok(None);
     }
     let tokens = &inner.config.tokens;
     let apps = &inner.config.apps;
     if tokens.is_empty() && apps.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let header = match parts.headers.get(header::AUTHORIZATION) {
         None => None,
@@ -253,7 +266,7 @@ fn authorize(parts: &Parts, inner: &Engine) -> Result<(), Rejection> {
         ok |= t.as_bytes().ct_eq(token.as_bytes());
     }
     if bool::from(ok) {
-        return Ok(());
+        return Ok(None);
     }
     if apps.is_empty() || !token.starts_with("ey") {
         return Err(Rejection::new(
@@ -269,7 +282,7 @@ fn authorize(parts: &Parts, inner: &Engine) -> Result<(), Rejection> {
         scope::check_query_token(&grant, crate::config::jwt::now())?;
     }
     scope::check_list_permission(&grant, apps)?;
-    Ok(())
+    Ok(Some(grant))
 }
 
 /// One query value (`None` when absent, 400 when repeated or undecodable).

@@ -109,10 +109,17 @@ struct Feed {
     params: WatchParams,
     initial: Option<Event>,
     _slot: WatchSlot,
+    /// The app token's list scope, when it filters or selects.
+    scope: Option<super::scope::ListView>,
 }
 
 impl Feed {
-    fn start(inner: &Engine, params: WatchParams, slot: WatchSlot) -> Feed {
+    fn start(
+        inner: &Engine,
+        params: WatchParams,
+        slot: WatchSlot,
+        scope: Option<super::scope::ListView>,
+    ) -> Feed {
         let (watcher, all_clients, all_tunnels) = inner.state().watch(WATCH_QUEUE);
         let snapshot = InitialState::new(
             Some(rfc3339(SystemTime::now())),
@@ -133,6 +140,23 @@ impl Feed {
             params,
             initial: Some(initial),
             _slot: slot,
+            scope,
+        }
+    }
+
+    /// The next event as JSON, after the token's list scope (objects it
+    /// may not see are skipped, fields it did not select removed).
+    async fn next_json(&mut self) -> Result<String, WatchEnd> {
+        loop {
+            let event = self.next().await?;
+            match &self.scope {
+                None => return Ok(json(&event)),
+                Some(scope) => {
+                    if let Some(text) = scope.event_json(&event) {
+                        return Ok(text);
+                    }
+                }
+            }
         }
     }
 
@@ -278,6 +302,7 @@ fn cut_off_when_stalled(unaccepted: Weak<Unaccepted>, bound: Duration, abort: Co
 /// `GET /api/sse`.
 pub(super) async fn sse(
     _: Authorized,
+    grant: Option<Extension<super::scope::GrantSlot>>,
     slot: WatchSlot,
     State(inner): State<Engine>,
     Params(params): Params<WatchParams>,
@@ -290,7 +315,12 @@ pub(super) async fn sse(
     let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = SseState {
-        feed: Feed::start(&inner, params, slot),
+        feed: Feed::start(
+            &inner,
+            params,
+            slot,
+            super::scope::ListView::for_watch(&inner, grant),
+        ),
         keepalive,
         done: false,
         unaccepted,
@@ -302,9 +332,9 @@ pub(super) async fn sse(
             return None;
         }
         let next = tokio::select! {
-            next = s.feed.next() => match next {
+            next = s.feed.next_json() => match next {
                 Ok(event) => {
-                    let frame = Bytes::from(format!("data: {}\n\n", json(&event)));
+                    let frame = Bytes::from(format!("data: {event}\n\n"));
                     Some((Ok::<_, std::io::Error>(frame), s))
                 }
                 Err(end) => {
@@ -340,12 +370,14 @@ pub(super) async fn sse(
 /// `GET /api/websocket`.
 pub(super) async fn websocket(
     _: Authorized,
+    grant: Option<Extension<super::scope::GrantSlot>>,
     slot: WatchSlot,
     State(inner): State<Engine>,
     Params(params): Params<WatchParams>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let feed = Feed::start(&inner, params, slot);
+    let scope = super::scope::ListView::for_watch(&inner, grant);
+    let feed = Feed::start(&inner, params, slot, scope);
     let write_timeout = inner.api.write_timeout;
     upgrade
         .max_frame_size(WS_MAX_INCOMING)
@@ -361,9 +393,9 @@ async fn ws_session(mut socket: WebSocket, mut feed: Feed, write_timeout: Durati
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            next = feed.next() => match next {
+            next = feed.next_json() => match next {
                 Ok(event) => {
-                    let text = Message::text(json(&event));
+                    let text = Message::text(event);
                     match tokio::time::timeout(write_timeout, socket.send(text)).await {
                         Ok(Ok(())) => {}
                         _ => return,

@@ -1,0 +1,231 @@
+//! `token_auth` on published HTTP tunnels (TOKENS.md §5): the engine reads
+//! each downstream request (HTTP/1.1 or h2, bounded head size and time),
+//! admits it only with a token whose connect scope allows this tunnel and
+//! path, and only then opens a stream to the owner and forwards it. A
+//! refused request gets 401 (no token, unusable token) or 403 (not
+//! allowed) from the engine; nothing reaches the app.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::auth::Action;
+use super::Inner;
+
+/// Longest request head read before refusing: 64 KiB.
+const MAX_HEAD: usize = 64 * 1024;
+/// Time allowed for a request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut rsp = Response::new(Body::from(message));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        rsp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"rstream\""),
+        );
+    }
+    rsp
+}
+
+/// The request's token: `Authorization: Bearer`, else `?rstream.token=`.
+/// Returns it with the request cleaned of it (the app never sees it).
+fn take_token(req: &mut Request<Incoming>) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        if let Some(token) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
+            .map(|(_, t)| t.trim().to_owned())
+        {
+            req.headers_mut().remove(header::AUTHORIZATION);
+            return Some(token);
+        }
+    }
+    let query = req.uri().query()?;
+    let mut token = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("rstream.token", v)) if token.is_none() => {
+                token = Some(
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let token = token?;
+    let path = req.uri().path();
+    let pq = if rest.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    Some(token)
+}
+
+/// A refusal: the status and the plain-text body.
+type Refusal = (StatusCode, &'static str);
+
+const NOT_ALLOWED: Refusal = (StatusCode::FORBIDDEN, "token not allowed for this tunnel\n");
+
+/// Whether `token` may reach `tunnel_id` at `path`: `Err` is the answer.
+fn admit(inner: &Inner, tunnel_id: &str, token: &str, path: &str) -> Result<(), Refusal> {
+    let config = &inner.config;
+    let mut ok = subtle::Choice::from(0);
+    for t in &config.tokens {
+        ok |= t.as_bytes().ct_eq(token.as_bytes());
+    }
+    if bool::from(ok) {
+        return Ok(());
+    }
+    if config.apps.is_empty() {
+        return Err(NOT_ALLOWED);
+    }
+    let grant = config
+        .apps
+        .verify(token, crate::config::jwt::now())
+        .map_err(|_| (StatusCode::UNAUTHORIZED, "invalid or expired token\n"))?;
+    config
+        .apps
+        .check_agent(&grant, Action::Connect)
+        .map_err(|_| NOT_ALLOWED)?;
+    let target = inner
+        .state()
+        .find_tunnel(tunnel_id)
+        .ok_or((StatusCode::BAD_GATEWAY, "tunnel closed\n"))?;
+    super::access::check_connect_path(&config.apps, &grant, &target.info, Some(path))
+        .map_err(|_| NOT_ALLOWED)
+}
+
+/// One admitted request, forwarded on a fresh stream to the owner.
+async fn forward(
+    inner: &Inner,
+    tunnel_id: &str,
+    ip: IpAddr,
+    h2c: bool,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let Ok((_, upstream)) = super::streams::reach_owner(inner, tunnel_id, ip).await else {
+        return plain(
+            StatusCode::BAD_GATEWAY,
+            "the tunnel's owner did not answer\n",
+        );
+    };
+    let io = TokioIo::new(upstream);
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let result = if h2c {
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await
+        else {
+            return plain(StatusCode::BAD_GATEWAY, "upstream h2c handshake failed\n");
+        };
+        tokio::spawn(conn);
+        *req.version_mut() = http::Version::HTTP_2;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        if let Ok(uri) = format!("http://{authority}{pq}").parse() {
+            *req.uri_mut() = uri;
+        }
+        sender.send_request(req).await
+    } else {
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(io).await else {
+            return plain(StatusCode::BAD_GATEWAY, "upstream handshake failed\n");
+        };
+        tokio::spawn(conn);
+        *req.version_mut() = http::Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(&authority) {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        if let Ok(uri) = pq.parse() {
+            *req.uri_mut() = uri;
+        }
+        sender.send_request(req).await
+    };
+    match result {
+        Ok(rsp) => rsp.map(Body::new),
+        Err(e) => {
+            tracing::debug!(tunnel_id, error = %e, "token_auth upstream request failed");
+            plain(StatusCode::BAD_GATEWAY, "the upstream request failed\n")
+        }
+    }
+}
+
+/// Serves one downstream connection of a `token_auth` tunnel.
+pub(crate) async fn serve<IO>(inner: Arc<Inner>, tunnel_id: String, io: IO, ip: IpAddr, h2c: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let inner = inner.clone();
+        let tunnel_id = tunnel_id.clone();
+        async move {
+            let Some(token) = take_token(&mut req) else {
+                return Ok::<_, Infallible>(plain(
+                    StatusCode::UNAUTHORIZED,
+                    "this tunnel requires a token: Authorization: Bearer, or ?rstream.token=\n",
+                ));
+            };
+            let path = req.uri().path().to_owned();
+            if let Err((status, message)) = admit(&inner, &tunnel_id, &token, &path) {
+                return Ok(plain(status, message));
+            }
+            Ok(forward(&inner, &tunnel_id, ip, h2c, req).await)
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(error = %e, "token_auth downstream connection ended");
+    }
+}
