@@ -1,8 +1,9 @@
 //! Side-by-side load harness for the tunnel path (docs/BENCHMARKS.md).
 //!
 //! ```text
-//! cargo bench --features unstable --bench tunnel_load -- [--quick] [--duration 10] [--skip-python]
-//!     [--rounds N] [--legs ABCD] [--no-dial] [--no-idle] [--perf DIR]
+//! cargo bench --bench tunnel_load -- [--quick] [--duration 10] [--skip-python]
+//!     [--rounds N] [--legs ABCDE] [--no-dial] [--no-idle] [--perf DIR]
+//!     [--transfer-mib N]
 //! ```
 //!
 //! One run starts the local engine and measures, against the same
@@ -19,6 +20,14 @@
 //! connection, and (3) a bytestream transfer through a dialed private tunnel
 //! vs raw loopback TCP; plus the resident memory of idle proxied
 //! connections.
+//!
+//! Leg E rides along workload (3): the same bytes from the same rustls
+//! sender through HAProxy (`haproxy` on the `PATH` or `$HAPROXY`; Debian:
+//! `apt-get install haproxy`), TLS frontend + TLS backend to a rustls sink
+//! in the same sink process: like the engine, 4 AES-GCM passes, 2 loopback
+//! TCP hops, 3 processes. Skipped with a message when HAProxy is not
+//! installed, or left out with `--legs ABCD`. `--legs E --no-idle` runs the
+//! bytestream workload alone.
 //!
 //! Every server (and every engine) runs in a child process of its own (this
 //! binary re-executed with `--child ..`), so CPU time (`/proc/<pid>/stat`)
@@ -80,6 +89,8 @@ struct Args {
     rounds: usize,
     legs: Vec<char>,
     dial: bool,
+    /// Leg E (`E` in `--legs`): the bytestream through HAProxy too.
+    haproxy: bool,
     idle: bool,
     transfer: u64,
     idle_conns: usize,
@@ -98,8 +109,9 @@ impl Args {
             duration: Duration::from_secs(10),
             skip_python: false,
             rounds: 1,
-            legs: vec!['A', 'B', 'C', 'D'],
+            legs: vec!['A', 'B', 'C', 'D', 'E'],
             dial: true,
+            haproxy: true,
             idle: true,
             transfer: 1 << 30,
             idle_conns: 256,
@@ -123,7 +135,7 @@ impl Args {
                 "--legs" => {
                     args.legs = value("--legs")?
                         .chars()
-                        .filter(|c| "ABCDabc".contains(*c))
+                        .filter(|c| "ABCDEabc".contains(*c))
                         .collect()
                 }
                 "--compare-exe" => args.compare_exe = Some(PathBuf::from(value("--compare-exe")?)),
@@ -157,6 +169,9 @@ impl Args {
         if args.compare_exe.is_none() {
             args.legs.retain(char::is_ascii_uppercase);
         }
+        // E is not an HTTP leg: it rides along the bytestream workload.
+        args.haproxy = args.legs.contains(&'E');
+        args.legs.retain(|c| *c != 'E');
         Ok(args)
     }
 
@@ -331,17 +346,25 @@ async fn child(kind: String, args: &Args) -> Result<(), BoxError> {
             tokio::spawn(serve_tls(listener, config));
             child_control(stats).await;
         }
-        // Workload 3: a private tunnel and a raw TCP port, both sinks.
+        // Workload 3: a private tunnel, a raw TCP port and a TLS port (the
+        // backend of leg E's HAProxy), all sinks.
         "sink" => {
             let raw = TcpListener::bind("127.0.0.1:0").await?;
             let raw_addr = raw.local_addr()?;
+            let (tls_config, ca_file) = direct_tls(Path::new(args.get("state-dir")?))?;
+            let tls = TcpListener::bind("127.0.0.1:0").await?;
+            let tls_addr = tls.local_addr()?;
             let client = sdk_client(args)?;
             let control = client.connect().await?;
             let name = format!("bench-sink-{}", std::process::id());
             let mut tunnel = control
                 .create_tunnel(TunnelOptions::new().name(name.clone()))
                 .await?;
-            println!("READY tunnel={name} tcp={raw_addr}");
+            println!(
+                "READY tunnel={name} tcp={raw_addr} tls={tls_addr} ca={} pem={}",
+                ca_file.display(),
+                ca_file.with_file_name(DIRECT_LEAF_PEM).display()
+            );
             let counted = stats.clone();
             tokio::spawn(async move {
                 while let Ok(stream) = tunnel.accept().await {
@@ -353,6 +376,21 @@ async fn child(kind: String, args: &Args) -> Result<(), BoxError> {
                 while let Ok((tcp, _)) = raw.accept().await {
                     let _ = tcp.set_nodelay(true);
                     tokio::spawn(sink(tcp));
+                }
+            });
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = tls.accept().await {
+                    let _ = tcp.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let handshake = acceptor.accept(tcp);
+                        if let Ok(Ok(s)) =
+                            tokio::time::timeout(Duration::from_secs(10), handshake).await
+                        {
+                            sink(s).await;
+                        }
+                    });
                 }
             });
             child_control(stats).await;
@@ -377,9 +415,15 @@ async fn sink<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S)
     let _ = s.shutdown().await;
 }
 
+/// The leaf certificate and its key in one PEM file, next to the CA file of
+/// [`direct_tls`] (HAProxy's `crt` format).
+const DIRECT_LEAF_PEM: &str = "direct-leaf.pem";
+
 /// A CA and a leaf for 127.0.0.1 (ECDSA P-256, like the engine's), and the
 /// server configuration the engine's published endpoints use (TLS 1.2+,
-/// `http/1.1`, session cache and tickets).
+/// `http/1.1`, session cache and tickets). Also writes the leaf and its key
+/// to [`DIRECT_LEAF_PEM`], so that HAProxy (leg E) serves the same kind of
+/// certificate as the engine.
 fn direct_tls(dir: &Path) -> Result<(Arc<rustls::ServerConfig>, PathBuf), BoxError> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     std::fs::create_dir_all(dir)?;
@@ -396,6 +440,10 @@ fn direct_tls(dir: &Path) -> Result<(Arc<rustls::ServerConfig>, PathBuf), BoxErr
         .signed_by(&leaf_key, &issuer)?;
     let ca_file = dir.join("direct-ca.pem");
     std::fs::write(&ca_file, ca.pem())?;
+    std::fs::write(
+        dir.join(DIRECT_LEAF_PEM),
+        format!("{}{}", leaf.pem(), leaf_key.serialize_pem()),
+    )?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -555,38 +603,50 @@ impl Proc {
     }
 
     fn start_perf(&mut self, dir: &Path, tag: &str) {
-        let out = dir.join(format!("{tag}.perf.data"));
-        let perf = Command::new("perf")
-            .args([
-                "record",
-                "-F",
-                "1999",
-                "-g",
-                "--call-graph",
-                "dwarf,16384",
-                "-o",
-            ])
-            .arg(&out)
-            .arg("-p")
-            .arg(self.pid().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        match perf {
-            Ok(p) => self.perf = Some(p),
-            Err(e) => eprintln!("perf not started ({e})"),
-        }
+        self.perf = perf_record(self.pid(), dir, tag);
     }
 
     fn stop_perf(&mut self) {
-        if let Some(mut perf) = self.perf.take() {
-            // SIGINT makes perf write its file; `kill -INT <its pid>`.
-            let _ = Command::new("kill")
-                .arg("-INT")
-                .arg(perf.id().to_string())
-                .status();
-            wait_bounded(&mut perf, Duration::from_secs(60));
+        perf_stop(&mut self.perf);
+    }
+}
+
+/// `perf record` of process `pid` into `dir/<tag>.perf.data`.
+fn perf_record(pid: u32, dir: &Path, tag: &str) -> Option<Child> {
+    let out = dir.join(format!("{tag}.perf.data"));
+    let perf = Command::new("perf")
+        .args([
+            "record",
+            "-F",
+            "1999",
+            "-g",
+            "--call-graph",
+            "dwarf,16384",
+            "-o",
+        ])
+        .arg(&out)
+        .arg("-p")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match perf {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("perf not started ({e})");
+            None
         }
+    }
+}
+
+fn perf_stop(perf: &mut Option<Child>) {
+    if let Some(mut perf) = perf.take() {
+        // SIGINT makes perf write its file; `kill -INT <its pid>`.
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(perf.id().to_string())
+            .status();
+        wait_bounded(&mut perf, Duration::from_secs(60));
     }
 }
 
@@ -1009,6 +1069,19 @@ struct DialResult {
     raw_cpu_loadgen: f64,
     dial_resumed: bool,
     sink_peak_rss_kib: u64,
+    /// Leg E, when HAProxy ran in this round.
+    haproxy: Option<HaproxyResult>,
+}
+
+/// Leg E: the same bytestream, sender → HAProxy (TLS) → sink (TLS).
+#[derive(Clone, Debug, Default)]
+struct HaproxyResult {
+    mbps: f64,
+    cpu_sink: f64,
+    cpu_proxy: f64,
+    cpu_sender: f64,
+    /// The cipher suite the sender negotiated with HAProxy.
+    suite: String,
 }
 
 fn measure(load: &Load, server: (f64, f64), engine: (f64, f64), loadgen: (f64, f64)) -> Measured {
@@ -1057,6 +1130,8 @@ struct Ctx {
     args: Args,
     tmp: PathBuf,
     python: Option<String>,
+    /// The `haproxy` binary of leg E, when installed and wanted.
+    haproxy: Option<String>,
 }
 
 /// The executable serving `leg`: this one, or `--compare-exe` for lowercase legs.
@@ -1316,6 +1391,7 @@ async fn run_dial(
 ) -> Result<DialResult, BoxError> {
     let total = ctx.args.transfer;
     let mut engine = start_engine(ctx, &format!("dial{label}{round}"), exe)?;
+    let sink_dir = ctx.tmp.join(format!("sink{label}{round}"));
     let mut sink = Proc::self_child(
         exe,
         "dial sink",
@@ -1323,6 +1399,7 @@ async fn run_dial(
         &[
             ("engine", engine.field("engine")?),
             ("ca", engine.field("ca")?),
+            ("state-dir", &sink_dir.to_string_lossy()),
         ],
     )?;
     let client = Client::builder()
@@ -1343,6 +1420,31 @@ async fn run_dial(
         sink.start_perf(dir, &format!("dial{label}-sink"));
         engine.start_perf(dir, &format!("dial{label}-engine"));
     }
+    let haproxy = match (ctx.haproxy.as_deref(), sink.ready.contains_key("tls")) {
+        (Some(bin), true) => {
+            let dir = ctx.tmp.join(format!("haproxy{label}{round}"));
+            match Haproxy::start(bin, &dir, &sink) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    println!("[round {round}] leg E (HAProxy) not started: {e}");
+                    None
+                }
+            }
+        }
+        (Some(_), false) => {
+            println!("[round {round}] leg E skipped: this sink has no TLS port (older --compare-exe build)");
+            None
+        }
+        (None, _) => None,
+    };
+    let sink_ca = sink.ready.get("ca").cloned().unwrap_or_default();
+    // Alternate which relay goes first, so that drift in background load
+    // does not always favour the same one.
+    let mut hap_result = None;
+    if let (Some(h), true) = (&haproxy, round.is_multiple_of(2)) {
+        hap_result = h.measure(ctx, round, label, &mut sink, &sink_ca).await;
+    }
+
     let c0 = (sink.cpu(), engine.cpu(), self_cpu());
     let mut s = client.dial(&tunnel).await?;
     r.dial_resumed = s.tls_resumed();
@@ -1364,6 +1466,11 @@ async fn run_dial(
     r.raw_mbps = mb / t.as_secs_f64();
     r.raw_cpu_sink = per_gib(c0.0, c1.0);
     r.raw_cpu_loadgen = per_gib(c0.1, c1.1);
+    if let (Some(h), false) = (&haproxy, round.is_multiple_of(2)) {
+        hap_result = h.measure(ctx, round, label, &mut sink, &sink_ca).await;
+    }
+    drop(haproxy);
+    r.haproxy = hap_result;
     r.sink_peak_rss_kib = sink.status_kib("VmHWM");
     println!(
         "[round {round}] dial{label:<7}{:.0} MB/s (CPU s/GiB: sink {:.2} engine {:.2} dialer {:.2}; TLS resumed: {})  \
@@ -1379,6 +1486,194 @@ async fn run_dial(
         r.dial_mbps / r.raw_mbps
     );
     Ok(r)
+}
+
+// ---------------------------------------------------------------------------
+// Leg E: HAProxy
+
+/// `haproxy` on the `PATH` (or `$HAPROXY`), and its version line; `None`
+/// (leg E skipped, with a message) when it is not installed.
+fn find_haproxy(args: &Args) -> Option<String> {
+    if !args.dial || !args.haproxy {
+        return None;
+    }
+    let bin = std::env::var("HAPROXY")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| "haproxy".to_owned());
+    match Command::new(&bin).arg("-v").output() {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            println!(
+                "leg E: {}",
+                version.lines().next().unwrap_or("haproxy").trim()
+            );
+            Some(bin)
+        }
+        _ => {
+            println!(
+                "leg E skipped: {bin:?} not found (install HAProxy, e.g. `apt-get install haproxy`, \
+                 or set HAPROXY to its path)"
+            );
+            None
+        }
+    }
+}
+
+/// TLS 1.3 suites in the SDK's order (`transport::provider`: AES-128-GCM
+/// first). OpenSSL's own order starts with AES-256-GCM and HAProxy's
+/// frontend picks by its order, so without this leg E would pay 14 AES
+/// rounds per block to the engine's 10.
+const SUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+/// HAProxy in the foreground (`-db`: one process, so `/proc/<pid>/stat`
+/// counts all its threads), terminating TLS from the sender and opening TLS
+/// to the sink: the same 4 AES-GCM passes, 2 loopback TCP hops and 3
+/// processes as the dialed private tunnel. Default tuning (2.6: 16 KiB
+/// buffers, one thread per core), `mode tcp`, verified backend.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Haproxy {
+    fn start(bin: &str, dir: &Path, sink: &Proc) -> Result<Haproxy, BoxError> {
+        std::fs::create_dir_all(dir)?;
+        // A free port for the frontend (HAProxy cannot report one it picked).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let config = format!(
+            "global\n\
+             \x20   maxconn 1024\n\
+             \x20   ssl-default-bind-ciphersuites {SUITES}\n\
+             \x20   ssl-default-server-ciphersuites {SUITES}\n\
+             defaults\n\
+             \x20   mode tcp\n\
+             \x20   timeout connect 10s\n\
+             \x20   timeout client 600s\n\
+             \x20   timeout server 600s\n\
+             frontend leg_e\n\
+             \x20   bind {addr} ssl crt {pem}\n\
+             \x20   default_backend sink\n\
+             backend sink\n\
+             \x20   server sink {backend} ssl verify required ca-file {ca} sni str(localhost) verifyhost localhost\n",
+            pem = sink.field("pem")?,
+            backend = sink.field("tls")?,
+            ca = sink.field("ca")?,
+        );
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, config)?;
+        let mut child = Command::new(bin)
+            .arg("-db")
+            .arg("-q")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("starting {bin}: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("haproxy exited: {status}").into());
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Ok(Haproxy { child, addr });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("haproxy did not listen within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn connect(&self, tls: &TlsConnector) -> Result<ClientTls, BoxError> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(self.addr.ip().to_string())?;
+        Ok(tls.connect(name, tcp).await?)
+    }
+
+    /// A warm-up MiB, then `--transfer-mib` through HAProxy; prints the line.
+    async fn measure(
+        &self,
+        ctx: &Ctx,
+        round: usize,
+        label: &str,
+        sink: &mut Proc,
+        ca: &str,
+    ) -> Option<HaproxyResult> {
+        match self.transfer(ctx, label, sink, ca).await {
+            Ok(r) => {
+                println!(
+                    "[round {round}] haproxy{label:<4}{:.0} MB/s (CPU s/GiB: sink {:.2} haproxy {:.2} sender {:.2}; {})",
+                    r.mbps, r.cpu_sink, r.cpu_proxy, r.cpu_sender, r.suite
+                );
+                Some(r)
+            }
+            Err(e) => {
+                println!("[round {round}] leg E (HAProxy) failed: {e}");
+                None
+            }
+        }
+    }
+
+    async fn transfer(
+        &self,
+        ctx: &Ctx,
+        label: &str,
+        sink: &mut Proc,
+        ca: &str,
+    ) -> Result<HaproxyResult, BoxError> {
+        let total = ctx.args.transfer;
+        // The same rustls client stack as the SDK's dial (ring, TLS 1.2+).
+        let tls = TlsConnector::from(TlsOptions::new().add_ca_file(ca)?.client_config(&[])?);
+        let mut s = self.connect(&tls).await?;
+        transfer(&mut s, 1 << 20).await?;
+
+        let mut perf = None;
+        if let Some(dir) = &ctx.args.perf {
+            sink.start_perf(dir, &format!("haproxy{label}-sink"));
+            perf = perf_record(self.pid(), dir, &format!("haproxy{label}-haproxy"));
+        }
+        let c0 = (sink.cpu(), self.cpu(), self_cpu());
+        let mut s = self.connect(&tls).await?;
+        let suite = s
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map_or_else(|| "?".to_owned(), |cs| format!("{:?}", cs.suite()));
+        let t = transfer(&mut s, total).await?;
+        let c1 = (sink.cpu(), self.cpu(), self_cpu());
+        sink.stop_perf();
+        perf_stop(&mut perf);
+        let per_gib = |a: f64, b: f64| (b - a) * (1u64 << 30) as f64 / total as f64;
+        Ok(HaproxyResult {
+            mbps: total as f64 / 1e6 / t.as_secs_f64(),
+            cpu_sink: per_gib(c0.0, c1.0),
+            cpu_proxy: per_gib(c0.1, c1.1),
+            cpu_sender: per_gib(c0.2, c1.2),
+            suite,
+        })
+    }
+
+    fn cpu(&self) -> f64 {
+        cpu_seconds(self.pid()).unwrap_or(f64::NAN)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // Our own child, by its id: SIGKILL is fine, it holds no state.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn find_python(args: &Args) -> Option<String> {
@@ -1434,10 +1729,12 @@ async fn parent(args: Args) -> Result<(), BoxError> {
         args.idle_conns,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let haproxy = find_haproxy(&args);
     let ctx = Ctx {
         args: args.clone(),
         tmp: tmp.clone(),
         python,
+        haproxy,
     };
     let mut rounds: Vec<Round> = Vec::new();
     for round in 1..=args.rounds {
@@ -1517,6 +1814,14 @@ fn collect(rounds: &Rounds, leg: char, f: impl Fn(&LegResult) -> Option<f64>) ->
 }
 
 fn summary(legs: &[char], rounds: &Rounds) {
+    if !legs.is_empty() {
+        summary_http(legs, rounds);
+    }
+    summary_bytestream(rounds);
+}
+
+/// The HTTP legs' table, their ratios and the proxy handshakes.
+fn summary_http(legs: &[char], rounds: &Rounds) {
     println!();
     println!(
         "## Results (median [min–max] over {} round(s))",
@@ -1606,6 +1911,10 @@ fn summary(legs: &[char], rounds: &Rounds) {
         println!();
         println!("Proxy connections opened by the SDK during new-conn (leg A, all rounds): {full} full TLS handshakes, {resumed} resumed.");
     }
+}
+
+/// Workload 3: the dialed tunnel, raw TCP and leg E, per build.
+fn summary_bytestream(rounds: &Rounds) {
     let labels: Vec<&str> = {
         let mut l: Vec<&str> = rounds
             .iter()
@@ -1647,10 +1956,47 @@ fn summary(legs: &[char], rounds: &Rounds) {
             v(|d| d.raw_cpu_sink),
             v(|d| d.raw_cpu_loadgen)
         );
+        let haps: Vec<(&DialResult, &HaproxyResult)> = dials
+            .iter()
+            .filter_map(|d| Some((*d, d.haproxy.as_ref()?)))
+            .collect();
+        if !haps.is_empty() {
+            let h = |f: fn(&DialResult, &HaproxyResult) -> f64| {
+                spread(&haps.iter().map(|(d, h)| f(d, h)).collect::<Vec<_>>(), 2)
+            };
+            println!(
+                "| E HAProxy TLS relay{which} | {} | {} | {} (haproxy) | {} | {} |",
+                h(|_, h| h.mbps),
+                h(|_, h| h.cpu_sink),
+                h(|_, h| h.cpu_proxy),
+                h(|_, h| h.cpu_sender),
+                h(|d, h| h.mbps / d.raw_mbps)
+            );
+        }
         println!(
             "(sink peak RSS {} MiB; dial TLS resumed: {})",
             v(|d| d.sink_peak_rss_kib as f64 / 1024.0),
             dials.iter().all(|d| d.dial_resumed)
         );
+        if !haps.is_empty() {
+            // Per round, side by side: > 1 means the engine does better.
+            let h = |f: fn(&DialResult, &HaproxyResult) -> f64| {
+                spread(&haps.iter().map(|(d, h)| f(d, h)).collect::<Vec<_>>(), 2)
+            };
+            println!();
+            println!("| engine / HAProxy{which} (per round; > 1: engine better) | MB/s | relay CPU s/GiB (HAProxy / engine) | all 3 processes CPU s/GiB (HAProxy / engine) |");
+            println!("|---|---|---|---|");
+            println!(
+                "| dialed private tunnel / leg E | {} | {} | {} |",
+                h(|d, h| d.dial_mbps / h.mbps),
+                h(|d, h| h.cpu_proxy / d.dial_cpu_engine),
+                h(|d, h| (h.cpu_sink + h.cpu_proxy + h.cpu_sender)
+                    / (d.dial_cpu_sink + d.dial_cpu_engine + d.dial_cpu_loadgen)),
+            );
+            let mut suites: Vec<&str> = haps.iter().map(|(_, h)| h.suite.as_str()).collect();
+            suites.sort_unstable();
+            suites.dedup();
+            println!("(sender ↔ HAProxy cipher suite: {})", suites.join(", "));
+        }
     }
 }
