@@ -14,6 +14,7 @@ mod grpc;
 mod http;
 mod http_streaming;
 mod observability;
+mod proxies;
 mod reliability;
 mod tls;
 mod tunnels;
