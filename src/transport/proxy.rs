@@ -915,4 +915,65 @@ mod tests {
         let e = answer(&HUGE, None).await.unwrap_err();
         assert_eq!(e.code(), code::PROXY);
     }
+
+    /// Plays a SOCKS5 server that writes `script` up front, and returns
+    /// what the client sent and the handshake's result.
+    async fn socks(url: &str, script: Vec<u8>, host: &str) -> (Vec<u8>, Result<()>) {
+        let proxy = HttpProxy::parse(url).unwrap();
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let srv = tokio::spawn(async move {
+            server.write_all(&script).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(std::time::Duration::from_millis(100), server.read(&mut buf))
+                    .await
+            {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let r = proxy.handshake(&mut client, host, 443).await;
+        drop(client);
+        (srv.await.unwrap(), r)
+    }
+
+    #[tokio::test]
+    async fn socks5_handshake() {
+        // No auth, IPv4 bound address: the request names the host for the
+        // proxy to resolve.
+        let ok = [vec![5, 0], vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 80]].concat();
+        let (sent, r) = socks("socks5://p", ok, "engine.test").await;
+        r.unwrap();
+        let mut want = vec![5, 1, 0, 5, 1, 0, 3, 11];
+        want.extend_from_slice(b"engine.test");
+        want.extend_from_slice(&443u16.to_be_bytes());
+        assert_eq!(sent, want);
+        // Username/password (RFC 1929), IPv6 literal destination.
+        let ok = [vec![5, 2, 1, 0], vec![5, 0, 0, 3, 1, b'x', 0, 80]].concat();
+        let (sent, r) = socks("socks5://me:pw@p", ok, "::1").await;
+        r.unwrap();
+        assert_eq!(&sent[..4], &[5, 2, 0, 2]);
+        assert_eq!(&sent[4..11], &[1, 2, b'm', b'e', 2, b'p', b'w']);
+        assert_eq!(&sent[11..15], &[5, 1, 0, 4]);
+        // Refusals and garbage.
+        let cases: [(&str, Vec<u8>, &str); 6] = [
+            ("socks5://me:pw@p", vec![5, 2, 1, 1], code::PROXY_AUTH),
+            ("socks5://p", vec![5, 0xFF], code::PROXY_AUTH),
+            ("socks5://p", vec![5, 2], code::PROXY_AUTH),
+            ("socks5://p", vec![4, 0], code::PROXY),
+            ("socks5://p", vec![5, 0, 5, 5, 0, 1], code::PROXY),
+            ("socks5://p", vec![5, 0, 5, 0, 0, 9], code::PROXY),
+        ];
+        for (url, script, want) in cases {
+            let (_, r) = socks(url, script.clone(), "engine.test").await;
+            assert_eq!(r.unwrap_err().code(), want, "{script:?}");
+        }
+        // The server hangs up mid-answer: an I/O error, no panic.
+        let (_, r) = socks("socks5://p", vec![5, 0, 5, 0, 0, 1, 1], "engine.test").await;
+        assert!(r.is_err());
+    }
 }
