@@ -1,6 +1,6 @@
 //! Proxies as the CLI writes them (`transport.proxy` in the config file),
-//! end to end to the local engine: control channel, the dial, and the
-//! proxy connection that answers it all go through
+//! end to end to the local engine: control channel, Engine API, the dial,
+//! and the proxy connection that answers it all go through
 //!
 //! - an HTTPS proxy: TLS to the proxy with its own private CA and name,
 //!   `CONNECT` inside (hyper's server with upgrades), TLS to the engine
@@ -20,6 +20,7 @@ use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rstream::api::ListTunnelsParams;
 use rstream::engine::LocalEngine;
 use rstream::transport::TlsOptions;
 use rstream::{Client, ClientOptions, ErrorKind, TunnelOptions};
@@ -55,8 +56,9 @@ fn client(engine: &LocalEngine, config: &Path) -> ClientOptions {
     )
 }
 
-/// Connects, publishes an echo tunnel and dials it: three connections to
-/// the engine (control channel, dial, answering proxy connection).
+/// Connects, publishes an echo tunnel, lists it through the Engine API and
+/// dials it: four connections to the engine (control channel, Engine API,
+/// dial, answering proxy connection).
 /// `half_close`: end the request with a write shutdown and read the echo
 /// to EOF. microsocks closes both directions at the first EOF (it does not
 /// relay half-closes), so its tests read the echo by length instead.
@@ -70,6 +72,14 @@ async fn round_trip(client: &Client, name: &str, half_close: bool) {
         .await
         .unwrap(),
     );
+    // The Engine API (HttpsConnector) takes the same proxy.
+    let listed = within(
+        "Engine API",
+        client.api().list_tunnels(ListTunnelsParams::new()),
+    )
+    .await
+    .unwrap();
+    assert!(!listed.is_empty(), "the Engine API sees the tunnel");
     let msg = b"through the proxy";
     let back = within("echo", async {
         let mut stream = client.dial(name).await.unwrap();
@@ -189,7 +199,7 @@ async fn https_proxy_with_a_private_ca_end_to_end() {
     let client = Client::from_resolved(resolved).unwrap();
     round_trip(&client, "via-https-proxy", true).await;
     let targets = targets.lock().unwrap().clone();
-    assert!(targets.len() >= 3, "{targets:?}");
+    assert!(targets.len() >= 4, "{targets:?}");
     assert!(
         targets.iter().all(|t| *t == engine.engine_address()),
         "{targets:?}"
@@ -369,7 +379,7 @@ async fn socks5_proxy_with_and_without_credentials_end_to_end() {
         false,
     )
     .await;
-    open.wait_connections_to(&format!(":{port}"), 3).await;
+    open.wait_connections_to(&format!(":{port}"), 4).await;
 
     let authed = microsocks(Some(("agent", "sekret-pw"))).await;
     let config = config_file(
@@ -386,7 +396,7 @@ async fn socks5_proxy_with_and_without_credentials_end_to_end() {
         false,
     )
     .await;
-    authed.wait_connections_to(&format!(":{port}"), 3).await;
+    authed.wait_connections_to(&format!(":{port}"), 4).await;
     engine.shutdown().await;
 }
 
