@@ -41,6 +41,10 @@ pub(crate) struct Plan {
     resolved: ResolvedOptions,
     mtls: Option<Material>,
     ca_files: Vec<PathBuf>,
+    /// `transport.proxy.tls` for an `https://` proxy, applied once its
+    /// `caFile` is read.
+    proxy_tls: Option<crate::transport::TlsOptions>,
+    proxy_ca: Option<PathBuf>,
 }
 
 /// Client certificate material still to be loaded.
@@ -64,6 +68,14 @@ impl Plan {
                 }
             };
             resolved.tls = resolved.tls.client_identity(identity);
+        }
+        if let Some(mut tls) = self.proxy_tls {
+            if let Some(ca) = &self.proxy_ca {
+                tls = tls.add_ca_file(ca)?;
+            }
+            if let Some(proxy) = resolved.proxy.take() {
+                resolved.proxy = Some(proxy.proxy_tls(tls)?);
+            }
         }
         Ok(resolved)
     }
@@ -399,6 +411,7 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     };
 
     // --- proxy ------------------------------------------------------------
+    let mut hop = None;
     let (proxy, proxy_source) = match input.proxy {
         Some(choice) => {
             let src = choice.as_ref().map(|_| Source::Option);
@@ -414,7 +427,13 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
                     env_transport.and_then(|t| t.proxy.as_ref().map(|p| (p, Source::Environment)))
                 });
             match from_file {
-                Some((cfg, src)) => file_proxy(cfg, src, env)?,
+                Some((cfg, src)) => {
+                    let (proxy, src) = file_proxy(cfg, src, env)?;
+                    if proxy.as_ref().is_some_and(HttpProxy::is_https) && cfg.has_tls() {
+                        hop = Some(cfg);
+                    }
+                    (proxy, src)
+                }
                 None if input.proxy_from_env => env_proxy(env)?,
                 None => (None, None),
             }
@@ -452,6 +471,15 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         },
         mtls,
         ca_files,
+        proxy_tls: hop.map(|cfg| {
+            let mut tls = crate::transport::TlsOptions::new()
+                .danger_accept_invalid_certs(cfg.insecure_skip_verify);
+            if let Some(name) = &cfg.server_name {
+                tls = tls.server_name(name);
+            }
+            tls
+        }),
+        proxy_ca: hop.and_then(|cfg| cfg.ca_file.as_ref().map(PathBuf::from)),
     })
 }
 
@@ -505,45 +533,29 @@ fn file_proxy(
         None if cfg.from_environment => env_proxy(env)?,
         None => (None, None),
     };
-    match proxy {
-        (Some(p), src) => {
-            let p = proxy_tls(p, cfg, explicit.is_some())?;
-            Ok((Some(p), src))
-        }
-        none => Ok(none),
+    if let (Some(p), _) = &proxy {
+        check_proxy_tls(p, cfg, explicit.is_some())?;
     }
+    Ok(proxy)
 }
 
-/// Applies `transport.proxy.tls` to the proxy hop. The settings only make
-/// sense for an `https://` proxy: set beside an explicit `http://` or
-/// `socks5://` URL they are refused; beside `fromEnvironment` they apply
-/// when the variable names an `https://` proxy (the same file serves
-/// machines with different proxies).
-fn proxy_tls(proxy: HttpProxy, cfg: &ProxyCfg, explicit: bool) -> Result<HttpProxy> {
-    if !cfg.has_tls() {
-        return Ok(proxy);
+/// Checks `transport.proxy.tls` against the proxy (applied in
+/// [`Plan::load`], which reads `caFile`). The settings only make sense for
+/// an `https://` proxy: beside an explicit `http://` or `socks5://` URL
+/// they are refused; beside `fromEnvironment` they apply when the variable
+/// names an `https://` proxy (the same file serves machines with different
+/// proxies).
+fn check_proxy_tls(proxy: &HttpProxy, cfg: &ProxyCfg, explicit: bool) -> Result<()> {
+    if cfg.has_tls() && explicit && !proxy.is_https() {
+        return Err(config_error(
+            code::PROXY_TLS_WITHOUT_HTTPS,
+            format!(
+                "{}.tls is set but the proxy is not an https:// proxy",
+                cfg.path
+            ),
+        ));
     }
-    if !proxy.is_https() {
-        if explicit {
-            return Err(config_error(
-                code::PROXY_TLS_WITHOUT_HTTPS,
-                format!(
-                    "{}.tls is set but the proxy is not an https:// proxy",
-                    cfg.path
-                ),
-            ));
-        }
-        return Ok(proxy);
-    }
-    let mut tls =
-        crate::transport::TlsOptions::new().danger_accept_invalid_certs(cfg.insecure_skip_verify);
-    if let Some(name) = &cfg.server_name {
-        tls = tls.server_name(name);
-    }
-    if let Some(ca) = &cfg.ca_file {
-        tls = tls.add_ca_file(ca)?;
-    }
-    proxy.proxy_tls(tls)
+    Ok(())
 }
 
 /// `https_proxy`/`HTTPS_PROXY`/`all_proxy`/`ALL_PROXY` with `NO_PROXY`;
