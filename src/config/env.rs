@@ -24,8 +24,12 @@ pub(crate) struct EnvSettings {
     /// `RSTREAM_QUIC_TRANSPORT` as a boolean.
     pub(crate) use_quic: Option<bool>,
     pub(crate) ca_file: Option<String>,
-    /// `HTTPS_PROXY`/`https_proxy` and the variable it came from.
+    /// The proxy for TLS destinations (every engine connection) as curl
+    /// picks it: `https_proxy`, `HTTPS_PROXY`, `all_proxy`, `ALL_PROXY`,
+    /// and the variable it came from. Used only when the selected config
+    /// sets `transport.proxy.fromEnvironment: true` (Node runtime).
     pub(crate) https_proxy: Option<(String, &'static str)>,
+    /// `no_proxy`, then `NO_PROXY` (curl's order).
     pub(crate) no_proxy: Option<String>,
     pub(crate) home: Option<String>,
 }
@@ -80,8 +84,10 @@ impl EnvSettings {
             tunnel_transport: var("RSTREAM_TUNNEL_TRANSPORT"),
             use_quic,
             ca_file: var("RSTREAM_CA_FILE"),
-            https_proxy: first(&["HTTPS_PROXY", "https_proxy"]),
-            no_proxy: first(&["NO_PROXY", "no_proxy"]).map(|(v, _)| v),
+            // `http_proxy` is curl's variable for http:// destinations; ours
+            // are loopback only (never proxied), so it is not read.
+            https_proxy: first(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]),
+            no_proxy: first(&["no_proxy", "NO_PROXY"]).map(|(v, _)| v),
             home: first(&["HOME", "USERPROFILE"]).map(|(v, _)| v),
         })
     }

@@ -35,6 +35,8 @@ pub(crate) struct ContextCfg {
     pub(crate) engine: Option<String>,
     pub(crate) project_endpoint: Option<String>,
     pub(crate) region: Option<String>,
+    /// `noToken: true`: never read or send a stored token (Node runtime).
+    pub(crate) no_token: bool,
     pub(crate) auth: AuthCfg,
     pub(crate) transport: TransportCfg,
 }
@@ -85,9 +87,77 @@ pub(crate) struct TransportCfg {
     pub(crate) mode: Option<Value>,
     /// Raw `useQuic` (checked later: must be a boolean).
     pub(crate) use_quic: Option<Value>,
-    pub(crate) proxy: Option<String>,
+    /// `proxy:`, as the documented mapping or the older URL string.
+    pub(crate) proxy: Option<ProxyCfg>,
     /// Keys we do not support, present with a value that asks for something.
     pub(crate) unsupported: Vec<&'static str>,
+}
+
+/// `transport.proxy`: the mapping the CLI and the Node runtime write
+/// (`http`, `socks5`, `fromEnvironment`, `tls.*`), or a bare URL string
+/// (this crate's older form, kept so existing files keep working).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProxyCfg {
+    /// `transport.proxy` itself, for error messages.
+    pub(crate) path: String,
+    /// `http` (an `http://` or `https://` proxy URL), or the string form.
+    pub(crate) http: Option<String>,
+    /// `socks5` (a `socks5://` / `socks5h://` URL; Go SDK).
+    pub(crate) socks5: Option<String>,
+    /// `fromEnvironment: true`: read `HTTPS_PROXY` & co.
+    pub(crate) from_environment: bool,
+    /// `tls.caFile`.
+    pub(crate) ca_file: Option<String>,
+    /// `tls.serverName`.
+    pub(crate) server_name: Option<String>,
+    /// `tls.insecureSkipVerify`.
+    pub(crate) insecure_skip_verify: bool,
+}
+
+impl ProxyCfg {
+    /// Whether any `tls.*` key asks for something.
+    pub(crate) fn has_tls(&self) -> bool {
+        self.ca_file.is_some() || self.server_name.is_some() || self.insecure_skip_verify
+    }
+
+    fn parse(t: &Mapping, parent: &str) -> Result<Option<ProxyCfg>> {
+        let path = join(parent, "proxy");
+        let p = match get(t, "proxy") {
+            None => return Ok(None),
+            Some(Value::String(url)) => {
+                // The older form: one URL of any supported scheme.
+                return Ok(non_blank(url).map(|url| {
+                    let socks = url.to_ascii_lowercase().starts_with("socks");
+                    ProxyCfg {
+                        http: (!socks).then(|| url.clone()),
+                        socks5: socks.then_some(url),
+                        path,
+                        ..ProxyCfg::default()
+                    }
+                }));
+            }
+            Some(Value::Mapping(m)) => m,
+            Some(_) => {
+                return Err(invalid(format!(
+                    "{path} must be a mapping (http, socks5, fromEnvironment, tls) or a URL string"
+                )))
+            }
+        };
+        let mut out = ProxyCfg {
+            http: string(p, "http", &path)?.and_then(|s| non_blank(&s)),
+            socks5: string(p, "socks5", &path)?.and_then(|s| non_blank(&s)),
+            from_environment: boolean(p, "fromEnvironment", &path)?.unwrap_or(false),
+            ..ProxyCfg::default()
+        };
+        if let Some(tls) = mapping(p, "tls", &path)? {
+            let tpath = join(&path, "tls");
+            out.ca_file = string(tls, "caFile", &tpath)?.and_then(|s| non_blank(&s));
+            out.server_name = string(tls, "serverName", &tpath)?.and_then(|s| non_blank(&s));
+            out.insecure_skip_verify = boolean(tls, "insecureSkipVerify", &tpath)?.unwrap_or(false);
+        }
+        out.path = path;
+        Ok(Some(out))
+    }
 }
 
 impl ConfigFile {
@@ -162,6 +232,7 @@ impl ContextCfg {
             engine: string(map, "engine", &path)?.and_then(|s| non_blank(&s)),
             project_endpoint: string(map, "projectEndpoint", &path)?.and_then(|s| non_blank(&s)),
             region: string(map, "region", &path)?.and_then(|s| non_blank(&s)),
+            no_token: boolean(map, "noToken", &path)?.unwrap_or(false),
             auth: AuthCfg::parse(map, &path)?,
             transport: TransportCfg::parse(map, &path)?,
         }))
@@ -282,7 +353,7 @@ impl TransportCfg {
         Ok(TransportCfg {
             mode: get(t, "mode").cloned(),
             use_quic: get(t, "useQuic").cloned(),
-            proxy: string(t, "proxy", &path)?.and_then(|s| non_blank(&s)),
+            proxy: ProxyCfg::parse(t, &path)?,
             unsupported,
             path,
         })
@@ -316,6 +387,14 @@ fn string(map: &Mapping, key: &str, parent: &str) -> Result<Option<String>> {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(invalid(format!("{} must be a string", join(parent, key)))),
+    }
+}
+
+fn boolean(map: &Mapping, key: &str, parent: &str) -> Result<Option<bool>> {
+    match get(map, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(invalid(format!("{} must be a boolean", join(parent, key)))),
     }
 }
 

@@ -76,6 +76,7 @@ enum EnvSource {
 enum ProxyChoice {
     Use(HttpProxy),
     Direct,
+    FromEnvironment,
 }
 
 /// Every client setting. Build a [`Client`](crate::Client) with
@@ -301,10 +302,20 @@ impl ClientOptions {
         self
     }
 
-    /// Connects to the engine through this HTTP CONNECT proxy (overrides
-    /// the config file and `HTTPS_PROXY`).
+    /// Connects to the engine through this proxy (overrides the config
+    /// file and the proxy environment variables).
     pub fn proxy(mut self, proxy: HttpProxy) -> Self {
         self.proxy = Some(ProxyChoice::Use(proxy));
+        self
+    }
+
+    /// Reads the proxy from `https_proxy`/`HTTPS_PROXY`/`all_proxy`/
+    /// `ALL_PROXY` and `no_proxy`/`NO_PROXY`, as
+    /// `transport.proxy.fromEnvironment: true` does in the config file,
+    /// when the selected config sets no proxy itself. Without this (or
+    /// that key) the proxy variables are not read, as in the Node runtime.
+    pub fn proxy_from_environment(mut self) -> Self {
+        self.proxy = Some(ProxyChoice::FromEnvironment);
         self
     }
 
@@ -430,10 +441,12 @@ impl ClientOptions {
             None => None,
             Some(ProxyChoice::Use(p)) => Some(Some(p.clone())),
             Some(ProxyChoice::Direct) => Some(None),
+            Some(ProxyChoice::FromEnvironment) => None,
         };
         let plan = resolve::resolve(resolve::Inputs {
             options: self,
             proxy,
+            proxy_from_env: matches!(self.proxy, Some(ProxyChoice::FromEnvironment)),
             env: &env,
             file: file.as_ref(),
             file_enabled: read_file,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use super::env::EnvSettings;
 use super::file::{
-    non_blank, AuthCfg, ConfigFile, ContextCfg, EnvironmentCfg, MtlsCfg, TransportCfg,
+    non_blank, AuthCfg, ConfigFile, ContextCfg, EnvironmentCfg, MtlsCfg, ProxyCfg, TransportCfg,
 };
 use super::headers::{self, Headers};
 use super::resolved::{ClientCertificate, EngineTarget, ResolvedOptions, Source};
@@ -26,6 +26,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) options: &'a ClientOptions,
     /// The proxy option: `Some(None)` = explicitly direct.
     pub(crate) proxy: Option<Option<HttpProxy>>,
+    /// `ClientOptions::proxy_from_environment()`.
+    pub(crate) proxy_from_env: bool,
     pub(crate) env: &'a EnvSettings,
     pub(crate) file: Option<&'a ConfigFile>,
     pub(crate) file_enabled: bool,
@@ -39,6 +41,10 @@ pub(crate) struct Plan {
     resolved: ResolvedOptions,
     mtls: Option<Material>,
     ca_files: Vec<PathBuf>,
+    /// `transport.proxy.tls` for an `https://` proxy, applied once its
+    /// `caFile` is read.
+    proxy_tls: Option<crate::transport::TlsOptions>,
+    proxy_ca: Option<PathBuf>,
 }
 
 /// Client certificate material still to be loaded.
@@ -62,6 +68,14 @@ impl Plan {
                 }
             };
             resolved.tls = resolved.tls.client_identity(identity);
+        }
+        if let Some(mut tls) = self.proxy_tls {
+            if let Some(ca) = &self.proxy_ca {
+                tls = tls.add_ca_file(ca)?;
+            }
+            if let Some(proxy) = resolved.proxy.take() {
+                resolved.proxy = Some(proxy.proxy_tls(tls)?);
+            }
         }
         Ok(resolved)
     }
@@ -131,7 +145,9 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
             Some(Secret::new(t.clone())),
             Some(Source::Env("RSTREAM_AUTHENTICATION_TOKEN")),
         )
-    } else if explicit_mtls {
+    } else if explicit_mtls || context.is_some_and(|c| c.no_token) {
+        // `noToken: true` (Node runtime): the stored token is neither read
+        // nor sent; an explicit one (option, environment) still is.
         (None, None)
     } else {
         match stored_token(context, environment)? {
@@ -395,45 +411,31 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     };
 
     // --- proxy ------------------------------------------------------------
+    let mut hop = None;
     let (proxy, proxy_source) = match input.proxy {
         Some(choice) => {
             let src = choice.as_ref().map(|_| Source::Option);
             (choice, src)
         }
         None => {
+            // The context's `transport.proxy` wins over its environment
+            // entry's; the builder's `proxy_from_environment()` acts as
+            // `fromEnvironment: true` when neither sets a proxy.
             let from_file = ctx_transport
-                .and_then(|t| t.proxy.clone().map(|p| (p, Source::Context, &t.path)))
+                .and_then(|t| t.proxy.as_ref().map(|p| (p, Source::Context)))
                 .or_else(|| {
-                    env_transport
-                        .and_then(|t| t.proxy.clone().map(|p| (p, Source::Environment, &t.path)))
+                    env_transport.and_then(|t| t.proxy.as_ref().map(|p| (p, Source::Environment)))
                 });
             match from_file {
-                Some((url, src, path)) => (
-                    Some(
-                        HttpProxy::parse(&url)
-                            .map_err(|e| name_proxy_error(e, &format!("{path}.proxy")))?,
-                    ),
-                    Some(src),
-                ),
-                None => match &env.https_proxy {
-                    Some((url, var)) => {
-                        // Loopback never goes through an ambient proxy.
-                        let mut bypass = String::from("localhost,127.0.0.0/8,::1");
-                        if let Some(np) = &env.no_proxy {
-                            bypass.push(',');
-                            bypass.push_str(np);
-                        }
-                        (
-                            Some(
-                                HttpProxy::parse(url)
-                                    .map_err(|e| name_proxy_error(e, var))?
-                                    .no_proxy(&bypass),
-                            ),
-                            Some(Source::Env(var)),
-                        )
+                Some((cfg, src)) => {
+                    let (proxy, src) = file_proxy(cfg, src, env)?;
+                    if proxy.as_ref().is_some_and(HttpProxy::is_https) && cfg.has_tls() {
+                        hop = Some(cfg);
                     }
-                    None => (None, None),
-                },
+                    (proxy, src)
+                }
+                None if input.proxy_from_env => env_proxy(env)?,
+                None => (None, None),
             }
         }
     };
@@ -469,7 +471,114 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         },
         mtls,
         ca_files,
+        proxy_tls: hop.map(|cfg| {
+            let mut tls = crate::transport::TlsOptions::new()
+                .danger_accept_invalid_certs(cfg.insecure_skip_verify);
+            if let Some(name) = &cfg.server_name {
+                tls = tls.server_name(name);
+            }
+            tls
+        }),
+        proxy_ca: hop.and_then(|cfg| cfg.ca_file.as_ref().map(PathBuf::from)),
     })
+}
+
+/// The proxy `transport.proxy` asks for (Node runtime rules; `socks5` from
+/// the Go SDK). Every contradictory combination has its own code.
+fn file_proxy(
+    cfg: &ProxyCfg,
+    src: Source,
+    env: &EnvSettings,
+) -> Result<(Option<HttpProxy>, Option<Source>)> {
+    let path = &cfg.path;
+    if cfg.http.is_some() && cfg.socks5.is_some() {
+        return Err(config_error(
+            code::PROXY_CONFLICT,
+            format!("{path}: set either http or socks5, not both"),
+        ));
+    }
+    if cfg.ca_file.is_some() && cfg.insecure_skip_verify {
+        return Err(config_error(
+            code::PROXY_TLS_CONFLICT,
+            format!("{path}.tls: caFile and insecureSkipVerify: true contradict each other"),
+        ));
+    }
+    let explicit = match (&cfg.http, &cfg.socks5) {
+        (Some(url), _) => {
+            if is_socks(url) {
+                return Err(config_error(
+                    code::PROXY_SCHEME_MISMATCH,
+                    format!("{path}.http holds a socks5:// URL (put it under {path}.socks5)"),
+                ));
+            }
+            Some((url, "http"))
+        }
+        (None, Some(url)) => {
+            if !is_socks(url) {
+                return Err(config_error(
+                    code::PROXY_SCHEME_MISMATCH,
+                    format!("{path}.socks5 must be a socks5:// URL"),
+                ));
+            }
+            Some((url, "socks5"))
+        }
+        (None, None) => None,
+    };
+    let proxy = match explicit {
+        Some((url, key)) => {
+            let p =
+                HttpProxy::parse(url).map_err(|e| name_proxy_error(e, &format!("{path}.{key}")))?;
+            (Some(p), Some(src))
+        }
+        None if cfg.from_environment => env_proxy(env)?,
+        None => (None, None),
+    };
+    if let (Some(p), _) = &proxy {
+        check_proxy_tls(p, cfg, explicit.is_some())?;
+    }
+    Ok(proxy)
+}
+
+/// Checks `transport.proxy.tls` against the proxy (applied in
+/// [`Plan::load`], which reads `caFile`). The settings only make sense for
+/// an `https://` proxy: beside an explicit `http://` or `socks5://` URL
+/// they are refused; beside `fromEnvironment` they apply when the variable
+/// names an `https://` proxy (the same file serves machines with different
+/// proxies).
+fn check_proxy_tls(proxy: &HttpProxy, cfg: &ProxyCfg, explicit: bool) -> Result<()> {
+    if cfg.has_tls() && explicit && !proxy.is_https() {
+        return Err(config_error(
+            code::PROXY_TLS_WITHOUT_HTTPS,
+            format!(
+                "{}.tls is set but the proxy is not an https:// proxy",
+                cfg.path
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `https_proxy`/`HTTPS_PROXY`/`all_proxy`/`ALL_PROXY` with `NO_PROXY`;
+/// loopback always bypasses it.
+fn env_proxy(env: &EnvSettings) -> Result<(Option<HttpProxy>, Option<Source>)> {
+    let Some((url, var)) = &env.https_proxy else {
+        return Ok((None, None));
+    };
+    let mut bypass = String::from("localhost,127.0.0.0/8,::1");
+    if let Some(np) = &env.no_proxy {
+        bypass.push(',');
+        bypass.push_str(np);
+    }
+    let proxy = HttpProxy::parse(url)
+        .map_err(|e| name_proxy_error(e, var))?
+        .no_proxy(&bypass);
+    Ok((Some(proxy), Some(Source::Env(var))))
+}
+
+fn is_socks(url: &str) -> bool {
+    url.trim()
+        .split_once("://")
+        .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().starts_with("socks"))
 }
 
 /// Adds which key or variable held a bad proxy URL to the error.

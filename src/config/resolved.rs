@@ -205,7 +205,7 @@ impl ResolvedOptions {
         &self.tls
     }
 
-    /// The HTTP CONNECT proxy and where it came from.
+    /// The proxy (HTTP CONNECT, HTTPS or SOCKS5) and where it came from.
     pub fn proxy(&self) -> Option<(&HttpProxy, Source)> {
         Some((self.proxy.as_ref()?, self.proxy_source?))
     }

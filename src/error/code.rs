@@ -59,6 +59,14 @@ pub const UNSUPPORTED_MTLS_STORAGE: &str = "ERR_RSTREAM_UNSUPPORTED_MTLS_STORAGE
 pub const UNSUPPORTED_TRANSPORT: &str = "ERR_RSTREAM_UNSUPPORTED_TRANSPORT";
 /// The proxy URL is malformed.
 pub const INVALID_PROXY: &str = "ERR_RSTREAM_INVALID_PROXY";
+/// `transport.proxy` sets both `http` and `socks5`.
+pub const PROXY_CONFLICT: &str = "ERR_RSTREAM_PROXY_CONFLICT";
+/// `transport.proxy.http` holds a `socks5://` URL, or `socks5` an `http(s)://` one.
+pub const PROXY_SCHEME_MISMATCH: &str = "ERR_RSTREAM_PROXY_SCHEME_MISMATCH";
+/// `transport.proxy.tls` is set but the proxy is not an `https://` proxy.
+pub const PROXY_TLS_WITHOUT_HTTPS: &str = "ERR_RSTREAM_PROXY_TLS_WITHOUT_HTTPS";
+/// `transport.proxy.tls` sets both `caFile` and `insecureSkipVerify: true`.
+pub const PROXY_TLS_CONFLICT: &str = "ERR_RSTREAM_PROXY_TLS_CONFLICT";
 /// The region name is malformed.
 pub const INVALID_REGION: &str = "ERR_RSTREAM_INVALID_REGION";
 /// A region was combined with an explicit engine.

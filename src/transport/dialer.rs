@@ -6,12 +6,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{server_name, Endpoint, HttpProxy, ReadBuffered};
+use super::{server_name, Endpoint, HttpProxy, ProxiedStream, ReadBuffered};
 use crate::error::{code, Error, ErrorKind, Result};
 
-/// A TLS connection to the engine (over TCP with adaptive read batching,
-/// see [`ReadBuffered`]).
-pub type EngineStream = tokio_rustls::client::TlsStream<ReadBuffered<TcpStream>>;
+/// A TLS connection to the engine (over TCP, or a proxy's tunnel, with
+/// adaptive read batching, see [`ReadBuffered`]).
+pub type EngineStream = tokio_rustls::client::TlsStream<ReadBuffered<ProxiedStream>>;
 
 /// Opens TLS connections with one shared `rustls::ClientConfig`, so TLS
 /// sessions resume across the many short proxy and dial connections.
@@ -43,7 +43,7 @@ impl TlsDialer {
         }
     }
 
-    /// Sends connections through an HTTP CONNECT proxy (unless the proxy's
+    /// Sends connections through a proxy (unless the proxy's
     /// `NO_PROXY` list bypasses the destination). The connect timeout then
     /// covers the proxy handshake too.
     pub fn with_proxy(mut self, proxy: Option<HttpProxy>) -> Self {
@@ -86,21 +86,24 @@ impl TlsDialer {
     /// A plain TCP connection to `host:port` (through the proxy unless it
     /// bypasses the destination), under the connect timeout: the `http://`
     /// leg of [`HttpsConnector`](super::https::HttpsConnector).
-    pub(crate) async fn connect_plain(&self, host: &str, port: u16) -> Result<TcpStream> {
+    pub(crate) async fn connect_plain(&self, host: &str, port: u16) -> Result<ProxiedStream> {
         self.bounded(host, port, self.tcp(host, port)).await
     }
 
     /// The TCP leg, with no timeout of its own.
-    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream> {
-        let tcp = match &self.proxy {
-            Some(proxy) if proxy.applies_to(host, port) => proxy.connect(host, port).await?,
-            _ => TcpStream::connect((host, port))
-                .await
-                .map_err(|e| Error::io(format!("connecting to {}", display(host, port)), e))?,
-        };
-        // Small frames and interactive traffic: never wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-        Ok(tcp)
+    async fn tcp(&self, host: &str, port: u16) -> Result<ProxiedStream> {
+        match &self.proxy {
+            // `connect` sets TCP_NODELAY on its connection to the proxy.
+            Some(proxy) if proxy.applies_to(host, port) => proxy.connect(host, port).await,
+            _ => {
+                let tcp = TcpStream::connect((host, port))
+                    .await
+                    .map_err(|e| Error::io(format!("connecting to {}", display(host, port)), e))?;
+                // Small frames and interactive traffic: never wait for Nagle.
+                let _ = tcp.set_nodelay(true);
+                Ok(ProxiedStream::direct(tcp))
+            }
+        }
     }
 
     async fn bounded<T>(

@@ -29,9 +29,8 @@ use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-use super::{EngineStream, HttpProxy, TlsDialer};
+use super::{EngineStream, HttpProxy, ProxiedStream, TlsDialer};
 use crate::error::{code, Error, Result};
 
 /// Whether an [`HttpsConnector`] opens `http://` (clear-text) connections.
@@ -189,7 +188,7 @@ impl tower_service::Service<Uri> for HttpsConnector {
 /// A connection opened by [`HttpsConnector`]: clear TCP or TLS.
 pub(crate) enum HttpsStream {
     /// `http://` (only where the connector allows it).
-    Plain(TcpStream),
+    Plain(ProxiedStream),
     /// `https://`.
     Tls(Box<EngineStream>),
 }

@@ -1,4 +1,5 @@
-//! Reaching the engine: endpoints, TLS settings, HTTP CONNECT proxies and dialing.
+//! Reaching the engine: endpoints, TLS settings, proxies (HTTP CONNECT,
+//! HTTPS, SOCKS5) and dialing.
 
 // `pub` inside for the `unstable` feature (see below), hence the allows.
 #[cfg_attr(not(feature = "unstable"), allow(unreachable_pub, dead_code))]
@@ -22,7 +23,7 @@ pub use dialer::{EngineStream, TlsDialer};
 #[cfg(not(feature = "unstable"))]
 pub(crate) use dialer::{EngineStream, TlsDialer};
 pub use endpoint::{Endpoint, DEFAULT_PORT};
-pub use proxy::{HttpProxy, MAX_PROXY_RESPONSE_HEADER};
+pub use proxy::{HttpProxy, ProxiedStream, MAX_PROXY_RESPONSE_HEADER};
 #[cfg_attr(not(feature = "local-engine"), allow(unused_imports))]
 pub(crate) use tls::provider;
 pub(crate) use tls::server_name;

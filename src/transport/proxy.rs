@@ -1,25 +1,37 @@
-//! HTTP CONNECT proxies for the engine connection.
+//! Proxies for the engine connection: HTTP CONNECT (`http://`), HTTP
+//! CONNECT inside TLS to the proxy (`https://`), and SOCKS5 (RFC 1928, with
+//! RFC 1929 username/password).
 //!
 //! The TLS session with the engine runs *through* the proxy: the proxy only
-//! sees `CONNECT host:port`, never the tunnel's traffic.
+//! sees the destination `host:port`, never the tunnel's traffic. With an
+//! `https://` proxy there are two TLS sessions, one inside the other: to the
+//! proxy (verified against the proxy's own CA and name), and to the engine.
 
 use std::fmt;
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ipnet::IpNet;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
+use super::{server_name, TlsOptions};
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::secret::Secret;
 
 /// The longest CONNECT response header we accept from a proxy.
 pub const MAX_PROXY_RESPONSE_HEADER: usize = 8 * 1024;
 
-/// An HTTP proxy reached with `CONNECT`, optionally with basic
-/// authentication, and the hosts that bypass it.
+/// A proxy for the engine connection, and the hosts that bypass it:
+/// `http://` (CONNECT, optional basic authentication), `https://` (the
+/// same inside TLS to the proxy) or `socks5://` / `socks5h://` (optional
+/// username/password).
 ///
 /// `Debug` and `Display` never show the password:
 ///
@@ -31,21 +43,62 @@ pub const MAX_PROXY_RESPONSE_HEADER: usize = 8 * 1024;
 #[derive(Clone)]
 #[must_use = "a builder does nothing unless its result is used"]
 pub struct HttpProxy {
+    kind: Kind,
     host: String,
     port: u16,
     user: Option<String>,
-    /// The whole `Proxy-Authorization` value (`Basic …`).
+    /// HTTP: the whole `Proxy-Authorization` value (`Basic …`); SOCKS5:
+    /// the password.
     authorization: Option<Secret>,
     bypass: NoProxy,
 }
 
+#[derive(Clone)]
+enum Kind {
+    Http,
+    Https(ProxyTls),
+    /// `socks5h` is only remembered for `Display`: both send host names
+    /// to the proxy to resolve, as the Go SDK's SOCKS5 dialer does.
+    Socks5 {
+        h: bool,
+    },
+}
+
+/// The TLS hop to an `https://` proxy.
+#[derive(Clone)]
+struct ProxyTls {
+    config: Arc<rustls::ClientConfig>,
+    /// The name verified in the proxy's certificate (and sent as SNI).
+    name: String,
+    insecure: bool,
+}
+
+impl ProxyTls {
+    fn new(options: &TlsOptions, host: &str) -> Result<ProxyTls> {
+        let name = options
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
+        server_name(&name)?;
+        Ok(ProxyTls {
+            config: options.client_config(&[])?,
+            name,
+            insecure: options.accept_invalid_certs,
+        })
+    }
+}
+
 impl HttpProxy {
-    /// Parses `[http://][user[:password]@]host[:port][/]` (default port 80).
+    /// Parses `[scheme://][user[:password]@]host[:port][/]`: scheme `http`
+    /// (the default; port 80), `https` (port 443; the proxy's certificate
+    /// is verified against the webpki roots, see
+    /// [`proxy_tls`](Self::proxy_tls) for a private CA), `socks5` or
+    /// `socks5h` (port 1080).
     ///
-    /// User and password may be percent-encoded. Other schemes (`https://`,
-    /// `socks5://`) fail with `ERR_RSTREAM_UNSUPPORTED_TRANSPORT`; anything
-    /// else malformed with `ERR_RSTREAM_INVALID_PROXY`. Errors never repeat
-    /// the URL (it may hold a password).
+    /// User and password may be percent-encoded. Other schemes fail with
+    /// `ERR_RSTREAM_UNSUPPORTED_TRANSPORT`; anything else malformed with
+    /// `ERR_RSTREAM_INVALID_PROXY`. Errors never repeat the URL (it may hold
+    /// a password).
     pub fn parse(url: &str) -> Result<HttpProxy> {
         let invalid =
             |why: &str| Error::config(code::INVALID_PROXY, format!("invalid proxy URL: {why}"));
@@ -53,8 +106,14 @@ impl HttpProxy {
         if s.is_empty() {
             return Err(invalid("empty"));
         }
-        let rest = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        let (scheme, rest) = match s.split_once("://") {
+            Some((scheme, rest))
+                if ["http", "https", "socks5", "socks5h"]
+                    .iter()
+                    .any(|k| scheme.eq_ignore_ascii_case(k)) =>
+            {
+                (scheme.to_ascii_lowercase(), rest)
+            }
             Some((scheme, _)) => {
                 let scheme = if scheme.len() <= 16
                     && scheme
@@ -68,11 +127,17 @@ impl HttpProxy {
                 return Err(Error::unsupported(
                     code::UNSUPPORTED_TRANSPORT,
                     format!(
-                        "proxy scheme {scheme:?} is not supported (only http:// CONNECT proxies)"
+                        "proxy scheme {scheme:?} is not supported \
+                         (http://, https:// and socks5:// proxies are)"
                     ),
                 ));
             }
-            None => s,
+            None => ("http".to_owned(), s),
+        };
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => 1080,
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) || rest.chars().any(char::is_whitespace) {
@@ -84,7 +149,9 @@ impl HttpProxy {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
         };
-        let (host, port) = split_host_port(hostport).ok_or_else(|| invalid("bad host or port"))?;
+        let (host, port) =
+            split_host_port(hostport, default_port).ok_or_else(|| invalid("bad host or port"))?;
+        let socks = scheme.starts_with("socks");
         let (user, authorization) = match userinfo {
             None => (None, None),
             Some(info) => {
@@ -99,11 +166,25 @@ impl HttpProxy {
                 if user.is_empty() {
                     return Err(invalid("empty user name"));
                 }
-                let basic = STANDARD.encode(format!("{user}:{pass}"));
-                (Some(user), Some(Secret::new(format!("Basic {basic}"))))
+                if socks {
+                    // RFC 1929: one length byte each.
+                    if user.len() > 255 || pass.len() > 255 {
+                        return Err(invalid("SOCKS5 user name or password over 255 bytes"));
+                    }
+                    (Some(user), Some(Secret::new(pass)))
+                } else {
+                    let basic = STANDARD.encode(format!("{user}:{pass}"));
+                    (Some(user), Some(Secret::new(format!("Basic {basic}"))))
+                }
             }
         };
+        let kind = match scheme.as_str() {
+            "http" => Kind::Http,
+            "https" => Kind::Https(ProxyTls::new(&TlsOptions::new(), &host)?),
+            s => Kind::Socks5 { h: s == "socks5h" },
+        };
         Ok(HttpProxy {
+            kind,
             host,
             port,
             user,
@@ -121,6 +202,36 @@ impl HttpProxy {
         self
     }
 
+    /// TLS settings for the hop to an `https://` proxy: its private CA
+    /// ([`TlsOptions::add_ca_file`]), the name to verify
+    /// ([`TlsOptions::server_name`], default the proxy's host) or, for
+    /// diagnostics only, [`TlsOptions::danger_accept_invalid_certs`]. The
+    /// engine's own TLS session inside is verified separately, as always.
+    ///
+    /// Fails with `ERR_RSTREAM_PROXY_TLS_WITHOUT_HTTPS` for other proxies.
+    pub fn proxy_tls(mut self, tls: TlsOptions) -> Result<Self> {
+        match &mut self.kind {
+            Kind::Https(hop) => {
+                *hop = ProxyTls::new(&tls, &self.host)?;
+                Ok(self)
+            }
+            _ => Err(Error::config(
+                code::PROXY_TLS_WITHOUT_HTTPS,
+                "proxy TLS settings need an https:// proxy",
+            )),
+        }
+    }
+
+    /// Whether this is an `https://` proxy (TLS to the proxy).
+    pub fn is_https(&self) -> bool {
+        matches!(self.kind, Kind::Https(_))
+    }
+
+    /// Whether this is a SOCKS5 proxy.
+    pub fn is_socks5(&self) -> bool {
+        matches!(self.kind, Kind::Socks5 { .. })
+    }
+
     /// The proxy's host.
     pub fn host(&self) -> &str {
         &self.host
@@ -136,10 +247,11 @@ impl HttpProxy {
         !self.bypass.matches(host, port)
     }
 
-    /// Opens a TCP connection to the proxy and asks it to `CONNECT` to
-    /// `host:port`. The caller bounds the whole exchange with its timeout.
-    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream> {
-        let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
+    /// Opens a connection to the proxy (TCP, then TLS for an `https://`
+    /// proxy) and asks it for a tunnel to `host:port`. The caller bounds the
+    /// whole exchange with its timeout.
+    pub async fn connect(&self, host: &str, port: u16) -> Result<ProxiedStream> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
                 Error::io(
@@ -148,16 +260,45 @@ impl HttpProxy {
                 )
             })?;
         let _ = tcp.set_nodelay(true);
-        self.handshake(&mut tcp, host, port).await?;
-        Ok(tcp)
+        let mut io = match &self.kind {
+            Kind::Https(hop) => {
+                if hop.insecure {
+                    tracing::warn!(
+                        proxy = %self,
+                        "proxy TLS certificate verification is DISABLED (insecureSkipVerify)"
+                    );
+                }
+                // Checked when `hop` was built.
+                let name = server_name(&hop.name)?;
+                let tls = TlsConnector::from(hop.config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| {
+                        let what = format!("TLS handshake with proxy {}:{}", self.host, self.port);
+                        if e.kind() == io::ErrorKind::InvalidData {
+                            Error::tls(what, e)
+                        } else {
+                            Error::io(what, e)
+                        }
+                    })?;
+                ProxiedStream(Inner::Tls(Box::new(tls)))
+            }
+            _ => ProxiedStream(Inner::Tcp(tcp)),
+        };
+        self.handshake(&mut io, host, port).await?;
+        Ok(io)
     }
 
-    /// Sends `CONNECT host:port` on `io` and reads the proxy's answer
-    /// (bounded to [`MAX_PROXY_RESPONSE_HEADER`] bytes).
+    /// Asks for a tunnel to `host:port` on `io`, an open connection to the
+    /// proxy: `CONNECT` for HTTP(S) proxies (the answer bounded to
+    /// [`MAX_PROXY_RESPONSE_HEADER`] bytes), the SOCKS5 exchange otherwise.
     pub async fn handshake<S>(&self, io: &mut S, host: &str, port: u16) -> Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        if let Kind::Socks5 { .. } = self.kind {
+            return self.socks5(io, host, port).await;
+        }
         let target = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -251,6 +392,146 @@ impl HttpProxy {
         }
     }
 
+    /// The SOCKS5 exchange (RFC 1928; RFC 1929 when a user is set). Every
+    /// read is of a length the protocol fixes, so nothing is unbounded.
+    async fn socks5<S>(&self, io: &mut S, host: &str, port: u16) -> Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let io_err = |e: io::Error| {
+            Error::io(
+                format!("SOCKS5 exchange with proxy {}:{}", self.host, self.port),
+                e,
+            )
+        };
+        // Greeting: with credentials offer both methods (the server may not
+        // require any), without them only "no authentication".
+        let greeting: &[u8] = if self.authorization.is_some() {
+            &[5, 2, 0x00, 0x02]
+        } else {
+            &[5, 1, 0x00]
+        };
+        io.write_all(greeting).await.map_err(io_err)?;
+        let mut choice = [0u8; 2];
+        io.read_exact(&mut choice).await.map_err(io_err)?;
+        if choice[0] != 5 {
+            return Err(self.error("is not a SOCKS5 server".into()));
+        }
+        match (choice[1], &self.user, &self.authorization) {
+            (0x00, _, _) => {}
+            (0x02, Some(user), Some(pass)) => {
+                let pass = pass.expose().as_bytes();
+                // Lengths checked at parse time (≤ 255 each).
+                let mut auth = Vec::with_capacity(3 + user.len() + pass.len());
+                auth.push(1);
+                auth.push(user.len() as u8);
+                auth.extend_from_slice(user.as_bytes());
+                auth.push(pass.len() as u8);
+                auth.extend_from_slice(pass);
+                io.write_all(&auth).await.map_err(io_err)?;
+                let mut status = [0u8; 2];
+                io.read_exact(&mut status).await.map_err(io_err)?;
+                if status[1] != 0 {
+                    return Err(Error::new(
+                        ErrorKind::Auth,
+                        code::PROXY_AUTH,
+                        format!(
+                            "SOCKS5 proxy {}:{} refused the credentials",
+                            self.host, self.port
+                        ),
+                    ));
+                }
+            }
+            (0xFF | 0x02, _, _) => {
+                return Err(Error::new(
+                    ErrorKind::Auth,
+                    code::PROXY_AUTH,
+                    if self.authorization.is_some() {
+                        format!(
+                            "SOCKS5 proxy {}:{} accepts none of our authentication methods",
+                            self.host, self.port
+                        )
+                    } else {
+                        format!(
+                            "SOCKS5 proxy {}:{} requires authentication; put user:password in the proxy URL",
+                            self.host, self.port
+                        )
+                    },
+                ))
+            }
+            (m, _, _) => {
+                return Err(self.error(format!(
+                    "chose an authentication method we did not offer ({m})"
+                )))
+            }
+        }
+        // CONNECT request: IP literals as such, names for the proxy to resolve.
+        let mut req = vec![5, 1, 0];
+        match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => {
+                req.push(1);
+                req.extend_from_slice(&ip.octets());
+            }
+            Ok(IpAddr::V6(ip)) => {
+                req.push(4);
+                req.extend_from_slice(&ip.octets());
+            }
+            Err(_) => {
+                let name = host.as_bytes();
+                if name.is_empty() || name.len() > 255 {
+                    return Err(Error::config(
+                        code::INVALID_PROXY,
+                        "SOCKS5 destination name must be 1 to 255 bytes",
+                    ));
+                }
+                req.push(3);
+                req.push(name.len() as u8);
+                req.extend_from_slice(name);
+            }
+        }
+        req.extend_from_slice(&port.to_be_bytes());
+        io.write_all(&req).await.map_err(io_err)?;
+        io.flush().await.map_err(io_err)?;
+        let mut head = [0u8; 4];
+        io.read_exact(&mut head).await.map_err(io_err)?;
+        if head[0] != 5 {
+            return Err(self.error("answered CONNECT with something that is not SOCKS5".into()));
+        }
+        if head[1] != 0 {
+            let why = match head[1] {
+                1 => "general failure",
+                2 => "connection not allowed by ruleset",
+                3 => "network unreachable",
+                4 => "host unreachable",
+                5 => "connection refused",
+                6 => "TTL expired",
+                7 => "command not supported",
+                8 => "address type not supported",
+                _ => "unknown error",
+            };
+            return Err(self.error(format!(
+                "refused the SOCKS5 CONNECT to {}: {why} ({})",
+                display_target(host, port),
+                head[1]
+            )));
+        }
+        // The bound address, which we do not need: skip exactly its length.
+        let rest = match head[3] {
+            1 => 4 + 2,
+            4 => 16 + 2,
+            3 => {
+                let mut len = [0u8; 1];
+                io.read_exact(&mut len).await.map_err(io_err)?;
+                usize::from(len[0]) + 2
+            }
+            _ => return Err(self.error("answered with an unknown address type".into())),
+        };
+        let mut skip = [0u8; 257];
+        io.read_exact(&mut skip[..rest]).await.map_err(io_err)?;
+        tracing::debug!(proxy = %self, "SOCKS5 tunnel established");
+        Ok(())
+    }
+
     fn error(&self, what: String) -> Error {
         Error::new(
             ErrorKind::Http,
@@ -262,7 +543,12 @@ impl HttpProxy {
 
 impl fmt::Display for HttpProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("http://")?;
+        f.write_str(match self.kind {
+            Kind::Http => "http://",
+            Kind::Https(_) => "https://",
+            Kind::Socks5 { h: false } => "socks5://",
+            Kind::Socks5 { h: true } => "socks5h://",
+        })?;
         if let Some(user) = &self.user {
             write!(f, "{user}:<redacted>@")?;
         }
@@ -276,10 +562,104 @@ impl fmt::Display for HttpProxy {
 
 impl fmt::Debug for HttpProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpProxy")
-            .field("url", &self.to_string())
-            .field("no_proxy", &self.bypass)
-            .finish()
+        let mut d = f.debug_struct("HttpProxy");
+        d.field("url", &self.to_string());
+        if let Kind::Https(hop) = &self.kind {
+            d.field("tls_name", &hop.name)
+                .field("insecure_skip_verify", &hop.insecure);
+        }
+        d.field("no_proxy", &self.bypass).finish()
+    }
+}
+
+fn display_target(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The connection under the engine's TLS session: TCP (direct, or to an
+/// `http://` / SOCKS5 proxy), or TLS to an `https://` proxy.
+pub struct ProxiedStream(Inner);
+
+enum Inner {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl ProxiedStream {
+    /// A direct TCP connection.
+    pub(crate) fn direct(tcp: TcpStream) -> Self {
+        ProxiedStream(Inner::Tcp(tcp))
+    }
+}
+
+impl fmt::Debug for ProxiedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Inner::Tcp(_) => "ProxiedStream::Tcp",
+            Inner::Tls(_) => "ProxiedStream::Tls",
+        })
+    }
+}
+
+impl AsyncRead for ProxiedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ProxiedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.0 {
+            Inner::Tcp(s) => s.is_write_vectored(),
+            Inner::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -287,7 +667,7 @@ fn find_header_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
-fn split_host_port(s: &str) -> Option<(String, u16)> {
+fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
         h.parse::<std::net::Ipv6Addr>().ok()?;
@@ -303,7 +683,7 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
         }
     };
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
     };
     let valid = !host.is_empty()
@@ -365,7 +745,7 @@ impl NoProxy {
                 self.entries.push(Bypass::Ip(ip, None));
                 continue;
             }
-            let (host, port) = match split_host_port(&item) {
+            let (host, port) = match split_host_port(&item, 0) {
                 Some((h, p)) if item.contains(':') => (h, Some(p)),
                 _ => (item.clone(), None),
             };
@@ -437,10 +817,25 @@ mod tests {
             assert_eq!(e.code(), code::INVALID_PROXY, "{bad:?}");
             assert!(!e.to_string().contains("secret"));
         }
-        for unsupported in ["https://proxy:443", "socks5://proxy:1080"] {
+        for unsupported in ["ftp://proxy:21", "socks4://proxy:1080"] {
             let e = HttpProxy::parse(unsupported).unwrap_err();
             assert_eq!(e.code(), code::UNSUPPORTED_TRANSPORT);
         }
+        let p = HttpProxy::parse("HTTPS://proxy.corp").unwrap();
+        assert!(p.is_https());
+        assert_eq!(p.to_string(), "https://proxy.corp:443");
+        let p = HttpProxy::parse("socks5h://u:sekret@[::1]").unwrap();
+        assert!(p.is_socks5());
+        assert_eq!(p.to_string(), "socks5h://u:<redacted>@[::1]:1080");
+        assert!(!format!("{p:?}").contains("sekret"));
+        let long = "x".repeat(256);
+        let e = HttpProxy::parse(&format!("socks5://u:{long}@p")).unwrap_err();
+        assert_eq!(e.code(), code::INVALID_PROXY);
+        let e = HttpProxy::parse("p:1")
+            .unwrap()
+            .proxy_tls(TlsOptions::new())
+            .unwrap_err();
+        assert_eq!(e.code(), code::PROXY_TLS_WITHOUT_HTTPS);
     }
 
     #[test]
@@ -519,5 +914,66 @@ mod tests {
         static HUGE: [u8; 9000] = [b'a'; 9000];
         let e = answer(&HUGE, None).await.unwrap_err();
         assert_eq!(e.code(), code::PROXY);
+    }
+
+    /// Plays a SOCKS5 server that writes `script` up front, and returns
+    /// what the client sent and the handshake's result.
+    async fn socks(url: &str, script: Vec<u8>, host: &str) -> (Vec<u8>, Result<()>) {
+        let proxy = HttpProxy::parse(url).unwrap();
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let srv = tokio::spawn(async move {
+            server.write_all(&script).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(std::time::Duration::from_millis(100), server.read(&mut buf))
+                    .await
+            {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let r = proxy.handshake(&mut client, host, 443).await;
+        drop(client);
+        (srv.await.unwrap(), r)
+    }
+
+    #[tokio::test]
+    async fn socks5_handshake() {
+        // No auth, IPv4 bound address: the request names the host for the
+        // proxy to resolve.
+        let ok = [vec![5, 0], vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 80]].concat();
+        let (sent, r) = socks("socks5://p", ok, "engine.test").await;
+        r.unwrap();
+        let mut want = vec![5, 1, 0, 5, 1, 0, 3, 11];
+        want.extend_from_slice(b"engine.test");
+        want.extend_from_slice(&443u16.to_be_bytes());
+        assert_eq!(sent, want);
+        // Username/password (RFC 1929), IPv6 literal destination.
+        let ok = [vec![5, 2, 1, 0], vec![5, 0, 0, 3, 1, b'x', 0, 80]].concat();
+        let (sent, r) = socks("socks5://me:pw@p", ok, "::1").await;
+        r.unwrap();
+        assert_eq!(&sent[..4], &[5, 2, 0, 2]);
+        assert_eq!(&sent[4..11], &[1, 2, b'm', b'e', 2, b'p', b'w']);
+        assert_eq!(&sent[11..15], &[5, 1, 0, 4]);
+        // Refusals and garbage.
+        let cases: [(&str, Vec<u8>, &str); 6] = [
+            ("socks5://me:pw@p", vec![5, 2, 1, 1], code::PROXY_AUTH),
+            ("socks5://p", vec![5, 0xFF], code::PROXY_AUTH),
+            ("socks5://p", vec![5, 2], code::PROXY_AUTH),
+            ("socks5://p", vec![4, 0], code::PROXY),
+            ("socks5://p", vec![5, 0, 5, 5, 0, 1], code::PROXY),
+            ("socks5://p", vec![5, 0, 5, 0, 0, 9], code::PROXY),
+        ];
+        for (url, script, want) in cases {
+            let (_, r) = socks(url, script.clone(), "engine.test").await;
+            assert_eq!(r.unwrap_err().code(), want, "{script:?}");
+        }
+        // The server hangs up mid-answer: an I/O error, no panic.
+        let (_, r) = socks("socks5://p", vec![5, 0, 5, 0, 0, 1, 1], "engine.test").await;
+        assert!(r.is_err());
     }
 }

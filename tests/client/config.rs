@@ -83,6 +83,10 @@ fn every_documented_error_code_is_covered() {
         "ERR_RSTREAM_INVALID_TIMEOUT",
         "ERR_RSTREAM_UNSUPPORTED_TRANSPORT",
         "ERR_RSTREAM_INVALID_PROXY",
+        "ERR_RSTREAM_PROXY_CONFLICT",
+        "ERR_RSTREAM_PROXY_SCHEME_MISMATCH",
+        "ERR_RSTREAM_PROXY_TLS_WITHOUT_HTTPS",
+        "ERR_RSTREAM_PROXY_TLS_CONFLICT",
     ] {
         assert!(
             cases
@@ -695,6 +699,7 @@ async fn ambient_proxy_never_applies_to_loopback_or_no_proxy_hosts() {
     let options = ClientOptions::from_env_with(move |k| {
         env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
     })
+    .proxy_from_environment()
     .tls(
         TlsOptions::new()
             .add_ca_pem(engine.ca_pem().as_bytes())

@@ -17,6 +17,7 @@ mod http2_websocket;
 mod http_streaming;
 mod http_tls;
 mod observability;
+mod proxies;
 mod reliability;
 mod tls;
 mod tunnels;

@@ -12,7 +12,8 @@
 //!   env: {RSTREAM_ENGINE: a.test}
 //!   options: {engine: .., token: .., context: .., apiUrl: .., projectEndpoint: ..,
 //!             region: .., configFile: false, pure: true, mtlsFiles: true,
-//!             mtlsInline: true, proxy: URL, noProxy: true, headers: {N: V},
+//!             mtlsInline: true, proxy: URL, noProxy: true, proxyFromEnvironment: true,
+//!             headers: {N: V},
 //!             connectTimeout: 0, operationTimeout: 0, heartbeatInterval: 0.5}
 //!   expect: {engine: "a.test:443" | "managed:proj[@region]", auth: none|token|mtls,
 //!            error: ERR_..., proxy: URL|none}
@@ -56,6 +57,8 @@ pub struct CaseOptions {
     pub proxy: Option<String>,
     #[serde(default)]
     pub no_proxy: bool,
+    #[serde(default)]
+    pub proxy_from_environment: bool,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub connect_timeout: Option<f64>,
@@ -343,6 +346,9 @@ fn resolve_case(p: &Prepared, fx: &Fixture) -> Outcome {
     }
     if o.no_proxy {
         opts = opts.no_proxy();
+    }
+    if o.proxy_from_environment {
+        opts = opts.proxy_from_environment();
     }
     for (k, v) in &o.headers {
         opts = opts.control_plane_header(k, v);
