@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, Python interop included, on a fresh machine:
 # creates (once) a Python venv with the official Python SDK as the interop
-# peer, then runs `cargo test`.
+# peer, installs (once) the Debian packages the tests use as real peers, then
+# runs `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The SOCKS5 proxy the proxy tests go through (apt-get, once, if missing).
+bash .ci/debian-packages.sh
 RSTREAM_PYTHON="$(bash .ci/python-venv.sh)"
 export RSTREAM_PYTHON
 # Two cores: keep test binaries from starving each other. Through the

@@ -1,6 +1,6 @@
 //! The Engine API's HTTP client: hyper-util's pooled client over the
 //! crate's one [`HttpsConnector`] (ALPN `h2`, then `http/1.1`; the
-//! client's HTTP CONNECT proxy if any). Redirects are never followed (the legacy client does not), the
+//! client's proxy — HTTP CONNECT, HTTPS or SOCKS5 — if any). Redirects are never followed (the legacy client does not), the
 //! response body is bounded, and a body-less GET is retried once after a
 //! transport error (never after an HTTP status).
 

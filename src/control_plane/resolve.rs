@@ -3,7 +3,7 @@
 //!
 //! One request per client (the result is cached by the client), over the
 //! crate's one HTTPS client stack ([`HttpsConnector`]: ALPN `h2` or
-//! `http/1.1`, the configured HTTP CONNECT proxy if any). Redirects are not followed, the
+//! `http/1.1`, the configured proxy — HTTP CONNECT, HTTPS or SOCKS5 — if any). Redirects are not followed, the
 //! whole exchange is bounded by [`RESOLVE_TIMEOUT`] and the body by
 //! [`MAX_RESOLVE_BODY`]. `http://` API URLs are accepted only for loopback
 //! hosts (a local control plane or a test), so a token never crosses a

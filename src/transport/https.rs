@@ -3,7 +3,7 @@
 //! Every HTTP client the crate runs — the Engine API client (and its
 //! WebSocket watches), the control-plane client (managed resolution) and
 //! the local engine's webhook delivery — opens its connections here, over
-//! the same [`TlsDialer`]: one place for the HTTP CONNECT proxy, the
+//! the same [`TlsDialer`]: one place for the proxy (HTTP CONNECT, HTTPS or SOCKS5), the
 //! connect timeout and the TLS settings ([`TlsOptions`](super::TlsOptions):
 //! extra CAs, the loudly named insecure flag, the client identity). The
 //! ALPN protocol the server picked is reported to hyper-util through
@@ -82,7 +82,7 @@ impl HttpsConnector {
         }
     }
 
-    /// Sends connections through this HTTP CONNECT proxy (if any).
+    /// Sends connections through this proxy (HTTP CONNECT, HTTPS or SOCKS5) (if any).
     pub(crate) fn proxy(mut self, proxy: Option<HttpProxy>) -> Self {
         self.dialer = self.dialer.with_proxy(proxy);
         self

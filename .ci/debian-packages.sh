@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs (once) the Debian packages the tests run as real peers:
+# microsocks, the SOCKS5 proxy of tests/client/proxies.rs.
+set -euo pipefail
+if ! command -v microsocks >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "debian-packages: installing microsocks" >&2
+  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq microsocks >&2
+fi
