@@ -9,21 +9,25 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ipnet::IpNet;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{server_name, TlsOptions};
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::secret::Secret;
+
+mod connect;
+mod no_proxy;
+mod socks5;
+
+use no_proxy::NoProxy;
 
 /// The longest CONNECT response header we accept from a proxy.
 pub const MAX_PROXY_RESPONSE_HEADER: usize = 8 * 1024;
@@ -296,240 +300,10 @@ impl HttpProxy {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if let Kind::Socks5 { .. } = self.kind {
-            return self.socks5(io, host, port).await;
+        match self.kind {
+            Kind::Socks5 { .. } => self.socks5(io, host, port).await,
+            _ => self.http_connect(io, host, port).await,
         }
-        let target = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        if target.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(Error::config(
-                code::INVALID_PROXY,
-                "CONNECT target contains a control character or a space",
-            ));
-        }
-        let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
-        if let Some(auth) = &self.authorization {
-            request.push_str("Proxy-Authorization: ");
-            request.push_str(auth.expose());
-            request.push_str("\r\n");
-        }
-        request.push_str("\r\n");
-        let io_err = |what: &str, e: std::io::Error| {
-            Error::io(format!("{what} proxy {}:{}", self.host, self.port), e)
-        };
-        io.write_all(request.as_bytes())
-            .await
-            .map_err(|e| io_err("writing CONNECT to", e))?;
-        io.flush()
-            .await
-            .map_err(|e| io_err("writing CONNECT to", e))?;
-
-        let mut buf = Vec::with_capacity(512);
-        let mut chunk = [0u8; 512];
-        let end = loop {
-            if let Some(pos) = find_header_end(&buf) {
-                break pos;
-            }
-            if buf.len() >= MAX_PROXY_RESPONSE_HEADER {
-                return Err(self.error(format!(
-                    "CONNECT response header longer than {MAX_PROXY_RESPONSE_HEADER} bytes"
-                )));
-            }
-            let room = (MAX_PROXY_RESPONSE_HEADER + 4 - buf.len()).min(chunk.len());
-            let n = io
-                .read(&mut chunk[..room])
-                .await
-                .map_err(|e| io_err("reading the CONNECT answer from", e))?;
-            if n == 0 {
-                return Err(self.error("closed the connection before answering CONNECT".into()));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        if end != buf.len() {
-            // TLS servers never speak first, so nothing may follow the header.
-            return Err(self.error("sent data after its CONNECT answer".into()));
-        }
-        let head = String::from_utf8_lossy(&buf[..end]);
-        let status_line = head.lines().next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        let status: Option<u16> = parts.next().and_then(|s| s.parse().ok());
-        let reason: String = parts
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(100)
-            .collect();
-        match status {
-            _ if !version.starts_with("HTTP/1.") => {
-                Err(self.error("answered CONNECT with something that is not HTTP/1.x".into()))
-            }
-            Some(s @ 200..=299) => {
-                tracing::debug!(proxy = %self, status = s, "CONNECT tunnel established");
-                Ok(())
-            }
-            Some(407) => Err(Error::new(
-                ErrorKind::Auth,
-                code::PROXY_AUTH,
-                if self.authorization.is_some() {
-                    format!(
-                        "proxy {}:{} refused the credentials (407 {reason})",
-                        self.host, self.port
-                    )
-                } else {
-                    format!(
-                        "proxy {}:{} requires authentication (407 {reason}); put user:password in the proxy URL",
-                        self.host, self.port
-                    )
-                },
-            )),
-            Some(s) => Err(self.error(format!("refused CONNECT to {target}: {s} {reason}"))),
-            None => Err(self.error("sent a malformed CONNECT status line".into())),
-        }
-    }
-
-    /// The SOCKS5 exchange (RFC 1928; RFC 1929 when a user is set). Every
-    /// read is of a length the protocol fixes, so nothing is unbounded.
-    async fn socks5<S>(&self, io: &mut S, host: &str, port: u16) -> Result<()>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let io_err = |e: io::Error| {
-            Error::io(
-                format!("SOCKS5 exchange with proxy {}:{}", self.host, self.port),
-                e,
-            )
-        };
-        // Greeting: with credentials offer both methods (the server may not
-        // require any), without them only "no authentication".
-        let greeting: &[u8] = if self.authorization.is_some() {
-            &[5, 2, 0x00, 0x02]
-        } else {
-            &[5, 1, 0x00]
-        };
-        io.write_all(greeting).await.map_err(io_err)?;
-        let mut choice = [0u8; 2];
-        io.read_exact(&mut choice).await.map_err(io_err)?;
-        if choice[0] != 5 {
-            return Err(self.error("is not a SOCKS5 server".into()));
-        }
-        match (choice[1], &self.user, &self.authorization) {
-            (0x00, _, _) => {}
-            (0x02, Some(user), Some(pass)) => {
-                let pass = pass.expose().as_bytes();
-                // Lengths checked at parse time (≤ 255 each).
-                let mut auth = Vec::with_capacity(3 + user.len() + pass.len());
-                auth.push(1);
-                auth.push(user.len() as u8);
-                auth.extend_from_slice(user.as_bytes());
-                auth.push(pass.len() as u8);
-                auth.extend_from_slice(pass);
-                io.write_all(&auth).await.map_err(io_err)?;
-                let mut status = [0u8; 2];
-                io.read_exact(&mut status).await.map_err(io_err)?;
-                if status[1] != 0 {
-                    return Err(Error::new(
-                        ErrorKind::Auth,
-                        code::PROXY_AUTH,
-                        format!(
-                            "SOCKS5 proxy {}:{} refused the credentials",
-                            self.host, self.port
-                        ),
-                    ));
-                }
-            }
-            (0xFF | 0x02, _, _) => {
-                return Err(Error::new(
-                    ErrorKind::Auth,
-                    code::PROXY_AUTH,
-                    if self.authorization.is_some() {
-                        format!(
-                            "SOCKS5 proxy {}:{} accepts none of our authentication methods",
-                            self.host, self.port
-                        )
-                    } else {
-                        format!(
-                            "SOCKS5 proxy {}:{} requires authentication; put user:password in the proxy URL",
-                            self.host, self.port
-                        )
-                    },
-                ))
-            }
-            (m, _, _) => {
-                return Err(self.error(format!(
-                    "chose an authentication method we did not offer ({m})"
-                )))
-            }
-        }
-        // CONNECT request: IP literals as such, names for the proxy to resolve.
-        let mut req = vec![5, 1, 0];
-        match host.trim_matches(['[', ']']).parse::<IpAddr>() {
-            Ok(IpAddr::V4(ip)) => {
-                req.push(1);
-                req.extend_from_slice(&ip.octets());
-            }
-            Ok(IpAddr::V6(ip)) => {
-                req.push(4);
-                req.extend_from_slice(&ip.octets());
-            }
-            Err(_) => {
-                let name = host.as_bytes();
-                if name.is_empty() || name.len() > 255 {
-                    return Err(Error::config(
-                        code::INVALID_PROXY,
-                        "SOCKS5 destination name must be 1 to 255 bytes",
-                    ));
-                }
-                req.push(3);
-                req.push(name.len() as u8);
-                req.extend_from_slice(name);
-            }
-        }
-        req.extend_from_slice(&port.to_be_bytes());
-        io.write_all(&req).await.map_err(io_err)?;
-        io.flush().await.map_err(io_err)?;
-        let mut head = [0u8; 4];
-        io.read_exact(&mut head).await.map_err(io_err)?;
-        if head[0] != 5 {
-            return Err(self.error("answered CONNECT with something that is not SOCKS5".into()));
-        }
-        if head[1] != 0 {
-            let why = match head[1] {
-                1 => "general failure",
-                2 => "connection not allowed by ruleset",
-                3 => "network unreachable",
-                4 => "host unreachable",
-                5 => "connection refused",
-                6 => "TTL expired",
-                7 => "command not supported",
-                8 => "address type not supported",
-                _ => "unknown error",
-            };
-            return Err(self.error(format!(
-                "refused the SOCKS5 CONNECT to {}: {why} ({})",
-                display_target(host, port),
-                head[1]
-            )));
-        }
-        // The bound address, which we do not need: skip exactly its length.
-        let rest = match head[3] {
-            1 => 4 + 2,
-            4 => 16 + 2,
-            3 => {
-                let mut len = [0u8; 1];
-                io.read_exact(&mut len).await.map_err(io_err)?;
-                usize::from(len[0]) + 2
-            }
-            _ => return Err(self.error("answered with an unknown address type".into())),
-        };
-        let mut skip = [0u8; 257];
-        io.read_exact(&mut skip[..rest]).await.map_err(io_err)?;
-        tracing::debug!(proxy = %self, "SOCKS5 tunnel established");
-        Ok(())
     }
 
     fn error(&self, what: String) -> Error {
@@ -663,10 +437,6 @@ impl AsyncWrite for ProxiedStream {
     }
 }
 
-fn find_header_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-}
-
 fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
@@ -712,78 +482,11 @@ fn percent_decode(s: &str) -> Option<String> {
     (!out.chars().any(char::is_control)).then_some(out)
 }
 
-/// A `NO_PROXY` list.
-#[derive(Clone, Debug, Default)]
-struct NoProxy {
-    all: bool,
-    entries: Vec<Bypass>,
-}
-
-#[derive(Clone, Debug)]
-enum Bypass {
-    Domain(String, Option<u16>),
-    Ip(IpAddr, Option<u16>),
-    Net(IpNet),
-}
-
-impl NoProxy {
-    fn extend(mut self, list: &str) -> Self {
-        for raw in list.split(',') {
-            let item = raw.trim().to_ascii_lowercase();
-            if item.is_empty() {
-                continue;
-            }
-            if item == "*" {
-                self.all = true;
-                continue;
-            }
-            if let Ok(net) = item.parse::<IpNet>() {
-                self.entries.push(Bypass::Net(net));
-                continue;
-            }
-            if let Ok(ip) = item.trim_matches(['[', ']']).parse::<IpAddr>() {
-                self.entries.push(Bypass::Ip(ip, None));
-                continue;
-            }
-            let (host, port) = match split_host_port(&item, 0) {
-                Some((h, p)) if item.contains(':') => (h, Some(p)),
-                _ => (item.clone(), None),
-            };
-            if let Ok(ip) = host.parse::<IpAddr>() {
-                self.entries.push(Bypass::Ip(ip, port));
-                continue;
-            }
-            let domain = host
-                .trim_start_matches("*.")
-                .trim_start_matches('.')
-                .trim_end_matches('.')
-                .to_owned();
-            if !domain.is_empty() {
-                self.entries.push(Bypass::Domain(domain, port));
-            }
-        }
-        self
-    }
-
-    fn matches(&self, host: &str, port: u16) -> bool {
-        if self.all {
-            return true;
-        }
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let ip = host.trim_matches(['[', ']']).parse::<IpAddr>().ok();
-        self.entries.iter().any(|entry| match entry {
-            Bypass::Net(net) => ip.is_some_and(|ip| net.contains(&ip)),
-            Bypass::Ip(want, p) => ip == Some(*want) && p.is_none_or(|p| p == port),
-            Bypass::Domain(d, p) => {
-                (host == *d || host.ends_with(&format!(".{d}"))) && p.is_none_or(|p| p == port)
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::connect::find_header_end;
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn parses_and_redacts() {
