@@ -18,7 +18,7 @@
 //! stay the same where the engine honours them. The same [`Tunnel`] values
 //! keep yielding connections. Watch it happen with
 //! [`ControlChannel::status`]; opt out with [`ReconnectPolicy::disabled`]
-//! and [`Client::connect_with`]. `docs/RELIABILITY.md` lists what survives
+//! and [`Client::connect_with`](crate::Client::connect_with). `docs/RELIABILITY.md` lists what survives
 //! which fault.
 
 mod connection;
