@@ -3,19 +3,17 @@
 use std::sync::Arc;
 
 use crate::api::{ApiOptions, EngineApi};
-use crate::config::{ClientOptions, EngineTarget, ResolvedOptions, Secret};
+use crate::config::{ClientOptions, ResolvedOptions, Secret};
 use crate::control::{ConnectOptions, ControlChannel};
 use crate::error::{code, Error, Result};
 use crate::http::Connector;
+use crate::link::EngineLink;
+pub use crate::link::AGENT;
 use crate::proto::{
-    message::Payload, read_answer_within, write_frame, ClientDetails, Message, StreamReq,
-    StreamRsp, ALPN, PROTOCOL_VERSION,
+    message::Payload, read_answer_within, write_frame, Message, StreamReq, StreamRsp,
 };
 use crate::stream::{RstreamStream, StreamInfo};
-use crate::transport::{Endpoint, TlsDialer};
-
-/// The agent name this SDK identifies as.
-pub const AGENT: &str = "rstream-rust-runtime";
+use crate::transport::Endpoint;
 
 /// An rstream client: where the engine is, how to authenticate, and one
 /// shared TLS configuration (so sessions resume across connections).
@@ -24,38 +22,22 @@ pub const AGENT: &str = "rstream-rust-runtime";
 /// opens a control channel and [`dial`](Client::dial) a private stream.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<ClientInner>,
-}
-
-pub(crate) struct ClientInner {
-    /// The engine address and SNI: set at construction for a known engine,
-    /// on first use for a managed one (resolved once, then cached; a failed
-    /// resolution is retried by the next connect).
-    engine: tokio::sync::OnceCell<EngineAddr>,
-    pub(crate) dialer: TlsDialer,
-    pub(crate) options: ResolvedOptions,
+    link: Arc<EngineLink>,
     /// The Engine API connection pool [`Client::api`] handles share, built
     /// on first use.
-    pub(crate) api: std::sync::OnceLock<Arc<crate::api::ApiTransport>>,
-}
-
-/// Where to connect to reach the engine.
-#[derive(Clone, Debug)]
-pub(crate) struct EngineAddr {
-    pub(crate) endpoint: Endpoint,
-    pub(crate) sni: String,
+    api: Arc<std::sync::OnceLock<Arc<crate::api::ApiTransport>>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("engine", &self.inner.options.engine)
+            .field("engine", &self.link.options.engine)
             .field(
                 "resolved_engine",
-                &self.inner.engine.get().map(|e| e.endpoint.to_string()),
+                &self.link.resolved_engine().map(|e| e.endpoint.to_string()),
             )
-            .field("token", &self.inner.options.token)
-            .field("proxy", &self.inner.options.proxy)
+            .field("token", &self.link.options.token)
+            .field("proxy", &self.link.options.proxy)
             .finish()
     }
 }
@@ -100,27 +82,9 @@ impl Client {
     /// Fails with `ERR_RSTREAM_ENGINE_REQUIRED` when neither an engine nor a
     /// project endpoint is configured.
     pub fn from_resolved(options: ResolvedOptions) -> Result<Client> {
-        let engine = match &options.engine {
-            Some(EngineTarget::Address(endpoint)) => {
-                tokio::sync::OnceCell::new_with(Some(EngineAddr::new(endpoint.clone(), &options)))
-            }
-            Some(EngineTarget::Managed { .. }) => tokio::sync::OnceCell::new(),
-            None => {
-                return Err(Error::config(
-                    code::ENGINE_REQUIRED,
-                    "no engine: set ClientOptions::engine, RSTREAM_ENGINE, a context engine or a project endpoint",
-                ))
-            }
-        };
-        let config = options.tls.client_config(&[ALPN])?;
         Ok(Client {
-            inner: Arc::new(ClientInner {
-                engine,
-                dialer: TlsDialer::new(config, options.connect_timeout)
-                    .with_proxy(options.proxy.clone()),
-                options,
-                api: std::sync::OnceLock::new(),
-            }),
+            link: Arc::new(EngineLink::new(options)?),
+            api: Arc::default(),
         })
     }
 
@@ -142,7 +106,7 @@ impl Client {
     /// the first [`connect`](Client::connect) or [`dial`](Client::dial) (or
     /// [`resolve_engine`](Client::resolve_engine)) for a managed project.
     pub fn engine(&self) -> Option<&Endpoint> {
-        self.inner.engine.get().map(|e| &e.endpoint)
+        self.link.resolved_engine().map(|e| &e.endpoint)
     }
 
     /// The engine address, resolving a managed project endpoint through the
@@ -154,16 +118,23 @@ impl Client {
     /// Cancel-safe: a cancelled resolution is simply started again by the
     /// next call.
     pub async fn resolve_engine(&self) -> Result<Endpoint> {
-        Ok(self.inner.engine().await?.endpoint.clone())
+        Ok(self.link.engine().await?.endpoint.clone())
     }
 
     /// The resolved options this client uses (printable; secrets redacted).
     pub fn options(&self) -> &ResolvedOptions {
-        &self.inner.options
+        &self.link.options
     }
 
-    pub(crate) fn inner(&self) -> &ClientInner {
-        &self.inner
+    /// What control channels dial with (they hold a clone, not the
+    /// `Client`).
+    pub(crate) fn link(&self) -> &Arc<EngineLink> {
+        &self.link
+    }
+
+    /// The Engine API connection pool, built on first use.
+    pub(crate) fn api_pool(&self) -> &std::sync::OnceLock<Arc<crate::api::ApiTransport>> {
+        &self.api
     }
 
     /// Opens a control channel, on which tunnels are created.
@@ -178,7 +149,7 @@ impl Client {
     ///
     /// Cancel safe: dropping the future drops the half-open connection.
     pub async fn connect(&self) -> Result<ControlChannel> {
-        ControlChannel::open(self.clone()).await
+        ControlChannel::open(self.link.clone()).await
     }
 
     /// Opens a control channel with explicit options, e.g. a custom
@@ -203,7 +174,7 @@ impl Client {
     ///
     /// Cancel safe: dropping the future drops the half-open connection.
     pub async fn connect_with(&self, options: impl Into<ConnectOptions>) -> Result<ControlChannel> {
-        ControlChannel::open_with(self.clone(), options.into()).await
+        ControlChannel::open_with(self.link.clone(), options.into()).await
     }
 
     /// The Engine HTTP API of this client's engine, with the default
@@ -251,7 +222,7 @@ impl Client {
                 "tunnel id or name must not be empty",
             ));
         }
-        let inner = &self.inner;
+        let inner = &self.link;
         let zero_rtt = options.zero_rtt.unwrap_or(inner.options.zero_rtt);
         let engine = inner.engine().await?;
         let token = match options.token {
@@ -280,66 +251,5 @@ impl Client {
             io,
             StreamInfo::new(Arc::from(target), stream_id, None),
         ))
-    }
-}
-
-impl EngineAddr {
-    fn new(endpoint: Endpoint, options: &ResolvedOptions) -> Self {
-        let sni = options
-            .tls
-            .server_name
-            .clone()
-            .unwrap_or_else(|| endpoint.host().to_owned());
-        EngineAddr { endpoint, sni }
-    }
-}
-
-impl ClientInner {
-    /// The engine to connect to, resolving a managed project once.
-    pub(crate) async fn engine(&self) -> Result<&EngineAddr> {
-        self.engine
-            .get_or_try_init(|| async {
-                let endpoint = match &self.options.engine {
-                    Some(EngineTarget::Address(endpoint)) => endpoint.clone(),
-                    Some(EngineTarget::Managed {
-                        project_endpoint,
-                        region,
-                    }) => {
-                        let region = region.as_deref();
-                        let endpoint =
-                            crate::control_plane::resolve_engine(&self.options, project_endpoint, region)
-                                .await?;
-                        tracing::debug!(%endpoint, project = %project_endpoint, "managed engine resolved");
-                        endpoint
-                    }
-                    // from_resolved refuses a client without an engine.
-                    None => {
-                        return Err(Error::config(
-                            code::ENGINE_REQUIRED,
-                            "no engine configured",
-                        ))
-                    }
-                };
-                Ok(EngineAddr::new(endpoint, &self.options))
-            })
-            .await
-    }
-
-    /// The engine, if already known (always, once a control channel is open).
-    pub(crate) fn resolved_engine(&self) -> Option<&EngineAddr> {
-        self.engine.get()
-    }
-
-    /// `ClientDetails`, identical on every connection but for the token.
-    pub(crate) fn details(&self, token: Option<String>) -> ClientDetails {
-        ClientDetails {
-            agent: Some(AGENT.to_owned()),
-            channel: Some("sdk".to_owned()),
-            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-            os: Some(std::env::consts::OS.to_owned()),
-            arch: Some(std::env::consts::ARCH.to_owned()),
-            token,
-            protocol_version: Some(PROTOCOL_VERSION.to_owned()),
-        }
     }
 }

@@ -69,11 +69,13 @@ pub mod api;
 pub mod auth;
 mod backoff;
 mod client;
+// What client and control share to reach the engine (no client ↔ control cycle).
 pub mod config;
 pub mod control;
 pub mod control_plane;
 pub mod error;
 pub mod http;
+mod link;
 mod percent;
 // The wire schema and frame codec are not a stable API (every prost bump
 // would break it): public, hidden from the docs, only with the `unstable`

@@ -199,8 +199,7 @@ impl EngineApi {
     /// client's shared connection pool, built on first use.
     pub(crate) fn shared(client: &crate::Client) -> EngineApi {
         let transport = client
-            .inner()
-            .api
+            .api_pool()
             .get_or_init(|| Arc::new(ApiTransport::new(client.options())))
             .clone();
         EngineApi::with_transport(client.clone(), ApiOptions::default(), transport)
@@ -257,7 +256,7 @@ impl EngineApi {
     /// API URL discovered from it (no token).
     pub(crate) async fn target(&self) -> Result<ApiTarget> {
         let client = &self.inner.client;
-        let engine = client.inner().engine().await?;
+        let engine = client.link().engine().await?;
         let options = client.options();
         let http = self.http()?;
         if options.token.is_none() && options.app.is_none() && options.tls.has_client_identity() {

@@ -17,8 +17,8 @@ use tracing::Instrument;
 use super::liveness::Liveness;
 use super::proxy::ProxyContext;
 use super::requests::Pending;
-use crate::client::Client;
 use crate::error::{code, Error, ErrorKind, Result};
+use crate::link::EngineLink;
 use crate::proto::{
     self, encode_frame, message::Payload, CloseControlChannelReq, CloseTunnelReq, Message,
 };
@@ -67,7 +67,7 @@ impl Conn {
     pub(super) fn start(
         io: EngineStream,
         liveness: Liveness,
-        client: Client,
+        link: Arc<EngineLink>,
         max_concurrent: usize,
     ) -> Conn {
         let (rd, wr) = tokio::io::split(io);
@@ -78,7 +78,7 @@ impl Conn {
         Conn {
             proxy: Arc::new(ProxyContext {
                 permits: Arc::new(Semaphore::new(max_concurrent)),
-                client,
+                link,
                 out: out.clone(),
             }),
             out,

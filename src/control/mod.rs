@@ -18,7 +18,7 @@
 //! stay the same where the engine honours them. The same [`Tunnel`] values
 //! keep yielding connections. Watch it happen with
 //! [`ControlChannel::status`]; opt out with [`ReconnectPolicy::disabled`]
-//! and [`Client::connect_with`]. `docs/RELIABILITY.md` lists what survives
+//! and [`Client::connect_with`](crate::Client::connect_with). `docs/RELIABILITY.md` lists what survives
 //! which fault.
 
 mod connection;
@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::client::Client;
 use crate::error::{code, Error, ErrorKind, Result};
+use crate::link::EngineLink;
 use crate::proto::{
     message::Payload, read_answer, write_frame, ControlChannelLiveness, Message,
     OpenControlChannelReq, OpenControlChannelRsp, TunnelProperties,
@@ -117,21 +117,20 @@ impl std::fmt::Debug for ControlChannel {
 
 /// One `OpenControlChannelReq` exchange on a fresh connection: TLS, the
 /// request, the engine's answer and liveness negotiation.
-pub(crate) async fn handshake(client: &Client) -> Result<Session> {
-    let inner = client.inner();
-    let engine = inner.engine().await?;
-    let mut io = inner.dialer.connect(&engine.endpoint, &engine.sni).await?;
-    let proposed = inner.options.heartbeat_interval_ms;
+pub(crate) async fn handshake(link: &EngineLink) -> Result<Session> {
+    let engine = link.engine().await?;
+    let mut io = link.dialer.connect(&engine.endpoint, &engine.sni).await?;
+    let proposed = link.options.heartbeat_interval_ms;
     // A fresh app token per (re)connect when the client has app credentials.
-    let bearer = inner.options.bearer(&engine.endpoint.to_string())?;
+    let bearer = link.options.bearer(&engine.endpoint.to_string())?;
     let request = OpenControlChannelReq {
-        client_details: Some(inner.details(bearer.as_ref().map(|t| t.expose().to_owned()))),
+        client_details: Some(link.details(bearer.as_ref().map(|t| t.expose().to_owned()))),
         liveness: proposed.map(|ms| ControlChannelLiveness {
             heartbeat_interval_ms: ms,
             heartbeat_timeout_ms: 0,
         }),
     };
-    let op = inner.options.operation_timeout;
+    let op = link.options.operation_timeout;
     let exchange = async {
         write_frame(
             &mut io,
@@ -164,22 +163,22 @@ pub(crate) async fn handshake(client: &Client) -> Result<Session> {
 
 impl ControlChannel {
     /// Opens a control channel with the default [`ConnectOptions`].
-    pub(crate) async fn open(client: Client) -> Result<ControlChannel> {
-        ControlChannel::open_with(client, ConnectOptions::default()).await
+    pub(crate) async fn open(link: Arc<EngineLink>) -> Result<ControlChannel> {
+        ControlChannel::open_with(link, ConnectOptions::default()).await
     }
 
     /// Opens a control channel, then starts the background task.
     pub(crate) async fn open_with(
-        client: Client,
+        link: Arc<EngineLink>,
         options: ConnectOptions,
     ) -> Result<ControlChannel> {
-        let session = handshake(&client).await?;
-        let operation_timeout = client.inner().options.operation_timeout;
+        let session = handshake(&link).await?;
+        let operation_timeout = link.options.operation_timeout;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
         let (session_tx, session_rx) = watch::channel(session.info.clone());
         task::spawn(task::Start {
-            client,
+            link,
             policy: options.reconnect.clone(),
             session,
             commands: commands_rx,

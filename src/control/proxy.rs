@@ -16,8 +16,8 @@ use tracing::Instrument;
 
 use super::connection::Conn;
 use super::task::Supervisor;
-use crate::client::Client;
 use crate::error::{code, Error, ErrorKind, Result};
+use crate::link::EngineLink;
 use crate::proto::{
     self, encode_frame, message::Payload, read_answer_within, write_frame, ErrorCode, Message,
     ProxyConnReq, ProxyConnRsp, ProxyReq, ProxyRsp,
@@ -28,7 +28,7 @@ use crate::tunnel::TunnelShared;
 
 pub(super) struct ProxyContext {
     pub(super) permits: Arc<Semaphore>,
-    pub(super) client: Client,
+    pub(super) link: Arc<EngineLink>,
     pub(super) out: mpsc::Sender<Bytes>,
 }
 
@@ -50,10 +50,9 @@ pub(super) struct Job {
 }
 
 /// Checks `proxy_endpoint`/`secret` and picks the target (before any dial).
-pub(super) fn target(client: &Client, req: &ProxyConnReq) -> Result<Target> {
+pub(super) fn target(link: &EngineLink, req: &ProxyConnReq) -> Result<Target> {
     // Known: a control channel is only opened after the engine is.
-    let engine = client
-        .inner()
+    let engine = link
         .resolved_engine()
         .ok_or_else(|| Error::protocol("proxy connection before the engine was resolved"))?;
     let Some(endpoint) = req.proxy_endpoint.as_deref() else {
@@ -110,7 +109,7 @@ pub(super) async fn run(ctx: Arc<ProxyContext>, job: Job) {
 }
 
 async fn handshake(ctx: &ProxyContext, job: Job) -> Result<()> {
-    let inner = ctx.client.inner();
+    let inner = &ctx.link;
     let op = inner.options.operation_timeout;
     let zero_rtt = inner.options.zero_rtt;
     let mut io = inner
@@ -190,7 +189,7 @@ impl Supervisor {
         let Some(slot) = slot else {
             return refuse(conn, req.stream_id, "unknown tunnel");
         };
-        let target = match target(&self.client, &req) {
+        let target = match target(&self.link, &req) {
             Ok(t) => t,
             Err(e) => return refuse(conn, req.stream_id, e.message()),
         };

@@ -322,9 +322,9 @@ impl Supervisor {
                 self.stop(stop);
                 return None;
             }
-            let client = self.client.clone();
+            let link = self.link.clone();
             match self
-                .serve_while(async move { handshake(&client).await })
+                .serve_while(async move { handshake(&link).await })
                 .await
             {
                 Err(stop) => {

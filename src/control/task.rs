@@ -33,8 +33,8 @@ use super::reconnect::{loss_is_transient, ConnectionStatus, ReconnectPolicy};
 use super::requests::{Pending, QueuedOpen};
 use super::slots::Slot;
 use super::{Command, Session, SessionInfo};
-use crate::client::Client;
 use crate::error::{Chain, Error, Result};
+use crate::link::EngineLink;
 use crate::proto::{message::Payload, CloseTunnelRsp, Message};
 
 /// Housekeeping period: re-creation retries and deadlines, abandoned
@@ -46,7 +46,7 @@ const GHOST_MARGIN: Duration = Duration::from_secs(5);
 
 /// Everything the task starts from.
 pub(super) struct Start {
-    pub(super) client: Client,
+    pub(super) link: Arc<EngineLink>,
     pub(super) policy: ReconnectPolicy,
     pub(super) session: Session,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
@@ -59,7 +59,7 @@ pub(super) struct Start {
 /// parent). `client_id` is recorded per connection: it changes on every
 /// reconnect.
 pub(super) fn spawn(start: Start) {
-    let opts = &start.client.inner().options;
+    let opts = &start.link.options;
     let span = tracing::info_span!("rstream.control", client_id = tracing::field::Empty);
     let supervisor = Supervisor {
         span: span.clone(),
@@ -67,7 +67,7 @@ pub(super) fn spawn(start: Start) {
         max_concurrent: opts.max_concurrent_handshakes.max(1),
         max_inflight: opts.max_concurrent_handshakes.max(1) + opts.handshake_queue,
         op: opts.operation_timeout,
-        client: start.client.clone(),
+        link: start.link.clone(),
         policy: start.policy,
         commands: start.commands,
         commands_open: true,
@@ -88,7 +88,7 @@ pub(super) fn spawn(start: Start) {
 pub(super) struct Supervisor {
     /// `rstream.control`, the task's span.
     pub(super) span: tracing::Span,
-    pub(super) client: Client,
+    pub(super) link: Arc<EngineLink>,
     pub(super) policy: ReconnectPolicy,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
     pub(super) commands_open: bool,
@@ -166,7 +166,7 @@ impl Supervisor {
         Conn::start(
             session.io,
             session.liveness,
-            self.client.clone(),
+            self.link.clone(),
             self.max_concurrent,
         )
     }
