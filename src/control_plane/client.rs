@@ -30,9 +30,10 @@ const CODES: Codes = Codes {
     timeout: code::API_TIMEOUT,
 };
 
-/// How calls authenticate.
+/// How control-plane calls (the [`ControlPlane`] client and managed
+/// resolution) authenticate.
 #[derive(Clone)]
-enum Auth {
+pub(crate) enum Auth {
     None,
     Token(Secret),
     /// A fresh app token per call, `{permissions: null}` only (as the JS
@@ -77,6 +78,28 @@ struct Inner {
 }
 
 impl Auth {
+    /// The credentials of resolved options: app credentials win over a
+    /// token.
+    pub(crate) fn from_resolved(options: &ResolvedOptions) -> Self {
+        match (&options.app, &options.token) {
+            (Some((creds, _)), _) => Auth::App(Box::new(creds.clone())),
+            (None, Some(token)) => Auth::Token(token.clone()),
+            (None, None) => Auth::None,
+        }
+    }
+
+    /// The `Authorization` value of one call (an app token is minted per
+    /// call), if any.
+    pub(crate) fn header(&self) -> Result<Option<header::HeaderValue>> {
+        match self {
+            Auth::None => Ok(None),
+            Auth::Token(token) => cp_http::bearer(token).map(Some),
+            // TOKENS.md §2: control-plane calls carry `{permissions: null}`
+            // only (no engine, no resources), 60 s.
+            Auth::App(creds) => cp_http::bearer(&creds.mint(&TokenRequest::new())?).map(Some),
+        }
+    }
+
     /// What `Debug` shows: the kind, never the secret.
     fn label(&self) -> &'static str {
         match self {
@@ -161,14 +184,9 @@ impl ControlPlaneBuilder {
     /// # let _ = cp; Ok(()) }
     /// ```
     pub fn from_resolved(options: &ResolvedOptions) -> Self {
-        let auth = match (&options.app, &options.token) {
-            (Some((creds, _)), _) => Auth::App(Box::new(creds.clone())),
-            (None, Some(token)) => Auth::Token(token.clone()),
-            (None, None) => Auth::None,
-        };
         ControlPlaneBuilder {
             url: options.api_url.clone(),
-            auth,
+            auth: Auth::from_resolved(options),
             headers: options.control_plane_headers.clone(),
             tls: options.tls.clone(),
             proxy: options.proxy.clone(),
@@ -236,24 +254,7 @@ impl ControlPlaneBuilder {
     /// Checks the URL and headers and builds the client. Does no I/O.
     pub fn build(self) -> Result<ControlPlane> {
         let base = cp_http::check_api_url(&self.url)?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            match (
-                header::HeaderName::from_bytes(name.as_bytes()),
-                header::HeaderValue::from_str(value),
-            ) {
-                (Ok(n), Ok(mut v)) => {
-                    v.set_sensitive(true);
-                    headers.append(n, v);
-                }
-                _ => {
-                    return Err(Error::config(
-                        code::INVALID_CONFIG,
-                        format!("invalid control-plane header {name:?}"),
-                    ))
-                }
-            }
-        }
+        let headers = cp_http::header_map(&self.headers)?;
         if let Auth::Token(token) = &self.auth {
             cp_http::bearer(token)?;
         }
@@ -323,16 +324,6 @@ impl ControlPlane {
         Tokens { cp: self }
     }
 
-    fn authorization(&self) -> Result<Option<header::HeaderValue>> {
-        match &self.inner.auth {
-            Auth::None => Ok(None),
-            Auth::Token(token) => cp_http::bearer(token).map(Some),
-            // TOKENS.md §2: control-plane calls carry `{permissions: null}`
-            // only (no engine, no resources), 60 s.
-            Auth::App(creds) => cp_http::bearer(&creds.mint(&TokenRequest::new())?).map(Some),
-        }
-    }
-
     /// One call; the body of a 2xx answer, or the error for the status.
     async fn call(
         &self,
@@ -344,7 +335,7 @@ impl ControlPlane {
     ) -> Result<bytes::Bytes> {
         let uri = cp_http::request_uri(&self.inner.base, path, query)?;
         let mut headers = self.inner.headers.clone();
-        if let Some(v) = self.authorization()? {
+        if let Some(v) = self.inner.auth.header()? {
             headers.insert(header::AUTHORIZATION, v);
         }
         let what = format!("control-plane {method} {path}");

@@ -11,7 +11,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{ResolvedOptions, Secret};
+use crate::config::Secret;
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::transport::https::{connect_error, is_loopback, HttpsConnector, PlainHttp};
 use crate::transport::{HttpProxy, TlsOptions};
@@ -205,22 +205,26 @@ pub(crate) fn request_uri(base: &str, path: &str, query: &str) -> Result<Uri> {
     })
 }
 
-/// The configured control-plane headers as a header map.
-pub(crate) fn control_plane_headers(options: &ResolvedOptions) -> Result<HeaderMap> {
+/// Control-plane headers (`name`, `value` pairs from the config, the
+/// environment or [`ControlPlaneBuilder::header`](super::ControlPlaneBuilder::header))
+/// as a header map: the one place they are checked, for managed resolution
+/// and the [`ControlPlane`](super::ControlPlane) client alike.
+pub(crate) fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap> {
     let mut headers = HeaderMap::new();
-    for (name, value) in &options.control_plane_headers {
-        let name = header::HeaderName::from_bytes(name.as_bytes());
-        let value = HeaderValue::from_str(value);
-        match (name, value) {
+    for (name, value) in pairs {
+        let name_ok = header::HeaderName::from_bytes(name.as_bytes());
+        let value_ok = HeaderValue::from_str(value);
+        match (name_ok, value_ok) {
             (Ok(n), Ok(mut v)) => {
                 // Values may be secrets (team tokens): never printed.
                 v.set_sensitive(true);
                 headers.append(n, v);
             }
+            // The name only: the value may be a secret.
             _ => {
                 return Err(Error::config(
                     code::INVALID_CONFIG,
-                    "invalid control-plane header",
+                    format!("invalid control-plane header {name:?}"),
                 ))
             }
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::{header, Method};
 
+use super::client::Auth;
 use super::http::{self as cp_http, Call, Codes, Http};
 use super::models::{invalid_response, Project};
 use crate::config::ResolvedOptions;
@@ -44,12 +45,12 @@ pub(crate) async fn resolve_engine(
         crate::percent::encode_component(endpoint)
     );
     let uri = cp_http::request_uri(&base, &path, "")?;
-    let mut headers = cp_http::control_plane_headers(options)?;
-    // Managed resolution sends the static token as it is (an app token is
-    // minted per call by the `ControlPlane` client, not here: a client's
-    // app credentials are for its engine).
-    if let Some(token) = &options.token {
-        headers.insert(header::AUTHORIZATION, cp_http::bearer(token)?);
+    let mut headers = cp_http::header_map(&options.control_plane_headers)?;
+    // The credentials as the `ControlPlane` client sends them: app
+    // credentials win (a fresh `{permissions: null}` app token for this one
+    // call), else the token as it is.
+    if let Some(v) = Auth::from_resolved(options).header()? {
+        headers.insert(header::AUTHORIZATION, v);
     }
     // One request per client (the result is cached by the client): a pool
     // of its own, dropped with it.

@@ -515,6 +515,49 @@ async fn from_options_uses_the_configured_api_url_token_and_headers() {
     within("whoami app", cp.whoami()).await.unwrap();
 }
 
+/// Managed resolution (the client's own `GET .../resolve/{endpoint}`)
+/// authenticates as the `ControlPlane` client does: with app credentials,
+/// a fresh `{permissions: null}` app token per call (the stand-in checks
+/// signature and exact claims), not only with a bearer token.
+#[tokio::test]
+async fn managed_resolution_uses_app_credentials() {
+    let creds = creds();
+    let state = StandIn::new(&creds);
+    let addr = start_http(state.clone()).await;
+    let managed = |creds: AppCredentials| {
+        ClientOptions::new()
+            .no_config_file()
+            .api_url(format!("http://{addr}"))
+            .project_endpoint("demo")
+            .control_plane_header("x-team-id", "team-7")
+            .app_credentials(creds)
+            .build()
+            .unwrap()
+    };
+    let engine = within("resolve", managed(creds.clone()).resolve_engine())
+        .await
+        .unwrap();
+    assert_eq!(engine.to_string(), "demo.cluster.example.test:443");
+    let first = state.last();
+    assert_eq!(first.path, "/api/projects/tunnels/resolve/demo");
+    assert_eq!(first.headers["x-team-id"], "team-7");
+    let first = first.headers["authorization"].to_str().unwrap().to_owned();
+    assert!(first.starts_with("Bearer eyJ"), "an app token: {first}");
+
+    // Another client resolves with a token of its own.
+    within("resolve again", managed(creds).resolve_engine())
+        .await
+        .unwrap();
+    assert_ne!(state.last().headers["authorization"], first.as_str());
+
+    // Credentials of another application: the stand-in refuses them.
+    let other = managed(AppCredentials::generate(APP_ID).unwrap());
+    let err = within("other app", other.resolve_engine())
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("bad signature"), "{err}");
+}
+
 #[tokio::test]
 async fn auth_failures_have_their_own_codes() {
     let creds = creds();
