@@ -102,6 +102,7 @@ enum ProxyChoice {
 pub struct ClientOptions {
     pub(crate) engine: Option<String>,
     pub(crate) token: Option<Secret>,
+    pub(crate) no_token: bool,
     pub(crate) app_credentials: Option<crate::auth::AppCredentials>,
     pub(crate) api_url: Option<String>,
     pub(crate) project_endpoint: Option<String>,
@@ -128,6 +129,7 @@ impl Default for ClientOptions {
         ClientOptions {
             engine: None,
             token: None,
+            no_token: false,
             app_credentials: None,
             api_url: None,
             project_endpoint: None,
@@ -161,6 +163,7 @@ impl fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("engine", &self.engine)
             .field("token", &self.token)
+            .field("no_token", &self.no_token)
             .field("app_credentials", &self.app_credentials)
             .field("api_url", &self.api_url)
             .field("project_endpoint", &self.project_endpoint)
@@ -236,6 +239,24 @@ impl ClientOptions {
     /// The agent token, sent when opening control channels and dialing.
     pub fn token(mut self, token: impl Into<Secret>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Never reads or sends a stored token: the code equivalent of a
+    /// context's `noToken: true` in the config file. The token stored in
+    /// the context (or its environment entry) is ignored; a token passed
+    /// with [`token`](Self::token) or `RSTREAM_AUTHENTICATION_TOKEN` still
+    /// is sent, as with `noToken`.
+    ///
+    /// ```
+    /// let options = rstream::ClientOptions::new()
+    ///     .engine("engine.example.test:443")
+    ///     .no_token();
+    /// let resolved = options.resolve().unwrap();
+    /// assert_eq!(resolved.auth(), rstream::config::AuthKind::None);
+    /// ```
+    pub fn no_token(mut self) -> Self {
+        self.no_token = true;
         self
     }
 

@@ -145,9 +145,10 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
             Some(Secret::new(t.clone())),
             Some(Source::Env("RSTREAM_AUTHENTICATION_TOKEN")),
         )
-    } else if explicit_mtls || context.is_some_and(|c| c.no_token) {
-        // `noToken: true` (Node runtime): the stored token is neither read
-        // nor sent; an explicit one (option, environment) still is.
+    } else if explicit_mtls || o.no_token || context.is_some_and(|c| c.no_token) {
+        // `noToken: true` (Node runtime) or `.no_token()`: the stored token
+        // is neither read nor sent; an explicit one (option, environment)
+        // still is.
         (None, None)
     } else {
         match stored_token(context, environment)? {

@@ -21,16 +21,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use harness::{load_cases, prepare, run_rust, Fixture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rstream::config::{AuthKind, ClientCertificate, EngineTarget, Source};
 use rstream::transport::{HttpProxy, TlsOptions};
 use rstream::{ClientOptions, DialOptions, ErrorKind, TunnelOptions};
+use support::connect_proxy::start as start_proxy;
 use support::{echo_round_trip, spawn_echo, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------------------
 // The case table
@@ -208,6 +207,48 @@ fn managed(api: SocketAddr, endpoint: &str) -> ClientOptions {
     ClientOptions::new()
         .api_url(format!("http://{api}/"))
         .project_endpoint(endpoint)
+}
+
+/// `.no_token()` is `noToken: true` in code: the context's stored token is
+/// neither read (resolution reports no credentials) nor sent (managed
+/// resolution carries no `Authorization`); an explicit token still is.
+#[tokio::test]
+async fn no_token_option_skips_the_stored_token() {
+    let api = Api::default();
+    let addr = start_api(api.clone()).await;
+    let fx = Fixture::new("config-no-token");
+    let path = fx.dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults: {{context: {{name: dev}}}}\ncontexts:\n  - name: dev\n    apiUrl: http://{addr}\n    \
+             projectEndpoint: myproj\n    auth: {{token: {{storage: {{provider: inline, value: stored-sekret}}}}}}\n"
+        ),
+    )
+    .unwrap();
+    let options = ClientOptions::new().config_file(&path);
+    // Without it, the stored token is read and sent.
+    let resolved = options.clone().resolve().unwrap();
+    assert_eq!(resolved.auth(), AuthKind::Token);
+    let client = options.clone().build().unwrap();
+    within("resolve", client.resolve_engine()).await.unwrap();
+    assert_eq!(
+        api.requests.lock().unwrap()[0]["authorization"],
+        "Bearer stored-sekret"
+    );
+
+    let resolved = options.clone().no_token().resolve().unwrap();
+    assert_eq!(resolved.auth(), AuthKind::None);
+    assert!(resolved.token().is_none());
+    let client = options.clone().no_token().build().unwrap();
+    within("resolve without", client.resolve_engine())
+        .await
+        .unwrap();
+    assert!(!api.requests.lock().unwrap()[1].contains_key("authorization"));
+
+    // An explicit token is still used.
+    let resolved = options.no_token().token("explicit").resolve().unwrap();
+    assert_eq!(resolved.token().map(|(_, s)| s), Some(Source::Option));
 }
 
 #[tokio::test]
@@ -497,79 +538,6 @@ async fn inline_mtls_from_the_config_file_reaches_the_handshake() {
 // ---------------------------------------------------------------------------
 // HTTP CONNECT proxy
 // ---------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct ProxyLog {
-    targets: Arc<Mutex<Vec<String>>>,
-}
-
-/// A minimal CONNECT proxy: checks basic auth (when `creds` is set), then
-/// relays bytes. Targets under `.engine.test` are sent to `engine`.
-async fn start_proxy(
-    creds: Option<&'static str>,
-    engine: Option<SocketAddr>,
-) -> (SocketAddr, ProxyLog) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let log = ProxyLog::default();
-    let log2 = log.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let log = log2.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                    match inbound.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let mut lines = head.split("\r\n");
-                let request_line = lines.next().unwrap_or_default().to_owned();
-                let mut parts = request_line.split(' ');
-                let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
-                    let _ = inbound
-                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
-                        .await;
-                    return;
-                };
-                if let Some(creds) = creds {
-                    let want = format!("proxy-authorization: basic {}", STANDARD.encode(creds))
-                        .to_lowercase();
-                    if !lines.any(|l| l.to_lowercase() == want) {
-                        let _ = inbound
-                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n")
-                            .await;
-                        return;
-                    }
-                }
-                log.targets.lock().unwrap().push(target.to_owned());
-                let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
-                let upstream = match engine {
-                    Some(engine) if host.ends_with(".engine.test") => {
-                        TcpStream::connect(engine).await
-                    }
-                    _ => TcpStream::connect(target).await,
-                };
-                let Ok(mut upstream) = upstream else {
-                    let _ = inbound.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
-                    return;
-                };
-                if inbound
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
-            });
-        }
-    });
-    (addr, log)
-}
 
 #[tokio::test]
 async fn proxy_relays_control_channel_dials_and_proxy_connections() {

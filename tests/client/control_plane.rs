@@ -824,57 +824,12 @@ async fn https_with_a_private_ca_and_turn_on_both_routes() {
     assert_eq!(err.code(), code::ENGINE_API_UNAUTHENTICATED);
 }
 
-/// A minimal HTTP CONNECT proxy that records each target and relays bytes.
-async fn start_connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let targets = Arc::new(Mutex::new(Vec::new()));
-    let log = targets.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                    match inbound.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let mut parts = head.split(' ');
-                let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
-                    let _ = inbound
-                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
-                        .await;
-                    return;
-                };
-                log.lock().unwrap().push(target.to_owned());
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
-                    let _ = inbound.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
-                    return;
-                };
-                if inbound
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .is_ok()
-                {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
-                }
-            });
-        }
-    });
-    (addr, targets)
-}
-
 #[tokio::test]
 async fn calls_go_through_an_http_connect_proxy() {
     let creds = creds();
     let state = StandIn::new(&creds);
     let (port, ca_pem) = start_https(state.clone()).await;
-    let (proxy, targets) = start_connect_proxy().await;
+    let (proxy, log) = crate::support::connect_proxy::start(None, None).await;
     let cp = ControlPlane::builder()
         .url(format!("https://localhost:{port}"))
         .tls(TlsOptions::new().add_ca_pem(ca_pem.as_bytes()).unwrap())
@@ -888,7 +843,7 @@ async fn calls_go_through_an_http_connect_proxy() {
     assert_eq!(project.id, "prj_1");
     // TLS end to end through the tunnel: the proxy saw only the target.
     assert_eq!(
-        targets.lock().unwrap().as_slice(),
+        log.targets.lock().unwrap().as_slice(),
         [format!("localhost:{port}")]
     );
     assert_eq!(

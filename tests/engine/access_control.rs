@@ -16,7 +16,7 @@ use rstream::proto::{
     self, message::Payload, open_control_channel_rsp, ErrorCode, OpenControlChannelReq,
 };
 use rstream::{Client, DialOptions, TunnelOptions};
-use support::{echo_round_trip, spawn_echo, within};
+use support::{echo_round_trip, raw_get, spawn_echo, within};
 
 /// The protocol's `UNAUTHORIZED`.
 const UNAUTHORIZED: i32 = 1000;
@@ -52,32 +52,6 @@ fn token_client(engine: &LocalEngine, token: &str) -> Client {
         .token(token)
         .build()
         .expect("client")
-}
-
-/// A raw GET over HTTP/1.1 with an optional bearer (for query tokens).
-async fn raw_get(engine: &LocalEngine, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let url = format!("https://{}", engine.engine_address());
-    let tls = support::tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", engine.engine_address());
-    if let Some(t) = bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let rsp = within(
-        "raw GET",
-        send.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
-    )
-    .await
-    .expect("response");
-    let status = rsp.status().as_u16();
-    if path.starts_with("/api/sse") && status == 200 {
-        return (status, String::new());
-    }
-    let body = rsp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A client with app credentials mints its own tokens: it opens control

@@ -18,7 +18,7 @@ use rstream::api::{
 use rstream::engine::LocalEngine;
 use rstream::{Client, ControlChannel, ErrorKind, HttpVersion, TunnelOptions};
 use serde_json::Value;
-use support::{within, LIMIT};
+use support::{raw_get, within, LIMIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "api-token";
@@ -48,32 +48,6 @@ async fn next(watch: &mut Watch) -> Event {
         .await
         .expect("watch ended")
         .expect("watch event")
-}
-
-/// A raw GET over HTTP/1.1 (for what the typed client never sends).
-async fn raw_get(engine: &LocalEngine, path: &str, token: Option<&str>) -> (u16, String) {
-    let url = format!("https://{}", engine.engine_address());
-    let tls = support::tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", engine.engine_address());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let rsp = within(
-        "raw GET",
-        send.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
-    )
-    .await
-    .expect("response");
-    let status = rsp.status().as_u16();
-    if path.starts_with("/api/sse") && status == 200 {
-        return (status, String::new());
-    }
-    let body = rsp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Two clients and three tunnels with various properties.

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod config_cases;
+pub mod connect_proxy;
 #[allow(dead_code)]
 pub mod flood;
 pub mod pki;
@@ -177,4 +178,32 @@ pub async fn echo_round_trip(mut stream: rstream::RstreamStream, msg: &[u8]) -> 
     let mut back = Vec::new();
     stream.read_to_end(&mut back).await.expect("read");
     back
+}
+
+/// A raw GET over HTTP/1.1 to the engine's API, with an optional bearer
+/// token: for what the typed client never sends (query tokens, odd paths).
+/// An SSE answer's body is not read (it never ends).
+pub async fn raw_get(engine: &LocalEngine, path: &str, token: Option<&str>) -> (u16, String) {
+    let url = format!("https://{}", engine.engine_address());
+    let tls = tls_connect(&url, engine.ca_pem(), &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", engine.engine_address());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let rsp = within(
+        "raw GET",
+        send.send_request(req.body(http_body_util::Empty::<Bytes>::new()).unwrap()),
+    )
+    .await
+    .expect("response");
+    let status = rsp.status().as_u16();
+    if path.starts_with("/api/sse") && status == 200 {
+        return (status, String::new());
+    }
+    let body = rsp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
