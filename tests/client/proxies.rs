@@ -6,7 +6,10 @@
 //!   `CONNECT` inside (hyper's server with upgrades), TLS to the engine
 //!   inside that;
 //! - a SOCKS5 proxy: Debian's `microsocks` (installed by `.ci/run`), with
-//!   and without username/password.
+//!   and without username/password;
+//! - a plain HTTP CONNECT proxy in the object shape (`proxy: {http: ...}`);
+//!
+//! and the `ControlPlane` client through the HTTPS and SOCKS5 proxies.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -427,4 +430,137 @@ async fn socks5_proxy_refusals_are_auth_errors() {
         assert!(!err.to_string().contains("sekret"), "{err}");
     }
     engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Plain HTTP proxy in the object shape
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn http_proxy_in_object_shape_end_to_end() {
+    let engine = support::engine().await;
+    let (proxy, log) = support::connect_proxy::start(Some("agent:sekret-pw"), None).await;
+    let config = config_file(
+        "http-object",
+        &engine,
+        &format!("      proxy:\n        http: \"http://agent:sekret-pw@{proxy}\"\n"),
+    );
+    let resolved = client(&engine, &config).resolve().unwrap();
+    assert_eq!(
+        resolved.proxy().unwrap().0.to_string(),
+        format!("http://agent:<redacted>@{proxy}")
+    );
+    let client = Client::from_resolved(resolved).unwrap();
+    round_trip(&client, "via-http-proxy", true).await;
+    let targets = log.targets.lock().unwrap().clone();
+    assert!(targets.len() >= 4, "{targets:?}");
+    assert!(
+        targets.iter().all(|t| *t == engine.engine_address()),
+        "{targets:?}"
+    );
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// The ControlPlane client through HTTPS and SOCKS5 proxies
+// ---------------------------------------------------------------------------
+
+/// A control-plane stand-in over HTTPS (certificate for `localhost` from
+/// its own CA): `GET /api/whoami` with `Bearer cp-token`. Returns its port
+/// and its CA's PEM.
+async fn start_control_plane() -> (u16, String) {
+    let ca = Ca::named("control plane test CA");
+    let leaf = ca.leaf(&["localhost"], None);
+    let acceptor = TlsAcceptor::from(Arc::new(leaf.server_config(&[b"h2", b"http/1.1"])));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let authorized = req
+                        .headers()
+                        .get("authorization")
+                        .is_some_and(|v| v == "Bearer cp-token");
+                    let (status, body) = match (req.uri().path(), authorized) {
+                        ("/api/whoami", true) => {
+                            (StatusCode::OK, r#"{"id":"usr_proxied","role":"user"}"#)
+                        }
+                        (_, false) => (StatusCode::UNAUTHORIZED, r#"{"error":"no token"}"#),
+                        _ => (StatusCode::NOT_FOUND, r#"{"error":"no such route"}"#),
+                    };
+                    let mut rsp = Response::new(http_body_util::Full::new(Bytes::from(body)));
+                    *rsp.status_mut() = status;
+                    Ok::<_, hyper::Error>(rsp)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+/// Options as a user's config file gives them: the control plane's URL and
+/// token, `transport` as given; its CA trusted. No engine.
+fn control_plane_options(name: &str, port: u16, ca_pem: &str, transport: &str) -> ClientOptions {
+    let path = std::env::temp_dir().join(format!(
+        "rstream-proxies-{}-{name}.yaml",
+        std::process::id()
+    ));
+    let text = format!(
+        "defaults: {{context: {{name: dev}}}}\ncontexts:\n  - name: dev\n    apiUrl: \"https://localhost:{port}\"\n    \
+         auth: {{token: {{storage: {{provider: inline, value: cp-token}}}}}}\n    transport:\n{transport}"
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = path.to_string_lossy().into_owned();
+    ClientOptions::from_env_with(move |k| (k == "RSTREAM_CONFIG").then(|| config.clone()))
+        .tls(TlsOptions::new().add_ca_pem(ca_pem.as_bytes()).unwrap())
+}
+
+#[tokio::test]
+async fn control_plane_client_through_https_and_socks5_proxies() {
+    use rstream::control_plane::ControlPlane;
+    let (port, cp_ca) = start_control_plane().await;
+
+    // HTTPS proxy: TLS to the proxy (its own CA and name), CONNECT, TLS to
+    // the control plane inside.
+    let (proxy, proxy_ca, targets) = start_https_proxy().await;
+    let ca_file =
+        std::env::temp_dir().join(format!("rstream-cp-proxy-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, &proxy_ca).unwrap();
+    let transport = https_transport(
+        proxy,
+        &format!(
+            "{{caFile: \"{}\", serverName: proxy.internal.test}}",
+            ca_file.display()
+        ),
+    );
+    let options = control_plane_options("cp-https", port, &cp_ca, &transport);
+    let cp = ControlPlane::from_options(&options).unwrap();
+    let me = within("whoami via https proxy", cp.whoami()).await.unwrap();
+    assert_eq!(me.id, "usr_proxied");
+    assert_eq!(
+        targets.lock().unwrap().as_slice(),
+        [format!("localhost:{port}")]
+    );
+
+    // SOCKS5 (microsocks, with credentials; the name resolved by the proxy).
+    let socks = microsocks(Some(("agent", "sekret-pw"))).await;
+    let transport = format!(
+        "      proxy: {{socks5: \"socks5h://agent:sekret-pw@{}\"}}\n",
+        socks.addr
+    );
+    let options = control_plane_options("cp-socks", port, &cp_ca, &transport);
+    let cp = ControlPlane::from_options(&options).unwrap();
+    let me = within("whoami via socks5", cp.whoami()).await.unwrap();
+    assert_eq!(me.id, "usr_proxied");
+    socks.wait_connections_to(&format!(":{port}"), 1).await;
 }
