@@ -231,7 +231,7 @@ impl ControlPlaneBuilder {
         self
     }
 
-    /// Sends calls through this HTTP CONNECT proxy.
+    /// Sends calls through this proxy (HTTP CONNECT, HTTPS or SOCKS5: any [`HttpProxy`]).
     pub fn proxy(mut self, proxy: HttpProxy) -> Self {
         self.proxy = Some(proxy);
         self
