@@ -1185,3 +1185,47 @@ async fn websocket_upgrades_through_token_auth() {
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     control.close().await.unwrap();
 }
+
+/// `--edge-client-ca FILE` configures the edge CA (an `mtls_auth` tunnel
+/// is then accepted); a file without a certificate fails the start.
+#[tokio::test]
+async fn edge_client_ca_flag() {
+    support::init_tracing();
+    let dir = std::env::temp_dir().join(format!("rstream-edge-ca-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("edge-ca.pem");
+    std::fs::write(&good, support::pki::Ca::named("edge").pem()).unwrap();
+    let bad = dir.join("not-a-ca.pem");
+    std::fs::write(&bad, "nothing here\n").unwrap();
+
+    let settings = rstream::engine::cli::parse_from([
+        "rstream-local-engine".as_ref(),
+        "--edge-client-ca".as_ref(),
+        good.as_os_str(),
+    ])
+    .unwrap();
+    let engine = settings.builder.start().await.expect("engine");
+    let control = within("connect", support::client(&engine).connect())
+        .await
+        .unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::http().mtls_auth(true))
+        .await
+        .unwrap();
+    assert_eq!(tunnel.properties().mtls_auth, Some(true));
+    control.close().await.unwrap();
+
+    let settings = rstream::engine::cli::parse_from([
+        "rstream-local-engine".as_ref(),
+        "--edge-client-ca".as_ref(),
+        bad.as_os_str(),
+    ])
+    .unwrap();
+    let err = settings.builder.start().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("not-a-ca.pem") && text.contains("no PEM certificate"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
