@@ -1183,6 +1183,39 @@ async fn websocket_upgrades_through_token_auth() {
     }
     ws.close(None).await.unwrap();
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    // An h2c application cannot take an HTTP/1.1 upgrade: 501, said by
+    // the engine.
+    let h2c = control
+        .create_tunnel(
+            TunnelOptions::http()
+                .token_auth(true)
+                .http_version(rstream::HttpVersion::H2c),
+        )
+        .await
+        .unwrap();
+    let h2c_url = h2c.forwarding_address();
+    let token = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().connect(TunnelFilter::new().id(h2c.id().as_str())),
+        )))
+        .unwrap();
+    let tls = support::tls_connect(&h2c_url, ca, &[b"http/1.1"]).await;
+    let refused = tokio_tungstenite::client_async(
+        format!(
+            "ws://{}/ws?rstream.token={}",
+            support::authority(&h2c_url),
+            token.expose()
+        ),
+        tls,
+    )
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(rsp)) => {
+            assert_eq!(rsp.status().as_u16(), 501)
+        }
+        other => panic!("expected a 501, got {:?}", other.map(|(_, rsp)| rsp)),
+    }
     control.close().await.unwrap();
 }
 
