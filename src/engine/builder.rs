@@ -48,6 +48,7 @@ pub struct LocalEngineBuilder {
     max_published_connections: usize,
     webhooks: Vec<(String, crate::webhook::WebhookSecret)>,
     client_cas: Vec<ClientCaSource>,
+    edge_client_cas: Vec<ClientCaSource>,
     require_client_certificate: bool,
     max_watches: usize,
     api_timeouts: api::ApiTimeouts,
@@ -90,12 +91,41 @@ impl std::fmt::Debug for LocalEngineBuilder {
             .field("webhook_urls", &webhook_urls)
             .field("webhook_secrets", &Redacted(self.webhooks.len()))
             .field("client_cas", &self.client_cas)
+            .field("edge_client_cas", &self.edge_client_cas)
             .field(
                 "require_client_certificate",
                 &self.require_client_certificate,
             )
             .finish()
     }
+}
+
+/// Reads the CA bundles of `sources` (`None` when there are none).
+fn load_cas(
+    sources: &[ClientCaSource],
+    what: &str,
+    required: bool,
+) -> Result<Option<certs::ClientCa>> {
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let mut pems = Vec::with_capacity(sources.len());
+    for source in sources {
+        pems.push(match source {
+            ClientCaSource::Pem(pem) => (format!("{what} PEM"), pem.clone()),
+            ClientCaSource::File(path) => (
+                path.display().to_string(),
+                std::fs::read(path)
+                    .map_err(|e| Error::io(format!("reading {what} {}", path.display()), e))?,
+            ),
+        });
+    }
+    certs::ClientCa::from_pems(
+        pems.iter()
+            .map(|(what, pem)| (what.as_str(), pem.as_slice())),
+        required,
+    )
+    .map(Some)
 }
 
 /// Where a trusted client CA comes from (read by `start`).
@@ -122,6 +152,7 @@ impl Default for LocalEngineBuilder {
             max_published_connections: DEFAULT_MAX_PUBLISHED_CONNECTIONS,
             webhooks: Vec::new(),
             client_cas: Vec::new(),
+            edge_client_cas: Vec::new(),
             require_client_certificate: false,
             max_watches: api::DEFAULT_MAX_WATCHES,
             api_timeouts: api::ApiTimeouts::default(),
@@ -310,6 +341,28 @@ impl LocalEngineBuilder {
         self
     }
 
+    /// Trusts the CA certificate(s) of a PEM bundle to issue the client
+    /// certificates of **downstream users** of published tunnels created
+    /// with `mtls_auth = true` (repeatable; separate from
+    /// [`client_ca_pem`](Self::client_ca_pem), which authenticates agents).
+    /// Such a tunnel's `https://` endpoint then requires a client
+    /// certificate chained to one of these CAs and closes every other
+    /// connection during the TLS handshake, before the app hears of it.
+    /// Without an edge CA, `mtls_auth = true` is refused at tunnel
+    /// creation. See `docs/ACCESS_CONTROL.md`.
+    pub fn edge_client_ca(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.edge_client_cas
+            .push(ClientCaSource::Pem(pem.as_ref().to_vec()));
+        self
+    }
+
+    /// Like [`edge_client_ca`](Self::edge_client_ca), read from a PEM
+    /// file by [`start`](Self::start).
+    pub fn edge_client_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.edge_client_cas.push(ClientCaSource::File(path.into()));
+        self
+    }
+
     /// With `true`, the engine port refuses every TLS connection without a
     /// client certificate issued by a [client CA](Self::client_ca_pem)
     /// (tokens alone no longer admit anyone; the Engine HTTP API needs a
@@ -391,27 +444,13 @@ impl LocalEngineBuilder {
                 "local engine: require_client_certificate needs a client CA (client_ca_pem / client_ca_file)",
             ));
         }
-        let client_ca = if self.client_cas.is_empty() {
-            None
-        } else {
-            let mut pems = Vec::with_capacity(self.client_cas.len());
-            for source in &self.client_cas {
-                pems.push(match source {
-                    ClientCaSource::Pem(pem) => ("client CA PEM".to_owned(), pem.clone()),
-                    ClientCaSource::File(path) => (
-                        path.display().to_string(),
-                        std::fs::read(path).map_err(|e| {
-                            Error::io(format!("reading client CA {}", path.display()), e)
-                        })?,
-                    ),
-                });
-            }
-            Some(certs::ClientCa::from_pems(
-                pems.iter()
-                    .map(|(what, pem)| (what.as_str(), pem.as_slice())),
-                self.require_client_certificate,
-            )?)
-        };
+        let client_ca = load_cas(
+            &self.client_cas,
+            "client CA",
+            self.require_client_certificate,
+        )?;
+        // Downstream users of mtls_auth tunnels must always present one.
+        let edge_ca = load_cas(&self.edge_client_cas, "edge client CA", true)?;
         let webhook_targets = self
             .webhooks
             .into_iter()
@@ -427,7 +466,7 @@ impl LocalEngineBuilder {
         let state_dir = std::path::absolute(&state_dir)
             .map_err(|e| Error::io(format!("resolving {}", state_dir.display()), e))?;
         let tls = certs::EngineTls::load_or_create(&state_dir)?;
-        let configs = tls.server_configs(client_ca.as_ref())?;
+        let configs = tls.server_configs(client_ca.as_ref(), edge_ca.as_ref())?;
         let webhooks = webhooks::Webhooks::new(&tls.ca_pem)?;
         let listener = TcpListener::bind(self.listen)
             .await

@@ -61,12 +61,23 @@ pub(crate) struct ServerConfigs {
     /// Published `http` tunnels: `[http/1.1]` or `[h2, http/1.1]`, each
     /// with TLS 1.2+ or TLS 1.3 only.
     https: [Arc<ServerConfig>; 4],
+    /// The same for `mtls_auth` tunnels: a client certificate issued by
+    /// the edge client CA is required. `None` without an edge CA.
+    mtls_https: Option<[Arc<ServerConfig>; 4]>,
 }
 
 impl ServerConfigs {
     /// The configuration for a published `http` tunnel.
     pub(crate) fn https(&self, h2: bool, tls13_only: bool) -> Arc<ServerConfig> {
         self.https[usize::from(h2) * 2 + usize::from(tls13_only)].clone()
+    }
+
+    /// The configuration for a published `http` tunnel with `mtls_auth`:
+    /// `None` when the engine has no edge client CA.
+    pub(crate) fn mtls_https(&self, h2: bool, tls13_only: bool) -> Option<Arc<ServerConfig>> {
+        self.mtls_https
+            .as_ref()
+            .map(|c| c[usize::from(h2) * 2 + usize::from(tls13_only)].clone())
     }
 }
 
@@ -117,11 +128,30 @@ impl EngineTls {
 
     /// Builds every server configuration (each with its own session cache
     /// and ticketer, so clients resume sessions). With `client_ca`, the
-    /// engine port (only) asks for client certificates issued by it.
-    pub(crate) fn server_configs(&self, client_ca: Option<&ClientCa>) -> Result<ServerConfigs> {
+    /// engine port (only) asks for client certificates issued by it. With
+    /// `edge_ca`, the `mtls_auth` configurations require client
+    /// certificates issued by that one (a separate trust: agents and
+    /// downstream users are different populations).
+    pub(crate) fn server_configs(
+        &self,
+        client_ca: Option<&ClientCa>,
+        edge_ca: Option<&ClientCa>,
+    ) -> Result<ServerConfigs> {
         let h1: &[&[u8]] = &[b"http/1.1"];
         let h2: &[&[u8]] = &[b"h2", b"http/1.1"];
         let engine_auth = client_ca.map(ClientCa::verifier).transpose()?;
+        let mtls_https = match edge_ca {
+            None => None,
+            Some(ca) => {
+                let verifier = ca.verifier()?;
+                Some([
+                    self.server_config(h1, false, Some(verifier.clone()))?,
+                    self.server_config(h1, true, Some(verifier.clone()))?,
+                    self.server_config(h2, false, Some(verifier.clone()))?,
+                    self.server_config(h2, true, Some(verifier))?,
+                ])
+            }
+        };
         Ok(ServerConfigs {
             engine: self.server_config(
                 &[crate::proto::ALPN, b"h2", b"http/1.1"],
@@ -134,6 +164,7 @@ impl EngineTls {
                 self.server_config(h2, false, None)?,
                 self.server_config(h2, true, None)?,
             ],
+            mtls_https,
         })
     }
 
@@ -494,7 +525,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        first.server_configs(None).unwrap();
+        first.server_configs(None, None).unwrap();
         std::fs::remove_file(dir.join(CA_FILE)).unwrap();
         assert!(EngineTls::load_or_create(&dir).is_err());
         let _ = std::fs::remove_dir_all(&dir);

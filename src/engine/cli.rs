@@ -132,6 +132,17 @@ struct Args {
     )]
     client_cas: Vec<PathBuf>,
 
+    /// Trust this PEM CA to issue the client certificates of downstream
+    /// users of published tunnels created with mtls_auth = true
+    /// (repeatable); without it such tunnels are refused.
+    #[arg(
+        long = "edge-client-ca",
+        value_name = "FILE",
+        env = "RSTREAM_LOCAL_ENGINE_EDGE_CLIENT_CA",
+        value_parser = non_empty_path
+    )]
+    edge_client_cas: Vec<PathBuf>,
+
     /// Refuse connections without such a client certificate (needs
     /// --client-ca).
     #[arg(
@@ -374,6 +385,9 @@ impl Args {
         }
         for path in self.client_cas {
             builder = builder.client_ca_file(path);
+        }
+        for path in self.edge_client_cas {
+            builder = builder.edge_client_ca_file(path);
         }
         builder = builder.require_client_certificate(self.require_client_certificate);
         if let Some(ms) = self.liveness_timeout_ms {

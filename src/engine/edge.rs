@@ -3,7 +3,9 @@
 //! admits it only with a token whose connect scope allows this tunnel and
 //! path, and only then opens a stream to the owner and forwards it. A
 //! refused request gets 401 (no token, unusable token) or 403 (not
-//! allowed) from the engine; nothing reaches the app.
+//! allowed) from the engine; nothing reaches the app. An admitted HTTP/1.1
+//! `Upgrade` request (WebSocket) is relayed to an HTTP/1.1 application and,
+//! when it answers `101`, both upgraded connections are spliced.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -127,7 +129,18 @@ async fn forward(
     ip: IpAddr,
     h2c: bool,
     mut req: Request<Incoming>,
+    upgrades: &Upgrades,
 ) -> Response<Body> {
+    // An upgrade (WebSocket) needs HTTP/1.1 on both sides: h2 downstream
+    // uses extended CONNECT, and an h2c application would need it too.
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    if upgrade && (h2c || req.version() != http::Version::HTTP_11) {
+        return plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "upgrades through token_auth need HTTP/1.1 downstream and an http/1.1 application\n",
+        );
+    }
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let Ok((_, upstream)) = super::streams::reach_owner(inner, tunnel_id, ip).await else {
         return plain(
             StatusCode::BAD_GATEWAY,
@@ -167,7 +180,7 @@ async fn forward(
         let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(io).await else {
             return plain(StatusCode::BAD_GATEWAY, "upstream handshake failed\n");
         };
-        tokio::spawn(conn);
+        tokio::spawn(conn.with_upgrades());
         *req.version_mut() = http::Version::HTTP_11;
         if !req.headers().contains_key(header::HOST) {
             if let Ok(host) = HeaderValue::from_str(&authority) {
@@ -185,7 +198,31 @@ async fn forward(
         sender.send_request(req).await
     };
     match result {
-        Ok(rsp) => rsp.map(Body::new),
+        Ok(mut rsp) => {
+            if let Some(downstream) = downstream_upgrade {
+                if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let upstream = hyper::upgrade::on(&mut rsp);
+                    let tunnel_id = tunnel_id.to_owned();
+                    // In the engine's task set (it ends with the engine or
+                    // when either side closes); `done` tells the downstream
+                    // task, which holds the connection permit, that it ended.
+                    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+                    let _ = upgrades.send(ended);
+                    inner.tasks.spawn(async move {
+                        let _done = done;
+                        match tokio::try_join!(downstream, upstream) {
+                            Ok((down, up)) => {
+                                super::streams::splice(TokioIo::new(down), TokioIo::new(up)).await
+                            }
+                            Err(e) => {
+                                tracing::debug!(tunnel_id, error = %e, "token_auth upgrade failed")
+                            }
+                        }
+                    });
+                }
+            }
+            rsp.map(Body::new)
+        }
         Err(e) => {
             tracing::debug!(tunnel_id, error = %e, "token_auth upstream request failed");
             plain(StatusCode::BAD_GATEWAY, "the upstream request failed\n")
@@ -193,14 +230,21 @@ async fn forward(
     }
 }
 
-/// Serves one downstream connection of a `token_auth` tunnel.
+/// Where `forward` reports a spliced upgrade: a receiver that completes
+/// (with an error) when the splice ends.
+type Upgrades = tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Receiver<()>>;
+
+/// Serves one downstream connection of a `token_auth` tunnel (and, after
+/// an upgrade, waits for the splice, so the connection stays counted).
 pub(crate) async fn serve<IO>(inner: Arc<Inner>, tunnel_id: String, io: IO, ip: IpAddr, h2c: bool)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (upgrades, mut spliced) = tokio::sync::mpsc::unbounded_channel();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let inner = inner.clone();
         let tunnel_id = tunnel_id.clone();
+        let upgrades = upgrades.clone();
         async move {
             let Some(token) = take_token(&mut req) else {
                 return Ok::<_, Infallible>(plain(
@@ -212,7 +256,7 @@ where
             if let Err((status, message)) = admit(&inner, &tunnel_id, &token, &path) {
                 return Ok(plain(status, message));
             }
-            Ok(forward(&inner, &tunnel_id, ip, h2c, req).await)
+            Ok(forward(&inner, &tunnel_id, ip, h2c, req, &upgrades).await)
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -225,7 +269,15 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD as u32);
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
         tracing::debug!(error = %e, "token_auth downstream connection ended");
+    }
+    // The service (and its senders) is gone with the connection: at most
+    // one upgrade per HTTP/1.1 connection is pending here.
+    while let Some(ended) = spliced.recv().await {
+        let _ = ended.await;
     }
 }

@@ -5,7 +5,9 @@
 //! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
 //! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`),
-//! `upstream_tls` (published `http` tunnels: see [`super::upstream`]), `hostname` (`localhost` /
+//! `upstream_tls` (published `http` tunnels: see [`super::upstream`]),
+//! `token_auth` and `mtls_auth` (published `http` tunnels; `mtls_auth`
+//! needs an edge client CA), `hostname` (`localhost` /
 //! `127.0.0.1` only), `port` (`tcp` tunnels, and any published tunnel that
 //! also asks for `hostname = 127.0.0.1` or `localhost`: how a reconnecting
 //! client gets its previous address back), `allow_cross_region_routing`
@@ -143,10 +145,28 @@ pub(crate) fn validate(
         // re-originate TLS after that (docs/ACCESS_CONTROL.md).
         return Err(unavailable("token_auth together with upstream_tls"));
     }
+    let mtls = p.mtls_auth == Some(true);
+    if mtls && !(http && published) {
+        // Only published http endpoints are TLS the engine terminates
+        // (tls tunnels are passthrough, tcp is raw).
+        return Err(unavailable(
+            "mtls_auth = true except on published http tunnels (protocol = \"http\", publish = true): the engine terminates TLS only there",
+        ));
+    }
+    if mtls && p.token_auth == Some(true) {
+        // Hosted engines admit either proof; the local engine keeps one.
+        return Err(unavailable(
+            "mtls_auth together with token_auth (choose one)",
+        ));
+    }
+    if mtls && tls.mtls_https(false, false).is_none() {
+        return Err(unavailable(
+            "mtls_auth = true without an edge client CA: start the engine with --edge-client-ca FILE (LocalEngineBuilder::edge_client_ca)",
+        ));
+    }
     let flags = [
         ("rstream_auth", p.rstream_auth),
         ("challenge_mode", p.challenge_mode),
-        ("mtls_auth", p.mtls_auth),
         ("http_use_tls", p.http_use_tls),
         (
             "datagram_guaranteed_delivery",
@@ -157,11 +177,12 @@ pub(crate) fn validate(
         // Edge authentication needs the hosted edge (login, challenge and
         // credential services); say so instead of a bare "unsupported".
         let why = match *name {
-            "mtls_auth" => {
-                ": client-certificate edge authentication runs on hosted engines (docs/ACCESS_CONTROL.md)"
+            "rstream_auth" => {
+                ": the rstream login needs the hosted rstream service (docs/ACCESS_CONTROL.md)"
             }
-            "rstream_auth" => ": the rstream login needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
-            "challenge_mode" => ": the challenge page needs the hosted rstream service (docs/ACCESS_CONTROL.md)",
+            "challenge_mode" => {
+                ": the challenge page needs the hosted rstream service (docs/ACCESS_CONTROL.md)"
+            }
             _ => "",
         };
         return Err(unavailable(format!("{name} = true{why}")));
@@ -247,7 +268,11 @@ pub(crate) fn validate(
     };
     let endpoint = published.then(|| {
         let kind = if http {
-            EndpointKind::Https(tls.https(h2, tls13_only), upstream)
+            let config = match tls.mtls_https(h2, tls13_only) {
+                Some(config) if mtls => config,
+                _ => tls.https(h2, tls13_only),
+            };
+            EndpointKind::Https(config, upstream)
         } else {
             EndpointKind::Raw
         };

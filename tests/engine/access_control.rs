@@ -522,7 +522,7 @@ async fn list_scope_filters_and_selects() {
 }
 
 /// Edge authentication the local engine cannot provide (all but
-/// `token_auth`) is refused with
+/// `token_auth` and `mtls_auth`) is refused with
 /// `FEATURE_NOT_AVAILABLE` and a message that says why and where to read.
 #[tokio::test]
 async fn edge_auth_refusals_say_why() {
@@ -531,11 +531,6 @@ async fn edge_auth_refusals_say_why() {
         .await
         .unwrap();
     for (what, options, needle) in [
-        (
-            "mtls_auth",
-            TunnelOptions::http().mtls_auth(true),
-            "hosted engines",
-        ),
         (
             "rstream_auth",
             TunnelOptions::http().rstream_auth(true),
@@ -878,4 +873,366 @@ async fn token_auth_guards_published_http_tunnels() {
         assert_eq!(seen.load(Ordering::SeqCst), 3);
     }
     control.close().await.unwrap();
+}
+
+/// One GET to a published endpoint over TLS (HTTP/1.1 or h2), presenting
+/// `identity` when given. `Err` when the engine refuses the connection
+/// (during or right after the handshake: TLS 1.3 clients finish before the
+/// server has checked their certificate).
+async fn mtls_get(
+    url: &str,
+    ca: &str,
+    identity: Option<rstream::transport::ClientIdentity>,
+    h2: bool,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let mut tls = rstream::transport::TlsOptions::new()
+        .add_ca_pem(ca.as_bytes())
+        .unwrap();
+    if let Some(identity) = identity {
+        tls = tls.client_identity(identity);
+    }
+    let config = tls.client_config(alpn).unwrap();
+    let authority = support::authority(url);
+    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = within(
+        "mtls handshake",
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .map_err(|e| format!("handshake: {e}"))?;
+    let req = if h2 {
+        http::Request::get(format!("https://{authority}{path}"))
+    } else {
+        http::Request::get(path).header("host", authority.clone())
+    }
+    .body(Empty::<Bytes>::new())
+    .unwrap();
+    let rsp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| format!("h2 handshake: {e}"))?;
+        tokio::spawn(conn);
+        within("h2 request", send.send_request(req)).await
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("h1 handshake: {e}"))?;
+        tokio::spawn(conn);
+        within("h1 request", send.send_request(req)).await
+    }
+    .map_err(|e| format!("request: {e}"))?;
+    let status = rsp.status().as_u16();
+    let body = rsp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `mtls_auth` on published HTTP/1.1 and h2c tunnels of an engine with an
+/// edge client CA: a client certificate from that CA reaches the app; no
+/// certificate, or one from another CA, is refused in the TLS handshake
+/// and the app never sees it. A tunnel without `mtls_auth` on the same
+/// engine asks for nothing.
+#[tokio::test]
+async fn mtls_auth_admits_only_certificates_from_the_edge_ca() {
+    use rstream::HttpVersion;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use support::pki::Ca;
+    support::init_tracing();
+    let edge_ca = Ca::named("rstream tests edge CA");
+    let other_ca = Ca::named("rstream tests other CA");
+    let user = edge_ca.client("user-1");
+    let stranger = other_ca.client("user-1");
+    let engine = LocalEngine::builder()
+        .edge_client_ca(edge_ca.pem())
+        .start()
+        .await
+        .expect("engine");
+    let ca = engine.ca_pem();
+    let control = within("owner", support::client(&engine).connect())
+        .await
+        .unwrap();
+    for h2c in [false, true] {
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                format!("{} {:?}", req.uri().path(), req.version())
+            }
+        });
+        let mut options = TunnelOptions::http()
+            .name(format!("mtls-{h2c}"))
+            .mtls_auth(true);
+        if h2c {
+            options = options.http_version(HttpVersion::H2c);
+        }
+        let tunnel = control.create_tunnel(options).await.unwrap();
+        assert_eq!(tunnel.properties().mtls_auth, Some(true));
+        let url = tunnel.forwarding_address();
+        let _server = tokio::spawn(std::future::IntoFuture::into_future(rstream::http::serve(
+            tunnel, app,
+        )));
+
+        let refused = mtls_get(&url, ca, None, h2c, "/").await;
+        assert!(refused.is_err(), "h2c={h2c}: no certificate: {refused:?}");
+        let refused = mtls_get(&url, ca, Some(stranger.identity()), h2c, "/").await;
+        assert!(refused.is_err(), "h2c={h2c}: other CA: {refused:?}");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            0,
+            "a refused client reached the app"
+        );
+
+        let (status, body) = mtls_get(&url, ca, Some(user.identity()), h2c, "/hello")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("/hello"), "{body}");
+        if h2c {
+            assert!(body.ends_with("HTTP/2.0"), "{body}");
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+    // Without mtls_auth the endpoint needs no certificate.
+    let open = control.create_tunnel(TunnelOptions::http()).await.unwrap();
+    let url = open.forwarding_address();
+    let _server = tokio::spawn(std::future::IntoFuture::into_future(rstream::http::serve(
+        open,
+        axum::Router::new().fallback(|| async { "open" }),
+    )));
+    assert_eq!(
+        mtls_get(&url, ca, None, false, "/").await.unwrap(),
+        (200, "open".to_owned())
+    );
+    control.close().await.unwrap();
+}
+
+/// `mtls_auth` is refused, saying why, without an edge CA, outside
+/// published http tunnels, and together with `token_auth`.
+#[tokio::test]
+async fn mtls_auth_refusals_say_why() {
+    let plain = support::engine().await;
+    let control = within("connect", support::client(&plain).connect())
+        .await
+        .unwrap();
+    let err = control
+        .create_tunnel(TunnelOptions::http().mtls_auth(true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.engine_code(), Some(5000), "{err}");
+    assert!(err.to_string().contains("--edge-client-ca"), "{err}");
+    control.close().await.unwrap();
+
+    let edge_ca = support::pki::Ca::named("rstream tests edge CA");
+    let engine = LocalEngine::builder()
+        .edge_client_ca(edge_ca.pem())
+        .start()
+        .await
+        .expect("engine");
+    let control = within("connect", support::client(&engine).connect())
+        .await
+        .unwrap();
+    for (what, options, needle) in [
+        (
+            "tls",
+            TunnelOptions::tls().mtls_auth(true),
+            "published http tunnels",
+        ),
+        (
+            "private http",
+            TunnelOptions::http().private().mtls_auth(true),
+            "published http tunnels",
+        ),
+        (
+            "with token_auth",
+            TunnelOptions::http().mtls_auth(true).token_auth(true),
+            "token_auth",
+        ),
+    ] {
+        let err = control.create_tunnel(options).await.unwrap_err();
+        assert_eq!(err.engine_code(), Some(5000), "{what}: {err}");
+        assert!(err.to_string().contains(needle), "{what}: {err}");
+    }
+    control.close().await.unwrap();
+}
+
+/// A WebSocket through a `token_auth` tunnel: the upgrade without a token
+/// is refused (401, the app never sees it); with a valid token the upgrade
+/// reaches the app, which never sees the token, and frames flow both ways
+/// through the spliced connection.
+#[tokio::test]
+async fn websocket_upgrades_through_token_auth() {
+    use axum::extract::ws::{Message as WsMessage, WebSocketUpgrade};
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_tungstenite::tungstenite::Message;
+    let creds = AppCredentials::generate("backend").unwrap();
+    let engine = engine_for(&creds, None).await;
+    let control = within("owner", app_client(&engine, &creds).connect())
+        .await
+        .unwrap();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let app = axum::Router::new().route(
+        "/ws",
+        axum::routing::get(move |ws: WebSocketUpgrade, uri: http::Uri| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let query = uri.query().unwrap_or("").to_owned();
+            async move {
+                ws.on_upgrade(move |mut socket| async move {
+                    while let Some(Ok(msg)) = socket.recv().await {
+                        if let WsMessage::Text(t) = msg {
+                            let reply = format!("echo {t} query={query}");
+                            if socket.send(WsMessage::Text(reply.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                })
+            }
+        }),
+    );
+    let tunnel = control
+        .create_tunnel(TunnelOptions::http().token_auth(true))
+        .await
+        .unwrap();
+    let tunnel_id = tunnel.id();
+    let url = tunnel.forwarding_address();
+    let _server = tokio::spawn(std::future::IntoFuture::into_future(rstream::http::serve(
+        tunnel, app,
+    )));
+    let ca = engine.ca_pem();
+    let authority = support::authority(&url);
+
+    let tls = support::tls_connect(&url, ca, &[b"http/1.1"]).await;
+    let refused = tokio_tungstenite::client_async(format!("ws://{authority}/ws"), tls).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(rsp)) => {
+            assert_eq!(rsp.status().as_u16(), 401)
+        }
+        other => panic!("expected a 401, got {:?}", other.map(|(_, rsp)| rsp)),
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "a refused upgrade reached the app"
+    );
+
+    let token = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().connect(TunnelFilter::new().id(tunnel_id.as_str())),
+        )))
+        .unwrap();
+    let tls = support::tls_connect(&url, ca, &[b"http/1.1"]).await;
+    let (mut ws, rsp) = within(
+        "websocket handshake",
+        tokio_tungstenite::client_async(
+            format!("ws://{authority}/ws?rstream.token={}", token.expose()),
+            tls,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rsp.status().as_u16(), 101);
+    for i in 0..3 {
+        ws.send(Message::Text(format!("hi {i}").into()))
+            .await
+            .unwrap();
+        let reply = within("websocket reply", ws.next()).await.unwrap().unwrap();
+        assert_eq!(
+            reply.into_text().unwrap().as_str(),
+            format!("echo hi {i} query=")
+        );
+    }
+    ws.close(None).await.unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    // An h2c application cannot take an HTTP/1.1 upgrade: 501, said by
+    // the engine.
+    let h2c = control
+        .create_tunnel(
+            TunnelOptions::http()
+                .token_auth(true)
+                .http_version(rstream::HttpVersion::H2c),
+        )
+        .await
+        .unwrap();
+    let h2c_url = h2c.forwarding_address();
+    let token = creds
+        .mint(&TokenRequest::new().resources(Resources::tunnels(
+            TunnelScopes::new().connect(TunnelFilter::new().id(h2c.id().as_str())),
+        )))
+        .unwrap();
+    let tls = support::tls_connect(&h2c_url, ca, &[b"http/1.1"]).await;
+    let refused = tokio_tungstenite::client_async(
+        format!(
+            "ws://{}/ws?rstream.token={}",
+            support::authority(&h2c_url),
+            token.expose()
+        ),
+        tls,
+    )
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(rsp)) => {
+            assert_eq!(rsp.status().as_u16(), 501)
+        }
+        other => panic!("expected a 501, got {:?}", other.map(|(_, rsp)| rsp)),
+    }
+    control.close().await.unwrap();
+}
+
+/// `--edge-client-ca FILE` configures the edge CA (an `mtls_auth` tunnel
+/// is then accepted); a file without a certificate fails the start.
+#[tokio::test]
+async fn edge_client_ca_flag() {
+    support::init_tracing();
+    let dir = std::env::temp_dir().join(format!("rstream-edge-ca-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("edge-ca.pem");
+    std::fs::write(&good, support::pki::Ca::named("edge").pem()).unwrap();
+    let bad = dir.join("not-a-ca.pem");
+    std::fs::write(&bad, "nothing here\n").unwrap();
+
+    let settings = rstream::engine::cli::parse_from([
+        "rstream-local-engine".as_ref(),
+        "--edge-client-ca".as_ref(),
+        good.as_os_str(),
+    ])
+    .unwrap();
+    let engine = settings.builder.start().await.expect("engine");
+    let control = within("connect", support::client(&engine).connect())
+        .await
+        .unwrap();
+    let tunnel = control
+        .create_tunnel(TunnelOptions::http().mtls_auth(true))
+        .await
+        .unwrap();
+    assert_eq!(tunnel.properties().mtls_auth, Some(true));
+    control.close().await.unwrap();
+
+    let settings = rstream::engine::cli::parse_from([
+        "rstream-local-engine".as_ref(),
+        "--edge-client-ca".as_ref(),
+        bad.as_os_str(),
+    ])
+    .unwrap();
+    let err = settings.builder.start().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("not-a-ca.pem") && text.contains("no PEM certificate"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
