@@ -354,9 +354,11 @@ fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 /// Accepts any server certificate but still checks handshake signatures
-/// (so the session keys are at least bound to the presented key).
+/// (so the session keys are at least bound to the presented key). Used by
+/// `danger_accept_invalid_certs` and by the local engine's upstream TLS to
+/// an application, which brings its own (often self-signed) certificate.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub(crate) struct NoVerification(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
