@@ -26,6 +26,7 @@ pub use endpoint::{Endpoint, DEFAULT_PORT};
 pub use proxy::{HttpProxy, ProxiedStream, MAX_PROXY_RESPONSE_HEADER};
 #[cfg_attr(not(feature = "local-engine"), allow(unused_imports))]
 pub(crate) use tls::provider;
-pub(crate) use tls::NoVerification;
 pub(crate) use tls::server_name;
+#[cfg(feature = "local-engine")]
+pub(crate) use tls::NoVerification;
 pub use tls::{ClientIdentity, TlsOptions};
