@@ -577,7 +577,8 @@ impl<T> Filter<T> {
     }
 
     /// Evaluates the tree with `leaf` for each constraint object (empty
-    /// AND: true; empty OR: false).
+    /// AND: true; empty OR: false). Only the local engine evaluates scopes.
+    #[cfg_attr(not(feature = "local-engine"), allow(dead_code))]
     pub(crate) fn eval_with(&self, leaf: &dyn Fn(&T) -> bool) -> bool {
         match self {
             Filter::And(items) => items.iter().all(|f| f.eval_with(leaf)),
