@@ -39,8 +39,12 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The selected provider with its own suite order (ring wins when both
-/// features are on, as the default feature set plus `aws-lc-rs` would be).
-#[cfg(feature = "ring")]
+/// features are on, as the default feature set plus `aws-lc-rs` would be;
+/// `local-engine` compiles ring anyway, so alone it means ring).
+#[cfg(any(
+    feature = "ring",
+    all(feature = "local-engine", not(feature = "aws-lc-rs"))
+))]
 fn default_provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
@@ -51,7 +55,7 @@ fn default_provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
 
-#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs", feature = "local-engine")))]
 compile_error!(
     "rstream needs a TLS crypto provider: enable the `ring` feature (a default \
      feature) or `aws-lc-rs` (e.g. `default-features = false, features = [\"axum\", \"aws-lc-rs\"]`)"
