@@ -37,8 +37,15 @@
 //!
 //! - `axum` (default): `axum::serve::Listener` for [`Tunnel`] and the
 //!   webhook extractor.
+//! - `ring` (default): TLS on ring's crypto provider.
+//! - `aws-lc-rs`: TLS on aws-lc-rs instead (with `default-features = false`;
+//!   ring is used when both are on), for apps already on rustls' default
+//!   provider, so they compile one crypto library, not two. One of `ring`,
+//!   `aws-lc-rs` (or `local-engine`, which means ring) is required.
 //! - `local-engine`: [`engine`] and the `rstream-local-engine` binary
-//!   (examples, tests and benches of this crate turn it on themselves).
+//!   (examples, tests and benches of this crate turn it on themselves). It
+//!   always compiles ring (certificate generation); its TLS follows the
+//!   provider above (ring if neither is on).
 //! - `native-roots`: the operating system's root certificates beside the
 //!   bundled webpki roots.
 //! - `tonic`: `tonic::transport::server::Connected` for [`RstreamStream`],

@@ -12,9 +12,11 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::error::{code, Error, ErrorKind, Result};
 
-/// The crypto provider used everywhere in this crate (ring: pure Rust + asm, no cmake).
+/// The crypto provider used everywhere in this crate: ring (feature `ring`,
+/// the default: pure Rust + asm, no cmake), or aws-lc-rs (feature
+/// `aws-lc-rs`, when `ring` is off).
 ///
-/// ring's suites, AES-128-GCM first: the TLS 1.3 mandatory suite, as strong
+/// The provider's suites, AES-128-GCM first: the TLS 1.3 mandatory suite, as strong
 /// as any in practice, about a third cheaper per byte than AES-256-GCM, and
 /// its SHA-256 key schedule runs on the SHA extensions most CPUs have
 /// (SHA-384 has no such path): resumed handshakes and bulk transfer are
@@ -22,8 +24,8 @@ use crate::error::{code, Error, ErrorKind, Result};
 /// other suites still get them.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     use rustls::CipherSuite as S;
-    let mut provider = rustls::crypto::ring::default_provider();
-    // Stable: otherwise ring's order (TLS 1.3 before TLS 1.2) is kept.
+    let mut provider = default_provider();
+    // Stable: otherwise the provider's order (TLS 1.3 before TLS 1.2) is kept.
     provider
         .cipher_suites
         .sort_by_key(|suite| match suite.suite() {
@@ -35,6 +37,29 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
         });
     Arc::new(provider)
 }
+
+/// The selected provider with its own suite order (ring wins when both
+/// features are on, as the default feature set plus `aws-lc-rs` would be;
+/// `local-engine` compiles ring anyway, so alone it means ring).
+#[cfg(any(
+    feature = "ring",
+    all(feature = "local-engine", not(feature = "aws-lc-rs"))
+))]
+fn default_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The selected provider with its own suite order (`aws-lc-rs` without `ring`).
+#[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
+fn default_provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs", feature = "local-engine")))]
+compile_error!(
+    "rstream needs a TLS crypto provider: enable the `ring` feature (a default \
+     feature) or `aws-lc-rs` (e.g. `default-features = false, features = [\"axum\", \"aws-lc-rs\"]`)"
+);
 
 /// TLS settings shared by every connection a client makes (control channel,
 /// private dials and proxy connections).
@@ -444,6 +469,19 @@ mod tests {
     }
 
     #[test]
+    fn provider_is_the_one_the_features_choose() {
+        // rustls' providers name themselves only through `Debug` of their
+        // key provider (`Ring` / `AwsLcRs`).
+        let name = format!("{:?}", super::provider().key_provider);
+        let expected = if cfg!(feature = "ring") {
+            "Ring"
+        } else {
+            "AwsLcRs"
+        };
+        assert_eq!(name, expected);
+    }
+
+    #[test]
     fn provider_prefers_aes_128_gcm_and_keeps_every_suite() {
         let ours: Vec<S> = super::provider()
             .cipher_suites
@@ -455,21 +493,21 @@ mod tests {
         let tls12_at = ours
             .iter()
             .position(|s| *s == S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
-            .expect("ring offers ECDHE-ECDSA-AES128-GCM");
+            .expect("the provider offers ECDHE-ECDSA-AES128-GCM");
         assert!(ours[..tls12_at].iter().all(|s| matches!(
             s,
             S::TLS13_AES_128_GCM_SHA256
                 | S::TLS13_AES_256_GCM_SHA384
                 | S::TLS13_CHACHA20_POLY1305_SHA256
         )));
-        let mut ring: Vec<S> = rustls::crypto::ring::default_provider()
+        let mut theirs: Vec<S> = super::default_provider()
             .cipher_suites
             .iter()
             .map(|s| s.suite())
             .collect();
         let mut sorted = ours.clone();
-        ring.sort_by_key(|s| u16::from(*s));
+        theirs.sort_by_key(|s| u16::from(*s));
         sorted.sort_by_key(|s| u16::from(*s));
-        assert_eq!(sorted, ring, "reordered, nothing added or dropped");
+        assert_eq!(sorted, theirs, "reordered, nothing added or dropped");
     }
 }
