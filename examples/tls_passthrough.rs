@@ -36,6 +36,10 @@ async fn main() -> Result<(), BoxError> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // rustls chooses the process-wide crypto provider by itself only when
+    // one provider is compiled in; with both `ring` and `aws-lc-rs` in the
+    // build (e.g. `--all-features`), name one. Ignored if already set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let self_test = std::env::args().any(|a| a == "--self-test");
 
     // The engine from the environment, or a local one started here.
