@@ -15,11 +15,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::{code, Error, ErrorKind, Result};
-use crate::transport::https::{connect_error, HttpsConnector};
+use crate::transport::https::{connect_error, HttpsConnector, USER_AGENT};
 use crate::transport::HttpProxy;
-
-/// The `User-Agent` of every Engine API request.
-pub(crate) const USER_AGENT: &str = concat!("rstream-rust-runtime/", env!("CARGO_PKG_VERSION"));
 
 /// A failed Engine API call: the HTTP method, path, status and body text.
 ///

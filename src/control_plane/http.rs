@@ -13,10 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Secret;
 use crate::error::{code, Error, ErrorKind, Result};
-use crate::transport::https::{connect_error, is_loopback, HttpsConnector, PlainHttp};
+use crate::transport::https::{connect_error, is_loopback, HttpsConnector, PlainHttp, USER_AGENT};
 use crate::transport::{HttpProxy, TlsOptions};
-
-pub(crate) const USER_AGENT: &str = concat!("rstream-rust-runtime/", env!("CARGO_PKG_VERSION"));
 
 /// A pooled HTTP client for one control-plane API URL.
 #[derive(Clone)]

@@ -33,6 +33,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{EngineStream, HttpProxy, ProxiedStream, TlsDialer};
 use crate::error::{code, Error, Result};
 
+/// The `User-Agent` of every request this SDK makes over this stack
+/// (Engine API, control plane).
+pub(crate) const USER_AGENT: &str = concat!("rstream-rust-runtime/", env!("CARGO_PKG_VERSION"));
+
 /// Whether an [`HttpsConnector`] opens `http://` (clear-text) connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PlainHttp {
