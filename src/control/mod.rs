@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::datagram::DatagramTunnel;
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::link::EngineLink;
 use crate::proto::{
@@ -196,7 +197,10 @@ impl ControlChannel {
         })
     }
 
-    /// Creates a tunnel. Options are validated before anything is sent.
+    /// Creates a (bytestream) tunnel. Options are validated before
+    /// anything is sent. Datagram options are refused
+    /// (`ERR_RSTREAM_UNSUPPORTED_TUNNEL`): use
+    /// [`create_datagram_tunnel`](Self::create_datagram_tunnel).
     ///
     /// While the channel is reconnecting, the request waits for the new
     /// connection (bounded by the operation timeout).
@@ -212,6 +216,51 @@ impl ControlChannel {
     /// the request went out, the tunnel the engine creates is closed again
     /// at once (nothing leaks, but the work is lost).
     pub async fn create_tunnel(&self, options: TunnelOptions) -> Result<Tunnel> {
+        if options.is_datagram() {
+            return Err(Error::unsupported(
+                code::UNSUPPORTED_TUNNEL,
+                "datagram tunnels are created with ControlChannel::create_datagram_tunnel",
+            ));
+        }
+        self.create(options).await
+    }
+
+    /// Creates a datagram tunnel: `options` as given, with `type =
+    /// "datagram"` (start from [`TunnelOptions::datagram`]). A published
+    /// one gets a UDP address; each peer is a
+    /// [`DatagramChannel`](crate::datagram::DatagramChannel).
+    ///
+    /// ```no_run
+    /// # async fn run(control: rstream::ControlChannel) -> rstream::Result<()> {
+    /// use rstream::TunnelOptions;
+    /// let mut tunnel = control
+    ///     .create_datagram_tunnel(TunnelOptions::datagram().publish())
+    ///     .await?;
+    /// println!("{}", tunnel.forwarding_address()); // 127.0.0.1:PORT (udp)
+    /// let channel = tunnel.accept().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`create_tunnel`](Self::create_tunnel); and
+    /// `ERR_RSTREAM_UNSUPPORTED_TUNNEL` when the engine created something
+    /// other than a datagram tunnel (the type it returns decides; that
+    /// tunnel is closed again).
+    pub async fn create_datagram_tunnel(&self, options: TunnelOptions) -> Result<DatagramTunnel> {
+        let tunnel = self.create(options.into_datagram()).await?;
+        let kind = tunnel.properties().r#type.clone();
+        if kind.as_deref().map(str::trim) != Some("datagram") {
+            let _ = tunnel.close().await;
+            return Err(Error::unsupported(
+                code::UNSUPPORTED_TUNNEL,
+                format!("the engine created a tunnel of type {kind:?}, not a datagram tunnel"),
+            ));
+        }
+        Ok(DatagramTunnel::new(tunnel))
+    }
+
+    async fn create(&self, options: TunnelOptions) -> Result<Tunnel> {
         let properties = Box::new(options.to_properties()?);
         let (reply, rx) = oneshot::channel();
         self.send(Command::OpenTunnel { properties, reply })?;

@@ -1,6 +1,8 @@
 //! Streams: reaching a tunnel's owner (`ProxyConnReq` → the owner's
 //! `ProxyReq` connection + `ProxyConnRsp`), private dials (`StreamReq`),
-//! and the byte splice between downstream and owner.
+//! and the byte splice between downstream and owner. A dial to a datagram
+//! tunnel is spliced the same way: both ends speak framed datagrams
+//! (plane B), so the bytes pass through unchanged.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -221,9 +223,12 @@ async fn dial(
     )?;
     super::control::establish(admission)?;
     if req.datagram_channel == Some(true) {
+        // QUIC datagram channels (plane A) need the QUIC transport; a
+        // refusal here makes Go-like clients fall back to an ordinary
+        // framed dial (plane B), which is spliced like any stream.
         return Err(error(
             ErrorCode::FeatureNotAvailable,
-            "the local engine does not support datagram channels",
+            "the local engine does not support QUIC datagram channels (datagram_channel = true); dial without it for framed datagrams",
         ));
     }
     let name = req.tunnel_id_name.trim();

@@ -1,0 +1,312 @@
+//! Published datagram tunnels: a UDP socket on `127.0.0.1` per tunnel.
+//!
+//! Each downstream source address is one channel: the first datagram from
+//! it asks the owner for a stream (`ProxyConnReq`, the owner's proxy
+//! connection, `ProxyConnRsp`, exactly as for a TCP downstream), then
+//! datagrams flow framed on that stream (DATAGRAM_QUIC.md §2 B: 4-byte
+//! big-endian length + payload) and the engine translates UDP ⇄ framed.
+//!
+//! Bounds: at most [`Settings::max_channels`] channels per tunnel (a new
+//! source beyond that is ignored and counted), each holding one permit
+//! under `max_published_connections`; at most [`CHANNEL_QUEUE`] datagrams
+//! wait per channel for the owner (more are dropped and counted, as a UDP
+//! socket buffer would); a channel with no datagram either way for
+//! [`Settings::idle_timeout`] is closed, as is one whose owner closes its
+//! stream or sends a frame over 65,535 bytes. Closing the tunnel closes
+//! its socket and every channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::limits::Warned;
+use super::state::{allowed, TrustedIps};
+use super::{streams, Inner};
+use crate::datagram::frame::{self, FrameReader};
+use crate::proto::{self, ErrorCode};
+
+/// Default idle timeout of a published datagram channel.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default cap on the channels of one published datagram tunnel.
+pub(crate) const DEFAULT_MAX_CHANNELS: usize = 1024;
+/// Datagrams queued per channel towards the owner.
+pub(crate) const CHANNEL_QUEUE: usize = 64;
+/// The receive buffer: larger than any UDP payload.
+const RECV_BUFFER: usize = 65_536;
+/// Bound on closing a channel's stream.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The datagram settings of an engine (from the builder).
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// A channel idle (no datagram either way) this long is closed.
+    pub(crate) idle_timeout: Duration,
+    /// Channels one published datagram tunnel holds at once.
+    pub(crate) max_channels: usize,
+    /// Datagrams dropped (full channel queue) and sources refused (too many
+    /// channels), all tunnels together.
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_channels: DEFAULT_MAX_CHANNELS,
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// Counters of the published datagram endpoints.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) dropped: AtomicU64,
+    pub(crate) refused_channels: AtomicU64,
+    pub(crate) opened_channels: AtomicU64,
+    warned: Mutex<Warned>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats")
+            .field("dropped", &self.dropped)
+            .field("refused_channels", &self.refused_channels)
+            .field("opened_channels", &self.opened_channels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stats {
+    fn drop_one(&self, tunnel_id: &str, peer: SocketAddr, what: &str) {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = warned.note() {
+            tracing::warn!(
+                tunnel_id,
+                %peer,
+                since_last_warning = n,
+                "published datagram endpoint: {what}"
+            );
+        }
+    }
+}
+
+/// Binds a published datagram endpoint on 127.0.0.1 (a requested port or
+/// any). A port in use is `CAPACITY_EXHAUSTED`.
+pub(crate) async fn bind(port: Option<u16>) -> Result<UdpSocket, proto::Error> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+    UdpSocket::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => proto::Error::new(
+            ErrorCode::CapacityExhausted,
+            format!("UDP port {} is already in use", addr.port()),
+        ),
+        _ => proto::Error::new(
+            ErrorCode::CapacityExhausted,
+            format!("cannot listen on UDP {addr}: {e}"),
+        ),
+    })
+}
+
+/// Serves a published datagram tunnel's socket until aborted (the tunnel
+/// closes): aborting it drops every channel task with it.
+pub(crate) fn spawn_endpoint(
+    inner: Arc<Inner>,
+    tunnel_id: String,
+    socket: UdpSocket,
+    trusted: TrustedIps,
+) -> JoinHandle<()> {
+    tokio::spawn(run(inner, tunnel_id, Arc::new(socket), trusted))
+}
+
+async fn run(inner: Arc<Inner>, tunnel_id: String, socket: Arc<UdpSocket>, trusted: TrustedIps) {
+    let stats = inner.datagram.stats.clone();
+    let max_channels = inner.datagram.max_channels.max(1);
+    let mut channels: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut tasks: JoinSet<SocketAddr> = JoinSet::new();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let (n, peer) = match received {
+                    Ok(r) => r,
+                    // E.g. an ICMP port unreachable for an earlier send_to:
+                    // nothing to do with the next datagram.
+                    Err(e) => {
+                        tracing::trace!(tunnel_id, error = %e, "UDP receive error");
+                        continue;
+                    }
+                };
+                let datagram = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if let Some(tx) = channels.get(&peer) {
+                    match tx.try_send(datagram) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            stats.drop_one(&tunnel_id, peer, "channel queue full, datagram dropped");
+                            continue;
+                        }
+                        // The channel ended: this datagram starts a new one.
+                        Err(mpsc::error::TrySendError::Closed(d)) => {
+                            channels.remove(&peer);
+                            open(&inner, &tunnel_id, &socket, &trusted, peer, d, &mut channels, &mut tasks, max_channels);
+                        }
+                    }
+                } else {
+                    open(&inner, &tunnel_id, &socket, &trusted, peer, datagram, &mut channels, &mut tasks, max_channels);
+                }
+            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(peer) = done {
+                    if channels.get(&peer).is_some_and(mpsc::Sender::is_closed) {
+                        channels.remove(&peer);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts a channel for a new source address (unless refused).
+#[allow(clippy::too_many_arguments)]
+fn open(
+    inner: &Arc<Inner>,
+    tunnel_id: &str,
+    socket: &Arc<UdpSocket>,
+    trusted: &TrustedIps,
+    peer: SocketAddr,
+    first: Bytes,
+    channels: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tasks: &mut JoinSet<SocketAddr>,
+    max_channels: usize,
+) {
+    let stats = &inner.datagram.stats;
+    let ip = peer.ip().to_canonical();
+    if !allowed(trusted, ip) {
+        tracing::debug!(tunnel_id, %peer, "datagram refused by trusted_ips");
+        return;
+    }
+    if channels.len() >= max_channels {
+        stats.refused_channels.fetch_add(1, Ordering::Relaxed);
+        stats.drop_one(tunnel_id, peer, "too many channels, new source ignored");
+        return;
+    }
+    // Each channel holds a published-connection permit (its proxy
+    // connection rides on it, as a TCP downstream's does).
+    let Some(permit) = inner.published_connections.admit(peer) else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+    // Capacity CHANNEL_QUEUE ≥ 1, empty: never fails.
+    let _ = tx.try_send(first);
+    channels.insert(peer, tx);
+    stats.opened_channels.fetch_add(1, Ordering::Relaxed);
+    let channel = Channel {
+        inner: inner.clone(),
+        tunnel_id: tunnel_id.to_owned(),
+        socket: socket.clone(),
+        peer,
+        _permit: permit,
+    };
+    tasks.spawn(async move {
+        channel.run(rx).await;
+        peer
+    });
+}
+
+/// One downstream source address and its stream to the owner.
+struct Channel {
+    inner: Arc<Inner>,
+    tunnel_id: String,
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Channel {
+    async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
+        let ip = self.peer.ip().to_canonical();
+        let (stream_id, upstream) =
+            match streams::reach_owner(&self.inner, &self.tunnel_id, ip).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, code = e.code, message = ?e.message, "datagram channel abandoned");
+                    return;
+                }
+            };
+        let idle_timeout = self.inner.datagram.idle_timeout;
+        let (rd, mut wr) = tokio::io::split(upstream);
+        let base = Instant::now();
+        let last = AtomicU64::new(0);
+        let touch = || {
+            let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
+            last.store(ms, Ordering::Relaxed);
+        };
+        let why = {
+            // UDP → framed, to the owner.
+            let up = async {
+                let mut out = BytesMut::new();
+                while let Some(d) = rx.recv().await {
+                    touch();
+                    frame::encode(&d, &mut out);
+                    while out.len() < 64 * 1024 {
+                        match rx.try_recv() {
+                            Ok(d) => frame::encode(&d, &mut out),
+                            Err(_) => break,
+                        }
+                    }
+                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                        return "owner connection failed";
+                    }
+                    out.clear();
+                }
+                "endpoint closed"
+            };
+            // Framed → UDP, from the owner.
+            let down = async {
+                let mut reader = FrameReader::new(rd);
+                loop {
+                    match reader.next().await {
+                        Ok(Some(d)) => {
+                            touch();
+                            if let Err(e) = self.socket.send_to(&d, self.peer).await {
+                                tracing::trace!(peer = %self.peer, error = %e, "UDP send failed");
+                            }
+                        }
+                        Ok(None) => return "closed by the owner",
+                        Err(e) if e.code() == crate::error::code::DATAGRAM_TOO_LARGE => {
+                            return "the owner sent a frame over 65,535 bytes"
+                        }
+                        Err(_) => return "owner connection failed",
+                    }
+                }
+            };
+            let idle = async {
+                loop {
+                    let deadline = base
+                        + Duration::from_millis(last.load(Ordering::Relaxed))
+                        + idle_timeout;
+                    if Instant::now() >= deadline {
+                        return "idle";
+                    }
+                    tokio::time::sleep_until(deadline).await;
+                }
+            };
+            tokio::select! {
+                why = up => why,
+                why = down => why,
+                why = idle => why,
+            }
+        };
+        tracing::debug!(tunnel_id = self.tunnel_id, stream_id, peer = %self.peer, why, "datagram channel closed");
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
+    }
+}
