@@ -246,7 +246,12 @@ impl Client {
             .stream_id()
             .map(Arc::from)
             .ok_or_else(|| Error::protocol("the engine answered a dial without a stream id"))?;
-        Ok(DatagramChannel::new(stream, DatagramPeer::new(stream_id, None)))
+        // The dial's own stream is its lifeline: no control channel involved.
+        Ok(DatagramChannel::new(
+            stream,
+            DatagramPeer::new(stream_id, None),
+            None,
+        ))
     }
 
     /// Dials a private tunnel with per-dial options.

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::datagram::DatagramTunnel;
+use crate::datagram::{DatagramTunnel, Registry};
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::link::EngineLink;
 use crate::proto::{
@@ -99,6 +99,8 @@ struct Shared {
     session: watch::Receiver<Arc<SessionInfo>>,
     operation_timeout: Duration,
     policy: ReconnectPolicy,
+    /// Accepted datagram channels, for the engine's `DatagramChannelClose`.
+    datagrams: Arc<Registry>,
 }
 
 /// A handle to an open control channel. Clone it freely.
@@ -178,7 +180,9 @@ impl ControlChannel {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
         let (session_tx, session_rx) = watch::channel(session.info.clone());
+        let datagrams = Arc::new(Registry::default());
         task::spawn(task::Start {
+            datagrams: datagrams.clone(),
             link,
             policy: options.reconnect.clone(),
             session,
@@ -193,6 +197,7 @@ impl ControlChannel {
                 session: session_rx,
                 operation_timeout,
                 policy: options.reconnect,
+                datagrams,
             }),
         })
     }
@@ -303,6 +308,11 @@ impl ControlChannel {
     /// What the engine said about itself on the current connection.
     pub fn server_details(&self) -> ServerDetails {
         self.shared.session.borrow().server.clone()
+    }
+
+    /// The datagram channels accepted on this control channel's tunnels.
+    pub(crate) fn datagrams(&self) -> &Arc<Registry> {
+        &self.shared.datagrams
     }
 
     /// The channel's reconnect policy.

@@ -9,7 +9,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use super::frame::{self, FrameReader};
-use super::{closed, DatagramPeer, CHANNEL_QUEUE};
+use super::{closed, DatagramPeer, Registry, CHANNEL_QUEUE};
 use crate::error::{Error, Result};
 use crate::stream::RstreamStream;
 
@@ -21,7 +21,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 /// State shared by a channel and its driver task.
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     /// `Some(reason)` once the channel is closed.
     closed: watch::Sender<Option<Error>>,
     /// A local close was asked for.
@@ -29,6 +29,24 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records the first reason only.
+    fn set_closed(&self, reason: Error) {
+        self.closed.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The engine's `DatagramChannelClose`: the channel ends, quietly.
+    pub(super) fn closed_by_engine(&self) {
+        self.set_closed(closed("the engine closed the datagram channel"));
+        self.close.notify_one();
+    }
+
     fn reason(&self) -> Error {
         self.closed
             .borrow()
@@ -65,15 +83,33 @@ pub struct DatagramChannel {
 
 impl DatagramChannel {
     /// Wraps a stream (accepted or dialed) and starts its driver task.
-    pub(crate) fn new(stream: RstreamStream, peer: DatagramPeer) -> Self {
+    /// Accepted channels are registered in their control channel's
+    /// `registry`, so the engine's `DatagramChannelClose` reaches them.
+    pub(crate) fn new(
+        stream: RstreamStream,
+        peer: DatagramPeer,
+        registry: Option<Arc<Registry>>,
+    ) -> Self {
         let (outgoing, out_rx) = mpsc::channel(CHANNEL_QUEUE);
         let (in_tx, incoming) = mpsc::channel(CHANNEL_QUEUE);
         let shared = Arc::new(Shared {
             closed: watch::Sender::new(None),
             close: Notify::new(),
         });
+        if let Some(registry) = &registry {
+            registry.insert(peer.stream_id.clone(), &shared);
+        }
         let spans = stream.in_spans();
-        tokio::spawn(spans(drive(stream, out_rx, in_tx, shared.clone())));
+        let task = {
+            let (shared, stream_id) = (shared.clone(), peer.stream_id.clone());
+            async move {
+                drive(stream, out_rx, in_tx, shared.clone()).await;
+                if let Some(registry) = registry {
+                    registry.remove(&stream_id, &shared);
+                }
+            }
+        };
+        tokio::spawn(spans(task));
         DatagramChannel {
             peer,
             outgoing,
@@ -195,7 +231,7 @@ async fn drive(
         reason = write_loop(&mut wr, &mut outgoing, &shared) => reason,
     };
     tracing::debug!(code = reason.code(), error = %reason, "datagram channel closed");
-    shared.closed.send_replace(Some(reason));
+    shared.set_closed(reason);
 }
 
 async fn read_loop(rd: ReadHalf<RstreamStream>, incoming: mpsc::Sender<Bytes>) -> Error {

@@ -49,6 +49,7 @@
 
 mod channel;
 pub(crate) mod frame;
+mod registry;
 mod socket;
 mod tunnel;
 
@@ -56,6 +57,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use channel::DatagramChannel;
+pub(crate) use registry::Registry;
 pub use socket::{DatagramSocket, MAX_SOCKET_PEERS, SOCKET_QUEUE};
 pub use tunnel::DatagramTunnel;
 
@@ -86,7 +88,7 @@ pub(crate) fn closed(message: &'static str) -> Error {
 /// `Display` prints `rstrm://STREAM_ID` and, when known, `@IP`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DatagramPeer {
-    stream_id: Arc<str>,
+    pub(crate) stream_id: Arc<str>,
     source_ip: Option<IpAddr>,
 }
 

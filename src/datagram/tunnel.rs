@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::{DatagramChannel, DatagramPeer, DatagramSocket};
+use super::{DatagramChannel, DatagramPeer, DatagramSocket, Registry};
 use crate::control::ControlChannel;
 use crate::error::{Error, Result};
 use crate::stream::RstreamStream;
@@ -53,7 +53,10 @@ impl DatagramTunnel {
 
     /// Polls for the next peer's channel (see [`accept`](Self::accept)).
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<DatagramChannel>> {
-        self.tunnel.poll_accept(cx).map(|r| r.map(channel))
+        let registry = self.tunnel.control().datagrams().clone();
+        self.tunnel
+            .poll_accept(cx)
+            .map(|r| r.map(|s| channel(s, registry)))
     }
 
     /// Merges every peer into one `UdpSocket`-like [`DatagramSocket`].
@@ -123,17 +126,18 @@ impl futures_core::Stream for DatagramTunnel {
     /// Yields channels; after the tunnel closes, one `Err`, then `None`.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let registry = this.tunnel.control().datagrams().clone();
         Pin::new(&mut this.tunnel)
             .poll_next(cx)
-            .map(|next| next.map(|r| r.map(channel)))
+            .map(|next| next.map(|r| r.map(|s| channel(s, registry))))
     }
 }
 
 /// An accepted stream as a channel: its peer is its stream id (always sent
 /// in `ProxyConnReq`) and source IP.
-fn channel(stream: RstreamStream) -> DatagramChannel {
+fn channel(stream: RstreamStream, registry: Arc<Registry>) -> DatagramChannel {
     let info = stream.info();
     let stream_id = info.stream_id().map_or_else(|| Arc::from(""), Arc::from);
     let peer = DatagramPeer::new(stream_id, info.source_ip());
-    DatagramChannel::new(stream, peer)
+    DatagramChannel::new(stream, peer, Some(registry))
 }

@@ -12,8 +12,10 @@
 //! wait per channel for the owner (more are dropped and counted, as a UDP
 //! socket buffer would); a channel with no datagram either way for
 //! [`Settings::idle_timeout`] is closed, as is one whose owner closes its
-//! stream or sends a frame over 65,535 bytes. Closing the tunnel closes
-//! its socket and every channel.
+//! stream or sends a frame over 65,535 bytes. An idle channel's owner is
+//! told with `DatagramChannelClose{stream_id}` on its control channel
+//! before the stream closes. Closing the tunnel closes its socket and
+//! every channel.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,7 +34,7 @@ use super::limits::Warned;
 use super::state::{allowed, TrustedIps};
 use super::{streams, Inner};
 use crate::datagram::frame::{self, FrameReader};
-use crate::proto::{self, ErrorCode};
+use crate::proto::{self, message::Payload, DatagramChannelClose, ErrorCode, Message};
 
 /// Default idle timeout of a published datagram channel.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,6 +44,8 @@ pub(crate) const DEFAULT_MAX_CHANNELS: usize = 1024;
 pub(crate) const CHANNEL_QUEUE: usize = 64;
 /// The receive buffer: larger than any UDP payload.
 const RECV_BUFFER: usize = 65_536;
+/// Why a channel ended: no datagram either way for the idle timeout.
+const IDLE: &str = "idle";
 /// Bound on closing a channel's stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -234,8 +238,8 @@ struct Channel {
 impl Channel {
     async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
         let ip = self.peer.ip().to_canonical();
-        let (stream_id, upstream) =
-            match streams::reach_owner(&self.inner, &self.tunnel_id, ip).await {
+        let (stream_id, upstream, owner) =
+            match streams::reach_owner_with_control(&self.inner, &self.tunnel_id, ip).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, code = e.code, message = ?e.message, "datagram channel abandoned");
@@ -295,7 +299,7 @@ impl Channel {
                         + Duration::from_millis(last.load(Ordering::Relaxed))
                         + idle_timeout;
                     if Instant::now() >= deadline {
-                        return "idle";
+                        return IDLE;
                     }
                     tokio::time::sleep_until(deadline).await;
                 }
@@ -307,6 +311,16 @@ impl Channel {
             }
         };
         tracing::debug!(tunnel_id = self.tunnel_id, stream_id, peer = %self.peer, why, "datagram channel closed");
+        if why == IDLE {
+            // The engine ends the channel: the owner hears it on its control
+            // channel too (DatagramChannelClose), then its stream closes.
+            // Never waits: a full outbox just skips the notice.
+            let close = DatagramChannelClose {
+                stream_id: stream_id.clone(),
+                error: None,
+            };
+            let _ = owner.try_send(Message::new(Payload::DatagramChannelClose(close)));
+        }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
     }
 }

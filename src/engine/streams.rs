@@ -49,6 +49,18 @@ pub(crate) async fn reach_owner(
     tunnel_id: &str,
     source: IpAddr,
 ) -> Result<(String, ServerTls), proto::Error> {
+    reach_owner_with_control(inner, tunnel_id, source)
+        .await
+        .map(|(stream_id, tls, _)| (stream_id, tls))
+}
+
+/// [`reach_owner`], also returning the owner's control-channel outbox
+/// (where a published datagram channel's `DatagramChannelClose` goes).
+pub(crate) async fn reach_owner_with_control(
+    inner: &Inner,
+    tunnel_id: &str,
+    source: IpAddr,
+) -> Result<(String, ServerTls, tokio::sync::mpsc::Sender<Message>), proto::Error> {
     let start = inner
         .state()
         .open_pending(tunnel_id, inner.config.max_pending_streams)?;
@@ -95,7 +107,7 @@ pub(crate) async fn reach_owner(
         }
         if answered {
             if let Some(tls) = connection.take() {
-                return Ok((stream_id.clone(), tls));
+                return Ok((stream_id.clone(), tls, start.owner));
             }
         }
     }

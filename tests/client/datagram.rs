@@ -313,3 +313,95 @@ async fn datagram_options_and_the_returned_type() {
     assert_eq!(err.code(), code::UNSUPPORTED_TUNNEL);
     assert!(!control.is_closed());
 }
+
+/// Against a scripted engine: `DatagramChannelClose{stream_id}` on the
+/// control channel closes that accepted channel even while its stream is
+/// still open; an unknown id is ignored; and a tunnel the engine returns
+/// as `bytestream` is refused (and closed) by `create_datagram_tunnel`.
+#[tokio::test]
+async fn engine_datagram_channel_close_and_the_returned_type_decide() {
+    use crate::support::scripted::{self, Scripted};
+    use rstream::proto::{self, message::Payload};
+
+    let engine = Scripted::start().await;
+    let (control, mut peer) = scripted::channel(&engine).await;
+    async fn open(
+        control: &rstream::ControlChannel,
+        peer: &mut scripted::Peer,
+        id: &str,
+    ) -> rstream::Result<DatagramTunnel> {
+        let (tunnel, ()) = tokio::join!(
+            control.create_datagram_tunnel(TunnelOptions::datagram().name(id)),
+            async {
+                let req = match within("OpenTunnelReq", peer.recv()).await {
+                    Some(Payload::OpenTunnelReq(r)) => r,
+                    other => panic!("expected OpenTunnelReq, got {:?}", other.map(|p| p.name())),
+                };
+                let mut props = req.tunnel_properties.unwrap();
+                assert_eq!(props.r#type.as_deref(), Some("datagram"));
+                props.id = Some(id.into());
+                peer.send(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
+                    request_id: req.request_id,
+                    payload: Some(proto::open_tunnel_rsp::Payload::TunnelProperties(props)),
+                }))
+                .await;
+            }
+        );
+        tunnel
+    }
+
+    // The engine decides the type: a bytestream answer is closed again.
+    let (refused, ()) = tokio::join!(
+        control.create_datagram_tunnel(TunnelOptions::datagram().name("t0")),
+        async {
+            let req = match within("OpenTunnelReq", peer.recv()).await {
+                Some(Payload::OpenTunnelReq(r)) => r,
+                other => panic!("expected OpenTunnelReq, got {:?}", other.map(|p| p.name())),
+            };
+            let mut props = req.tunnel_properties.unwrap();
+            props.id = Some("t0".into());
+            props.r#type = Some("bytestream".into());
+            peer.send(Payload::OpenTunnelRsp(proto::OpenTunnelRsp {
+                request_id: req.request_id,
+                payload: Some(proto::open_tunnel_rsp::Payload::TunnelProperties(props)),
+            }))
+            .await;
+            match within("CloseTunnelReq", peer.recv()).await {
+                Some(Payload::CloseTunnelReq(req)) => assert_eq!(req.tunnel_id, "t0"),
+                other => panic!("expected CloseTunnelReq, got {:?}", other.map(|p| p.name())),
+            }
+            peer.send(Payload::CloseTunnelRsp(proto::CloseTunnelRsp {
+                tunnel_id: "t0".into(),
+            }))
+            .await;
+        }
+    );
+    let err = refused.unwrap_err();
+    assert_eq!(err.code(), code::UNSUPPORTED_TUNNEL, "{err}");
+
+    let mut tunnel = open(&control, &mut peer, "t1").await.unwrap();
+    let mut conn = scripted::proxy(&engine, &mut peer, "t1", "s1", None).await;
+    let channel = within("accept", tunnel.accept()).await.unwrap();
+    assert_eq!(channel.peer().stream_id(), "s1");
+    conn.send_raw(b"\0\0\0\x02hi").await;
+    assert_eq!(&within("framed", channel.recv()).await.unwrap()[..], b"hi");
+
+    // Unknown ids change nothing.
+    peer.send(Payload::DatagramChannelClose(proto::DatagramChannelClose {
+        stream_id: "nope".into(),
+        error: None,
+    }))
+    .await;
+    // The real one closes the channel, though its stream is still open.
+    peer.send(Payload::DatagramChannelClose(proto::DatagramChannelClose {
+        stream_id: "s1".into(),
+        error: None,
+    }))
+    .await;
+    let err = within("closed by the engine", channel.recv())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.message().contains("engine"), "{err}");
+    assert!(!control.is_closed());
+}

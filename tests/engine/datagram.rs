@@ -260,3 +260,93 @@ async fn engine_api_shows_datagram_tunnels() {
         .unwrap();
     assert_eq!(guaranteed.datagram_guaranteed_delivery, Some(true));
 }
+
+/// A raw owner (no SDK): an idle published channel ends with
+/// `DatagramChannelClose{stream_id}` on the owner's control channel, then
+/// its proxy connection closes; the datagrams on the way were framed.
+#[tokio::test]
+async fn idle_expiry_sends_datagram_channel_close_to_a_raw_owner() {
+    use rstream::proto::{
+        open_tunnel_rsp, OpenControlChannelReq, OpenTunnelReq, ProxyConnRsp, ProxyReq,
+        TunnelProperties,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let engine = engine_with_idle(Duration::from_millis(400)).await;
+    let mut control = dial(&engine, None).await;
+    send(
+        &mut control,
+        Payload::OpenControlChannelReq(OpenControlChannelReq {
+            client_details: Some(details("raw-owner", None)),
+            liveness: None,
+        }),
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut control).await,
+        Payload::OpenControlChannelRsp(_)
+    ));
+    send(
+        &mut control,
+        Payload::OpenTunnelReq(OpenTunnelReq {
+            request_id: "1".into(),
+            tunnel_properties: Some(TunnelProperties {
+                r#type: Some("datagram".into()),
+                publish: Some(true),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await;
+    let props = match recv(&mut control).await {
+        Payload::OpenTunnelRsp(rsp) => match rsp.payload {
+            Some(open_tunnel_rsp::Payload::TunnelProperties(p)) => p,
+            other => panic!("tunnel refused: {other:?}"),
+        },
+        other => panic!("expected OpenTunnelRsp, got {}", other.name()),
+    };
+    assert_eq!(props.r#type.as_deref(), Some("datagram"));
+    let target = SocketAddr::from(([127, 0, 0, 1], props.port.unwrap() as u16));
+
+    let udp = udp_client().await;
+    udp.send_to(b"ping", target).await.unwrap();
+    let req = match recv(&mut control).await {
+        Payload::ProxyConnReq(req) => req,
+        other => panic!("expected ProxyConnReq, got {}", other.name()),
+    };
+    let mut proxy = dial(&engine, None).await;
+    send(
+        &mut proxy,
+        Payload::ProxyReq(ProxyReq {
+            client_details: Some(details("raw-owner", req.secret.as_deref())),
+            stream_id: req.stream_id.clone(),
+            zero_rtt: Some(false),
+        }),
+    )
+    .await;
+    assert!(matches!(recv(&mut proxy).await, Payload::ProxyRsp(_)));
+    send(
+        &mut control,
+        Payload::ProxyConnRsp(ProxyConnRsp {
+            stream_id: req.stream_id.clone(),
+            error: None,
+        }),
+    )
+    .await;
+    // The downstream datagram arrives framed: 4-byte length, payload.
+    let mut frame = [0u8; 8];
+    within("framed datagram", proxy.read_exact(&mut frame))
+        .await
+        .unwrap();
+    assert_eq!(&frame, b"\0\0\0\x04ping");
+    // And a framed answer goes back out as one UDP datagram.
+    proxy.write_all(b"\0\0\0\x04pong").await.unwrap();
+    proxy.flush().await.unwrap();
+    assert_eq!(recv_udp(&udp).await, b"pong");
+    // Then silence: the engine expires the channel and says so.
+    match recv(&mut control).await {
+        Payload::DatagramChannelClose(close) => assert_eq!(close.stream_id, req.stream_id),
+        other => panic!("expected DatagramChannelClose, got {}", other.name()),
+    }
+    crate::support::raw::expect_closed(&mut proxy).await;
+}
