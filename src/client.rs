@@ -230,7 +230,8 @@ impl Client {
     /// only form the TLS transport has), never zero-RTT: the stream id
     /// names the channel's [`peer`](DatagramChannel::peer).
     pub async fn dial_datagram(&self, tunnel: &str) -> Result<DatagramChannel> {
-        self.dial_datagram_with(tunnel, DialOptions::default()).await
+        self.dial_datagram_with(tunnel, DialOptions::default())
+            .await
     }
 
     /// [`dial_datagram`](Self::dial_datagram) with per-dial options (its

@@ -84,8 +84,11 @@ impl DatagramSocket {
         });
         let (queue_tx, queue) = mpsc::channel(SOCKET_QUEUE);
         let (close, close_rx) = mpsc::channel(1);
-        let (id, address, properties) =
-            (tunnel.id(), tunnel.forwarding_address(), tunnel.properties());
+        let (id, address, properties) = (
+            tunnel.id(),
+            tunnel.forwarding_address(),
+            tunnel.properties(),
+        );
         let task = tokio::spawn(run(tunnel, shared.clone(), queue_tx, close_rx));
         DatagramSocket {
             shared,

@@ -238,14 +238,19 @@ struct Channel {
 impl Channel {
     async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
         let ip = self.peer.ip().to_canonical();
-        let (stream_id, upstream, owner) =
-            match streams::reach_owner_with_control(&self.inner, &self.tunnel_id, ip).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, code = e.code, message = ?e.message, "datagram channel abandoned");
-                    return;
-                }
-            };
+        let (stream_id, upstream, owner) = match streams::reach_owner_with_control(
+            &self.inner,
+            &self.tunnel_id,
+            ip,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, code = e.code, message = ?e.message, "datagram channel abandoned");
+                return;
+            }
+        };
         let idle_timeout = self.inner.datagram.idle_timeout;
         let (rd, mut wr) = tokio::io::split(upstream);
         let base = Instant::now();
@@ -295,9 +300,8 @@ impl Channel {
             };
             let idle = async {
                 loop {
-                    let deadline = base
-                        + Duration::from_millis(last.load(Ordering::Relaxed))
-                        + idle_timeout;
+                    let deadline =
+                        base + Duration::from_millis(last.load(Ordering::Relaxed)) + idle_timeout;
                     if Instant::now() >= deadline {
                         return IDLE;
                     }

@@ -501,7 +501,10 @@ mod tests {
 
     #[test]
     fn datagram_rules() {
-        let p = TunnelOptions::datagram().name("udp").to_properties().unwrap();
+        let p = TunnelOptions::datagram()
+            .name("udp")
+            .to_properties()
+            .unwrap();
         assert_eq!(p.r#type.as_deref(), Some("datagram"));
         assert_eq!(p.publish, None);
         let p = TunnelOptions::datagram()
@@ -524,7 +527,10 @@ mod tests {
             code::INVALID_TUNNEL
         );
         assert!(TunnelOptions::datagram().is_datagram());
-        let p = TunnelOptions::new().into_datagram().to_properties().unwrap();
+        let p = TunnelOptions::new()
+            .into_datagram()
+            .to_properties()
+            .unwrap();
         assert_eq!(p.r#type.as_deref(), Some("datagram"));
     }
 

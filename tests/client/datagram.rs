@@ -177,7 +177,11 @@ async fn merged_socket_queue_is_bounded_drops_are_counted() {
     let mut buf = [0u8; 8];
     for i in 0..SOCKET_QUEUE as u64 {
         let (n, _) = within("queued", socket.recv_from(&mut buf)).await.unwrap();
-        assert_eq!((n, u64::from_be_bytes(buf)), (8, i), "the first ones, in order");
+        assert_eq!(
+            (n, u64::from_be_bytes(buf)),
+            (8, i),
+            "the first ones, in order"
+        );
     }
     let more = tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buf)).await;
     assert!(more.is_err(), "nothing beyond the queue");
@@ -219,7 +223,10 @@ async fn hostile_frame_header_closes_the_channel_without_allocating() {
         .await
         .unwrap();
     let channel = within("accept", tunnel.accept()).await.unwrap();
-    assert_eq!(&within("good frame", channel.recv()).await.unwrap()[..], b"ok");
+    assert_eq!(
+        &within("good frame", channel.recv()).await.unwrap()[..],
+        b"ok"
+    );
     // The error comes at once, from the header: no 4 GiB body is awaited.
     let err = within("hostile header", channel.recv()).await.unwrap_err();
     assert_eq!(err.code(), code::DATAGRAM_TOO_LARGE, "{err}");

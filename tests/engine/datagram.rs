@@ -60,18 +60,25 @@ async fn published_udp_echo_one_channel_per_source() {
     let b = udp_client().await;
     a.send_to(b"from a", target).await.unwrap();
     let first = within("accept a", tunnel.accept()).await.unwrap();
+    assert_eq!(first.peer().source_ip(), Some("127.0.0.1".parse().unwrap()));
     assert_eq!(
-        first.peer().source_ip(),
-        Some("127.0.0.1".parse().unwrap())
+        &within("a's datagram", first.recv()).await.unwrap()[..],
+        b"from a"
     );
-    assert_eq!(&within("a's datagram", first.recv()).await.unwrap()[..], b"from a");
     first.send(b"to a").await.unwrap();
     assert_eq!(recv_udp(&a).await, b"to a");
 
     b.send_to(b"from b", target).await.unwrap();
     let second = within("accept b", tunnel.accept()).await.unwrap();
-    assert_ne!(first.peer(), second.peer(), "one channel per source address");
-    assert_eq!(&within("b's datagram", second.recv()).await.unwrap()[..], b"from b");
+    assert_ne!(
+        first.peer(),
+        second.peer(),
+        "one channel per source address"
+    );
+    assert_eq!(
+        &within("b's datagram", second.recv()).await.unwrap()[..],
+        b"from b"
+    );
 
     // The rest through an echo server: whole datagrams, in both directions.
     let _server = datagram_echo(tunnel);
@@ -135,9 +142,7 @@ async fn a_burst_before_the_owner_answers_is_bounded_and_counted() {
     }
     let channel = within("accept", tunnel.accept()).await.unwrap();
     let mut received = 0usize;
-    while let Ok(Ok(_)) =
-        tokio::time::timeout(Duration::from_millis(300), channel.recv()).await
-    {
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), channel.recv()).await {
         received += 1;
     }
     let (_, dropped, _) = engine.datagram_counters();
@@ -217,7 +222,10 @@ async fn datagram_channel_dials_are_refused_so_clients_fall_back_to_framed() {
     // The fallback, an ordinary framed dial, works.
     let channel = client.dial_datagram("fallback").await.unwrap();
     channel.send(b"framed").await.unwrap();
-    assert_eq!(&within("echo", channel.recv()).await.unwrap()[..], b"framed");
+    assert_eq!(
+        &within("echo", channel.recv()).await.unwrap()[..],
+        b"framed"
+    );
 }
 
 #[tokio::test]
