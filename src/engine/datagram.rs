@@ -46,6 +46,8 @@ pub(crate) const CHANNEL_QUEUE: usize = 64;
 const RECV_BUFFER: usize = 65_536;
 /// Why a channel ended: no datagram either way for the idle timeout.
 const IDLE: &str = "idle";
+/// How long a source whose channel the owner refused stays refused.
+const REFUSED_HOLD: Duration = Duration::from_secs(1);
 /// Bound on closing a channel's stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -236,6 +238,27 @@ struct Channel {
 }
 
 impl Channel {
+    /// Keeps a refused source's slot a moment (its datagrams are dropped
+    /// and counted meanwhile), so a source that keeps sending while the
+    /// owner refuses costs one `ProxyConnReq` per [`REFUSED_HOLD`], not one
+    /// per datagram.
+    async fn hold_refused(&self, rx: &mut mpsc::Receiver<Bytes>) {
+        let stats = &self.inner.datagram.stats;
+        let hold = tokio::time::sleep(REFUSED_HOLD);
+        tokio::pin!(hold);
+        loop {
+            tokio::select! {
+                () = &mut hold => return,
+                d = rx.recv() => match d {
+                    Some(_) => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
     async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
         let ip = self.peer.ip().to_canonical();
         let (stream_id, upstream, owner) = match streams::reach_owner_with_control(
@@ -248,6 +271,7 @@ impl Channel {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, code = e.code, message = ?e.message, "datagram channel abandoned");
+                self.hold_refused(&mut rx).await;
                 return;
             }
         };

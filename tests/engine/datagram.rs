@@ -358,3 +358,47 @@ async fn idle_expiry_sends_datagram_channel_close_to_a_raw_owner() {
     }
     crate::support::raw::expect_closed(&mut proxy).await;
 }
+
+/// A source the owner refuses (here: its accept backlog is full) costs one
+/// `ProxyConnReq` per second, not one per datagram; its datagrams are
+/// dropped and counted meanwhile.
+#[tokio::test]
+async fn a_refused_source_is_held_not_retried_per_datagram() {
+    let engine = engine_with_idle(Duration::from_secs(60)).await;
+    let owner = crate::support::options(&engine)
+        .accept_backlog(1)
+        .build()
+        .unwrap();
+    let control = owner.connect().await.unwrap();
+    let tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let target = udp_addr(&tunnel.forwarding_address());
+    // A fills the backlog of 1 (nobody accepts).
+    let a = udp_client().await;
+    a.send_to(b"a", target).await.unwrap();
+    within("a queued", async {
+        while tunnel.stats().accepted < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // B is refused, then keeps sending.
+    let b = udp_client().await;
+    b.send_to(b"b0", target).await.unwrap();
+    within("b refused", async {
+        while tunnel.stats().refused_backlog_full < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    for i in 1..=20u8 {
+        b.send_to(&[b'b', i], target).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (opened, dropped, _) = engine.datagram_counters();
+    assert_eq!(opened, 2, "one channel per source, none per datagram");
+    assert_eq!(dropped, 21, "b0, never delivered, and the 20 after it");
+    assert_eq!(tunnel.stats().refused_backlog_full, 1);
+}
