@@ -402,3 +402,95 @@ async fn a_refused_source_is_held_not_retried_per_datagram() {
     assert_eq!(dropped, 21, "b0, never delivered, and the 20 after it");
     assert_eq!(tunnel.stats().refused_backlog_full, 1);
 }
+
+/// Not a check, a measurement (`--ignored --nocapture`): datagram echo
+/// rate and loss on one machine, through the local engine. Published: a
+/// real UDP client, 32 datagrams in flight, against a `DatagramSocket`
+/// echo. Private: `dial_datagram` pipelined against a channel echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure_datagram_echo_rate_and_loss() {
+    use std::sync::Arc;
+    use std::time::Instant;
+    const N: usize = 20_000;
+    const SIZE: usize = 64;
+    const WINDOW: usize = 32;
+    let engine = engine_with_idle(Duration::from_secs(60)).await;
+    let client = client(&engine);
+    let control = client.connect().await.unwrap();
+
+    // Published: UDP ⇄ engine ⇄ framed ⇄ DatagramSocket.
+    let socket = Arc::new(
+        control
+            .create_datagram_tunnel(TunnelOptions::datagram().publish())
+            .await
+            .unwrap()
+            .into_socket(),
+    );
+    let target = udp_addr(socket.forwarding_address());
+    {
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                let _ = socket.send_to(&buf[..n], &peer).await;
+            }
+        });
+    }
+    let udp = udp_client().await;
+    udp.connect(target).await.unwrap();
+    let payload = vec![0x5au8; SIZE];
+    let mut buf = vec![0u8; 65_536];
+    let (mut received, mut lost) = (0usize, 0usize);
+    let start = Instant::now();
+    for _ in 0..N / WINDOW {
+        for _ in 0..WINDOW {
+            udp.send(&payload).await.unwrap();
+        }
+        for _ in 0..WINDOW {
+            match tokio::time::timeout(Duration::from_millis(200), udp.recv(&mut buf)).await {
+                Ok(Ok(_)) => received += 1,
+                _ => lost += 1,
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "published UDP echo: {N} x {SIZE} B, window {WINDOW}: {received} back, {lost} lost ({:.2} %), {:.0} datagrams/s round trip, engine dropped {}, socket dropped {}",
+        lost as f64 * 100.0 / N as f64,
+        received as f64 / elapsed.as_secs_f64(),
+        engine.datagram_counters().1,
+        socket.dropped()
+    );
+
+    // Private: dial_datagram ⇄ engine splice ⇄ channel echo, pipelined.
+    let _echo = datagram_echo(
+        control
+            .create_datagram_tunnel(TunnelOptions::datagram().name("measure"))
+            .await
+            .unwrap(),
+    );
+    for size in [64usize, 1400, 16 * 1024] {
+        let channel = Arc::new(client.dial_datagram("measure").await.unwrap());
+        let sender = {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let d = bytes::Bytes::from(vec![1u8; size]);
+                for _ in 0..N {
+                    channel.send_bytes(d.clone()).await.unwrap();
+                }
+            })
+        };
+        let start = Instant::now();
+        for _ in 0..N {
+            within("echo", channel.recv()).await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        sender.await.unwrap();
+        println!(
+            "private framed echo: {N} x {size} B pipelined: {:.0} datagrams/s round trip, {:.1} MB/s each way, 0 lost (reliable)",
+            N as f64 / elapsed.as_secs_f64(),
+            (N * size) as f64 / elapsed.as_secs_f64() / 1e6
+        );
+    }
+}
