@@ -9,8 +9,8 @@
 //! Bounds: at most [`Settings::max_channels`] channels per tunnel (a new
 //! source beyond that is ignored and counted), each holding one permit
 //! under `max_published_connections`; at most [`CHANNEL_QUEUE`] datagrams
-//! wait per channel for the owner (more are dropped and counted, as a UDP
-//! socket buffer would); a channel with no datagram either way for
+//! and [`CHANNEL_QUEUE_BYTES`] bytes wait per channel for the owner (more
+//! are dropped and counted, as a UDP socket buffer would); a channel with no datagram either way for
 //! [`Settings::idle_timeout`] is closed, as is one whose owner closes its
 //! stream or sends a frame over 65,535 bytes. An idle channel's owner is
 //! told with `DatagramChannelClose{stream_id}` on its control channel
@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_MAX_CHANNELS: usize = 1024;
 /// Datagrams queued per channel towards the owner.
 pub(crate) const CHANNEL_QUEUE: usize = 64;
+/// Bytes queued per channel towards the owner (whichever bound comes
+/// first): 1,024 channels of large datagrams hold at most 256 MiB.
+pub(crate) const CHANNEL_QUEUE_BYTES: usize = 256 * 1024;
 /// The receive buffer: larger than any UDP payload.
 const RECV_BUFFER: usize = 65_536;
 /// Why a channel ended: no datagram either way for the idle timeout.
@@ -136,7 +139,7 @@ pub(crate) fn spawn_endpoint(
 async fn run(inner: Arc<Inner>, tunnel_id: String, socket: Arc<UdpSocket>, trusted: TrustedIps) {
     let stats = inner.datagram.stats.clone();
     let max_channels = inner.datagram.max_channels.max(1);
-    let mut channels: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut channels: HashMap<SocketAddr, Queue> = HashMap::new();
     let mut tasks: JoinSet<SocketAddr> = JoinSet::new();
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
@@ -152,8 +155,8 @@ async fn run(inner: Arc<Inner>, tunnel_id: String, socket: Arc<UdpSocket>, trust
                     }
                 };
                 let datagram = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                if let Some(tx) = channels.get(&peer) {
-                    match tx.try_send(datagram) {
+                if let Some(queue) = channels.get(&peer) {
+                    match queue.push(datagram) {
                         Ok(()) => continue,
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +175,7 @@ async fn run(inner: Arc<Inner>, tunnel_id: String, socket: Arc<UdpSocket>, trust
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(peer) = done {
-                    if channels.get(&peer).is_some_and(mpsc::Sender::is_closed) {
+                    if channels.get(&peer).is_some_and(|q| q.tx.is_closed()) {
                         channels.remove(&peer);
                     }
                 }
@@ -190,7 +193,7 @@ fn open(
     trusted: &TrustedIps,
     peer: SocketAddr,
     first: Bytes,
-    channels: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    channels: &mut HashMap<SocketAddr, Queue>,
     tasks: &mut JoinSet<SocketAddr>,
     max_channels: usize,
 ) {
@@ -211,9 +214,14 @@ fn open(
         return;
     };
     let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
-    // Capacity CHANNEL_QUEUE ≥ 1, empty: never fails.
-    let _ = tx.try_send(first);
-    channels.insert(peer, tx);
+    let queue = Queue {
+        tx,
+        bytes: Arc::default(),
+    };
+    // Empty, and one datagram (≤ 65,536 bytes) is within both bounds.
+    let _ = queue.push(first);
+    let bytes = queue.bytes.clone();
+    channels.insert(peer, queue);
     stats.opened_channels.fetch_add(1, Ordering::Relaxed);
     let channel = Channel {
         inner: inner.clone(),
@@ -223,9 +231,54 @@ fn open(
         _permit: permit,
     };
     tasks.spawn(async move {
-        channel.run(rx).await;
+        channel.run(QueueRx { rx, bytes }).await;
         peer
     });
+}
+
+/// A channel's queue towards the owner: at most [`CHANNEL_QUEUE`]
+/// datagrams and [`CHANNEL_QUEUE_BYTES`] bytes.
+struct Queue {
+    tx: mpsc::Sender<Bytes>,
+    /// Bytes queued now (the receiving side subtracts what it takes).
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// Queues `d`, or hands it back when a bound is reached (`Full`) or
+    /// the channel ended (`Closed`).
+    fn push(&self, d: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+        let len = d.len();
+        if self.bytes.load(Ordering::Relaxed) + len > CHANNEL_QUEUE_BYTES {
+            if self.tx.is_closed() {
+                return Err(mpsc::error::TrySendError::Closed(d));
+            }
+            return Err(mpsc::error::TrySendError::Full(d));
+        }
+        self.tx.try_send(d)?;
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The receiving end of a [`Queue`].
+struct QueueRx {
+    rx: mpsc::Receiver<Bytes>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl QueueRx {
+    async fn recv(&mut self) -> Option<Bytes> {
+        let d = self.rx.recv().await?;
+        self.bytes.fetch_sub(d.len(), Ordering::Relaxed);
+        Some(d)
+    }
+
+    fn try_recv(&mut self) -> Option<Bytes> {
+        let d = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(d.len(), Ordering::Relaxed);
+        Some(d)
+    }
 }
 
 /// One downstream source address and its stream to the owner.
@@ -242,7 +295,7 @@ impl Channel {
     /// and counted meanwhile), so a source that keeps sending while the
     /// owner refuses costs one `ProxyConnReq` per [`REFUSED_HOLD`], not one
     /// per datagram.
-    async fn hold_refused(&self, rx: &mut mpsc::Receiver<Bytes>) {
+    async fn hold_refused(&self, rx: &mut QueueRx) {
         let stats = &self.inner.datagram.stats;
         let hold = tokio::time::sleep(REFUSED_HOLD);
         tokio::pin!(hold);
@@ -259,7 +312,7 @@ impl Channel {
         }
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
+    async fn run(self, mut rx: QueueRx) {
         let ip = self.peer.ip().to_canonical();
         let (stream_id, upstream, owner) = match streams::reach_owner_with_control(
             &self.inner,
@@ -292,8 +345,8 @@ impl Channel {
                     frame::encode(&d, &mut out);
                     while out.len() < 64 * 1024 {
                         match rx.try_recv() {
-                            Ok(d) => frame::encode(&d, &mut out),
-                            Err(_) => break,
+                            Some(d) => frame::encode(&d, &mut out),
+                            None => break,
                         }
                     }
                     if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
@@ -350,5 +403,45 @@ impl Channel {
             let _ = owner.try_send(Message::new(Payload::DatagramChannelClose(close)));
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn channel_queues_are_bounded_in_datagrams_and_bytes() {
+        let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+        let queue = Queue {
+            tx,
+            bytes: Arc::default(),
+        };
+        let mut rx = QueueRx {
+            rx,
+            bytes: queue.bytes.clone(),
+        };
+        let big = Bytes::from(vec![0u8; 60_000]);
+        for _ in 0..CHANNEL_QUEUE_BYTES / big.len() {
+            queue.push(big.clone()).unwrap();
+        }
+        assert!(matches!(
+            queue.push(big.clone()),
+            Err(mpsc::error::TrySendError::Full(_))
+        ));
+        assert_eq!(rx.recv().await.unwrap().len(), 60_000);
+        queue.push(big.clone()).unwrap();
+        while rx.try_recv().is_some() {}
+        assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
+        // Small datagrams meet the count bound first.
+        for _ in 0..CHANNEL_QUEUE {
+            queue.push(Bytes::from_static(b"x")).unwrap();
+        }
+        assert!(queue.push(Bytes::from_static(b"x")).is_err());
+        drop(rx);
+        assert!(matches!(
+            queue.push(big),
+            Err(mpsc::error::TrySendError::Closed(_))
+        ));
     }
 }
