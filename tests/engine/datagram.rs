@@ -437,31 +437,50 @@ async fn measure_datagram_echo_rate_and_loss() {
             }
         });
     }
-    let udp = udp_client().await;
-    udp.connect(target).await.unwrap();
-    let payload = vec![0x5au8; SIZE];
-    let mut buf = vec![0u8; 65_536];
-    let (mut received, mut lost) = (0usize, 0usize);
-    let start = Instant::now();
-    for _ in 0..N / WINDOW {
-        for _ in 0..WINDOW {
-            udp.send(&payload).await.unwrap();
-        }
-        for _ in 0..WINDOW {
-            match tokio::time::timeout(Duration::from_millis(200), udp.recv(&mut buf)).await {
-                Ok(Ok(_)) => received += 1,
-                _ => lost += 1,
+    for window in [WINDOW, 16 * WINDOW] {
+        // A fresh source per round: its own channel. Each datagram carries
+        // its sequence number; a window is sent, then answers are read
+        // until all came back or none came for 50 ms.
+        let udp = udp_client().await;
+        udp.connect(target).await.unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let mut seen = vec![false; N];
+        let dropped_before = (engine.datagram_counters().1, socket.dropped());
+        let start = Instant::now();
+        let mut seq = 0usize;
+        while seq + window <= N {
+            for s in seq..seq + window {
+                let mut payload = vec![0x5au8; SIZE];
+                payload[..4].copy_from_slice(&(s as u32).to_be_bytes());
+                udp.send(&payload).await.unwrap();
+            }
+            seq += window;
+            let mut got = 0;
+            while got < window {
+                match tokio::time::timeout(Duration::from_millis(50), udp.recv(&mut buf)).await {
+                    Ok(Ok(n)) if n >= 4 => {
+                        let s = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                        if let Some(slot) = seen.get_mut(s) {
+                            *slot = true;
+                        }
+                        got += 1;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
             }
         }
+        let elapsed = start.elapsed();
+        let received = seen.iter().filter(|s| **s).count();
+        let lost = seq - received;
+        println!(
+            "published UDP echo: {seq} x {SIZE} B, window {window}: {received} back, {lost} lost ({:.2} %), {:.0} datagrams/s round trip, engine dropped {}, socket dropped {}",
+            lost as f64 * 100.0 / seq as f64,
+            received as f64 / elapsed.as_secs_f64(),
+            engine.datagram_counters().1 - dropped_before.0,
+            socket.dropped() - dropped_before.1
+        );
     }
-    let elapsed = start.elapsed();
-    println!(
-        "published UDP echo: {N} x {SIZE} B, window {WINDOW}: {received} back, {lost} lost ({:.2} %), {:.0} datagrams/s round trip, engine dropped {}, socket dropped {}",
-        lost as f64 * 100.0 / N as f64,
-        received as f64 / elapsed.as_secs_f64(),
-        engine.datagram_counters().1,
-        socket.dropped()
-    );
 
     // Private: dial_datagram ⇄ engine splice ⇄ channel echo, pipelined.
     let _echo = datagram_echo(
