@@ -412,3 +412,70 @@ async fn engine_datagram_channel_close_and_the_returned_type_decide() {
     assert!(err.message().contains("engine"), "{err}");
     assert!(!control.is_closed());
 }
+
+/// Sends `msg` until it comes back (the engine may be restarting).
+async fn udp_echo(udp: &tokio::net::UdpSocket, msg: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    for _ in 0..50 {
+        udp.send(msg).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(200), udp.recv(&mut buf)).await {
+            Ok(Ok(n)) => return buf[..n].to_vec(),
+            // Nothing listens yet (ICMP port unreachable): wait a little.
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => {}
+        }
+    }
+    panic!("no echo for {msg:?}");
+}
+
+/// An engine restart: the control channel reconnects and re-creates the
+/// published datagram tunnel at the same UDP address; the same
+/// `DatagramTunnel` accepts the new channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_datagram_tunnel_survives_an_engine_restart() {
+    use rstream::engine::LocalEngine;
+    use rstream::ReconnectPolicy;
+    use tokio::net::UdpSocket;
+
+    crate::support::init_tracing();
+    let dir = std::env::temp_dir().join(format!("rstream-dgram-{}", std::process::id()));
+    let start =
+        |addr: std::net::SocketAddr| LocalEngine::builder().state_dir(&dir).listen(addr).start();
+    let engine = start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = engine.local_addr();
+    let client = crate::support::options(&engine).build().unwrap();
+    let control = client
+        .connect_with(
+            ReconnectPolicy::new()
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    let tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().name("udp-restart").publish())
+        .await
+        .unwrap();
+    let address = tunnel.forwarding_address();
+    let target = address.trim_end_matches(" (udp)").to_owned();
+    let _echo = datagram_echo(tunnel);
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.connect(&target).await.unwrap();
+    assert_eq!(udp_echo(&udp, b"before").await, b"before");
+
+    engine.shutdown().await;
+    let engine = start(addr).await.unwrap();
+    // Same address, new engine, same DatagramTunnel.
+    assert_eq!(
+        within("echo after restart", udp_echo(&udp, b"after")).await,
+        b"after"
+    );
+    let tunnels = engine.tunnels();
+    assert_eq!(tunnels.len(), 1);
+    assert_eq!(
+        rstream::tunnel::forwarding_address(&tunnels[0].properties).unwrap(),
+        address
+    );
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
