@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::api::{ApiOptions, EngineApi};
 use crate::config::{ClientOptions, ResolvedOptions, Secret};
 use crate::control::{ConnectOptions, ControlChannel};
+use crate::datagram::{DatagramChannel, DatagramPeer};
 use crate::error::{code, Error, Result};
 use crate::http::Connector;
 use crate::link::EngineLink;
@@ -211,6 +212,47 @@ impl Client {
     /// ```
     pub async fn dial(&self, tunnel: &str) -> Result<RstreamStream> {
         self.dial_with(tunnel, DialOptions::default()).await
+    }
+
+    /// Dials a private datagram tunnel by name or id: one
+    /// [`DatagramChannel`] (whole datagrams, framed on the stream: plane B,
+    /// see [`datagram`](crate::datagram)).
+    ///
+    /// ```no_run
+    /// # async fn run(client: rstream::Client) -> rstream::Result<()> {
+    /// let channel = client.dial_datagram("udp-echo").await?;
+    /// channel.send(b"ping").await?;
+    /// let answer = channel.recv().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// It is an ordinary dial (`StreamReq` without `datagram_channel`, the
+    /// only form the TLS transport has), never zero-RTT: the stream id
+    /// names the channel's [`peer`](DatagramChannel::peer).
+    pub async fn dial_datagram(&self, tunnel: &str) -> Result<DatagramChannel> {
+        self.dial_datagram_with(tunnel, DialOptions::default())
+            .await
+    }
+
+    /// [`dial_datagram`](Self::dial_datagram) with per-dial options (its
+    /// zero-RTT setting is ignored: a datagram dial waits for the stream id).
+    pub async fn dial_datagram_with(
+        &self,
+        tunnel: &str,
+        options: DialOptions,
+    ) -> Result<DatagramChannel> {
+        let stream = self.dial_with(tunnel, options.zero_rtt(false)).await?;
+        let stream_id = stream
+            .info()
+            .stream_id()
+            .map(Arc::from)
+            .ok_or_else(|| Error::protocol("the engine answered a dial without a stream id"))?;
+        // The dial's own stream is its lifeline: no control channel involved.
+        Ok(DatagramChannel::new(
+            stream,
+            DatagramPeer::new(stream_id, None),
+            None,
+        ))
     }
 
     /// Dials a private tunnel with per-dial options.

@@ -27,6 +27,9 @@
 //!   [`Tunnel`]: accept its connections ([`Tunnel::accept`], `Stream`), hand
 //!   it to `axum::serve`, to [`http::serve`], or [`Tunnel::forward_to`] a
 //!   local port.
+//! - [`datagram`]: datagram tunnels ([`ControlChannel::create_datagram_tunnel`],
+//!   [`Client::dial_datagram`]): whole datagrams per peer
+//!   ([`DatagramChannel`]) or one `UdpSocket`-like [`DatagramSocket`].
 //! - [`http`]: hyper/tower serving and the [`http::Connector`] for
 //!   hyper-util's pooled client over private dials.
 //! - [`webhook`]: signatures, typed events, and `WebhookLayer`.
@@ -80,6 +83,7 @@ mod client;
 pub mod config;
 pub mod control;
 pub mod control_plane;
+pub mod datagram;
 pub mod error;
 pub mod http;
 mod link;
@@ -108,6 +112,7 @@ pub mod engine;
 pub use client::{Client, DialOptions, AGENT};
 pub use config::ClientOptions;
 pub use control::{ConnectOptions, ConnectionStatus, ControlChannel, ReconnectPolicy};
+pub use datagram::{DatagramChannel, DatagramPeer, DatagramSocket, DatagramTunnel};
 pub use error::{Error, ErrorKind, Result};
 pub use secret::Secret;
 pub use stream::{RstreamStream, StreamInfo};

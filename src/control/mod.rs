@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::datagram::{DatagramTunnel, Registry};
 use crate::error::{code, Error, ErrorKind, Result};
 use crate::link::EngineLink;
 use crate::proto::{
@@ -98,6 +99,8 @@ struct Shared {
     session: watch::Receiver<Arc<SessionInfo>>,
     operation_timeout: Duration,
     policy: ReconnectPolicy,
+    /// Accepted datagram channels, for the engine's `DatagramChannelClose`.
+    datagrams: Arc<Registry>,
 }
 
 /// A handle to an open control channel. Clone it freely.
@@ -177,7 +180,9 @@ impl ControlChannel {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
         let (session_tx, session_rx) = watch::channel(session.info.clone());
+        let datagrams = Arc::new(Registry::default());
         task::spawn(task::Start {
+            datagrams: datagrams.clone(),
             link,
             policy: options.reconnect.clone(),
             session,
@@ -192,11 +197,15 @@ impl ControlChannel {
                 session: session_rx,
                 operation_timeout,
                 policy: options.reconnect,
+                datagrams,
             }),
         })
     }
 
-    /// Creates a tunnel. Options are validated before anything is sent.
+    /// Creates a (bytestream) tunnel. Options are validated before
+    /// anything is sent. Datagram options are refused
+    /// (`ERR_RSTREAM_UNSUPPORTED_TUNNEL`): use
+    /// [`create_datagram_tunnel`](Self::create_datagram_tunnel).
     ///
     /// While the channel is reconnecting, the request waits for the new
     /// connection (bounded by the operation timeout).
@@ -212,6 +221,51 @@ impl ControlChannel {
     /// the request went out, the tunnel the engine creates is closed again
     /// at once (nothing leaks, but the work is lost).
     pub async fn create_tunnel(&self, options: TunnelOptions) -> Result<Tunnel> {
+        if options.is_datagram() {
+            return Err(Error::unsupported(
+                code::UNSUPPORTED_TUNNEL,
+                "datagram tunnels are created with ControlChannel::create_datagram_tunnel",
+            ));
+        }
+        self.create(options).await
+    }
+
+    /// Creates a datagram tunnel: `options` as given, with `type =
+    /// "datagram"` (start from [`TunnelOptions::datagram`]). A published
+    /// one gets a UDP address; each peer is a
+    /// [`DatagramChannel`](crate::datagram::DatagramChannel).
+    ///
+    /// ```no_run
+    /// # async fn run(control: rstream::ControlChannel) -> rstream::Result<()> {
+    /// use rstream::TunnelOptions;
+    /// let mut tunnel = control
+    ///     .create_datagram_tunnel(TunnelOptions::datagram().publish())
+    ///     .await?;
+    /// println!("{}", tunnel.forwarding_address()); // 127.0.0.1:PORT (udp)
+    /// let channel = tunnel.accept().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`create_tunnel`](Self::create_tunnel); and
+    /// `ERR_RSTREAM_UNSUPPORTED_TUNNEL` when the engine created something
+    /// other than a datagram tunnel (the type it returns decides; that
+    /// tunnel is closed again).
+    pub async fn create_datagram_tunnel(&self, options: TunnelOptions) -> Result<DatagramTunnel> {
+        let tunnel = self.create(options.into_datagram()).await?;
+        let kind = tunnel.properties().r#type.clone();
+        if kind.as_deref().map(str::trim) != Some("datagram") {
+            let _ = tunnel.close().await;
+            return Err(Error::unsupported(
+                code::UNSUPPORTED_TUNNEL,
+                format!("the engine created a tunnel of type {kind:?}, not a datagram tunnel"),
+            ));
+        }
+        Ok(DatagramTunnel::new(tunnel))
+    }
+
+    async fn create(&self, options: TunnelOptions) -> Result<Tunnel> {
         let properties = Box::new(options.to_properties()?);
         let (reply, rx) = oneshot::channel();
         self.send(Command::OpenTunnel { properties, reply })?;
@@ -254,6 +308,11 @@ impl ControlChannel {
     /// What the engine said about itself on the current connection.
     pub fn server_details(&self) -> ServerDetails {
         self.shared.session.borrow().server.clone()
+    }
+
+    /// The datagram channels accepted on this control channel's tunnels.
+    pub(crate) fn datagrams(&self) -> &Arc<Registry> {
+        &self.shared.datagrams
     }
 
     /// The channel's reconnect policy.

@@ -123,7 +123,13 @@ impl Supervisor {
                 return conn.close_tunnel(&id);
             }
         };
-        let (streams, rx) = mpsc::channel(self.backlog);
+        // Datagram tunnels queue fewer channels (DATAGRAM_ACCEPT_BACKLOG).
+        let backlog = if requested.r#type.as_deref() == Some("datagram") {
+            self.backlog.min(crate::datagram::DATAGRAM_ACCEPT_BACKLOG)
+        } else {
+            self.backlog
+        };
+        let (streams, rx) = mpsc::channel(backlog.max(1));
         self.slots.insert(
             key,
             Slot {

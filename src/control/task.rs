@@ -52,6 +52,7 @@ pub(super) struct Start {
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
     pub(super) status: watch::Sender<ConnectionStatus>,
     pub(super) info: watch::Sender<Arc<SessionInfo>>,
+    pub(super) datagrams: Arc<crate::datagram::Registry>,
 }
 
 /// Spawns the control task inside its `rstream.control` span, a child of
@@ -73,6 +74,7 @@ pub(super) fn spawn(start: Start) {
         commands_open: true,
         status: start.status,
         info: start.info,
+        datagrams: start.datagrams,
         slots: HashMap::new(),
         next_key: 1,
         queued: Vec::new(),
@@ -94,6 +96,8 @@ pub(super) struct Supervisor {
     pub(super) commands_open: bool,
     pub(super) status: watch::Sender<ConnectionStatus>,
     pub(super) info: watch::Sender<Arc<SessionInfo>>,
+    /// Accepted datagram channels, closed by `DatagramChannelClose`.
+    pub(super) datagrams: Arc<crate::datagram::Registry>,
     pub(super) slots: HashMap<u64, Slot>,
     pub(super) next_key: u64,
     pub(super) queued: Vec<QueuedOpen>,
@@ -261,6 +265,9 @@ impl Supervisor {
             Payload::CloseControlChannelRsp(_) => return Ok(Step::Closed),
             Payload::Heartbeat(hb) => conn.liveness.on_heartbeat(hb)?,
             Payload::ProxyConnReq(req) => self.on_proxy_conn_req(conn, req)?,
+            Payload::DatagramChannelClose(close) => {
+                self.datagrams.close(&close.stream_id, close.error);
+            }
             Payload::ServerMessage(m) => {
                 tracing::info!(message = %m.message, "message from the engine");
             }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::{
-    admission, api, auth, certs, events, limits, listener, state, tasks, webhooks, Config, Inner,
-    LocalEngine,
+    admission, api, auth, certs, datagram, events, limits, listener, state, tasks, webhooks,
+    Config, Inner, LocalEngine,
 };
 use crate::error::{code, Error, Result};
 
@@ -52,6 +52,8 @@ pub struct LocalEngineBuilder {
     require_client_certificate: bool,
     max_watches: usize,
     api_timeouts: api::ApiTimeouts,
+    datagram_idle_timeout: Duration,
+    max_datagram_channels: usize,
 }
 
 impl std::fmt::Debug for LocalEngineBuilder {
@@ -88,6 +90,8 @@ impl std::fmt::Debug for LocalEngineBuilder {
             .field("admission_timeout", &self.admission_timeout)
             .field("max_published_connections", &self.max_published_connections)
             .field("max_watches", &self.max_watches)
+            .field("datagram_idle_timeout", &self.datagram_idle_timeout)
+            .field("max_datagram_channels", &self.max_datagram_channels)
             .field("webhook_urls", &webhook_urls)
             .field("webhook_secrets", &Redacted(self.webhooks.len()))
             .field("client_cas", &self.client_cas)
@@ -156,6 +160,8 @@ impl Default for LocalEngineBuilder {
             require_client_certificate: false,
             max_watches: api::DEFAULT_MAX_WATCHES,
             api_timeouts: api::ApiTimeouts::default(),
+            datagram_idle_timeout: datagram::DEFAULT_IDLE_TIMEOUT,
+            max_datagram_channels: datagram::DEFAULT_MAX_CHANNELS,
         }
     }
 }
@@ -381,6 +387,23 @@ impl LocalEngineBuilder {
         self
     }
 
+    /// How long a channel of a published datagram tunnel (one downstream
+    /// UDP source address) lives without a datagram either way (default
+    /// 60 s); then its stream to the owner is closed. Must be greater
+    /// than zero.
+    pub fn datagram_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.datagram_idle_timeout = timeout;
+        self
+    }
+
+    /// How many channels (downstream UDP source addresses) one published
+    /// datagram tunnel holds at once (default 1024); datagrams from a new
+    /// source beyond that are ignored and counted. Must be at least 1.
+    pub fn max_datagram_channels(mut self, n: usize) -> Self {
+        self.max_datagram_channels = n;
+        self
+    }
+
     /// Test knob: the Engine API connection bounds (request head 10 s,
     /// idle 60 s, write 30 s by default), shortened by tests that observe
     /// them.
@@ -430,6 +453,12 @@ impl LocalEngineBuilder {
             return Err(Error::config(
                 code::INVALID_CONFIG,
                 "local engine: admission_timeout must be greater than zero and at most 300 s",
+            ));
+        }
+        if self.datagram_idle_timeout.is_zero() || self.max_datagram_channels == 0 {
+            return Err(Error::config(
+                code::INVALID_CONFIG,
+                "local engine: datagram_idle_timeout must be greater than zero and max_datagram_channels at least 1",
             ));
         }
         if self.max_watches == 0 {
@@ -513,6 +542,11 @@ impl LocalEngineBuilder {
                 "max_published_connections",
             ),
             api: api::ApiShared::new(self.max_watches, self.api_timeouts),
+            datagram: datagram::Settings {
+                idle_timeout: self.datagram_idle_timeout,
+                max_channels: self.max_datagram_channels,
+                ..datagram::Settings::default()
+            },
         });
         for target in webhook_targets {
             // Subscribed before the first connection: no event is missed.

@@ -13,13 +13,18 @@
 //! [`LocalEngine::ca_file`] (or `RSTREAM_CA_FILE`) and
 //! [`LocalEngine::engine_address`] (or `RSTREAM_ENGINE`).
 //!
+//! Datagram tunnels (`type = "datagram"`) carry framed datagrams (plane B,
+//! `docs/DATAGRAMS.md`): private dials are spliced like any stream, and a
+//! published one gets a UDP socket on `127.0.0.1` (`127.0.0.1:PORT (udp)`)
+//! where each downstream source address is one channel to the owner.
+//!
 //! Published tunnels listen on `127.0.0.1` with a port of their own and
 //! come back with `hostname = "127.0.0.1"` and that `port`, so the
 //! forwarding address is `https://127.0.0.1:PORT` for `http` tunnels
 //! (TLS terminated by the engine with its own certificate) and
 //! `127.0.0.1:PORT (tcp)` / `127.0.0.1:PORT (tls)` for raw ones.
 //! Features a single machine cannot provide (GeoIP, edge auth, custom
-//! hostnames, datagrams, …) are refused with `FEATURE_NOT_AVAILABLE`,
+//! hostnames, DTLS/QUIC, …) are refused with `FEATURE_NOT_AVAILABLE`,
 //! never silently ignored. See `docs/LOCAL_ENGINE.md` for the full list.
 //!
 //! # Example
@@ -50,6 +55,7 @@ mod certs;
 #[doc(hidden)]
 pub mod cli;
 mod control;
+mod datagram;
 mod dates;
 mod edge;
 mod events;
@@ -124,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) published_connections: limits::ConnectionLimit,
     /// The Engine API's connection server and watch slots.
     pub(crate) api: api::ApiShared,
+    /// Published datagram tunnels: idle timeout, channel cap, counters.
+    pub(crate) datagram: datagram::Settings,
 }
 
 impl Inner {
@@ -205,6 +213,20 @@ impl LocalEngine {
     /// falls too far behind gets `RecvError::Lagged` and skips ahead.
     pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
         self.inner.state().subscribe()
+    }
+
+    /// Counters of the published datagram endpoints, all tunnels together:
+    /// `(channels opened, datagrams dropped because a channel's queue of
+    /// 64 was full, new sources ignored because a tunnel held its maximum
+    /// of channels)`.
+    pub fn datagram_counters(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.inner.datagram.stats;
+        (
+            s.opened_channels.load(Relaxed),
+            s.dropped.load(Relaxed),
+            s.refused_channels.load(Relaxed),
+        )
     }
 
     /// The connected clients (control channels), in no particular order.

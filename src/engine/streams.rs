@@ -1,6 +1,8 @@
 //! Streams: reaching a tunnel's owner (`ProxyConnReq` → the owner's
 //! `ProxyReq` connection + `ProxyConnRsp`), private dials (`StreamReq`),
-//! and the byte splice between downstream and owner.
+//! and the byte splice between downstream and owner. A dial to a datagram
+//! tunnel is spliced the same way: both ends speak framed datagrams
+//! (plane B), so the bytes pass through unchanged.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -47,6 +49,18 @@ pub(crate) async fn reach_owner(
     tunnel_id: &str,
     source: IpAddr,
 ) -> Result<(String, ServerTls), proto::Error> {
+    reach_owner_with_control(inner, tunnel_id, source)
+        .await
+        .map(|(stream_id, tls, _)| (stream_id, tls))
+}
+
+/// [`reach_owner`], also returning the owner's control-channel outbox
+/// (where a published datagram channel's `DatagramChannelClose` goes).
+pub(crate) async fn reach_owner_with_control(
+    inner: &Inner,
+    tunnel_id: &str,
+    source: IpAddr,
+) -> Result<(String, ServerTls, tokio::sync::mpsc::Sender<Message>), proto::Error> {
     let start = inner
         .state()
         .open_pending(tunnel_id, inner.config.max_pending_streams)?;
@@ -93,7 +107,7 @@ pub(crate) async fn reach_owner(
         }
         if answered {
             if let Some(tls) = connection.take() {
-                return Ok((stream_id.clone(), tls));
+                return Ok((stream_id.clone(), tls, start.owner));
             }
         }
     }
@@ -221,9 +235,12 @@ async fn dial(
     )?;
     super::control::establish(admission)?;
     if req.datagram_channel == Some(true) {
+        // QUIC datagram channels (plane A) need the QUIC transport; a
+        // refusal here makes Go-like clients fall back to an ordinary
+        // framed dial (plane B), which is spliced like any stream.
         return Err(error(
             ErrorCode::FeatureNotAvailable,
-            "the local engine does not support datagram channels",
+            "the local engine does not support QUIC datagram channels (datagram_channel = true); dial without it for framed datagrams",
         ));
     }
     let name = req.tunnel_id_name.trim();

@@ -1,7 +1,9 @@
 //! Tunnel creation (validation of the requested properties), closing, and
 //! the published endpoints on `127.0.0.1`.
 //!
-//! Honoured: `name`, `type = bytestream`, `publish`, `protocol` (`http`,
+//! Honoured: `name`, `type` (`bytestream`; `datagram`, with
+//! `datagram_guaranteed_delivery` stored and returned, published on UDP:
+//! see [`super::datagram`]), `publish`, `protocol` (`http`,
 //! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
 //! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`),
@@ -50,6 +52,8 @@ pub(crate) struct Plan {
     props: TunnelProperties,
     /// `Some` for published tunnels: the kind and the requested port.
     endpoint: Option<(EndpointKind, Option<u16>)>,
+    /// `type = "datagram"`: a published one listens on UDP.
+    datagram: bool,
     trusted: TrustedIps,
 }
 
@@ -79,14 +83,20 @@ pub(crate) fn validate(
     // (`crate::tunnel::MAX_LABELS`, …), checked first.
     crate::tunnel::check_labels(&p.labels).map_err(invalid)?;
 
-    match non_blank(&p.r#type) {
-        None | Some("bytestream") => {}
-        Some("datagram") => return Err(unavailable("datagram tunnels (type = \"datagram\")")),
+    let datagram = match non_blank(&p.r#type) {
+        None | Some("bytestream") => false,
+        Some("datagram") => true,
         Some(other) => return Err(invalid(format!("unknown tunnel type {other:?}"))),
-    }
+    };
     let protocol = non_blank(&p.protocol).map(str::to_owned);
     match protocol.as_deref() {
-        None | Some("http" | "tls" | "tcp") => {}
+        None => {}
+        Some(other @ ("http" | "tls" | "tcp")) if datagram => {
+            return Err(invalid(format!(
+                "protocol = {other:?} is not a datagram protocol (datagram tunnels: no protocol)"
+            )))
+        }
+        Some("http" | "tls" | "tcp") => {}
         Some(other @ ("dtls" | "quic")) => {
             return Err(unavailable(format!("protocol = {other:?}")))
         }
@@ -168,9 +178,11 @@ pub(crate) fn validate(
         ("rstream_auth", p.rstream_auth),
         ("challenge_mode", p.challenge_mode),
         ("http_use_tls", p.http_use_tls),
+        // Honoured (stored and returned) on datagram tunnels: over TLS
+        // every channel is framed, reliable and ordered anyway.
         (
             "datagram_guaranteed_delivery",
-            p.datagram_guaranteed_delivery,
+            p.datagram_guaranteed_delivery.filter(|_| !datagram),
         ),
     ];
     if let Some((name, _)) = flags.iter().find(|(_, v)| *v == Some(true)) {
@@ -281,13 +293,14 @@ pub(crate) fn validate(
     p.id = None;
     p.creation_date = None;
     p.host = None;
-    p.r#type = Some("bytestream".into());
+    p.r#type = Some(if datagram { "datagram" } else { "bytestream" }.into());
     p.publish = Some(published);
     p.hostname = None;
     p.port = None;
     Ok(Plan {
         props: p,
         endpoint,
+        datagram,
         trusted: trusted.into(),
     })
 }
@@ -360,6 +373,21 @@ async fn create(
     let created_at = SystemTime::now();
     props.creation_date = Some(created_at.into());
     let endpoint = match plan.endpoint {
+        Some((_, port)) if plan.datagram => {
+            let socket = super::datagram::bind(port).await?;
+            let port = socket
+                .local_addr()
+                .map_err(|e| proto::Error::new(ErrorCode::Internal, e.to_string()))?
+                .port();
+            props.hostname = Some("127.0.0.1".into());
+            props.port = Some(u32::from(port));
+            Some(super::datagram::spawn_endpoint(
+                inner.clone(),
+                id.clone(),
+                socket,
+                plan.trusted.clone(),
+            ))
+        }
         Some((kind, port)) => {
             let listener = bind(port).await?;
             let port = listener

@@ -145,6 +145,11 @@ pub const ACCEPT_BACKLOG_FULL: &str = "ERR_RSTREAM_ACCEPT_BACKLOG_FULL";
 pub const INVALID_TUNNEL: &str = "ERR_RSTREAM_INVALID_TUNNEL";
 /// Tunnel options ask for a feature this SDK does not support.
 pub const UNSUPPORTED_TUNNEL: &str = "ERR_RSTREAM_UNSUPPORTED_TUNNEL";
+/// A datagram over 65,535 bytes: refused when sent (nothing is sent, never
+/// truncated), or announced by a peer (its channel is closed).
+pub const DATAGRAM_TOO_LARGE: &str = "ERR_RSTREAM_DATAGRAM_TOO_LARGE";
+/// The datagram channel (or socket) is closed.
+pub const DATAGRAM_CLOSED: &str = "ERR_RSTREAM_DATAGRAM_CLOSED";
 
 // ----- Engine API -----
 

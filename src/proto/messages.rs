@@ -474,7 +474,8 @@ pub struct StreamReq {
     /// Zero-RTT: no [`StreamRsp`] will follow.
     #[prost(message, optional, tag = "3")]
     pub zero_rtt: Option<bool>,
-    /// Datagram channel (unsupported; never sent by this SDK).
+    /// QUIC datagram channel (plane A; never sent by this SDK, whose
+    /// datagram dials are framed streams).
     #[prost(message, optional, tag = "4")]
     pub datagram_channel: Option<bool>,
 }
@@ -501,7 +502,8 @@ pub mod stream_rsp {
     }
 }
 
-/// Datagram channel closed (unsupported; ignored).
+/// A datagram channel closed (the SDK closes the accepted channel with this
+/// stream id).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DatagramChannelClose {
     /// Stream id.

@@ -8,7 +8,9 @@ fn non_blank(s: &Option<String>) -> Option<&str> {
 }
 
 /// Builds the forwarding address from the properties the engine returned:
-/// `https://host[:port]`, `host:port (tcp)`, `rstrm://name (unpublished)`…
+/// `https://host[:port]`, `host:port (tcp)`, `host:port (udp)` (a
+/// published datagram tunnel without a protocol), `rstrm://name
+/// (unpublished)`…
 pub fn forwarding_address(p: &TunnelProperties) -> Result<String> {
     let protocol = p.protocol.as_deref().map(str::trim);
     let host = if let Some(hostname) = non_blank(&p.hostname) {
@@ -25,6 +27,9 @@ pub fn forwarding_address(p: &TunnelProperties) -> Result<String> {
         Some(host) => match protocol {
             Some("http") => format!("https://{host}"),
             Some(proto @ ("tls" | "tcp" | "dtls" | "quic")) => format!("{host} ({proto})"),
+            None if p.r#type.as_deref().map(str::trim) == Some("datagram") => {
+                format!("{host} (udp)")
+            }
             _ => host,
         },
         None => match non_blank(&p.name).or_else(|| non_blank(&p.id)) {

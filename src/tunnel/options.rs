@@ -58,9 +58,9 @@ pub enum Protocol {
     Tls,
     /// Raw TCP on a published port.
     Tcp,
-    /// DTLS (datagram; unsupported by this SDK).
+    /// DTLS (datagram; not supported yet by this SDK, see `docs/DATAGRAMS.md`).
     Dtls,
-    /// QUIC (datagram; unsupported by this SDK).
+    /// QUIC (datagram; not supported yet by this SDK, see `docs/DATAGRAMS.md`).
     Quic,
 }
 
@@ -151,6 +151,7 @@ pub struct TunnelOptions {
     tls_ciphers: Vec<String>,
     mtls_auth: Option<bool>,
     http_version: Option<HttpVersion>,
+    datagram_guaranteed_delivery: Option<bool>,
     token_auth: Option<bool>,
     rstream_auth: Option<bool>,
     challenge_mode: Option<bool>,
@@ -191,6 +192,24 @@ impl TunnelOptions {
         Self::new().protocol(Protocol::Tls).publish()
     }
 
+    /// A datagram tunnel (`type = "datagram"`): private unless
+    /// [published](Self::publish) (then the engine gives it a UDP address).
+    /// Create it with
+    /// [`ControlChannel::create_datagram_tunnel`](crate::ControlChannel::create_datagram_tunnel)
+    /// and dial it with [`Client::dial_datagram`](crate::Client::dial_datagram);
+    /// see [`datagram`](crate::datagram).
+    pub fn datagram() -> Self {
+        Self {
+            datagram: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether these options ask for a datagram tunnel.
+    pub fn is_datagram(&self) -> bool {
+        self.datagram
+    }
+
     /// The tunnel name (others dial it by this name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -209,8 +228,9 @@ impl TunnelOptions {
         self
     }
 
-    /// Asks for a datagram tunnel. Unsupported: creating it fails before any I/O.
-    pub fn datagram(mut self) -> Self {
+    /// Makes these options ask for a datagram tunnel (what
+    /// [`TunnelOptions::datagram`] starts from).
+    pub(crate) fn into_datagram(mut self) -> Self {
         self.datagram = true;
         self
     }
@@ -296,6 +316,13 @@ impl TunnelOptions {
         upstream_tls: bool
     );
     setter!(
+        /// Datagram tunnels: ask the engine for guaranteed (reliable,
+        /// ordered) delivery, that is framed datagrams on a stream (plane B)
+        /// even where an unreliable QUIC datagram path exists. Over the TLS
+        /// transport every channel is framed anyway.
+        datagram_guaranteed_delivery: bool
+    );
+    setter!(
         /// Allow routing through another region.
         allow_cross_region_routing: bool
     );
@@ -309,14 +336,33 @@ impl TunnelOptions {
     pub fn to_properties(&self) -> Result<TunnelProperties> {
         let invalid = |msg: &str| Error::config(code::INVALID_TUNNEL, msg.to_owned());
         let unsupported = |msg: &str| Error::unsupported(code::UNSUPPORTED_TUNNEL, msg.to_owned());
-        if self.datagram {
-            return Err(unsupported(
-                "datagram tunnels are not supported by the Rust SDK",
-            ));
-        }
         if matches!(self.protocol, Some(Protocol::Dtls | Protocol::Quic)) {
             return Err(unsupported(
-                "dtls and quic tunnels are datagram tunnels, which are not supported",
+                "dtls and quic tunnels are not supported yet (plain datagram tunnels are: TunnelOptions::datagram(), docs/DATAGRAMS.md)",
+            ));
+        }
+        if self.datagram {
+            let forbidden = [
+                ("protocol", self.protocol.is_some()),
+                ("tls_mode", self.tls_mode.is_some()),
+                ("tls_alpns", !self.tls_alpns.is_empty()),
+                ("tls_min_version", self.tls_min_version.is_some()),
+                ("tls_ciphers", !self.tls_ciphers.is_empty()),
+                ("mtls_auth", self.mtls_auth.is_some()),
+                ("http_version", self.http_version.is_some()),
+                ("upstream_tls", self.upstream_tls.is_some()),
+                ("token_auth", self.token_auth.is_some()),
+                ("rstream_auth", self.rstream_auth.is_some()),
+                ("challenge_mode", self.challenge_mode.is_some()),
+            ];
+            if let Some((name, _)) = forbidden.iter().find(|(_, set)| *set) {
+                return Err(invalid(&format!(
+                    "{name} is not allowed on datagram tunnels"
+                )));
+            }
+        } else if self.datagram_guaranteed_delivery.is_some() {
+            return Err(invalid(
+                "datagram_guaranteed_delivery is only allowed on datagram tunnels",
             ));
         }
         if self.http_version == Some(HttpVersion::H3) {
@@ -359,8 +405,13 @@ impl TunnelOptions {
             }
         }
         check_labels(&self.labels).map_err(|m| invalid(&m))?;
+        let r#type = if self.datagram {
+            "datagram"
+        } else {
+            "bytestream"
+        };
         Ok(TunnelProperties {
-            r#type: Some("bytestream".to_owned()),
+            r#type: Some(r#type.to_owned()),
             name: self.name.clone(),
             publish,
             protocol: self.protocol.map(|p| p.as_str().to_owned()),
@@ -379,6 +430,7 @@ impl TunnelOptions {
             hostname: self.hostname.clone(),
             port: self.port,
             upstream_tls: self.upstream_tls,
+            datagram_guaranteed_delivery: self.datagram_guaranteed_delivery,
             allow_cross_region_routing: self.allow_cross_region_routing,
             ..Default::default()
         })
@@ -433,7 +485,7 @@ mod tests {
     #[test]
     fn unsupported_is_explicit() {
         assert_eq!(
-            code(TunnelOptions::new().datagram()),
+            code(TunnelOptions::datagram().protocol(Protocol::Quic)),
             code::UNSUPPORTED_TUNNEL
         );
         assert_eq!(
@@ -445,6 +497,41 @@ mod tests {
             code::UNSUPPORTED_TUNNEL
         );
         assert_eq!(code(TunnelOptions::new().name("  ")), code::INVALID_TUNNEL);
+    }
+
+    #[test]
+    fn datagram_rules() {
+        let p = TunnelOptions::datagram()
+            .name("udp")
+            .to_properties()
+            .unwrap();
+        assert_eq!(p.r#type.as_deref(), Some("datagram"));
+        assert_eq!(p.publish, None);
+        let p = TunnelOptions::datagram()
+            .publish()
+            .datagram_guaranteed_delivery(true)
+            .to_properties()
+            .unwrap();
+        assert_eq!(p.publish, Some(true));
+        assert_eq!(p.datagram_guaranteed_delivery, Some(true));
+        assert_eq!(
+            code(TunnelOptions::datagram().protocol(Protocol::Http)),
+            code::INVALID_TUNNEL
+        );
+        assert_eq!(
+            code(TunnelOptions::datagram().token_auth(true)),
+            code::INVALID_TUNNEL
+        );
+        assert_eq!(
+            code(TunnelOptions::new().datagram_guaranteed_delivery(true)),
+            code::INVALID_TUNNEL
+        );
+        assert!(TunnelOptions::datagram().is_datagram());
+        let p = TunnelOptions::new()
+            .into_datagram()
+            .to_properties()
+            .unwrap();
+        assert_eq!(p.r#type.as_deref(), Some("datagram"));
     }
 
     #[test]

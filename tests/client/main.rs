@@ -10,6 +10,7 @@ mod client_protocol;
 mod close;
 mod config;
 mod control_plane;
+mod datagram;
 #[cfg(feature = "tonic")]
 mod grpc;
 mod http;

@@ -292,7 +292,7 @@ async fn unsupported_properties_are_refused_by_engine_and_client() {
         .unwrap_err();
     assert_eq!(err.engine_code(), Some(5000), "{err}");
     let err = control
-        .create_tunnel(TunnelOptions::new().datagram())
+        .create_tunnel(TunnelOptions::datagram())
         .await
         .unwrap_err();
     assert_eq!(err.code(), "ERR_RSTREAM_UNSUPPORTED_TUNNEL");

@@ -6,6 +6,7 @@
 mod support;
 
 mod access_control;
+mod datagram;
 mod engine_api;
 mod engine_api_http;
 mod engine_mtls;

@@ -207,3 +207,19 @@ pub async fn raw_get(engine: &LocalEngine, path: &str, token: Option<&str>) -> (
     let body = rsp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Accepts every channel of a datagram tunnel and echoes each datagram
+/// back to its sender.
+pub fn datagram_echo(mut tunnel: rstream::DatagramTunnel) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(channel) = tunnel.accept().await {
+            tokio::spawn(async move {
+                while let Ok(datagram) = channel.recv().await {
+                    if channel.send_bytes(datagram).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
