@@ -231,6 +231,27 @@ struct Args {
     )]
     max_published_connections: Option<usize>,
 
+    /// Seconds a published datagram tunnel's channel (one downstream UDP
+    /// source) may stay silent before it is closed, at most 86400
+    /// [default: 60].
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "RSTREAM_LOCAL_ENGINE_DATAGRAM_IDLE_TIMEOUT_SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    datagram_idle_timeout_secs: Option<u64>,
+
+    /// Channels (downstream UDP sources) held at once per published
+    /// datagram tunnel; a new source beyond it is dropped [default: 1024].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RSTREAM_LOCAL_ENGINE_MAX_DATAGRAM_CHANNELS",
+        value_parser = positive
+    )]
+    max_datagram_channels: Option<usize>,
+
     /// Deliver signed webhooks (client.created, tunnel.created,
     /// tunnel.deleted, client.deleted) to this http(s) URL (repeatable).
     #[arg(
@@ -413,6 +434,12 @@ impl Args {
         }
         if let Some(n) = self.max_published_connections {
             builder = builder.max_published_connections(n);
+        }
+        if let Some(secs) = self.datagram_idle_timeout_secs {
+            builder = builder.datagram_idle_timeout(Duration::from_secs(secs));
+        }
+        if let Some(n) = self.max_datagram_channels {
+            builder = builder.max_datagram_channels(n);
         }
         let mut secrets = self.webhook_secrets;
         if let Some(path) = &self.webhook_secret_file {
@@ -647,6 +674,23 @@ mod tests {
         assert!(parse(&["--webhook-secret", "whsec_x"]).is_err());
         assert!(parse(&["--webhook-url", "ftp://x/", "--webhook-secret", "s"]).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn datagram_bounds() {
+        let s = parse(&[
+            "--datagram-idle-timeout-secs",
+            "5",
+            "--max-datagram-channels",
+            "16",
+        ])
+        .unwrap();
+        let debug = format!("{:?}", s.builder);
+        assert!(debug.contains("datagram_idle_timeout: 5s"), "{debug}");
+        assert!(debug.contains("max_datagram_channels: 16"), "{debug}");
+        assert!(parse(&["--datagram-idle-timeout-secs", "0"]).is_err());
+        assert!(parse(&["--datagram-idle-timeout-secs", "86401"]).is_err());
+        assert!(parse(&["--max-datagram-channels", "0"]).is_err());
     }
 
     #[test]
