@@ -8,9 +8,13 @@
 //!   request head within `header_read_timeout` is dropped. This covers what
 //!   hyper alone does not: the protocol detection (the auto builder reads the
 //!   first bytes without a timer) and the h2 handshake.
-//! - **request heads** (HTTP/1.1): hyper's `header_read_timeout`, which in
-//!   hyper 1.x restarts at every new head, so it also bounds the wait for the
-//!   next request on a keep-alive connection.
+//! - **request heads** (HTTP/1.1): a connection with no request in flight
+//!   for `header_read_timeout` is dropped, which bounds a slow request head
+//!   and the wait for the next request on a keep-alive connection (what
+//!   hyper's own `header_read_timeout` does). Checked by the connection's
+//!   timer, not with hyper's, which arms (allocates, inserts into the timer
+//!   wheel, removes) a timer per request head: ≈ 2,000 instructions of a
+//!   keep-alive request, 9 % (docs/BENCHMARKS.md).
 //! - **idle**: a connection with no request in flight for `idle_timeout` is
 //!   shut down gracefully (HTTP/1.1: closed; h2: GOAWAY, open streams
 //!   finish). A request is in flight from the service call until its
@@ -87,10 +91,13 @@ impl ConnServer {
     pub(crate) fn new(limits: ConnLimits, connect_protocol: bool) -> Self {
         let limits = limits.clamped();
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper's own h1 head timer stays off (it would arm a timer per
+        // request); `serve` bounds heads with the connection's timer. The
+        // timer stays set for an `http1()` option a caller may add.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
+            .header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -109,9 +116,6 @@ impl ConnServer {
     /// Changes the bounds, keeping any other builder setting.
     pub(crate) fn set_limits(&mut self, limits: ConnLimits) {
         let limits = limits.clamped();
-        self.builder
-            .http1()
-            .header_read_timeout(limits.header_read_timeout);
         self.builder
             .http2()
             .keep_alive_interval(limits.h2_keep_alive_interval)
@@ -188,7 +192,16 @@ impl ConnServer {
                             );
                             return;
                         }
-                        State::Busy => timer.as_mut().reset(now + limits.idle_timeout),
+                        State::Busy => timer.as_mut().reset(now + activity.idle_bound(&limits)),
+                        State::IdleSince(since)
+                            if !activity.is_h2() && since + limits.header_read_timeout <= now =>
+                        {
+                            tracing::debug!(
+                                timeout = ?limits.header_read_timeout,
+                                "{what} connection sent no complete request head in time; closing"
+                            );
+                            return;
+                        }
                         State::IdleSince(since) if since + limits.idle_timeout <= now => {
                             tracing::debug!(
                                 timeout = ?limits.idle_timeout,
@@ -197,7 +210,9 @@ impl ConnServer {
                             conn.as_mut().graceful_shutdown();
                             closing = true;
                         }
-                        State::IdleSince(since) => timer.as_mut().reset(since + limits.idle_timeout),
+                        State::IdleSince(since) => {
+                            timer.as_mut().reset(since + activity.idle_bound(&limits));
+                        }
                     }
                 }
             }
@@ -240,6 +255,9 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `base` to the end of the last request.
     idle_since_ms: AtomicU64,
+    /// An h2 connection (its requests say so): no request-head bound
+    /// between requests, only the idle one.
+    h2: AtomicBool,
 }
 
 impl Activity {
@@ -249,6 +267,21 @@ impl Activity {
             seen: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        }
+    }
+
+    fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
+    }
+
+    /// How long the connection may go without a request in flight:
+    /// HTTP/1.1 also bounds the next request head.
+    fn idle_bound(&self, limits: &ConnLimits) -> Duration {
+        if self.is_h2() {
+            limits.idle_timeout
+        } else {
+            limits.idle_timeout.min(limits.header_read_timeout)
         }
     }
 
@@ -300,6 +333,9 @@ where
     type Future = TrackedFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        if req.version() == http::Version::HTTP_2 {
+            self.activity.h2.store(true, Ordering::Relaxed);
+        }
         let guard = self.activity.begin();
         TrackedFuture {
             inner: self.inner.call(req),

@@ -222,10 +222,10 @@ impl<S> Serve<S> {
     /// handshake included). Past it the connection is closed. Default
     /// [`DEFAULT_HEADER_READ_TIMEOUT`] (30 s).
     ///
-    /// On HTTP/1.1 this also bounds the wait for the next request on a
-    /// keep-alive connection (hyper restarts it at every request), so an
-    /// idle HTTP/1.1 connection lasts at most the shorter of this and the
-    /// [idle timeout](Self::idle_timeout).
+    /// On HTTP/1.1 this also bounds the wait for the next request head on
+    /// a keep-alive connection, counted from the end of the last response,
+    /// so an idle HTTP/1.1 connection lasts at most the shorter of this and
+    /// the [idle timeout](Self::idle_timeout).
     pub fn header_read_timeout(self, timeout: Duration) -> Self {
         self.limit(|limits| limits.header_read_timeout = timeout)
     }

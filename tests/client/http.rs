@@ -574,6 +574,30 @@ async fn slowloris_on_http_serve_is_cut_off_while_other_requests_are_served() {
 }
 
 #[tokio::test]
+async fn http_serve_bounds_the_next_request_head_on_a_keep_alive_connection() {
+    let engine = engine().await;
+    let head = Duration::from_millis(1000);
+    let (url, _control, _server) = served(&engine, |s| s.header_read_timeout(head)).await;
+    let ca = engine.ca_pem().to_owned();
+    // One whole request, answered; then half of the next head, and nothing.
+    let mut tls = tls_connect(&url, &ca, &[b"http/1.1"]).await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within("response", tls.read(&mut buf)).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = until_closed(&mut tls).await;
+    assert!(
+        took >= head - Duration::from_millis(300) && took < head * 3,
+        "a slow second request head was held for {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn http_serve_closes_idle_keep_alive_connections_but_not_slow_or_streaming_ones() {
     let engine = engine().await;
     let idle = Duration::from_millis(500);
