@@ -13,6 +13,8 @@ pub(crate) struct Args {
     pub(crate) dial: bool,
     /// Leg E (`E` in `--legs`): the bytestream through HAProxy too.
     pub(crate) haproxy: bool,
+    /// Leg E's published paths (also `E` in `--legs`).
+    pub(crate) published: bool,
     pub(crate) idle: bool,
     pub(crate) transfer: u64,
     pub(crate) idle_conns: usize,
@@ -20,6 +22,9 @@ pub(crate) struct Args {
     /// Another build of this harness: lowercase legs (and a second dial
     /// run) use its engine and servers, side by side with this build's.
     pub(crate) compare_exe: Option<PathBuf>,
+    /// `--scale`: the scaling curves instead of the legs.
+    pub(crate) scale_on: bool,
+    pub(crate) scale: ScaleArgs,
     pub(crate) child: Option<String>,
     pub(crate) kv: HashMap<String, String>,
 }
@@ -34,11 +39,14 @@ impl Args {
             legs: vec!['A', 'B', 'C', 'D', 'E'],
             dial: true,
             haproxy: true,
+            published: true,
             idle: true,
             transfer: 1 << 30,
             idle_conns: 256,
             perf: None,
             compare_exe: None,
+            scale_on: false,
+            scale: ScaleArgs::default(),
             child: None,
             kv: HashMap::new(),
         };
@@ -67,6 +75,28 @@ impl Args {
                 "--idle-conns" => {
                     args.idle_conns = value("--idle-conns")?.parse::<usize>()?.clamp(1, 4096)
                 }
+                "--scale" => args.scale_on = true,
+                "--scale-curves" => {
+                    args.scale.curves = value("--scale-curves")?
+                        .split(',')
+                        .map(|c| c.trim().to_owned())
+                        .filter(|c| !c.is_empty())
+                        .collect()
+                }
+                "--scale-conns" => {
+                    args.scale.conns = parse_sizes(&value("--scale-conns")?, 16_384)?
+                }
+                "--scale-idle" => args.scale.idle = parse_sizes(&value("--scale-idle")?, 100_000)?,
+                "--scale-tunnels" => {
+                    args.scale.tunnels = parse_sizes(&value("--scale-tunnels")?, 4_000)?
+                }
+                "--scale-clients" => {
+                    args.scale.clients = parse_sizes(&value("--scale-clients")?, 4_000)?
+                }
+                "--scale-dials" => {
+                    args.scale.dials = value("--scale-dials")?.parse::<usize>()?.clamp(1, 100_000)
+                }
+                "--scale-out" => args.scale.out = Some(PathBuf::from(value("--scale-out")?)),
                 "--perf" => args.perf = Some(PathBuf::from(value("--perf")?)),
                 "--child" => args.child = Some(value("--child")?),
                 // `--key value` pairs for children (--engine, --ca, ...).
@@ -93,6 +123,7 @@ impl Args {
         }
         // E is not an HTTP leg: it rides along the bytestream workload.
         args.haproxy = args.legs.contains(&'E');
+        args.published = args.haproxy;
         args.legs.retain(|c| *c != 'E');
         Ok(args)
     }

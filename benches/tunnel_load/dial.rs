@@ -13,6 +13,34 @@ pub(crate) struct DialResult {
     pub(crate) sink_peak_rss_kib: u64,
     /// Leg E, when HAProxy ran in this round.
     pub(crate) haproxy: Option<HaproxyResult>,
+    /// Leg E, published paths (with `E` in `--legs`).
+    pub(crate) published: Option<PublishedResult>,
+}
+
+/// One bytestream over a TLS connection the sender opens itself: MB/s and
+/// CPU s/GiB of the receiver (sink process), the relay and the sender.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PathRun {
+    pub(crate) mbps: f64,
+    pub(crate) cpu_sink: f64,
+    pub(crate) cpu_relay: f64,
+    pub(crate) cpu_sender: f64,
+}
+
+/// Leg E, the published paths (the path internet traffic takes), each
+/// beside its HAProxy mirror.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PublishedResult {
+    /// Sender TLS → the engine's published `http` endpoint (TLS terminated
+    /// there, plaintext spliced) → proxy TLS → the SDK's `accept` → sink.
+    /// Its mirror is leg E's HAProxy (TLS front, TLS back).
+    pub(crate) https: Option<PathRun>,
+    /// Sender TLS → the engine's published `tcp` endpoint (raw splice) →
+    /// proxy TLS → the SDK's `accept` → the sink's own TLS, end to end.
+    pub(crate) tcp: Option<PathRun>,
+    /// The mirror of `tcp`: sender TLS → HAProxy (plain `mode tcp` front,
+    /// TLS back) → the sink's TLS, and the sender's TLS inside it.
+    pub(crate) haproxy_tcp: Option<PathRun>,
 }
 
 /// Leg E: the same bytestream, sender → HAProxy (TLS) → sink (TLS).
@@ -140,6 +168,9 @@ pub(crate) async fn run_dial(
     if let (Some(h), false) = (&haproxy, round.is_multiple_of(2)) {
         hap_result = h.measure(ctx, round, label, &mut sink, &sink_ca).await;
     }
+    if ctx.args.published {
+        r.published = run_published(ctx, round, label, &mut sink, &engine, haproxy.as_ref()).await;
+    }
     drop(haproxy);
     r.haproxy = hap_result;
     r.sink_peak_rss_kib = sink.status_kib("VmHWM");
@@ -206,6 +237,9 @@ pub(crate) const SUITES: &str =
 pub(crate) struct Haproxy {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
+    /// The published-tcp mirror: plain front, TLS back to the sink's
+    /// TLS-in-TLS port (when the sink has one).
+    pub(crate) addr_tcp: Option<SocketAddr>,
 }
 
 impl Haproxy {
@@ -213,7 +247,11 @@ impl Haproxy {
         std::fs::create_dir_all(dir)?;
         // A free port for the frontend (HAProxy cannot report one it picked).
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let config = format!(
+        let addr_tcp = match sink.ready.get("tls2") {
+            Some(_) => Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?),
+            None => None,
+        };
+        let mut config = format!(
             "global\n\
              \x20   maxconn 1024\n\
              \x20   ssl-default-bind-ciphersuites {SUITES}\n\
@@ -232,6 +270,17 @@ impl Haproxy {
             backend = sink.field("tls")?,
             ca = sink.field("ca")?,
         );
+        if let Some(front) = addr_tcp {
+            config.push_str(&format!(
+                "frontend leg_e_tcp\n\
+                 \x20   bind {front}\n\
+                 \x20   default_backend sink_tls2\n\
+                 backend sink_tls2\n\
+                 \x20   server sink2 {backend} ssl verify required ca-file {ca} sni str(localhost) verifyhost localhost\n",
+                backend = sink.field("tls2")?,
+                ca = sink.field("ca")?,
+            ));
+        }
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, config)?;
         let mut child = Command::new(bin)
@@ -250,7 +299,11 @@ impl Haproxy {
                 return Err(format!("haproxy exited: {status}").into());
             }
             if std::net::TcpStream::connect(addr).is_ok() {
-                return Ok(Haproxy { child, addr });
+                return Ok(Haproxy {
+                    child,
+                    addr,
+                    addr_tcp,
+                });
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -346,4 +399,161 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------
+// Leg E, published: the engine's published endpoints against HAProxy
+
+/// A TLS connection to `addr` (server name: its IP address).
+async fn tls_connect(addr: SocketAddr, tls: &TlsConnector) -> Result<ClientTls, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(addr.ip().to_string())?;
+    Ok(tls.connect(name, tcp).await?)
+}
+
+/// A warm-up MiB, then `--transfer-mib` over a fresh TLS connection to
+/// `addr`, with the CPU time of the sink, the relay and this process.
+async fn path_run(
+    ctx: &Ctx,
+    addr: SocketAddr,
+    tls: &TlsConnector,
+    sink: &mut Proc,
+    relay_pid: u32,
+    tag: &str,
+) -> Result<PathRun, BoxError> {
+    let total = ctx.args.transfer;
+    let mut s = tls_connect(addr, tls).await?;
+    transfer(&mut s, 1 << 20).await?;
+    let mut perf = None;
+    if let Some(dir) = &ctx.args.perf {
+        sink.start_perf(dir, &format!("{tag}-sink"));
+        perf = perf_record(relay_pid, dir, &format!("{tag}-relay"));
+    }
+    let relay = || cpu_seconds(relay_pid).unwrap_or(f64::NAN);
+    let c0 = (sink.cpu(), relay(), self_cpu());
+    let mut s = tls_connect(addr, tls).await?;
+    let t = transfer(&mut s, total).await?;
+    let c1 = (sink.cpu(), relay(), self_cpu());
+    sink.stop_perf();
+    perf_stop(&mut perf);
+    let per_gib = |a: f64, b: f64| (b - a) * (1u64 << 30) as f64 / total as f64;
+    Ok(PathRun {
+        mbps: total as f64 / 1e6 / t.as_secs_f64(),
+        cpu_sink: per_gib(c0.0, c1.0),
+        cpu_relay: per_gib(c0.1, c1.1),
+        cpu_sender: per_gib(c0.2, c1.2),
+    })
+}
+
+/// The published paths of leg E, in an order that alternates by round.
+async fn run_published(
+    ctx: &Ctx,
+    round: usize,
+    label: &str,
+    sink: &mut Proc,
+    engine: &Proc,
+    haproxy: Option<&Haproxy>,
+) -> Option<PublishedResult> {
+    let (Some(https), Some(tcp)) = (sink.ready.get("pub_https"), sink.ready.get("pub_tcp")) else {
+        println!("[round {round}] leg E published skipped: this sink has no published tunnels (older --compare-exe build)");
+        return None;
+    };
+    let parse = |a: &str| -> Option<SocketAddr> {
+        a.trim_start_matches("https://")
+            .trim_end_matches('/')
+            .parse()
+            .ok()
+    };
+    let (Some(https), Some(tcp)) = (parse(https), parse(tcp)) else {
+        println!("[round {round}] leg E published skipped: unexpected addresses {https} {tcp}");
+        return None;
+    };
+    let connector = |ca: &str| -> Result<TlsConnector, BoxError> {
+        Ok(TlsConnector::from(
+            TlsOptions::new().add_ca_file(ca)?.client_config(&[])?,
+        ))
+    };
+    // The engine's certificate on its published endpoint; the sink's own
+    // certificate for the end-to-end TLS through the tcp paths.
+    let (engine_tls, sink_tls) = match (
+        engine
+            .field("ca")
+            .map_err(|e| e.to_string())
+            .and_then(|ca| connector(ca).map_err(|e| e.to_string())),
+        sink.field("ca")
+            .map_err(|e| e.to_string())
+            .and_then(|ca| connector(ca).map_err(|e| e.to_string())),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            println!("[round {round}] leg E published skipped: {e}");
+            return None;
+        }
+    };
+    let mut out = PublishedResult::default();
+    let mut steps = vec!["https", "tcp", "haproxy_tcp"];
+    if !round.is_multiple_of(2) {
+        steps.reverse();
+    }
+    for step in steps {
+        let run = match step {
+            "https" => {
+                path_run(
+                    ctx,
+                    https,
+                    &engine_tls,
+                    sink,
+                    engine.pid(),
+                    &format!("pub{label}-https"),
+                )
+                .await
+            }
+            "tcp" => {
+                path_run(
+                    ctx,
+                    tcp,
+                    &sink_tls,
+                    sink,
+                    engine.pid(),
+                    &format!("pub{label}-tcp"),
+                )
+                .await
+            }
+            _ => match haproxy.and_then(|h| Some((h.addr_tcp?, h.pid()))) {
+                Some((addr, pid)) => {
+                    path_run(
+                        ctx,
+                        addr,
+                        &sink_tls,
+                        sink,
+                        pid,
+                        &format!("haproxy{label}-tcp"),
+                    )
+                    .await
+                }
+                None => continue,
+            },
+        };
+        let what = match step {
+            "https" => "engine published https (TLS terminated by the engine)",
+            "tcp" => "engine published tcp (end-to-end TLS)",
+            _ => "HAProxy tcp front + TLS back (end-to-end TLS)",
+        };
+        match run {
+            Ok(r) => {
+                println!(
+                    "[round {round}] {what}: {:.0} MB/s (CPU s/GiB: sink {:.2} relay {:.2} sender {:.2})",
+                    r.mbps, r.cpu_sink, r.cpu_relay, r.cpu_sender
+                );
+                match step {
+                    "https" => out.https = Some(r),
+                    "tcp" => out.tcp = Some(r),
+                    _ => out.haproxy_tcp = Some(r),
+                }
+            }
+            Err(e) => println!("[round {round}] {what} failed: {e}"),
+        }
+    }
+    Some(out)
 }

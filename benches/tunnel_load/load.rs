@@ -156,13 +156,21 @@ impl Load {
 /// the request retried once on the new one; the latency includes it).
 pub(crate) async fn keepalive(target: Arc<Target>, conns: usize, duration: Duration) -> Load {
     let barrier = Arc::new(tokio::sync::Barrier::new(conns + 1));
+    // At most this many handshakes at once (thousands of connections would
+    // otherwise hit the engine's caps on pending streams and
+    // unauthenticated connections while they open).
+    let opening = Arc::new(tokio::sync::Semaphore::new(KEEPALIVE_CONNS));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..conns {
         let target = target.clone();
         let barrier = barrier.clone();
+        let opening = opening.clone();
         workers.spawn(async move {
             let mut load = Load::default();
-            let mut conn = match target.http().await {
+            let permit = opening.acquire().await;
+            let first = target.http().await;
+            drop(permit);
+            let mut conn = match first {
                 Ok((c, resumed)) => {
                     load.handshake(resumed);
                     Some(c)

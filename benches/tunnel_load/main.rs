@@ -43,6 +43,7 @@ mod legs;
 mod load;
 mod procs;
 mod report;
+mod scale;
 
 pub(crate) use args::*;
 pub(crate) use children::*;
@@ -51,6 +52,7 @@ pub(crate) use legs::*;
 pub(crate) use load::*;
 pub(crate) use procs::*;
 pub(crate) use report::*;
+pub(crate) use scale::*;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -131,6 +133,22 @@ async fn parent(args: Args) -> Result<(), BoxError> {
     std::fs::create_dir_all(&tmp)?;
     if let Some(dir) = &args.perf {
         std::fs::create_dir_all(dir)?;
+    }
+    if args.scale_on {
+        let python = if args.scale.curves.iter().any(|c| c == "dial") {
+            find_python(&args)
+        } else {
+            None
+        };
+        let ctx = Ctx {
+            args: args.clone(),
+            tmp: tmp.clone(),
+            python,
+            haproxy: None,
+        };
+        let r = run_scale(&ctx).await;
+        let _ = std::fs::remove_dir_all(&tmp);
+        return r;
     }
     let python = if args.legs.contains(&'D') {
         find_python(&args)

@@ -101,6 +101,20 @@ impl Proc {
         status_kib(self.pid(), key).unwrap_or(0)
     }
 
+    /// Sends `line` to the child and waits for its answer (the next line
+    /// starting with `prefix`).
+    pub(crate) fn command(
+        &mut self,
+        line: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<String, BoxError> {
+        let stdin = self.stdin.as_mut().ok_or("no stdin")?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()?;
+        self.wait_line(prefix, timeout)
+    }
+
     /// Asks the child for its counters (`STATS k=v ...`).
     pub(crate) fn stats(&mut self) -> HashMap<String, u64> {
         let Some(stdin) = self.stdin.as_mut() else {

@@ -226,5 +226,80 @@ pub(crate) fn summary_bytestream(rounds: &Rounds) {
             suites.dedup();
             println!("(sender ↔ HAProxy cipher suite: {})", suites.join(", "));
         }
+        summary_published(&dials, which);
     }
+}
+
+/// Leg E, published: the engine's published endpoints beside HAProxy.
+fn summary_published(dials: &[&DialResult], which: &str) {
+    let runs: Vec<(&DialResult, &PublishedResult)> = dials
+        .iter()
+        .filter_map(|d| Some((*d, d.published.as_ref()?)))
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let col = |f: &dyn Fn(&DialResult, &PublishedResult) -> Option<f64>| {
+        spread(
+            &runs.iter().filter_map(|(d, p)| f(d, p)).collect::<Vec<_>>(),
+            2,
+        )
+    };
+    let row = |name: &str, f: &dyn Fn(&DialResult, &PublishedResult) -> Option<PathRun>| {
+        println!(
+            "| {name}{which} | {} | {} | {} | {} |",
+            col(&|d, p| f(d, p).map(|r| r.mbps)),
+            col(&|d, p| f(d, p).map(|r| r.cpu_sink)),
+            col(&|d, p| f(d, p).map(|r| r.cpu_relay)),
+            col(&|d, p| f(d, p).map(|r| r.cpu_sender)),
+        );
+    };
+    let hap = |d: &DialResult| {
+        d.haproxy.as_ref().map(|h| PathRun {
+            mbps: h.mbps,
+            cpu_sink: h.cpu_sink,
+            cpu_relay: h.cpu_proxy,
+            cpu_sender: h.cpu_sender,
+        })
+    };
+    println!();
+    println!("| published path (leg E) | MB/s | CPU s/GiB receiver | CPU s/GiB relay | CPU s/GiB sender |");
+    println!("|---|---|---|---|---|");
+    row(
+        "engine, published https endpoint (TLS terminated by the engine)",
+        &|_, p| p.https.clone(),
+    );
+    row("HAProxy, TLS front + TLS back", &|d, _| hap(d));
+    row("engine, published tcp endpoint, end-to-end TLS", &|_, p| {
+        p.tcp.clone()
+    });
+    row("HAProxy, tcp front + TLS back, end-to-end TLS", &|_, p| {
+        p.haproxy_tcp.clone()
+    });
+    let all = |r: &PathRun| r.cpu_sink + r.cpu_relay + r.cpu_sender;
+    let ratios = |name: &str,
+                  e: &dyn Fn(&DialResult, &PublishedResult) -> Option<PathRun>,
+                  h: &dyn Fn(&DialResult, &PublishedResult) -> Option<PathRun>| {
+        let pair =
+            |f: &dyn Fn(&PathRun, &PathRun) -> f64| col(&|d, p| Some(f(&e(d, p)?, &h(d, p)?)));
+        println!(
+            "| {name}{which} | {} | {} | {} |",
+            pair(&|e, h| e.mbps / h.mbps),
+            pair(&|e, h| h.cpu_relay / e.cpu_relay),
+            pair(&|e, h| all(h) / all(e)),
+        );
+    };
+    println!();
+    println!("| engine / HAProxy, published (per round; > 1: engine better) | MB/s | relay CPU s/GiB (HAProxy / engine) | all 3 processes CPU s/GiB (HAProxy / engine) |");
+    println!("|---|---|---|---|");
+    ratios(
+        "https endpoint / TLS front + back",
+        &|_, p| p.https.clone(),
+        &|d, _| hap(d),
+    );
+    ratios(
+        "tcp endpoint / tcp front + TLS back",
+        &|_, p| p.tcp.clone(),
+        &|_, p| p.haproxy_tcp.clone(),
+    );
 }
