@@ -155,6 +155,27 @@ impl Load {
 /// to back for `duration`. A connection the server closes is replaced (and
 /// the request retried once on the new one; the latency includes it).
 pub(crate) async fn keepalive(target: Arc<Target>, conns: usize, duration: Duration) -> Load {
+    keepalive_with(target, conns, duration, false, || ())
+        .await
+        .0
+}
+
+/// [`keepalive`]; with `establish`, each connection also answers one
+/// request (not counted) before the next one opens, so that the whole path
+/// (the engine's stream and the SDK's proxy connection) exists before the
+/// next handshake starts: `--scale` opens thousands, and the SDK fails its
+/// control channel when more than 64 + 256 proxy handshakes are pending
+/// (`ERR_RSTREAM_CONTROL_OVERLOAD`, PROTOCOL.md). `at_start` runs once
+/// every connection is open, as the timed part starts (CPU snapshots,
+/// profilers): opening thousands of connections costs more than seconds
+/// of requests.
+pub(crate) async fn keepalive_with<T>(
+    target: Arc<Target>,
+    conns: usize,
+    duration: Duration,
+    establish: bool,
+    at_start: impl FnOnce() -> T,
+) -> (Load, T) {
     let barrier = Arc::new(tokio::sync::Barrier::new(conns + 1));
     // At most this many handshakes at once (thousands of connections would
     // otherwise hit the engine's caps on pending streams and
@@ -168,7 +189,12 @@ pub(crate) async fn keepalive(target: Arc<Target>, conns: usize, duration: Durat
         workers.spawn(async move {
             let mut load = Load::default();
             let permit = opening.acquire().await;
-            let first = target.http().await;
+            let mut first = target.http().await;
+            if let (true, Ok((c, _))) = (establish, first.as_mut()) {
+                if let Err(e) = target.get(c).await {
+                    first = Err(e);
+                }
+            }
             drop(permit);
             let mut conn = match first {
                 Ok((c, resumed)) => {
@@ -226,6 +252,7 @@ pub(crate) async fn keepalive(target: Arc<Target>, conns: usize, duration: Durat
         });
     }
     barrier.wait().await;
+    let started = at_start();
     let start = Instant::now();
     let mut total = Load::default();
     while let Some(r) = workers.join_next().await {
@@ -235,7 +262,7 @@ pub(crate) async fn keepalive(target: Arc<Target>, conns: usize, duration: Durat
     }
     total.elapsed = start.elapsed();
     total.samples.sort_unstable();
-    total
+    (total, started)
 }
 
 /// Workload 2: `workers` loops of connect + TLS + one request + close.

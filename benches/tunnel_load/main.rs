@@ -104,6 +104,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // `RUST_LOG=rstream=debug` shows what the engine and the SDK children
+    // log (on stderr, which the harness passes through).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

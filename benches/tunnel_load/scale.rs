@@ -218,8 +218,9 @@ fn scale_engine(ctx: &Ctx, tag: &str) -> Result<Proc, BoxError> {
 async fn rps_curve(ctx: &Ctx, rows: &mut Rows) -> Result<(), BoxError> {
     let sc = &ctx.args.scale;
     let engine = scale_engine(ctx, "scale-rps")?;
-    let a = start_server(ctx, 'A', "A", Some(&engine))?;
-    let c = start_server(ctx, 'C', "C", None)?;
+    let mut engine = engine;
+    let mut a = start_server(ctx, 'A', "A", Some(&engine))?;
+    let mut c = start_server(ctx, 'C', "C", None)?;
     let ta = target_of(&a, Some(&engine))?;
     let tc = target_of(&c, None)?;
     for t in [&ta, &tc] {
@@ -229,15 +230,28 @@ async fn rps_curve(ctx: &Ctx, rows: &mut Rows) -> Result<(), BoxError> {
         }
     }
     for (i, &n) in sc.conns.iter().enumerate() {
-        let order: [(char, &Arc<Target>, &Proc); 2] = if i % 2 == 0 {
-            [('A', &ta, &a), ('C', &tc, &c)]
-        } else {
-            [('C', &tc, &c), ('A', &ta, &a)]
-        };
-        for (leg, target, server) in order {
-            let c0 = (server.cpu(), engine.cpu(), self_cpu());
-            let load = keepalive(target.clone(), n, ctx.args.duration).await;
+        let order = if i % 2 == 0 { ['A', 'C'] } else { ['C', 'A'] };
+        for leg in order {
+            let (target, server) = if leg == 'A' {
+                (&ta, &mut a)
+            } else {
+                (&tc, &mut c)
+            };
+            // CPU (and `--perf DIR` profiles) from when every connection is
+            // open: opening 4,096 costs more than the requests.
+            let (load, c0) = keepalive_with(target.clone(), n, ctx.args.duration, true, || {
+                if let Some(dir) = &ctx.args.perf {
+                    server.start_perf(dir, &format!("scale-{leg}{n}-server"));
+                    if leg == 'A' {
+                        engine.start_perf(dir, &format!("scale-{leg}{n}-engine"));
+                    }
+                }
+                (server.cpu(), engine.cpu(), self_cpu())
+            })
+            .await;
             let c1 = (server.cpu(), engine.cpu(), self_cpu());
+            server.stop_perf();
+            engine.stop_perf();
             let engine_cpu = if leg == 'A' { (c0.1, c1.1) } else { (0.0, 0.0) };
             let m = measure(&load, (c0.0, c1.0), engine_cpu, (c0.2, c1.2));
             print_measured(0, leg, &format!("{n} conns"), &m);
@@ -294,15 +308,16 @@ async fn tls_from(target: &Target, i: usize) -> Result<ClientTls, BoxError> {
     Ok(target.tls.connect(name, tcp).await?)
 }
 
-/// Opens `n` idle TLS connections (no request), `OPEN_CONCURRENCY` at a time.
-async fn open_many(target: Arc<Target>, n: usize) -> Result<Vec<ClientTls>, BoxError> {
+/// Opens `n` idle TLS connections (no request), `OPEN_CONCURRENCY` at a
+/// time; `base` numbers them (it picks their source addresses).
+async fn open_many(target: Arc<Target>, base: usize, n: usize) -> Result<Vec<ClientTls>, BoxError> {
     let mut out = Vec::with_capacity(n);
     let mut set = tokio::task::JoinSet::new();
     let mut opened = 0;
     while out.len() < n {
         while opened < n && set.len() < OPEN_CONCURRENCY {
             let target = target.clone();
-            let i = opened;
+            let i = base + opened;
             opened += 1;
             set.spawn(async move {
                 tokio::time::timeout(Duration::from_secs(30), tls_from(&target, i))
@@ -338,14 +353,23 @@ async fn idle_curve(ctx: &Ctx, rows: &mut Rows, nofile: u64) -> Result<(), BoxEr
         let engine = scale_engine(ctx, &format!("scale-idle-{asked}"))?;
         let mut hold = start_server(ctx, 'A', "hold", Some(&engine))?;
         let target = target_of(&hold, Some(&engine))?;
-        drop(open_many(target.clone(), 4).await?);
+        drop(open_many(target.clone(), 0, 4).await?);
         wait_accepted_for(&mut hold, 4, Duration::from_secs(10)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (s0, e0) = (hold.status_kib("VmRSS"), engine.status_kib("VmRSS"));
+        // In chunks, each accepted by the SDK before the next: never more
+        // than a chunk of proxy handshakes pending on its control channel
+        // (beyond 64 + 256 it would fail the channel: PROTOCOL.md).
         let t0 = Instant::now();
-        let held = open_many(target, n).await?;
+        let mut held = Vec::with_capacity(n);
+        let mut all = true;
+        while held.len() < n {
+            let chunk = (n - held.len()).min(256);
+            held.extend(open_many(target.clone(), held.len(), chunk).await?);
+            all &=
+                wait_accepted_for(&mut hold, 4 + held.len() as u64, Duration::from_secs(60)).await;
+        }
         let opened = t0.elapsed();
-        let all = wait_accepted_for(&mut hold, 4 + n as u64, Duration::from_secs(120)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (s1, e1) = (hold.status_kib("VmRSS"), engine.status_kib("VmRSS"));
         let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / n as f64;
