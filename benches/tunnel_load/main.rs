@@ -3,7 +3,11 @@
 //! ```text
 //! cargo bench --bench tunnel_load -- [--quick] [--duration 10] [--skip-python]
 //!     [--rounds N] [--legs ABCDE] [--no-dial] [--no-idle] [--perf DIR]
-//!     [--transfer-mib N]
+//!     [--transfer-mib N] [--compare-exe OTHER_BUILD]
+//! cargo bench --bench tunnel_load -- --scale [--scale-curves rps,idle,tunnels,clients,dial]
+//!     [--scale-conns 1,16,256,4096] [--scale-idle 1000,10000,50000]
+//!     [--scale-tunnels 10,100,1000] [--scale-clients 10,100,1000]
+//!     [--scale-dials 400] [--scale-out FILE.csv] [--duration S] [--perf DIR]
 //! ```
 //!
 //! One run starts the local engine and measures, against the same
@@ -27,7 +31,23 @@
 //! in the same sink process: like the engine, 4 AES-GCM passes, 2 loopback
 //! TCP hops, 3 processes. Skipped with a message when HAProxy is not
 //! installed, or left out with `--legs ABCD`. `--legs E --no-idle` runs the
-//! bytestream workload alone.
+//! bytestream workload alone. With E, the *published* paths run too: a TLS
+//! sender through the engine's published `http` endpoint (TLS terminated
+//! by the engine, like HAProxy's TLS front + TLS back) and through its
+//! published `tcp` endpoint (raw splice, the sender's TLS ends in the
+//! receiver), the latter beside HAProxy with a plain `mode tcp` front and a
+//! TLS back carrying the same end-to-end TLS.
+//!
+//! `--scale` measures how cost grows instead (module `scale`): keep-alive
+//! at 1 to 4,096 connections (legs A and C), RSS per idle proxied
+//! connection, per tunnel and per control channel, and dial setup latency
+//! (zero-RTT on and off, and the Python SDK's dial); it writes a CSV for
+//! `scripts/plot-scale.py`.
+//!
+//! Modules: `args` (command line), `children` (what each child process
+//! runs), `procs` (child processes, CPU and RSS from `/proc`, perf), `load`
+//! (the HTTP load generator), `legs` (legs A-D), `dial` (the bytestream
+//! workload and leg E), `scale` (`--scale`), `report` (the tables).
 //!
 //! Every server (and every engine) runs in a child process of its own (this
 //! binary re-executed with `--child ..`), so CPU time (`/proc/<pid>/stat`)
