@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws the scaling curves of `tunnel_load --scale` as one SVG.
 
-    python3 scripts/plot-scale.py SCALE.csv docs/scaling.svg
+    python3 scripts/plot-scale.py SCALE.csv docs/scaling.svg ["caption line\\nnext line"]
 
 SCALE.csv is what the harness writes (`--scale-out`): rows of
 `curve,series,x,metric,value`. Standard library only; x axes are
@@ -49,6 +49,27 @@ def fmt(v: float) -> str:
     return f"{v:.2f}"
 
 
+def fmt_x(v: float) -> str:
+    return f"{v:,.0f}" if v == int(v) else f"{v:g}"
+
+
+def legend_corner(boxes, pts, lw, lh, area):
+    """The corner of `area` (x0, y0, x1, y1) whose legend box of lw x lh
+    covers the fewest plotted points / bar rectangles."""
+    x0, y0, x1, y1 = area
+    best = None
+    for cx, cy in ((x0 + 8, y0 + 6), (x1 - lw - 8, y0 + 6), (x0 + 8, y1 - lh - 6), (x1 - lw - 8, y1 - lh - 6)):
+        hit = sum(1 for x, y in pts if cx - 4 <= x <= cx + lw + 4 and cy - 4 <= y <= cy + lh + 4)
+        hit += sum(
+            1
+            for bx0, by0, bx1, by1 in boxes
+            if not (bx1 < cx or bx0 > cx + lw or by1 < cy or by0 > cy + lh)
+        )
+        if best is None or hit < best[0]:
+            best = (hit, cx, cy)
+    return best[1], best[2]
+
+
 def line_panel(out, ox, oy, title, ylabel, xlabel, series, logy=False):
     """series: list of (label, [(x, y), ...])."""
     pts = [(x, y) for _, s in series for x, y in s if x > 0 and math.isfinite(y)]
@@ -73,7 +94,7 @@ def line_panel(out, ox, oy, title, ylabel, xlabel, series, logy=False):
             yticks.append(t)
             t *= 10
     else:
-        hi = nice_max(max(ys) * 1.05)
+        hi = nice_max(max(ys) * 1.3)  # headroom for the legend
         ty = lambda y: y / hi
         yticks = [hi * i / 5 for i in range(6)]
     pw, ph = W - ML - MR, H - MT - MB
@@ -87,11 +108,12 @@ def line_panel(out, ox, oy, title, ylabel, xlabel, series, logy=False):
     for x in xs:
         X = px(x)
         out.append(f'<line x1="{X:.1f}" x2="{X:.1f}" y1="{oy + MT}" y2="{oy + MT + ph}" class="g"/>')
-        out.append(f'<text x="{X:.1f}" y="{oy + MT + ph + 16}" class="xl">{fmt(x)}</text>')
+        out.append(f'<text x="{X:.1f}" y="{oy + MT + ph + 16}" class="xl">{fmt_x(x)}</text>')
     out.append(f'<text x="{ox + ML + pw / 2}" y="{oy + H - 8}" class="l">{esc(xlabel)}</text>')
     out.append(
         f'<text transform="translate({ox + 14},{oy + MT + ph / 2}) rotate(-90)" class="l">{esc(ylabel)}</text>'
     )
+    drawn, screen = [], []
     for i, (label, s) in enumerate(series):
         s = sorted((x, y) for x, y in s if x > 0 and math.isfinite(y))
         if not s:
@@ -103,10 +125,21 @@ def line_panel(out, ox, oy, title, ylabel, xlabel, series, logy=False):
         out.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"{dash}/>')
         for x, y in s:
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{c}"/>')
-        ly = oy + MT + 14 + 15 * i
-        lx = ox + ML + 10
-        out.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="{c}" stroke-width="2"{dash}/>')
-        out.append(f'<text x="{lx + 24}" y="{ly}" class="lg">{esc(label)}</text>')
+        # Points along the segments too, so a legend avoids the lines.
+        for (xa, ya), (xb, yb) in zip(s, s[1:]):
+            for k in range(11):
+                t = k / 10
+                screen.append((px(xa) + (px(xb) - px(xa)) * t, py(ya) + (py(yb) - py(ya)) * t))
+        screen += [(px(x), py(y)) for x, y in s]
+        drawn.append((label, c, dash))
+    lw = 24 + 6.2 * max((len(l) for l, _, _ in drawn), default=0)
+    lh = 15 * len(drawn)
+    lx, ly0 = legend_corner([], screen, lw, lh, (ox + ML, oy + MT, ox + ML + pw, oy + MT + ph))
+    out.append(f'<rect x="{lx - 4:.1f}" y="{ly0 - 2:.1f}" width="{lw + 8:.1f}" height="{lh + 4}" fill="white" fill-opacity="0.85"/>')
+    for i, (label, c, dash) in enumerate(drawn):
+        ly = ly0 + 11 + 15 * i
+        out.append(f'<line x1="{lx:.1f}" x2="{lx + 18:.1f}" y1="{ly - 4:.1f}" y2="{ly - 4:.1f}" stroke="{c}" stroke-width="2"{dash}/>')
+        out.append(f'<text x="{lx + 24:.1f}" y="{ly:.1f}" class="lg">{esc(label)}</text>')
 
 
 def bar_panel(out, ox, oy, title, ylabel, groups, bars):
@@ -125,6 +158,7 @@ def bar_panel(out, ox, oy, title, ylabel, groups, bars):
         y = py(t)
         out.append(f'<line x1="{ox + ML}" x2="{ox + ML + pw}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>')
         out.append(f'<text x="{ox + ML - 6}" y="{y + 4:.1f}" class="yl">{fmt(t)}</text>')
+    boxes = []
     gw = pw / max(len(groups), 1)
     bw = gw * 0.7 / max(len(bars), 1)
     for g, (label, vs) in enumerate(groups):
@@ -137,11 +171,13 @@ def bar_panel(out, ox, oy, title, ylabel, groups, bars):
             out.append(
                 f'<rect x="{gx + b * bw:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{oy + MT + ph - y:.1f}" fill="{c}"/>'
             )
+            boxes.append((gx + b * bw, y - 14, gx + (b + 1) * bw, oy + MT + ph))
             out.append(f'<text x="{gx + b * bw + bw / 2 - 1:.1f}" y="{y - 3:.1f}" class="v">{fmt(v)}</text>')
         out.append(f'<text x="{gx + gw * 0.35:.1f}" y="{oy + MT + ph + 16}" class="xl">{esc(label)}</text>')
+    lw, lh = 60, 15 * len(bars)
+    lx, ly0 = legend_corner(boxes, [], lw, lh, (ox + ML, oy + MT, ox + ML + pw, oy + MT + ph))
     for b, label in enumerate(bars):
-        ly = oy + MT + 14 + 15 * b
-        lx = ox + ML + pw - 150
+        ly = ly0 + 11 + 15 * b
         out.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="10" fill="{COLORS[b % len(COLORS)]}"/>')
         out.append(f'<text x="{lx + 18}" y="{ly}" class="lg">{esc(label)}</text>')
     out.append(
@@ -150,7 +186,7 @@ def bar_panel(out, ox, oy, title, ylabel, groups, bars):
 
 
 def main() -> int:
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
     data: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
@@ -193,7 +229,8 @@ def main() -> int:
         v = lambda m: (g("dial", s, m) or [(0, float("nan"))])[0][1]
         groups.append((s, [v("rtt_p50_ms"), v("rtt_p99_ms")]))
     panels.append(("bar", "Dial setup: dial to first echoed byte", "ms", groups, ["p50", "p99"]))
-    rows = (len(panels) + COLS - 1) // COLS
+    caption = [line for arg in sys.argv[3:] for line in arg.split("\\n")]
+    rows = (len(panels) + (1 if caption else 0) + COLS - 1) // COLS
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * COLS}" height="{H * rows}" '
         f'viewBox="0 0 {W * COLS} {H * rows}" font-family="sans-serif">',
@@ -212,6 +249,11 @@ def main() -> int:
         else:
             _, title, ylabel, groups, bars = p
             bar_panel(out, ox, oy, title, ylabel, groups, bars)
+    if caption:
+        i = len(panels)
+        ox, oy = (i % COLS) * W, (i // COLS) * H
+        for k, line in enumerate(caption):
+            out.append(f'<text x="{ox + 30}" y="{oy + MT + 10 + 18 * k}" class="lg">{esc(line)}</text>')
     out.append("</svg>")
     with open(sys.argv[2], "w") as f:
         f.write("\n".join(out) + "\n")
