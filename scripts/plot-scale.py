@@ -94,7 +94,7 @@ def line_panel(out, ox, oy, title, ylabel, xlabel, series, logy=False):
             yticks.append(t)
             t *= 10
     else:
-        hi = nice_max(max(ys) * 1.3)  # headroom for the legend
+        hi = nice_max(max(ys) * (1.1 + 0.1 * len(series)))  # headroom for the legend
         ty = lambda y: y / hi
         yticks = [hi * i / 5 for i in range(6)]
     pw, ph = W - ML - MR, H - MT - MB
