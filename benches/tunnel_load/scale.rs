@@ -340,8 +340,14 @@ async fn idle_curve(ctx: &Ctx, rows: &mut Rows, nofile: u64) -> Result<(), BoxEr
     // proxy connections all go to the engine's one port.
     let max_fd = (nofile as usize).saturating_sub(1000) / 2;
     let max_ports = ephemeral_ports().saturating_sub(3000);
+    let mut done = Vec::new();
     for &asked in &ctx.args.scale.idle {
         let n = asked.min(max_fd).min(max_ports);
+        if done.contains(&n) {
+            println!("scale idle: {asked} connections capped at {n}, measured already");
+            continue;
+        }
+        done.push(n);
         if n < asked {
             println!(
                 "scale idle: {asked} connections capped at {n}: the engine holds 2 descriptors per idle \
