@@ -52,6 +52,7 @@ mod api;
 mod auth;
 mod builder;
 mod certs;
+mod conn;
 #[doc(hidden)]
 pub mod cli;
 mod control;
@@ -61,6 +62,8 @@ mod edge;
 mod events;
 mod limits;
 mod listener;
+#[cfg(feature = "quic")]
+mod quic;
 mod state;
 mod state_dir;
 mod streams;
@@ -152,6 +155,11 @@ impl Inner {
 pub struct LocalEngine {
     inner: Arc<Inner>,
     accept_loop: Option<JoinHandle<()>>,
+    /// The QUIC endpoint on the same port over UDP and its accept loop.
+    #[cfg(feature = "quic")]
+    quic: Option<(quinn::Endpoint, JoinHandle<()>)>,
+    #[cfg(not(feature = "quic"))]
+    quic: (),
     local_addr: SocketAddr,
     ca_pem: String,
     ca_file: PathBuf,
@@ -274,6 +282,12 @@ impl LocalEngine {
         if let Some(handle) = stopped.accept_loop {
             let _ = handle.await;
         }
+        #[cfg(feature = "quic")]
+        if let Some((endpoint, handle)) = stopped.quic {
+            let _ = handle.await;
+            // Lets closing connections tell their peers; bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
         if let Some(mut tasks) = stopped.tasks {
             while tasks.join_next().await.is_some() {}
         }
@@ -288,8 +302,17 @@ impl LocalEngine {
         if let Some(handle) = &accept_loop {
             handle.abort();
         }
+        #[cfg(feature = "quic")]
+        let quic = self.quic.take();
+        #[cfg(feature = "quic")]
+        if let Some((endpoint, handle)) = &quic {
+            handle.abort();
+            endpoint.close(0u32.into(), b"engine stopped");
+        }
         Stopped {
             accept_loop,
+            #[cfg(feature = "quic")]
+            quic,
             tasks: self.inner.tasks.close(),
             endpoints: self.inner.state().drain(),
         }
@@ -299,6 +322,8 @@ impl LocalEngine {
 /// The aborted tasks of a stopping engine.
 struct Stopped {
     accept_loop: Option<JoinHandle<()>>,
+    #[cfg(feature = "quic")]
+    quic: Option<(quinn::Endpoint, JoinHandle<()>)>,
     tasks: Option<tokio::task::JoinSet<()>>,
     endpoints: Vec<JoinHandle<()>>,
 }
