@@ -566,6 +566,8 @@ impl LocalEngineBuilder {
                 max_channels: self.max_datagram_channels,
                 ..datagram::Settings::default()
             },
+            #[cfg(feature = "quic")]
+            quic_streams: std::sync::atomic::AtomicU64::new(0),
         });
         for target in webhook_targets {
             // Subscribed before the first connection: no event is missed.

@@ -135,6 +135,9 @@ pub(crate) struct Inner {
     pub(crate) api: api::ApiShared,
     /// Published datagram tunnels: idle timeout, channel cap, counters.
     pub(crate) datagram: datagram::Settings,
+    /// QUIC streams accepted on the UDP port since start.
+    #[cfg(feature = "quic")]
+    pub(crate) quic_streams: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -235,6 +238,17 @@ impl LocalEngine {
             s.dropped.load(Relaxed),
             s.refused_channels.load(Relaxed),
         )
+    }
+
+    /// QUIC streams accepted on the engine's UDP port since it started
+    /// (control channels, dials and proxy connections of clients on the
+    /// QUIC transport; feature `quic`).
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+    pub fn quic_streams_accepted(&self) -> u64 {
+        self.inner
+            .quic_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The connected clients (control channels), in no particular order.

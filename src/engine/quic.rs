@@ -96,6 +96,7 @@ async fn connection(inner: Arc<Inner>, incoming: quinn::Incoming) {
             accepted = conn.accept_bi() => match accepted {
                 Ok(pair) => {
                     idle_since = None;
+                    inner.quic_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let admission = inner.admissions.enter(peer);
                     let stream = QuicStream::new(conn.clone(), info.clone(), pair);
                     let io = ServerTls::Quic(Admitted::new(stream, admission.clone()));
