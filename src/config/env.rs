@@ -58,8 +58,12 @@ impl EnvSettings {
         };
         // The Go SDK's rule: "1" means quic, any other non-empty value tls
         // (`true`/`yes`/`on` mean quic too, as CONFIG.md says).
-        let use_quic = var("RSTREAM_QUIC_TRANSPORT")
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        let use_quic = var("RSTREAM_QUIC_TRANSPORT").map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
         Ok(EnvSettings {
             api_url,
             config_path: var("RSTREAM_CONFIG"),

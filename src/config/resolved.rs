@@ -279,7 +279,11 @@ impl fmt::Display for ResolvedOptions {
             (Some(p), Some(src)) => writeln!(f, "proxy: {p} ({src})")?,
             _ => writeln!(f, "proxy: none")?,
         }
-        writeln!(f, "transport: {} ({})", self.transport, self.transport_source)?;
+        writeln!(
+            f,
+            "transport: {} ({})",
+            self.transport, self.transport_source
+        )?;
         writeln!(f, "tls: {:?}", self.tls)?;
         writeln!(
             f,

@@ -497,7 +497,7 @@ impl LocalEngineBuilder {
         let tls = certs::EngineTls::load_or_create(&state_dir)?;
         let configs = tls.server_configs(client_ca.as_ref(), edge_ca.as_ref())?;
         let webhooks = webhooks::Webhooks::new(&tls.ca_pem)?;
-        #[cfg_attr(not(feature = "quic"), allow(unused_mut))]
+        #[cfg(feature = "quic")]
         let mut attempt = 0;
         let (listener, local_addr, quic) = loop {
             let listener = TcpListener::bind(self.listen)
@@ -522,6 +522,8 @@ impl LocalEngineBuilder {
             let quic = ();
             break (listener, local_addr, quic);
         };
+        #[cfg(not(feature = "quic"))]
+        let () = quic;
 
         let inner = Arc::new(Inner {
             config: Config {
@@ -590,8 +592,6 @@ impl LocalEngineBuilder {
             accept_loop: Some(accept_loop),
             #[cfg(feature = "quic")]
             quic: Some(quic),
-            #[cfg(not(feature = "quic"))]
-            quic,
             local_addr,
             ca_pem: tls.ca_pem,
             ca_file: tls.ca_file,

@@ -52,9 +52,9 @@ mod api;
 mod auth;
 mod builder;
 mod certs;
-mod conn;
 #[doc(hidden)]
 pub mod cli;
+mod conn;
 mod control;
 mod datagram;
 mod dates;
@@ -161,8 +161,6 @@ pub struct LocalEngine {
     /// The QUIC endpoint on the same port over UDP and its accept loop.
     #[cfg(feature = "quic")]
     quic: Option<(quinn::Endpoint, JoinHandle<()>)>,
-    #[cfg(not(feature = "quic"))]
-    quic: (),
     local_addr: SocketAddr,
     ca_pem: String,
     ca_file: PathBuf,

@@ -27,11 +27,11 @@ pub use dialer::{EngineStream, SessionInfo, TlsDialer, TlsEngineStream};
 #[cfg(not(feature = "unstable"))]
 #[allow(unused_imports)]
 pub(crate) use dialer::{EngineStream, SessionInfo, TlsDialer, TlsEngineStream};
+pub use endpoint::{Endpoint, DEFAULT_PORT};
+pub use proxy::{HttpProxy, ProxiedStream, MAX_PROXY_RESPONSE_HEADER};
 #[cfg(all(feature = "quic", feature = "unstable"))]
 #[doc(hidden)]
 pub use quic::QuicStream;
-pub use endpoint::{Endpoint, DEFAULT_PORT};
-pub use proxy::{HttpProxy, ProxiedStream, MAX_PROXY_RESPONSE_HEADER};
 #[cfg_attr(not(feature = "local-engine"), allow(unused_imports))]
 pub(crate) use tls::provider;
 pub(crate) use tls::server_name;

@@ -297,9 +297,15 @@ impl QuicDialer {
     fn endpoint(&self, addr: SocketAddr) -> Result<quinn::Endpoint> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         let (slot, bind): (&mut Option<quinn::Endpoint>, SocketAddr) = if addr.is_ipv4() {
-            (&mut endpoints.0, (std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+            (
+                &mut endpoints.0,
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            )
         } else {
-            (&mut endpoints.1, (std::net::Ipv6Addr::UNSPECIFIED, 0).into())
+            (
+                &mut endpoints.1,
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            )
         };
         if let Some(endpoint) = slot {
             return Ok(endpoint.clone());

@@ -30,10 +30,7 @@ async fn axum_serve_over_quic_reached_by_https() {
     let control = within("connect", client.connect()).await.unwrap();
     let before = engine.quic_streams_accepted();
     assert!(before >= 1, "the control channel is a QUIC stream");
-    let tunnel = control
-        .create_tunnel(TunnelOptions::http())
-        .await
-        .unwrap();
+    let tunnel = control.create_tunnel(TunnelOptions::http()).await.unwrap();
     let url = tunnel.forwarding_address().to_owned();
     let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "over quic" }));
     let _server = support::serve_axum(tunnel, app);
@@ -80,11 +77,16 @@ async fn private_dial_in_every_transport_mix() {
             .await
             .unwrap();
             let back = within("echo", echo_round_trip(stream, &msg)).await;
-            assert!(back == msg, "{owner}/{dialer}: echo intact ({} bytes)", back.len());
+            assert!(
+                back == msg,
+                "{owner}/{dialer}: echo intact ({} bytes)",
+                back.len()
+            );
         }
         let after = engine.quic_streams_accepted();
         // Two dials: a QUIC dialer opens 2 streams, a QUIC owner 2 proxy streams.
-        let expected = 2 * u64::from(owner == Transport::Quic) + 2 * u64::from(dialer == Transport::Quic);
+        let expected =
+            2 * u64::from(owner == Transport::Quic) + 2 * u64::from(dialer == Transport::Quic);
         assert_eq!(after - before, expected, "{owner}/{dialer}");
         let _ = control.close().await;
     }
@@ -124,11 +126,14 @@ async fn wrong_alpn_fails_the_quic_handshake() {
         let tls = tls_config(engine.ca_pem(), &[alpn]);
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
         let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
-        let connecting = endpoint
-            .connect_with(config, addr, "localhost")
-            .unwrap();
+        let connecting = endpoint.connect_with(config, addr, "localhost").unwrap();
         let result = within("handshake", connecting).await;
-        assert_eq!(result.is_ok(), ok, "ALPN {:?}: {result:?}", String::from_utf8_lossy(alpn));
+        assert_eq!(
+            result.is_ok(),
+            ok,
+            "ALPN {:?}: {result:?}",
+            String::from_utf8_lossy(alpn)
+        );
         if let Ok(conn) = result {
             conn.close(0u32.into(), b"");
         }
@@ -144,20 +149,29 @@ async fn engine_restart_replaces_the_quic_connection() {
         uuid::Uuid::new_v4().simple()
     ));
     support::init_tracing();
-    let engine = LocalEngine::builder().state_dir(&dir).start().await.unwrap();
+    let engine = LocalEngine::builder()
+        .state_dir(&dir)
+        .start()
+        .await
+        .unwrap();
     let addr = engine.local_addr();
     let client = quic_client(&engine);
     let policy = ReconnectPolicy::new()
         .initial_delay(Duration::from_millis(50))
         .max_delay(Duration::from_millis(500));
-    let control = within("connect", client.connect_with(policy)).await.unwrap();
+    let control = within("connect", client.connect_with(policy))
+        .await
+        .unwrap();
     let tunnel = control
         .create_tunnel(TunnelOptions::new().name("restart"))
         .await
         .unwrap();
     let _echo = spawn_echo(tunnel);
     let stream = within("dial", client.dial("restart")).await.unwrap();
-    assert_eq!(within("echo", echo_round_trip(stream, b"one")).await, b"one");
+    assert_eq!(
+        within("echo", echo_round_trip(stream, b"one")).await,
+        b"one"
+    );
 
     let mut status = control.status();
     engine.shutdown().await;
@@ -180,7 +194,10 @@ async fn engine_restart_replaces_the_quic_connection() {
     .await
     .unwrap();
     let stream = within("dial again", client.dial("restart")).await.unwrap();
-    assert_eq!(within("echo", echo_round_trip(stream, b"two")).await, b"two");
+    assert_eq!(
+        within("echo", echo_round_trip(stream, b"two")).await,
+        b"two"
+    );
     assert!(engine.quic_streams_accepted() >= 3);
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
