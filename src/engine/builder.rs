@@ -499,6 +499,8 @@ impl LocalEngineBuilder {
         let webhooks = webhooks::Webhooks::new(&tls.ca_pem)?;
         #[cfg(feature = "quic")]
         let mut attempt = 0;
+        // Without `quic`, one pass.
+        #[cfg_attr(not(feature = "quic"), allow(clippy::never_loop))]
         let (listener, local_addr, quic) = loop {
             let listener = TcpListener::bind(self.listen)
                 .await
