@@ -25,8 +25,18 @@ use super::{listener, Inner};
 use crate::error::{Error, Result};
 use crate::transport::quic::{transport_config, ConnInfo, QuicStream};
 
-/// Concurrent client-opened bidirectional streams per QUIC connection.
-pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Concurrent client-opened bidirectional streams per QUIC connection. A
+/// client's dials and the proxy connections its tunnels answer share one
+/// connection, and a dial waits for its owner's proxy stream: the cap must
+/// be well above a burst of dials to one's own tunnel (300 in the tests),
+/// or they would wait on each other until the connect timeout. Each stream
+/// is under the engine port's admission and caps besides.
+pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Bytes a client may send ahead on one stream before the engine reads them.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// … and on all the streams of a connection together: what one connection
+/// can make the engine buffer.
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Bound on a QUIC handshake (as on the TLS listener).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC handshakes in progress at once (quinn's `max_incoming`).
@@ -44,7 +54,11 @@ pub(crate) fn endpoint(tls: &rustls::ServerConfig, addr: SocketAddr) -> Result<q
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(config))
         .map_err(|e| Error::tls("local engine QUIC configuration", e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport_config(MAX_STREAMS_PER_CONNECTION));
+    server.transport_config(transport_config(
+        MAX_STREAMS_PER_CONNECTION,
+        STREAM_WINDOW,
+        CONNECTION_WINDOW,
+    ));
     server.max_incoming(MAX_INCOMING);
     quinn::Endpoint::server(server, addr)
         .map_err(|e| Error::io(format!("local engine: binding UDP {addr}"), e))

@@ -122,10 +122,16 @@ impl AsyncWrite for QuicStream {
     }
 }
 
-/// The transport parameters both ends use: keep-alive, idle timeout, and no
-/// streams opened by the engine (`engine_streams` = 0 on the client) or at
-/// most `peer_streams` bidirectional ones opened by a client.
-pub(crate) fn transport_config(peer_streams: u32) -> Arc<quinn::TransportConfig> {
+/// The transport parameters both ends use: keep-alive, idle timeout, no
+/// unidirectional streams, at most `peer_streams` bidirectional streams
+/// opened by the peer (0 on the client: the engine opens none), and the
+/// receive windows (per stream, per connection) bounding what the peer can
+/// make this side buffer.
+pub(crate) fn transport_config(
+    peer_streams: u32,
+    stream_window: u32,
+    connection_window: u32,
+) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE));
     // 30 s fits a QUIC varint: the conversion cannot fail.
@@ -134,10 +140,17 @@ pub(crate) fn transport_config(peer_streams: u32) -> Arc<quinn::TransportConfig>
     }
     t.max_concurrent_bidi_streams(peer_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
+    t.stream_receive_window(stream_window.into());
+    t.receive_window(connection_window.into());
     // Plane A (QUIC DATAGRAM) is not implemented yet: accept none.
     t.datagram_receive_buffer_size(None);
     Arc::new(t)
 }
+
+/// Per-stream receive window of the client (what the engine may send ahead).
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Receive window of the client's whole connection.
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Opens QUIC streams to the engine, keeping one QUIC connection per
 /// `(host, port, sni)` and rebuilding it when it is gone.
@@ -173,7 +186,7 @@ impl QuicDialer {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| Error::tls("QUIC TLS configuration", e))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport_config(0));
+        config.transport_config(transport_config(0, STREAM_WINDOW, CONNECTION_WINDOW));
         Ok(QuicDialer {
             config,
             connect_timeout,

@@ -202,3 +202,46 @@ async fn engine_restart_replaces_the_quic_connection() {
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A burst of 300 dials to one's own tunnel over one QUIC connection: the
+/// dials and the proxy streams answering them (600 streams) fit under the
+/// engine's per-connection stream cap, so none waits on another.
+#[tokio::test]
+async fn three_hundred_simultaneous_dials_over_one_quic_connection() {
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .max_pending_streams(1024)
+        .start()
+        .await
+        .unwrap();
+    let client = quic_client(&engine);
+    let control = within("connect", client.connect()).await.unwrap();
+    let _echo = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("burst"))
+            .await
+            .unwrap(),
+    );
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(300));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let client = client.clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let msg = format!("burst {i}");
+            let stream = client.dial("burst").await.unwrap();
+            assert_eq!(
+                echo_round_trip(stream, msg.as_bytes()).await,
+                msg.as_bytes()
+            );
+        });
+    }
+    within("300 dials", async {
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    })
+    .await;
+    assert!(engine.quic_streams_accepted() >= 601);
+}
