@@ -245,3 +245,70 @@ async fn three_hundred_simultaneous_dials_over_one_quic_connection() {
     .await;
     assert!(engine.quic_streams_accepted() >= 601);
 }
+
+/// Measurement (ignored; run in release): private dial latency and echo
+/// throughput with owner and dialer both on TLS, then both on QUIC, over
+/// loopback. `cargo test --release --all-features --test client
+/// quic::measure -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn measure_dial_latency_and_throughput_quic_vs_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let engine = engine().await;
+    for transport in [Transport::Tls, Transport::Quic] {
+        let client = options(&engine).transport(transport).build().unwrap();
+        let control = within("connect", client.connect()).await.unwrap();
+        let name = format!("measure-{transport}");
+        let _echo = spawn_echo(
+            control
+                .create_tunnel(TunnelOptions::new().name(&name))
+                .await
+                .unwrap(),
+        );
+        // Latency: dial (waiting for StreamRsp) + one 32-byte round trip.
+        let dials = 200;
+        let started = std::time::Instant::now();
+        for _ in 0..dials {
+            let mut stream = client
+                .dial_with(&name, rstream::DialOptions::new().zero_rtt(false))
+                .await
+                .unwrap();
+            stream.write_all(&[7u8; 32]).await.unwrap();
+            let mut buf = [0u8; 32];
+            stream.read_exact(&mut buf).await.unwrap();
+        }
+        let per_dial = started.elapsed() / dials;
+        // Throughput: 256 MiB through one dial, echoed back.
+        let total: usize = 256 * 1024 * 1024;
+        let stream = client.dial(&name).await.unwrap();
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let started = std::time::Instant::now();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![1u8; 64 * 1024];
+            let mut sent = 0;
+            while sent < total {
+                wr.write_all(&chunk).await.unwrap();
+                sent += chunk.len();
+            }
+            wr.shutdown().await.unwrap();
+        });
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        loop {
+            let n = rd.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        writer.await.unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(got, total);
+        eprintln!(
+            "{transport}: dial + 32 B round trip {per_dial:?} (mean of {dials}); \
+             echo of 256 MiB {:.0} MiB/s each way",
+            256.0 / secs
+        );
+        let _ = control.close().await;
+    }
+}
