@@ -116,7 +116,7 @@ pub use datagram::{DatagramChannel, DatagramPeer, DatagramSocket, DatagramTunnel
 pub use error::{Error, ErrorKind, Result};
 pub use secret::Secret;
 pub use stream::{RstreamStream, StreamInfo};
-pub use transport::{ClientIdentity, TlsOptions};
+pub use transport::{ClientIdentity, TlsOptions, Transport};
 #[cfg(feature = "axum")]
 pub use tunnel::TunnelAddr;
 pub use tunnel::{

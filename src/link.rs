@@ -11,7 +11,7 @@
 use crate::config::{EngineTarget, ResolvedOptions};
 use crate::error::{code, Error, Result};
 use crate::proto::{ClientDetails, ALPN, PROTOCOL_VERSION};
-use crate::transport::{Endpoint, TlsDialer};
+use crate::transport::{Endpoint, EngineDialer, TlsDialer};
 
 /// The agent name this SDK identifies as.
 pub const AGENT: &str = "rstream-rust-runtime";
@@ -23,7 +23,8 @@ pub(crate) struct EngineLink {
     /// on first use for a managed one (resolved once, then cached; a failed
     /// resolution is retried by the next connect).
     engine: tokio::sync::OnceCell<EngineAddr>,
-    pub(crate) dialer: TlsDialer,
+    /// TLS or QUIC, as the resolved transport says.
+    pub(crate) dialer: EngineDialer,
     pub(crate) options: ResolvedOptions,
 }
 
@@ -64,10 +65,24 @@ impl EngineLink {
             }
         };
         let config = options.tls.client_config(&[ALPN])?;
+        let tls = TlsDialer::new(config, options.connect_timeout).with_proxy(options.proxy.clone());
+        let dialer = match options.transport {
+            #[cfg(feature = "quic")]
+            crate::transport::Transport::Quic => {
+                // Its own configuration (and session cache): QUIC tickets
+                // carry transport parameters a TLS connection cannot use.
+                let quic = options.tls.client_config(&[ALPN])?;
+                EngineDialer::quic(
+                    tls,
+                    crate::transport::quic::QuicDialer::new(quic, options.connect_timeout)?,
+                )
+            }
+            // `resolve` refuses quic without the feature; auto is TLS today.
+            _ => EngineDialer::tls(tls),
+        };
         Ok(EngineLink {
             engine,
-            dialer: TlsDialer::new(config, options.connect_timeout)
-                .with_proxy(options.proxy.clone()),
+            dialer,
             options,
         })
     }

@@ -2,7 +2,7 @@
 
 use super::headers::{self, Headers};
 use super::normalize_api_url;
-use crate::error::{code, Error, Result};
+use crate::error::Result;
 
 /// The variables, read once. Blank values count as unset.
 #[derive(Clone, Debug, Default)]
@@ -56,19 +56,14 @@ impl EnvSettings {
             Some(json) => headers::from_json(&json, "RSTREAM_CONTROL_PLANE_HEADERS")?,
             None => Headers::default(),
         };
-        let use_quic = match var("RSTREAM_QUIC_TRANSPORT") {
-            None => None,
-            Some(v) => Some(match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => {
-                    return Err(Error::config(
-                        code::INVALID_CONFIG,
-                        "RSTREAM_QUIC_TRANSPORT must be 1/true or 0/false",
-                    ))
-                }
-            }),
-        };
+        // The Go SDK's rule: "1" means quic, any other non-empty value tls
+        // (`true`/`yes`/`on` mean quic too, as CONFIG.md says).
+        let use_quic = var("RSTREAM_QUIC_TRANSPORT").map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
         Ok(EnvSettings {
             api_url,
             config_path: var("RSTREAM_CONFIG"),

@@ -121,6 +121,7 @@ pub struct ClientOptions {
     pub(crate) max_concurrent_handshakes: usize,
     pub(crate) handshake_queue: usize,
     pub(crate) accept_backlog: usize,
+    pub(crate) transport: Option<crate::transport::Transport>,
     env: EnvSource,
 }
 
@@ -148,6 +149,7 @@ impl Default for ClientOptions {
             max_concurrent_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
             handshake_queue: DEFAULT_HANDSHAKE_QUEUE,
             accept_backlog: DEFAULT_ACCEPT_BACKLOG,
+            transport: None,
             env: EnvSource::None,
         }
     }
@@ -189,6 +191,7 @@ impl fmt::Debug for ClientOptions {
             .field("max_concurrent_handshakes", &self.max_concurrent_handshakes)
             .field("handshake_queue", &self.handshake_queue)
             .field("accept_backlog", &self.accept_backlog)
+            .field("transport", &self.transport)
             .field("env", &env)
             .finish()
     }
@@ -393,6 +396,18 @@ impl ClientOptions {
     /// Turns heartbeats off (no liveness negotiation; legacy engines only).
     pub fn disable_heartbeats(mut self) -> Self {
         self.heartbeat_interval = None;
+        self
+    }
+
+    /// How to reach the engine: [`Transport::Quic`](crate::Transport::Quic)
+    /// (feature `quic`: one QUIC connection, each rstream connection a QUIC
+    /// stream), [`Transport::Tls`](crate::Transport::Tls), or
+    /// [`Transport::Auto`](crate::Transport::Auto) (today: TLS). Beats
+    /// `RSTREAM_TUNNEL_TRANSPORT`, `RSTREAM_QUIC_TRANSPORT` and the config
+    /// file's `transport.mode` / `useQuic` (docs/QUIC.md). Without the
+    /// `quic` feature, quic fails with `ERR_RSTREAM_UNSUPPORTED_TRANSPORT`.
+    pub fn transport(mut self, transport: crate::transport::Transport) -> Self {
+        self.transport = Some(transport);
         self
     }
 

@@ -227,8 +227,12 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         }
     }
     let file_mode = match ctx_transport.map(file_mode).transpose()?.flatten() {
-        Some(m) => Some(m),
-        None => env_transport.map(file_mode).transpose()?.flatten(),
+        Some(m) => Some((m, Source::Context)),
+        None => env_transport
+            .map(file_mode)
+            .transpose()?
+            .flatten()
+            .map(|m| (m, Source::Environment)),
     };
 
     // --- control-plane headers ------------------------------------------
@@ -288,18 +292,25 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
     };
 
     // --- tunnel transport -------------------------------------------------
-    let mode = match &env.tunnel_transport {
-        Some(v) => parse_mode(v, "RSTREAM_TUNNEL_TRANSPORT")?,
-        None => match env.use_quic {
-            Some(true) => Mode::Quic,
-            Some(false) => Mode::Tls,
-            None => file_mode.unwrap_or(Mode::Auto),
+    // Option > RSTREAM_TUNNEL_TRANSPORT > RSTREAM_QUIC_TRANSPORT > context
+    // `transport` > environment entry `transport` > auto (the Go SDK's order,
+    // an explicit option first as everywhere here).
+    let (mode, mode_source) = match (o.transport, &env.tunnel_transport) {
+        (Some(m), _) => (m, Source::Option),
+        (None, Some(v)) => (
+            parse_mode(v, "RSTREAM_TUNNEL_TRANSPORT")?,
+            Source::Env("RSTREAM_TUNNEL_TRANSPORT"),
+        ),
+        (None, None) => match env.use_quic {
+            Some(true) => (Mode::Quic, Source::Env("RSTREAM_QUIC_TRANSPORT")),
+            Some(false) => (Mode::Tls, Source::Env("RSTREAM_QUIC_TRANSPORT")),
+            None => file_mode.unwrap_or((Mode::Auto, Source::Default)),
         },
     };
-    if mode == Mode::Quic {
+    if mode == Mode::Quic && !cfg!(feature = "quic") {
         return Err(Error::unsupported(
             code::UNSUPPORTED_TRANSPORT,
-            "the QUIC tunnel transport is not supported by rstream-rust yet; use tls",
+            "the QUIC tunnel transport needs rstream's `quic` feature; use tls",
         ));
     }
 
@@ -441,6 +452,14 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
         }
     };
 
+    if mode == Mode::Quic && proxy.is_some() {
+        // The Go SDK tunnels QUIC through MASQUE or SOCKS5 UDP; we do neither yet.
+        return Err(Error::unsupported(
+            code::UNSUPPORTED_TRANSPORT,
+            "the QUIC tunnel transport cannot go through a proxy yet; use tls or no proxy",
+        ));
+    }
+
     let mut ca_files = o.ca_files.clone();
     if let Some(ca) = &env.ca_file {
         ca_files.push(PathBuf::from(ca));
@@ -469,6 +488,8 @@ pub(crate) fn resolve(input: Inputs<'_>) -> Result<Plan> {
             max_concurrent_handshakes: o.max_concurrent_handshakes,
             handshake_queue: o.handshake_queue,
             accept_backlog: o.accept_backlog,
+            transport: mode,
+            transport_source: mode_source,
         },
         mtls,
         ca_files,
@@ -727,12 +748,7 @@ fn override_differs(explicit: &str, context: Option<&ContextCfg>) -> Result<bool
     Ok(Endpoint::parse(ctx_engine)? != Endpoint::parse(explicit)?)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Auto,
-    Tls,
-    Quic,
-}
+use crate::transport::Transport as Mode;
 
 fn parse_mode(value: &str, what: &str) -> Result<Mode> {
     match value.trim().to_ascii_lowercase().as_str() {

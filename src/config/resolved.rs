@@ -127,6 +127,8 @@ pub struct ResolvedOptions {
     pub(crate) max_concurrent_handshakes: usize,
     pub(crate) handshake_queue: usize,
     pub(crate) accept_backlog: usize,
+    pub(crate) transport: crate::transport::Transport,
+    pub(crate) transport_source: Source,
 }
 
 impl ResolvedOptions {
@@ -230,6 +232,16 @@ impl ResolvedOptions {
     pub fn zero_rtt(&self) -> bool {
         self.zero_rtt
     }
+
+    /// The transport to the engine (`auto` means TLS today).
+    pub fn transport(&self) -> crate::transport::Transport {
+        self.transport
+    }
+
+    /// Where [`transport`](Self::transport) came from.
+    pub fn transport_source(&self) -> Source {
+        self.transport_source
+    }
 }
 
 impl fmt::Display for ResolvedOptions {
@@ -267,6 +279,11 @@ impl fmt::Display for ResolvedOptions {
             (Some(p), Some(src)) => writeln!(f, "proxy: {p} ({src})")?,
             _ => writeln!(f, "proxy: none")?,
         }
+        writeln!(
+            f,
+            "transport: {} ({})",
+            self.transport, self.transport_source
+        )?;
         writeln!(f, "tls: {:?}", self.tls)?;
         writeln!(
             f,
@@ -306,6 +323,8 @@ impl fmt::Debug for ResolvedOptions {
             .field("max_concurrent_handshakes", &self.max_concurrent_handshakes)
             .field("handshake_queue", &self.handshake_queue)
             .field("accept_backlog", &self.accept_backlog)
+            .field("transport", &self.transport)
+            .field("transport_source", &self.transport_source)
             .finish()
     }
 }

@@ -113,6 +113,12 @@ impl Admissions {
         })
     }
 
+    /// `admission_timeout`.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         // A few map operations under the lock: nothing to leave half-done.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
@@ -312,6 +318,12 @@ impl<T> Admitted<T> {
             io,
             _admission: admission,
         }
+    }
+
+    /// The connection inside.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.io
     }
 }
 

@@ -497,12 +497,35 @@ impl LocalEngineBuilder {
         let tls = certs::EngineTls::load_or_create(&state_dir)?;
         let configs = tls.server_configs(client_ca.as_ref(), edge_ca.as_ref())?;
         let webhooks = webhooks::Webhooks::new(&tls.ca_pem)?;
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .map_err(|e| Error::io(format!("local engine: binding {}", self.listen), e))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("local engine: reading the bound address", e))?;
+        #[cfg(feature = "quic")]
+        let mut attempt = 0;
+        // Without `quic`, one pass.
+        #[cfg_attr(not(feature = "quic"), allow(clippy::never_loop))]
+        let (listener, local_addr, quic) = loop {
+            let listener = TcpListener::bind(self.listen)
+                .await
+                .map_err(|e| Error::io(format!("local engine: binding {}", self.listen), e))?;
+            let local_addr = listener
+                .local_addr()
+                .map_err(|e| Error::io("local engine: reading the bound address", e))?;
+            // The same port over UDP for QUIC.
+            #[cfg(feature = "quic")]
+            let quic = match bind_quic(&configs.engine, local_addr, self.listen.port() == 0).await {
+                Ok(endpoint) => endpoint,
+                // An ephemeral TCP port whose UDP twin is taken: another port.
+                Err(e) if self.listen.port() == 0 && attempt < 8 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "UDP twin of an ephemeral port is taken; retrying");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            #[cfg(not(feature = "quic"))]
+            let quic = ();
+            break (listener, local_addr, quic);
+        };
+        #[cfg(not(feature = "quic"))]
+        let () = quic;
 
         let inner = Arc::new(Inner {
             config: Config {
@@ -547,12 +570,19 @@ impl LocalEngineBuilder {
                 max_channels: self.max_datagram_channels,
                 ..datagram::Settings::default()
             },
+            #[cfg(feature = "quic")]
+            quic_streams: std::sync::atomic::AtomicU64::new(0),
         });
         for target in webhook_targets {
             // Subscribed before the first connection: no event is missed.
             webhooks.start(target, inner.state().subscribe(), &inner.tasks);
         }
         let accept_loop = tokio::spawn(listener::run(inner.clone(), listener));
+        #[cfg(feature = "quic")]
+        let quic = {
+            let run = super::quic::run(inner.clone(), quic.clone(), self.max_connections);
+            (quic, tokio::spawn(run))
+        };
         tracing::debug!(
             %local_addr,
             state_dir = %state_dir.display(),
@@ -562,11 +592,36 @@ impl LocalEngineBuilder {
         Ok(LocalEngine {
             inner,
             accept_loop: Some(accept_loop),
+            #[cfg(feature = "quic")]
+            quic: Some(quic),
             local_addr,
             ca_pem: tls.ca_pem,
             ca_file: tls.ca_file,
             state_dir,
             webhooks,
         })
+    }
+}
+
+/// Binds the QUIC endpoint on `addr`'s port over UDP. A fixed port may
+/// still be held for a moment by an engine that just stopped on it: retried
+/// for up to 2 s (an ephemeral one fails at once, and the caller picks
+/// another).
+#[cfg(feature = "quic")]
+async fn bind_quic(
+    tls: &rustls::ServerConfig,
+    addr: SocketAddr,
+    ephemeral: bool,
+) -> Result<quinn::Endpoint> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match super::quic::endpoint(tls, addr) {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(e) if !ephemeral && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "UDP port busy; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -135,7 +135,7 @@ pub(crate) fn authenticate(
 
 /// The verified client certificate of an engine connection, if any.
 pub(crate) fn peer_certificate(tls: &ServerTls) -> Option<&CertificateDer<'static>> {
-    tls.get_ref().1.peer_certificates()?.first()
+    tls.peer_certificates()?.first()
 }
 
 /// What a control channel negotiated: the liveness to answer, and the

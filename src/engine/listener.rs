@@ -119,6 +119,7 @@ async fn serve(
         }
     };
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let tls = ServerTls::Tls(tls);
     match alpn.as_deref() {
         None => tunnel_protocol(inner, tls, peer, admission).await,
         Some(p) if p == crate::proto::ALPN => tunnel_protocol(inner, tls, peer, admission).await,
@@ -129,6 +130,26 @@ async fn serve(
     }
 }
 
+/// Serves one tunnel-protocol connection that already holds its admission
+/// (a QUIC stream), closed at once if it is evicted or its admission
+/// deadline passes before it proved something.
+#[cfg(feature = "quic")]
+pub(crate) async fn admitted_tunnel_connection(
+    inner: Arc<Inner>,
+    io: ServerTls,
+    peer: SocketAddr,
+    admission: Admission,
+) {
+    tokio::select! {
+        why = admission.lost() => {
+            tracing::debug!(%peer, reason = why.as_str(), "unauthenticated QUIC stream closed");
+        }
+        () = tunnel_protocol(inner, io, peer, admission.clone()) => {}
+    }
+}
+
+/// The first frame decides: control channel, private dial, or proxy
+/// connection.
 async fn tunnel_protocol(
     inner: Arc<Inner>,
     mut tls: ServerTls,

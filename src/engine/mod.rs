@@ -54,6 +54,7 @@ mod builder;
 mod certs;
 #[doc(hidden)]
 pub mod cli;
+mod conn;
 mod control;
 mod datagram;
 mod dates;
@@ -61,6 +62,8 @@ mod edge;
 mod events;
 mod limits;
 mod listener;
+#[cfg(feature = "quic")]
+mod quic;
 mod state;
 mod state_dir;
 mod streams;
@@ -132,6 +135,9 @@ pub(crate) struct Inner {
     pub(crate) api: api::ApiShared,
     /// Published datagram tunnels: idle timeout, channel cap, counters.
     pub(crate) datagram: datagram::Settings,
+    /// QUIC streams accepted on the UDP port since start.
+    #[cfg(feature = "quic")]
+    pub(crate) quic_streams: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -152,6 +158,9 @@ impl Inner {
 pub struct LocalEngine {
     inner: Arc<Inner>,
     accept_loop: Option<JoinHandle<()>>,
+    /// The QUIC endpoint on the same port over UDP and its accept loop.
+    #[cfg(feature = "quic")]
+    quic: Option<(quinn::Endpoint, JoinHandle<()>)>,
     local_addr: SocketAddr,
     ca_pem: String,
     ca_file: PathBuf,
@@ -229,6 +238,17 @@ impl LocalEngine {
         )
     }
 
+    /// QUIC streams accepted on the engine's UDP port since it started
+    /// (control channels, dials and proxy connections of clients on the
+    /// QUIC transport; feature `quic`).
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+    pub fn quic_streams_accepted(&self) -> u64 {
+        self.inner
+            .quic_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The connected clients (control channels), in no particular order.
     pub fn clients(&self) -> Vec<ClientInfo> {
         self.inner.state().clients()
@@ -274,6 +294,12 @@ impl LocalEngine {
         if let Some(handle) = stopped.accept_loop {
             let _ = handle.await;
         }
+        #[cfg(feature = "quic")]
+        if let Some((endpoint, handle)) = stopped.quic {
+            let _ = handle.await;
+            // Lets closing connections tell their peers; bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
         if let Some(mut tasks) = stopped.tasks {
             while tasks.join_next().await.is_some() {}
         }
@@ -288,8 +314,17 @@ impl LocalEngine {
         if let Some(handle) = &accept_loop {
             handle.abort();
         }
+        #[cfg(feature = "quic")]
+        let quic = self.quic.take();
+        #[cfg(feature = "quic")]
+        if let Some((endpoint, handle)) = &quic {
+            handle.abort();
+            endpoint.close(0u32.into(), b"engine stopped");
+        }
         Stopped {
             accept_loop,
+            #[cfg(feature = "quic")]
+            quic,
             tasks: self.inner.tasks.close(),
             endpoints: self.inner.state().drain(),
         }
@@ -299,6 +334,8 @@ impl LocalEngine {
 /// The aborted tasks of a stopping engine.
 struct Stopped {
     accept_loop: Option<JoinHandle<()>>,
+    #[cfg(feature = "quic")]
+    quic: Option<(quinn::Endpoint, JoinHandle<()>)>,
     tasks: Option<tokio::task::JoinSet<()>>,
     endpoints: Vec<JoinHandle<()>>,
 }

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use super::admission::Admission;
@@ -21,13 +20,8 @@ use crate::proto::{
     ProxyRsp, StreamReq, StreamRsp,
 };
 
-/// A TLS connection accepted on the engine port (reads batched while data
-/// streams in, see [`ReadBuffered`](crate::transport::ReadBuffered)); it
-/// holds its place on the engine port (see
-/// [`admission`](super::admission)) until dropped.
-pub(crate) type ServerTls = tokio_rustls::server::TlsStream<
-    crate::transport::ReadBuffered<super::admission::Admitted<TcpStream>>,
->;
+/// A connection accepted on the engine port: TLS, or a QUIC stream.
+pub(crate) use super::conn::ServerTls;
 
 /// How long a downstream waits for the owner (PROTOCOL.md's operation timeout).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);

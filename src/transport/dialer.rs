@@ -1,8 +1,13 @@
-//! Opening TLS connections to the engine.
+//! Opening connections to the engine: TLS over TCP ([`TlsDialer`]), or a
+//! QUIC stream (feature `quic`), both seen as one [`EngineStream`].
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -11,7 +16,189 @@ use crate::error::{code, Error, ErrorKind, Result};
 
 /// A TLS connection to the engine (over TCP, or a proxy's tunnel, with
 /// adaptive read batching, see [`ReadBuffered`]).
-pub type EngineStream = tokio_rustls::client::TlsStream<ReadBuffered<ProxiedStream>>;
+pub type TlsEngineStream = tokio_rustls::client::TlsStream<ReadBuffered<ProxiedStream>>;
+
+/// One rstream connection to the engine: a TLS connection, or (feature
+/// `quic`) one bidirectional stream of the client's QUIC connection. Both
+/// carry the same frames; `shutdown()` half-closes either (TLS
+/// `close_notify` + TCP FIN, or the QUIC stream's FIN).
+#[derive(Debug)]
+// The TLS variant is the common one (and the only one without `quic`):
+// boxing it would cost an allocation per connection.
+#[allow(clippy::large_enum_variant)]
+pub enum EngineStream {
+    /// TLS over TCP (or a proxy's tunnel).
+    Tls(TlsEngineStream),
+    /// A QUIC stream.
+    #[cfg(feature = "quic")]
+    Quic(super::quic::QuicStream),
+}
+
+/// What the engine connection negotiated: the TLS session, or the QUIC
+/// connection's. The second half of [`EngineStream::get_ref`].
+#[derive(Clone, Copy, Debug)]
+pub enum SessionInfo<'a> {
+    /// A TLS connection's rustls session.
+    Tls(&'a rustls::ClientConnection),
+    /// A QUIC stream's connection.
+    #[cfg(feature = "quic")]
+    Quic(&'a super::quic::QuicStream),
+}
+
+impl<'a> SessionInfo<'a> {
+    /// The negotiated ALPN protocol.
+    pub fn alpn_protocol(&self) -> Option<&'a [u8]> {
+        match self {
+            SessionInfo::Tls(c) => c.alpn_protocol(),
+            #[cfg(feature = "quic")]
+            SessionInfo::Quic(q) => q.alpn_protocol(),
+        }
+    }
+
+    /// Full or resumed handshake (TLS only: quinn does not say; `None`).
+    pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        match self {
+            SessionInfo::Tls(c) => c.handshake_kind(),
+            #[cfg(feature = "quic")]
+            SessionInfo::Quic(_) => None,
+        }
+    }
+
+    /// The engine's certificate chain.
+    pub fn peer_certificates(&self) -> Option<&'a [CertificateDer<'static>]> {
+        match self {
+            SessionInfo::Tls(c) => c.peer_certificates(),
+            #[cfg(feature = "quic")]
+            SessionInfo::Quic(q) => q.peer_certificates(),
+        }
+    }
+}
+
+impl EngineStream {
+    /// The TCP leg (none for QUIC) and the negotiated session, shaped like
+    /// `tokio_rustls`' `get_ref`.
+    pub fn get_ref(&self) -> (Option<&ReadBuffered<ProxiedStream>>, SessionInfo<'_>) {
+        match self {
+            EngineStream::Tls(t) => {
+                let (io, session) = t.get_ref();
+                (Some(io), SessionInfo::Tls(session))
+            }
+            #[cfg(feature = "quic")]
+            EngineStream::Quic(q) => (None, SessionInfo::Quic(q)),
+        }
+    }
+
+    /// Whether this is a QUIC stream.
+    pub fn is_quic(&self) -> bool {
+        !matches!(self, EngineStream::Tls(_))
+    }
+}
+
+impl AsyncRead for EngineStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Tls(t) => Pin::new(t).poll_read(cx, buf),
+            #[cfg(feature = "quic")]
+            EngineStream::Quic(q) => Pin::new(q).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for EngineStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            EngineStream::Tls(t) => Pin::new(t).poll_write(cx, buf),
+            #[cfg(feature = "quic")]
+            EngineStream::Quic(q) => Pin::new(q).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            EngineStream::Tls(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "quic")]
+            EngineStream::Quic(q) => Pin::new(q).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            EngineStream::Tls(t) => t.is_write_vectored(),
+            #[cfg(feature = "quic")]
+            EngineStream::Quic(q) => q.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Tls(t) => Pin::new(t).poll_flush(cx),
+            #[cfg(feature = "quic")]
+            EngineStream::Quic(q) => Pin::new(q).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Tls(t) => Pin::new(t).poll_shutdown(cx),
+            #[cfg(feature = "quic")]
+            EngineStream::Quic(q) => Pin::new(q).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The one dialer of a client: TLS, or QUIC when the resolved transport is
+/// `quic` (feature `quic`). Every rstream connection (control channel,
+/// dial, proxy connection) is opened here.
+#[derive(Debug)]
+pub(crate) struct EngineDialer {
+    tls: TlsDialer,
+    #[cfg(feature = "quic")]
+    quic: Option<super::quic::QuicDialer>,
+}
+
+impl EngineDialer {
+    /// Connections over `tls` only.
+    pub(crate) fn tls(tls: TlsDialer) -> Self {
+        EngineDialer {
+            tls,
+            #[cfg(feature = "quic")]
+            quic: None,
+        }
+    }
+
+    /// Connections as QUIC streams.
+    #[cfg(feature = "quic")]
+    pub(crate) fn quic(tls: TlsDialer, quic: super::quic::QuicDialer) -> Self {
+        EngineDialer {
+            tls,
+            quic: Some(quic),
+        }
+    }
+
+    /// A new rstream connection to `endpoint`, presenting `sni`.
+    pub(crate) async fn connect(&self, endpoint: &Endpoint, sni: &str) -> Result<EngineStream> {
+        #[cfg(feature = "quic")]
+        if let Some(quic) = &self.quic {
+            return quic
+                .connect(endpoint.host(), endpoint.port(), sni)
+                .await
+                .map(EngineStream::Quic);
+        }
+        self.tls.connect(endpoint, sni).await
+    }
+}
 
 /// Opens TLS connections with one shared `rustls::ClientConfig`, so TLS
 /// sessions resume across the many short proxy and dial connections.
@@ -53,7 +240,9 @@ impl TlsDialer {
 
     /// Connects to `endpoint`, presenting `sni` as the server name.
     pub async fn connect(&self, endpoint: &Endpoint, sni: &str) -> Result<EngineStream> {
-        self.connect_to(endpoint.host(), endpoint.port(), sni).await
+        self.connect_to(endpoint.host(), endpoint.port(), sni)
+            .await
+            .map(EngineStream::Tls)
     }
 
     /// [`connect`](Self::connect) to any `host` (IPv6 literals included:
@@ -63,7 +252,7 @@ impl TlsDialer {
         host: &str,
         port: u16,
         sni: &str,
-    ) -> Result<EngineStream> {
+    ) -> Result<TlsEngineStream> {
         let name = server_name(sni)?;
         let connector = TlsConnector::from(self.config.clone());
         let fut = async {
@@ -128,7 +317,7 @@ impl TlsDialer {
 }
 
 /// `host:port`, with brackets around an IPv6 literal.
-fn display(host: &str, port: u16) -> String {
+pub(crate) fn display(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

@@ -30,7 +30,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{EngineStream, HttpProxy, ProxiedStream, TlsDialer};
+use super::{HttpProxy, ProxiedStream, TlsDialer, TlsEngineStream};
 use crate::error::{code, Error, Result};
 
 /// The `User-Agent` of every request this SDK makes over this stack
@@ -194,7 +194,7 @@ pub(crate) enum HttpsStream {
     /// `http://` (only where the connector allows it).
     Plain(ProxiedStream),
     /// `https://`.
-    Tls(Box<EngineStream>),
+    Tls(Box<TlsEngineStream>),
 }
 
 impl HttpsStream {

@@ -19,6 +19,8 @@ mod http_streaming;
 mod http_tls;
 mod observability;
 mod proxies;
+#[cfg(feature = "quic")]
+mod quic;
 mod reliability;
 mod tls;
 mod tunnels;

@@ -14,9 +14,12 @@
 //!             region: .., configFile: false, pure: true, mtlsFiles: true,
 //!             mtlsInline: true, proxy: URL, noProxy: true, proxyFromEnvironment: true,
 //!             headers: {N: V},
-//!             connectTimeout: 0, operationTimeout: 0, heartbeatInterval: 0.5}
+//!             connectTimeout: 0, operationTimeout: 0, heartbeatInterval: 0.5,
+//!             transport: auto|tls|quic}
 //!   expect: {engine: "a.test:443" | "managed:proj[@region]", auth: none|token|mtls,
-//!            error: ERR_..., proxy: URL|none}
+//!            error: ERR_..., proxy: URL|none, transport: tls|quic}
+//!   (`transport: quic` expects ERR_RSTREAM_UNSUPPORTED_TRANSPORT instead
+//!   when the `quic` feature is off)
 //!   python: same | {skip: reason} | {differs: reason, engine/auth/error: ...}
 //! ```
 //!
@@ -64,6 +67,8 @@ pub struct CaseOptions {
     pub connect_timeout: Option<f64>,
     pub operation_timeout: Option<f64>,
     pub heartbeat_interval: Option<f64>,
+    /// `ClientOptions::transport`: auto | tls | quic (ours only).
+    pub transport: Option<String>,
 }
 
 /// What a case resolves to. `proxy` is ours only (`None` = not checked).
@@ -78,6 +83,10 @@ pub struct Outcome {
     pub error: Option<String>,
     #[serde(default, skip_serializing)]
     pub proxy: Option<String>,
+    /// The transport actually used: `tls` (also for `auto`, which is TLS
+    /// today) or `quic`. Absent means `tls` (Python has only TLS).
+    #[serde(default, skip_serializing)]
+    pub transport: Option<String>,
 }
 
 fn none() -> String {
@@ -92,6 +101,8 @@ impl Outcome {
             (None, None) => {
                 self.engine == other.engine
                     && self.auth == other.auth
+                    && self.transport.as_deref().unwrap_or("tls")
+                        == other.transport.as_deref().unwrap_or("tls")
                     && (self.proxy.is_none() || other.proxy.is_none() || self.proxy == other.proxy)
             }
             _ => false,
@@ -362,6 +373,13 @@ fn resolve_case(p: &Prepared, fx: &Fixture) -> Outcome {
     if let Some(s) = o.heartbeat_interval {
         opts = opts.heartbeat_interval(Duration::from_secs_f64(s));
     }
+    if let Some(t) = &o.transport {
+        opts = opts.transport(match t.as_str() {
+            "quic" => rstream::Transport::Quic,
+            "tls" => rstream::Transport::Tls,
+            _ => rstream::Transport::Auto,
+        });
+    }
     match opts.resolve() {
         Err(e) => error(e),
         Ok(r) => {
@@ -391,6 +409,13 @@ fn resolve_case(p: &Prepared, fx: &Fixture) -> Outcome {
                 .to_owned(),
                 error: None,
                 proxy: Some(r.proxy().map_or("none".to_owned(), |(p, _)| p.to_string())),
+                transport: Some(
+                    match r.transport() {
+                        rstream::Transport::Quic => "quic",
+                        _ => "tls",
+                    }
+                    .to_owned(),
+                ),
             }
         }
     }

@@ -1,0 +1,140 @@
+//! The engine port over UDP (feature `quic`): a QUIC server on the same port
+//! as the TLS listener, with the same certificate and client-certificate
+//! verification, ALPN `rstrm/1` only (any other fails the handshake). Each
+//! client-opened bidirectional stream is handled exactly like an accepted
+//! TLS connection: it enters the engine port's admission and its first frame
+//! decides its kind (control channel, dial, proxy connection).
+//!
+//! Bounds: at most `max_connections` QUIC connections at once (more are
+//! refused), each handshake within [`HANDSHAKE_TIMEOUT`], at most
+//! [`MAX_STREAMS_PER_CONNECTION`] concurrent streams per connection (QUIC
+//! flow control: a client cannot open more), each stream under the
+//! admission's deadline and caps, and a connection with no open stream for
+//! the admission timeout is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::admission::Admitted;
+use super::conn::ServerTls;
+use super::{listener, Inner};
+use crate::error::{Error, Result};
+use crate::transport::quic::{transport_config, ConnInfo, QuicStream};
+
+/// Concurrent client-opened bidirectional streams per QUIC connection. A
+/// client's dials and the proxy connections its tunnels answer share one
+/// connection, and a dial waits for its owner's proxy stream: the cap must
+/// be well above a burst of dials to one's own tunnel (300 in the tests),
+/// or they would wait on each other until the connect timeout. Each stream
+/// is under the engine port's admission and caps besides.
+pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Bytes a client may send ahead on one stream before the engine reads them.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// … and on all the streams of a connection together: what one connection
+/// can make the engine buffer.
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// Bound on a QUIC handshake (as on the TLS listener).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// QUIC handshakes in progress at once (quinn's `max_incoming`).
+const MAX_INCOMING: usize = 1024;
+/// How often a connection checks whether it has had no stream for too long.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// The UDP endpoint on `addr`, serving `tls` (the engine port's TLS
+/// configuration) with ALPN `rstrm/1` only.
+pub(crate) fn endpoint(tls: &rustls::ServerConfig, addr: SocketAddr) -> Result<quinn::Endpoint> {
+    let mut config = tls.clone();
+    config.alpn_protocols = vec![crate::proto::ALPN.to_vec()];
+    // QUIC takes 0 or u32::MAX here; no 0-RTT (as the Go SDK).
+    config.max_early_data_size = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(config))
+        .map_err(|e| Error::tls("local engine QUIC configuration", e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport_config(
+        MAX_STREAMS_PER_CONNECTION,
+        STREAM_WINDOW,
+        CONNECTION_WINDOW,
+    ));
+    server.max_incoming(MAX_INCOMING);
+    quinn::Endpoint::server(server, addr)
+        .map_err(|e| Error::io(format!("local engine: binding UDP {addr}"), e))
+}
+
+/// Accepts QUIC connections until the endpoint closes, at most
+/// `max_connections` at once.
+pub(crate) async fn run(inner: Arc<Inner>, endpoint: quinn::Endpoint, max_connections: usize) {
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(peer = %incoming.remote_address(), "QUIC connection refused: max_connections");
+            incoming.refuse();
+            continue;
+        };
+        let task = {
+            let inner = inner.clone();
+            async move {
+                connection(inner, incoming).await;
+                drop(slot);
+            }
+        };
+        inner.tasks.spawn(task);
+    }
+}
+
+/// One QUIC connection: handshake, then each stream it opens.
+async fn connection(inner: Arc<Inner>, incoming: quinn::Incoming) {
+    let peer = incoming.remote_address();
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "QUIC handshake timed out");
+            return;
+        }
+    };
+    let info = ConnInfo::of(&conn);
+    // One clone per live stream task: the count says whether any is open.
+    let live = Arc::new(());
+    let idle_limit = inner.admissions.timeout();
+    let mut idle_since = Some(Instant::now());
+    let mut check = tokio::time::interval(IDLE_CHECK);
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok(pair) => {
+                    idle_since = None;
+                    inner.quic_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let admission = inner.admissions.enter(peer);
+                    let stream = QuicStream::new(conn.clone(), info.clone(), pair);
+                    let io = ServerTls::Quic(Admitted::new(stream, admission.clone()));
+                    let guard = live.clone();
+                    let task = listener::admitted_tunnel_connection(inner.clone(), io, peer, admission);
+                    inner.tasks.spawn(async move {
+                        task.await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "QUIC connection closed");
+                    return;
+                }
+            },
+            _ = check.tick() => {
+                if Arc::strong_count(&live) > 1 {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= idle_limit {
+                    tracing::debug!(%peer, "QUIC connection without streams closed");
+                    conn.close(0u32.into(), b"no stream");
+                    return;
+                }
+            }
+        }
+    }
+}
