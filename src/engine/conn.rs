@@ -3,11 +3,8 @@
 //! QUIC connection on the same port over UDP. Both carry the same frames
 //! and hold their place in the engine port's admission until dropped.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::admission::Admitted;
@@ -41,66 +38,4 @@ impl ServerTls {
     }
 }
 
-impl AsyncRead for ServerTls {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerTls::Tls(t) => Pin::new(t).poll_read(cx, buf),
-            #[cfg(feature = "quic")]
-            ServerTls::Quic(q) => Pin::new(q).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerTls {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ServerTls::Tls(t) => Pin::new(t).poll_write(cx, buf),
-            #[cfg(feature = "quic")]
-            ServerTls::Quic(q) => Pin::new(q).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ServerTls::Tls(t) => Pin::new(t).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "quic")]
-            ServerTls::Quic(q) => Pin::new(q).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerTls::Tls(t) => t.is_write_vectored(),
-            #[cfg(feature = "quic")]
-            ServerTls::Quic(q) => q.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerTls::Tls(t) => Pin::new(t).poll_flush(cx),
-            #[cfg(feature = "quic")]
-            ServerTls::Quic(q) => Pin::new(q).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerTls::Tls(t) => Pin::new(t).poll_shutdown(cx),
-            #[cfg(feature = "quic")]
-            ServerTls::Quic(q) => Pin::new(q).poll_shutdown(cx),
-        }
-    }
-}
+crate::transport::tls_or_quic_io!(ServerTls);

@@ -1,13 +1,10 @@
 //! Opening connections to the engine: TLS over TCP ([`TlsDialer`]), or a
 //! QUIC stream (feature `quic`), both seen as one [`EngineStream`].
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -94,69 +91,7 @@ impl EngineStream {
     }
 }
 
-impl AsyncRead for EngineStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            EngineStream::Tls(t) => Pin::new(t).poll_read(cx, buf),
-            #[cfg(feature = "quic")]
-            EngineStream::Quic(q) => Pin::new(q).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for EngineStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            EngineStream::Tls(t) => Pin::new(t).poll_write(cx, buf),
-            #[cfg(feature = "quic")]
-            EngineStream::Quic(q) => Pin::new(q).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            EngineStream::Tls(t) => Pin::new(t).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "quic")]
-            EngineStream::Quic(q) => Pin::new(q).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            EngineStream::Tls(t) => t.is_write_vectored(),
-            #[cfg(feature = "quic")]
-            EngineStream::Quic(q) => q.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            EngineStream::Tls(t) => Pin::new(t).poll_flush(cx),
-            #[cfg(feature = "quic")]
-            EngineStream::Quic(q) => Pin::new(q).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            EngineStream::Tls(t) => Pin::new(t).poll_shutdown(cx),
-            #[cfg(feature = "quic")]
-            EngineStream::Quic(q) => Pin::new(q).poll_shutdown(cx),
-        }
-    }
-}
+crate::transport::tls_or_quic_io!(EngineStream);
 
 /// The one dialer of a client: TLS, or QUIC when the resolved transport is
 /// `quic` (feature `quic`). Every rstream connection (control channel,

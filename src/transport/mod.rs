@@ -2,6 +2,85 @@
 //! HTTPS, SOCKS5) and dialing.
 
 // `pub` inside for the `unstable` feature (see below), hence the allows.
+/// `AsyncRead` + `AsyncWrite` for an enum of one connection to or from the
+/// engine port: variant `Tls(_)`, and with feature `quic` variant `Quic(_)`,
+/// each call handed to the variant (the client's `EngineStream`, the
+/// engine's `ServerTls`).
+macro_rules! tls_or_quic_io {
+    ($ty:ident) => {
+        impl ::tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut ::tokio::io::ReadBuf<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Tls(t) => ::std::pin::Pin::new(t).poll_read(cx, buf),
+                    #[cfg(feature = "quic")]
+                    $ty::Quic(q) => ::std::pin::Pin::new(q).poll_read(cx, buf),
+                }
+            }
+        }
+
+        impl ::tokio::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &[u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                match self.get_mut() {
+                    $ty::Tls(t) => ::std::pin::Pin::new(t).poll_write(cx, buf),
+                    #[cfg(feature = "quic")]
+                    $ty::Quic(q) => ::std::pin::Pin::new(q).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_write_vectored(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                match self.get_mut() {
+                    $ty::Tls(t) => ::std::pin::Pin::new(t).poll_write_vectored(cx, bufs),
+                    #[cfg(feature = "quic")]
+                    $ty::Quic(q) => ::std::pin::Pin::new(q).poll_write_vectored(cx, bufs),
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $ty::Tls(t) => t.is_write_vectored(),
+                    #[cfg(feature = "quic")]
+                    $ty::Quic(q) => q.is_write_vectored(),
+                }
+            }
+
+            fn poll_flush(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Tls(t) => ::std::pin::Pin::new(t).poll_flush(cx),
+                    #[cfg(feature = "quic")]
+                    $ty::Quic(q) => ::std::pin::Pin::new(q).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Tls(t) => ::std::pin::Pin::new(t).poll_shutdown(cx),
+                    #[cfg(feature = "quic")]
+                    $ty::Quic(q) => ::std::pin::Pin::new(q).poll_shutdown(cx),
+                }
+            }
+        }
+    };
+}
+pub(crate) use tls_or_quic_io;
+
 #[cfg_attr(not(feature = "unstable"), allow(unreachable_pub, dead_code))]
 mod buffered;
 #[cfg_attr(not(feature = "unstable"), allow(unreachable_pub, dead_code))]

@@ -332,6 +332,26 @@ impl TunnelOptions {
         self.name.as_deref()
     }
 
+    /// The first TLS-edge or HTTP option that is set, by name: none of them
+    /// applies to tcp or datagram tunnels, whose bytes the engine does not
+    /// terminate.
+    fn edge_option_set(&self) -> Option<&'static str> {
+        [
+            ("tls_mode", self.tls_mode.is_some()),
+            ("tls_alpns", !self.tls_alpns.is_empty()),
+            ("tls_min_version", self.tls_min_version.is_some()),
+            ("tls_ciphers", !self.tls_ciphers.is_empty()),
+            ("mtls_auth", self.mtls_auth.is_some()),
+            ("http_version", self.http_version.is_some()),
+            ("upstream_tls", self.upstream_tls.is_some()),
+            ("token_auth", self.token_auth.is_some()),
+            ("rstream_auth", self.rstream_auth.is_some()),
+            ("challenge_mode", self.challenge_mode.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
+
     /// Validates and converts to wire properties (PROTOCOL.md §6).
     pub fn to_properties(&self) -> Result<TunnelProperties> {
         let invalid = |msg: &str| Error::config(code::INVALID_TUNNEL, msg.to_owned());
@@ -342,20 +362,8 @@ impl TunnelOptions {
             ));
         }
         if self.datagram {
-            let forbidden = [
-                ("protocol", self.protocol.is_some()),
-                ("tls_mode", self.tls_mode.is_some()),
-                ("tls_alpns", !self.tls_alpns.is_empty()),
-                ("tls_min_version", self.tls_min_version.is_some()),
-                ("tls_ciphers", !self.tls_ciphers.is_empty()),
-                ("mtls_auth", self.mtls_auth.is_some()),
-                ("http_version", self.http_version.is_some()),
-                ("upstream_tls", self.upstream_tls.is_some()),
-                ("token_auth", self.token_auth.is_some()),
-                ("rstream_auth", self.rstream_auth.is_some()),
-                ("challenge_mode", self.challenge_mode.is_some()),
-            ];
-            if let Some((name, _)) = forbidden.iter().find(|(_, set)| *set) {
+            let forbidden = self.protocol.is_some().then_some("protocol");
+            if let Some(name) = forbidden.or_else(|| self.edge_option_set()) {
                 return Err(invalid(&format!(
                     "{name} is not allowed on datagram tunnels"
                 )));
@@ -382,20 +390,8 @@ impl TunnelOptions {
                 return Err(invalid("tcp tunnels are always published"));
             }
             publish = Some(true);
-            let forbidden = [
-                ("hostname", self.hostname.is_some()),
-                ("tls_mode", self.tls_mode.is_some()),
-                ("tls_alpns", !self.tls_alpns.is_empty()),
-                ("tls_min_version", self.tls_min_version.is_some()),
-                ("tls_ciphers", !self.tls_ciphers.is_empty()),
-                ("mtls_auth", self.mtls_auth.is_some()),
-                ("http_version", self.http_version.is_some()),
-                ("upstream_tls", self.upstream_tls.is_some()),
-                ("token_auth", self.token_auth.is_some()),
-                ("rstream_auth", self.rstream_auth.is_some()),
-                ("challenge_mode", self.challenge_mode.is_some()),
-            ];
-            if let Some((name, _)) = forbidden.iter().find(|(_, set)| *set) {
+            let forbidden = self.hostname.is_some().then_some("hostname");
+            if let Some(name) = forbidden.or_else(|| self.edge_option_set()) {
                 return Err(invalid(&format!("{name} is not allowed on tcp tunnels")));
             }
         }
