@@ -3,7 +3,6 @@
 //! QUIC connection on the same port over UDP. Both carry the same frames
 //! and hold their place in the engine port's admission until dropped.
 
-
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 
