@@ -4,10 +4,11 @@
 //!
 //! A dial starts QUIC; TLS starts [`FALLBACK_DELAY`] later, or at once when
 //! QUIC fails. The first connection established wins and its transport is
-//! pinned for every later connection of the client. Nothing is pinned while
-//! nothing has succeeded, so the next dial races again.
+//! pinned for the later connections of the client (see [`AutoRace`] for
+//! when pinned QUIC is raced again). Nothing is pinned while nothing has
+//! succeeded, so the next dial races again.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::dialer::{EngineStream, TlsDialer};
@@ -45,21 +46,40 @@ impl Winner {
     }
 }
 
+// The values of `AutoRace::pinned`.
+const NONE: u8 = 0;
+const TLS: u8 = 1;
+const QUIC: u8 = 2;
+
 /// The race's memory: the pinned transport, once a connection succeeded.
-#[derive(Debug, Default)]
+///
+/// TLS, once pinned, is final. Pinned QUIC holds for as long as the QUIC
+/// connection it won lives: every rstream connection is a stream on it. A
+/// new QUIC connection (the engine restarted, the connection died) is a new
+/// establishment, so it is raced again, and TLS may win it. Without that, a
+/// client whose engine went down would wait the whole connect timeout on
+/// each reconnect attempt (a closed UDP port is silent) where TLS says
+/// "refused" at once.
+#[derive(Debug)]
 pub(crate) struct AutoRace {
-    pinned: OnceLock<Winner>,
+    pinned: AtomicU8,
 }
 
 impl AutoRace {
     /// A race with nothing pinned.
     pub(crate) fn new() -> Self {
-        AutoRace::default()
+        AutoRace {
+            pinned: AtomicU8::new(NONE),
+        }
     }
 
     /// The pinned transport, if a connection has succeeded.
     pub(crate) fn pinned(&self) -> Option<Winner> {
-        self.pinned.get().copied()
+        match self.pinned.load(Ordering::Acquire) {
+            TLS => Some(Winner::Tls),
+            QUIC => Some(Winner::Quic),
+            _ => None,
+        }
     }
 
     /// A new rstream connection: over the pinned transport, or the race.
@@ -71,30 +91,41 @@ impl AutoRace {
         sni: &str,
     ) -> Result<EngineStream> {
         match self.pinned() {
-            Some(Winner::Quic) => quic
-                .connect(endpoint.host(), endpoint.port(), sni)
-                .await
-                .map(EngineStream::Quic),
-            Some(Winner::Tls) => tls.connect(endpoint, sni).await,
-            None => {
-                let stream = race(tls, quic, endpoint, sni).await?;
-                let won = if stream.is_quic() {
-                    Winner::Quic
-                } else {
-                    Winner::Tls
-                };
-                // Concurrent first dials may both win; the first to get here
-                // pins, the other keeps its (working) connection.
-                if self.pinned.set(won).is_ok() {
-                    tracing::debug!(
-                        transport = won.as_str(),
-                        engine = %endpoint,
-                        "auto transport: pinned"
-                    );
+            Some(Winner::Tls) => return tls.connect(endpoint, sni).await,
+            Some(Winner::Quic) => {
+                if let Some(stream) = quic
+                    .connect_cached(endpoint.host(), endpoint.port(), sni)
+                    .await?
+                {
+                    return Ok(EngineStream::Quic(stream));
                 }
-                Ok(stream)
             }
+            None => {}
         }
+        let stream = race(tls, quic, endpoint, sni).await?;
+        let won = if stream.is_quic() {
+            Winner::Quic
+        } else {
+            Winner::Tls
+        };
+        let value = match won {
+            Winner::Tls => TLS,
+            Winner::Quic => QUIC,
+        };
+        // Concurrent races may both win; TLS, once pinned, stays.
+        let previous = self
+            .pinned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p != TLS && p != value).then_some(value)
+            });
+        if previous.is_ok() {
+            tracing::debug!(
+                transport = won.as_str(),
+                engine = %endpoint,
+                "auto transport: pinned"
+            );
+        }
+        Ok(stream)
     }
 }
 

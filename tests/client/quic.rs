@@ -491,11 +491,13 @@ async fn auto_falls_back_to_tls_past_a_wrong_alpn() {
     assert_pinned_to_tls(&engine, &front, &client, "wrong-alpn").await;
 }
 
-/// Nothing listening (TCP refused, UDP silent): auto fails fast with the
-/// TLS side's error, not after the connect timeout; nothing is pinned, so
-/// the next attempt races again and picks QUIC once the engine is back.
+/// The engine down (TCP refused, UDP silent): auto fails fast with the
+/// TLS side's error, not after the connect timeout, both for a client that
+/// never connected (nothing pinned) and for one whose QUIC connection died
+/// (pinned QUIC: a new QUIC connection is raced again). Once the engine is
+/// back, both race again and QUIC wins.
 #[tokio::test]
-async fn auto_fails_fast_when_nothing_listens_and_races_again() {
+async fn auto_fails_fast_when_the_engine_is_down_and_races_again() {
     support::init_tracing();
     let dir = std::env::temp_dir().join(format!(
         "rstream-auto-race-{}",
@@ -507,19 +509,27 @@ async fn auto_fails_fast_when_nothing_listens_and_races_again() {
         .await
         .unwrap();
     let addr = engine.local_addr();
-    let client = options(&engine)
-        .connect_timeout(Duration::from_secs(15))
-        .build()
-        .unwrap();
+    let build = || {
+        options(&engine)
+            .connect_timeout(Duration::from_secs(15))
+            .build()
+            .unwrap()
+    };
+    let (fresh, was_quic) = (build(), build());
+    let control = within("connect", was_quic.connect()).await.unwrap();
+    assert_eq!(engine.quic_streams_accepted(), 1);
+    let _ = control.close().await;
     engine.shutdown().await;
 
-    let start = std::time::Instant::now();
-    let err = within("connect", client.connect()).await.unwrap_err();
-    let elapsed = start.elapsed();
-    assert!(elapsed < FALLBACK_BOUND, "failed in {elapsed:?}: {err}");
-    // TCP's "refused", not QUIC's timeout.
-    assert_eq!(err.kind(), rstream::ErrorKind::Io, "{err}");
-    assert!(err.to_string().contains("connecting to"), "{err}");
+    for client in [&fresh, &was_quic] {
+        let start = std::time::Instant::now();
+        let err = within("connect", client.connect()).await.unwrap_err();
+        let elapsed = start.elapsed();
+        assert!(elapsed < FALLBACK_BOUND, "failed in {elapsed:?}: {err}");
+        // TCP's "refused", not QUIC's timeout.
+        assert_eq!(err.kind(), rstream::ErrorKind::Io, "{err}");
+        assert!(err.to_string().contains("connecting to"), "{err}");
+    }
 
     let engine = LocalEngine::builder()
         .state_dir(&dir)
@@ -527,9 +537,11 @@ async fn auto_fails_fast_when_nothing_listens_and_races_again() {
         .start()
         .await
         .unwrap();
-    let control = within("connect", client.connect()).await.unwrap();
-    assert_eq!(engine.quic_streams_accepted(), 1, "raced again: QUIC");
-    let _ = control.close().await;
+    for (i, client) in [&fresh, &was_quic].into_iter().enumerate() {
+        let control = within("connect", client.connect()).await.unwrap();
+        assert_eq!(engine.quic_streams_accepted(), i as u64 + 1, "QUIC again");
+        let _ = control.close().await;
+    }
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
