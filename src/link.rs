@@ -77,7 +77,17 @@ impl EngineLink {
                     crate::transport::quic::QuicDialer::new(quic, options.connect_timeout)?,
                 )
             }
-            // `resolve` refuses quic without the feature; auto is TLS today.
+            // QUIC through a proxy is not supported (MASQUE, SOCKS5 UDP):
+            // auto behind a proxy is TLS.
+            #[cfg(feature = "quic")]
+            crate::transport::Transport::Auto if options.proxy.is_none() => {
+                let quic = options.tls.client_config(&[ALPN])?;
+                EngineDialer::auto(
+                    tls,
+                    crate::transport::quic::QuicDialer::new(quic, options.connect_timeout)?,
+                )
+            }
+            // `resolve` refuses quic without the feature; auto is TLS then.
             _ => EngineDialer::tls(tls),
         };
         Ok(EngineLink {

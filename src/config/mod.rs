@@ -402,7 +402,9 @@ impl ClientOptions {
     /// How to reach the engine: [`Transport::Quic`](crate::Transport::Quic)
     /// (feature `quic`: one QUIC connection, each rstream connection a QUIC
     /// stream), [`Transport::Tls`](crate::Transport::Tls), or
-    /// [`Transport::Auto`](crate::Transport::Auto) (today: TLS). Beats
+    /// [`Transport::Auto`](crate::Transport::Auto) (the default: QUIC
+    /// raced against TLS, the winner pinned; TLS behind a proxy or
+    /// without the `quic` feature). Beats
     /// `RSTREAM_TUNNEL_TRANSPORT`, `RSTREAM_QUIC_TRANSPORT` and the config
     /// file's `transport.mode` / `useQuic` (docs/QUIC.md). Without the
     /// `quic` feature, quic fails with `ERR_RSTREAM_UNSUPPORTED_TRANSPORT`.

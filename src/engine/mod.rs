@@ -299,6 +299,8 @@ impl LocalEngine {
             let _ = handle.await;
             // Lets closing connections tell their peers; bounded.
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            // Connections still draining must not hold the port.
+            quic::release_port(&endpoint);
         }
         if let Some(mut tasks) = stopped.tasks {
             while tasks.join_next().await.is_some() {}

@@ -64,6 +64,28 @@ pub(crate) fn endpoint(tls: &rustls::ServerConfig, addr: SocketAddr) -> Result<q
         .map_err(|e| Error::io(format!("local engine: binding UDP {addr}"), e))
 }
 
+/// Frees the UDP port of a closed `endpoint` whose connections may not
+/// all have drained: quinn keeps the socket until the last one is gone,
+/// and a connection a client abandoned mid-handshake (the auto transport's
+/// race does) drains for 3 backed-off PTOs, up to the idle timeout (30 s):
+/// an engine restarted on the same port could not bind it. The endpoint
+/// moves to a throwaway loopback socket, twice: quinn keeps the socket it
+/// left as a fallback (until a packet arrives on the new one), the second
+/// move drops it. The connections still draining follow the move. Best
+/// effort: on an error the socket stays until they have drained.
+pub(crate) fn release_port(endpoint: &quinn::Endpoint) {
+    let loopback: std::net::IpAddr = match endpoint.local_addr() {
+        Ok(addr) if addr.is_ipv6() => std::net::Ipv6Addr::LOCALHOST.into(),
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
+    };
+    for _ in 0..2 {
+        let moved = std::net::UdpSocket::bind((loopback, 0)).and_then(|s| endpoint.rebind(s));
+        if moved.is_err() {
+            return;
+        }
+    }
+}
+
 /// Accepts QUIC connections until the endpoint closes, at most
 /// `max_connections` at once.
 pub(crate) async fn run(inner: Arc<Inner>, endpoint: quinn::Endpoint, max_connections: usize) {

@@ -93,14 +93,17 @@ impl EngineStream {
 
 crate::transport::tls_or_quic_io!(EngineStream);
 
-/// The one dialer of a client: TLS, or QUIC when the resolved transport is
-/// `quic` (feature `quic`). Every rstream connection (control channel,
-/// dial, proxy connection) is opened here.
+/// The one dialer of a client: TLS, QUIC when the resolved transport is
+/// `quic`, or the race of both for `auto` (feature `quic`). Every rstream
+/// connection (control channel, dial, proxy connection) is opened here.
 #[derive(Debug)]
 pub(crate) struct EngineDialer {
     tls: TlsDialer,
     #[cfg(feature = "quic")]
     quic: Option<super::quic::QuicDialer>,
+    /// Set in auto mode: QUIC raced against TLS until one wins.
+    #[cfg(feature = "quic")]
+    auto: Option<super::auto::AutoRace>,
 }
 
 impl EngineDialer {
@@ -110,6 +113,8 @@ impl EngineDialer {
             tls,
             #[cfg(feature = "quic")]
             quic: None,
+            #[cfg(feature = "quic")]
+            auto: None,
         }
     }
 
@@ -119,6 +124,17 @@ impl EngineDialer {
         EngineDialer {
             tls,
             quic: Some(quic),
+            auto: None,
+        }
+    }
+
+    /// QUIC raced against TLS, the winner pinned (see [`super::auto`]).
+    #[cfg(feature = "quic")]
+    pub(crate) fn auto(tls: TlsDialer, quic: super::quic::QuicDialer) -> Self {
+        EngineDialer {
+            tls,
+            quic: Some(quic),
+            auto: Some(super::auto::AutoRace::new()),
         }
     }
 
@@ -126,6 +142,9 @@ impl EngineDialer {
     pub(crate) async fn connect(&self, endpoint: &Endpoint, sni: &str) -> Result<EngineStream> {
         #[cfg(feature = "quic")]
         if let Some(quic) = &self.quic {
+            if let Some(auto) = &self.auto {
+                return auto.connect(&self.tls, quic, endpoint, sni).await;
+            }
             return quic
                 .connect(endpoint.host(), endpoint.port(), sni)
                 .await

@@ -81,6 +81,8 @@ macro_rules! tls_or_quic_io {
 }
 pub(crate) use tls_or_quic_io;
 
+#[cfg(feature = "quic")]
+mod auto;
 #[cfg_attr(not(feature = "unstable"), allow(unreachable_pub, dead_code))]
 mod buffered;
 #[cfg_attr(not(feature = "unstable"), allow(unreachable_pub, dead_code))]
@@ -123,8 +125,12 @@ pub use tls::{ClientIdentity, TlsOptions};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Transport {
-    /// The default: today TLS over TCP (the QUIC-first race of the Go SDK
-    /// is not implemented yet).
+    /// The default. With feature `quic`: the first connection races QUIC
+    /// against TLS (TLS starts 300 ms after QUIC, or at once when QUIC
+    /// fails) and the first to connect is pinned for every later
+    /// connection of the client; while nothing has connected, each
+    /// connection races again. With a proxy configured, or without the
+    /// `quic` feature: TLS.
     #[default]
     Auto,
     /// TLS over TCP.

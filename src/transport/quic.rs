@@ -228,6 +228,52 @@ impl QuicDialer {
         }
     }
 
+    /// A stream on the live connection to `host:port` already open, if
+    /// there is one (`Ok(None)`: a new connection, hence a new handshake, is
+    /// needed). Bounded by the connect timeout like
+    /// [`connect`](Self::connect). The auto transport's pinned QUIC.
+    pub(crate) async fn connect_cached(
+        &self,
+        host: &str,
+        port: u16,
+        sni: &str,
+    ) -> Result<Option<QuicStream>> {
+        let key = format!("{host}:{port}|{sni}");
+        let shown = super::dialer::display(host, port);
+        let bounded = async {
+            let cached = {
+                let conns = self.conns.lock().await;
+                conns
+                    .map
+                    .get(&key)
+                    .filter(|(_, conn, _)| conn.close_reason().is_none())
+                    .map(|(_, conn, info)| (conn.clone(), info.clone()))
+            };
+            let Some((conn, info)) = cached else {
+                return Ok(None);
+            };
+            match conn.open_bi().await {
+                Ok(pair) => Ok(Some(QuicStream::new(conn, info, pair))),
+                Err(e) => {
+                    tracing::debug!(error = %e, "QUIC connection lost");
+                    self.forget(&key, &conn).await;
+                    Ok(None)
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, bounded).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                code::CONNECT_TIMEOUT,
+                format!(
+                    "opening a QUIC stream to {shown} took longer than {:?}",
+                    self.connect_timeout
+                ),
+            )),
+        }
+    }
+
     /// The live connection for `key`, or a new one (`true`).
     async fn connection(
         &self,

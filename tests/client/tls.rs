@@ -178,7 +178,14 @@ async fn resumed_round_trip(dialer: &Client, tunnel: &mut Tunnel, msg: &[u8]) ->
 #[tokio::test]
 async fn proxy_connections_and_dials_resume_tls_sessions() {
     let engine = support::engine().await;
-    let owner = support::client(&engine);
+    // TLS session resumption is a TLS fact: not left to the auto race.
+    let tls_client = || {
+        support::options(&engine)
+            .transport(rstream::Transport::Tls)
+            .build()
+            .unwrap()
+    };
+    let owner = tls_client();
     let control = within("connect", owner.connect()).await.unwrap();
     let mut tunnel = within(
         "create",
@@ -186,7 +193,7 @@ async fn proxy_connections_and_dials_resume_tls_sessions() {
     )
     .await
     .unwrap();
-    let dialer = support::client(&engine);
+    let dialer = tls_client();
 
     const WARM_UP: usize = 10;
     let mut owner_side = Vec::new();
