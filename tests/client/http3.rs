@@ -1,0 +1,135 @@
+//! HTTP/3 servers (feature `http3`): an axum `Router` served with
+//! `rstream::http3` and reached by a real h3 client (h3 + h3-quinn +
+//! quinn): first on a plain UDP quinn endpoint (the adapter alone), then
+//! on datagram tunnels of the local engine.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::{Buf, Bytes};
+use futures_util::stream;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tokio::sync::Semaphore;
+
+use crate::support::h3::H3Client;
+use crate::support::pki::Ca;
+use crate::support::within;
+
+/// The router every test serves. `/stream` sends `first`, then waits for
+/// the test to open `gate` before it sends `second`: a response buffered
+/// whole would never show `first` on its own.
+fn app(gate: Arc<Semaphore>) -> Router {
+    Router::new()
+        .route("/hello", get(|| async { "hello over h3" }))
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .route("/stream", get(streamed))
+        .route("/trailers", get(with_trailers))
+        .with_state(gate)
+}
+
+async fn streamed(State(gate): State<Arc<Semaphore>>) -> Body {
+    let chunks = stream::unfold(0, move |step| {
+        let gate = gate.clone();
+        async move {
+            match step {
+                0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"first\n")), 1)),
+                1 => {
+                    gate.acquire().await.ok()?.forget();
+                    Some((Ok(Bytes::from_static(b"second\n")), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    Body::from_stream(chunks)
+}
+
+async fn with_trailers() -> Body {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("42"));
+    let frames = stream::iter([
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"body"))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    Body::new(StreamBody::new(frames))
+}
+
+/// GET, POST with a body (1 MiB, in several DATA frames), a streamed
+/// response seen chunk by chunk, response trailers.
+async fn exercise(client: &mut H3Client, gate: &Semaphore) {
+    let hello = client.request(Method::GET, "/hello", b"").await;
+    assert_eq!(hello.status, StatusCode::OK);
+    assert_eq!(hello.body, b"hello over h3");
+
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let echo = client.request(Method::POST, "/echo", &big).await;
+    assert_eq!(echo.status, StatusCode::OK);
+    assert_eq!(echo.body.len(), big.len());
+    assert!(echo.body == big, "echoed body differs");
+
+    let missing = client.request(Method::GET, "/nope", b"").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let mut stream = client.open(Method::GET, "/stream").await;
+    within("finish", stream.finish()).await.unwrap();
+    let response = within("response", stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = within("first chunk before the gate opens", stream.recv_data())
+        .await
+        .unwrap()
+        .expect("a first chunk");
+    assert_eq!(first.chunk(), b"first\n");
+    gate.add_permits(1);
+    let mut rest = Vec::new();
+    while let Some(chunk) = within("rest", stream.recv_data()).await.unwrap() {
+        rest.extend_from_slice(chunk.chunk());
+    }
+    assert_eq!(rest, b"second\n");
+
+    let trailers = client.request(Method::GET, "/trailers", b"").await;
+    assert_eq!(trailers.body, b"body");
+    let trailers = trailers.trailers.expect("trailers");
+    assert_eq!(trailers.get("x-checksum").unwrap(), "42");
+}
+
+/// The adapter alone: `serve_connection` on connections of a plain quinn
+/// server endpoint on loopback UDP.
+#[tokio::test]
+async fn serve_connection_answers_an_h3_client_on_udp() {
+    crate::support::init_tracing();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let tls = leaf.server_config(&[b"h3"]);
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        (Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .unwrap();
+    let addr: SocketAddr = server.local_addr().unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let router = app(gate.clone());
+    let serving = tokio::spawn(async move {
+        let conn = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
+        rstream::http3::serve_connection(conn, router).await
+    });
+
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    exercise(&mut client, &gate).await;
+    client.close();
+    let served = within("serve_connection ends", serving).await.unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
