@@ -81,6 +81,11 @@ impl ServeOptions {
         self
     }
 
+    /// [`max_concurrent_requests`](Self::max_concurrent_requests).
+    pub(crate) fn max_requests(&self) -> usize {
+        self.max_concurrent_requests
+    }
+
     /// How long a request stream may take to deliver its headers; the
     /// stream is dropped after that.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {

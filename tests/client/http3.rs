@@ -16,6 +16,8 @@ use futures_util::stream;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::Frame;
 use http_body_util::StreamBody;
+use rstream::http3::TunnelUdpSocket;
+use rstream::{Transport, TunnelOptions};
 use tokio::sync::Semaphore;
 
 use crate::support::h3::H3Client;
@@ -132,4 +134,152 @@ async fn serve_connection_answers_an_h3_client_on_udp() {
     client.close();
     let served = within("serve_connection ends", serving).await.unwrap();
     assert!(served.is_ok(), "{served:?}");
+}
+
+/// A client of `engine` on the given transport (explicit: the default
+/// `auto` could change under the tests).
+fn client_on(engine: &rstream::engine::LocalEngine, transport: Transport) -> rstream::Client {
+    crate::support::options(engine)
+        .transport(transport)
+        .build()
+        .unwrap()
+}
+
+/// The published UDP address of a datagram tunnel (`127.0.0.1:PORT (udp)`).
+fn udp_address(tunnel: &rstream::DatagramTunnel) -> SocketAddr {
+    let address = tunnel.forwarding_address();
+    address
+        .trim_end_matches(" (udp)")
+        .parse()
+        .unwrap_or_else(|e| panic!("{address:?}: {e}"))
+}
+
+/// The case: an axum Router served over HTTP/3 on a published
+/// datagram tunnel (owner on TLS, then on QUIC), reached by a real h3
+/// client at the engine's published UDP address.
+#[tokio::test]
+async fn axum_router_over_http3_on_a_published_datagram_tunnel() {
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    for (i, transport) in [Transport::Tls, Transport::Quic].into_iter().enumerate() {
+        let owner = client_on(&engine, transport);
+        let control = within("connect", owner.connect()).await.unwrap();
+        let tunnel = control
+            .create_datagram_tunnel(
+                TunnelOptions::datagram()
+                    .name(format!("h3-published-{i}"))
+                    .publish(),
+            )
+            .await
+            .unwrap();
+        let addr = udp_address(&tunnel);
+        let gate = Arc::new(Semaphore::new(0));
+        let server = tokio::spawn(rstream::http3::serve(
+            tunnel,
+            leaf.server_config(&[b"h3"]),
+            app(gate.clone()),
+        ));
+
+        let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+        exercise(&mut client, &gate).await;
+        // A second connection from another UDP source is another channel.
+        let other = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let mut second = H3Client::connect(&other, addr, "localhost", &ca.pem()).await;
+        let hello = second.request(Method::GET, "/hello", b"").await;
+        assert_eq!(hello.body, b"hello over h3", "{transport:?}");
+        client.close();
+        second.close();
+
+        server.abort();
+        control.close().await.unwrap();
+    }
+}
+
+/// The general case: a raw quinn QUIC echo server on a PRIVATE datagram
+/// tunnel, reached by a quinn client whose socket is the channel from
+/// `dial_datagram`, in each owner/dialer transport mix.
+#[tokio::test]
+async fn raw_quic_echo_on_a_private_datagram_tunnel() {
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let mixes = [
+        (Transport::Tls, Transport::Tls),
+        (Transport::Quic, Transport::Tls),
+        (Transport::Tls, Transport::Quic),
+    ];
+    for (i, (owner, dialer)) in mixes.into_iter().enumerate() {
+        let name = format!("quic-echo-{i}");
+        let owner = client_on(&engine, owner);
+        let control = within("connect", owner.connect()).await.unwrap();
+        let tunnel = control
+            .create_datagram_tunnel(TunnelOptions::datagram().name(name.clone()))
+            .await
+            .unwrap();
+        let socket = TunnelUdpSocket::from_tunnel(tunnel);
+        let tls = leaf.server_config(&[b"echo"]);
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let server = socket
+            .endpoint(Some(quinn::ServerConfig::with_crypto(Arc::new(crypto))))
+            .unwrap();
+        let echo = tokio::spawn(async move {
+            let conn = server
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("handshake");
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let data = recv.read_to_end(16 << 20).await.expect("read");
+                    send.write_all(&data).await.expect("write");
+                    send.finish().expect("finish");
+                    let _ = send.stopped().await;
+                });
+            }
+        });
+
+        let dialer = client_on(&engine, dialer);
+        let channel = within("dial", dialer.dial_datagram(&name)).await.unwrap();
+        let client_socket = TunnelUdpSocket::from_channel(channel);
+        let peer = client_socket
+            .peer_addr()
+            .expect("a channel socket has a peer");
+        let endpoint = client_socket.endpoint(None).unwrap();
+        let tls = crate::support::tls_config(&ca.pem(), &[b"echo"]);
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let conn = within(
+            "QUIC handshake over the tunnel",
+            endpoint.connect_with(config, peer, "localhost").unwrap(),
+        )
+        .await
+        .unwrap();
+        // The server sees the dialed channel as its peer.
+        assert_eq!(socket.peer_count(), 1);
+        // Several streams at once, one of 1 MiB.
+        let mut sent = Vec::new();
+        let mut echoes = Vec::new();
+        for n in [0usize, 5, 1200, 1 << 20] {
+            let data: Vec<u8> = (0..n).map(|j| (j % 241) as u8).collect();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let to_send = data.clone();
+            echoes.push(tokio::spawn(async move {
+                send.write_all(&to_send).await.unwrap();
+                send.finish().unwrap();
+                recv.read_to_end(16 << 20).await.unwrap()
+            }));
+            sent.push(data);
+        }
+        for (data, echo) in sent.iter().zip(echoes) {
+            let back = within("echo", echo).await.unwrap();
+            assert!(back == *data, "{} bytes echoed wrong", data.len());
+        }
+        conn.close(0u32.into(), b"done");
+        within("client endpoint idle", endpoint.wait_idle()).await;
+        echo.abort();
+        control.close().await.unwrap();
+    }
 }
