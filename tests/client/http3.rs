@@ -283,3 +283,125 @@ async fn raw_quic_echo_on_a_private_datagram_tunnel() {
         control.close().await.unwrap();
     }
 }
+
+/// Bad peers and ends: garbage UDP at the published address leaves the
+/// server serving; a TLS configuration without ALPN `h3` is refused
+/// before any I/O; closing the tunnel ends `serve` with `Ok`.
+#[tokio::test]
+async fn http3_serve_survives_garbage_and_ends_with_its_tunnel() {
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let owner = client_on(&engine, Transport::Tls);
+    let control = within("connect", owner.connect()).await.unwrap();
+
+    let refused = control
+        .create_datagram_tunnel(TunnelOptions::datagram())
+        .await
+        .unwrap();
+    let wrong_alpn = rstream::http3::serve(
+        refused,
+        leaf.server_config(&[b"http/1.1"]),
+        app(Arc::new(Semaphore::new(0))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(wrong_alpn.code(), rstream::error::code::INVALID_CONFIG);
+
+    let tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let addr = udp_address(&tunnel);
+    let server = tokio::spawn(rstream::http3::serve(
+        tunnel,
+        // An empty ALPN list becomes `h3`.
+        leaf.server_config(&[]),
+        app(Arc::new(Semaphore::new(0))),
+    ));
+    // Garbage from one source: not QUIC, dropped by quinn.
+    let junk = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    for n in [0usize, 1, 7, 1200, 1500, 9000] {
+        let packet: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+        junk.send_to(&packet, addr).await.unwrap();
+    }
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let hello = client.request(Method::GET, "/hello", b"").await;
+    assert_eq!(hello.body, b"hello over h3");
+
+    control.close().await.unwrap();
+    let ended = within("serve ends with its tunnel", server).await.unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    client.close();
+}
+
+/// `max_concurrent_requests` bounds the requests of one connection in
+/// flight: with 2, a third request is handled only once one ends.
+#[tokio::test]
+async fn max_concurrent_requests_holds_further_streams() {
+    crate::support::init_tracing();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(leaf.server_config(&[b"h3"])).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        (Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    // `/wait` holds its request until the test adds a permit; `started`
+    // counts the requests the service saw.
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = Router::new().route(
+        "/wait",
+        get({
+            let (gate, started) = (gate.clone(), started.clone());
+            move || async move {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                "done"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let options = rstream::http3::ServeOptions::new().max_concurrent_requests(2);
+        rstream::http3::serve_connection_with(conn, router, options).await
+    });
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = client.open(Method::GET, "/wait").await;
+        within("finish", stream.finish()).await.unwrap();
+        streams.push(stream);
+    }
+    let seen = |n| {
+        let started = started.clone();
+        async move {
+            while started.load(std::sync::atomic::Ordering::SeqCst) < n {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    within("two requests start", seen(2)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        started.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the third waits"
+    );
+    gate.add_permits(1);
+    within("the third starts once one ends", seen(3)).await;
+    gate.add_permits(2);
+    for mut stream in streams {
+        let response = within("response", stream.recv_response()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    client.close();
+}
