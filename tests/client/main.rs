@@ -15,6 +15,8 @@ mod datagram;
 mod grpc;
 mod http;
 mod http2_websocket;
+#[cfg(feature = "http3")]
+mod http3;
 mod http_streaming;
 mod http_tls;
 mod observability;

@@ -8,6 +8,8 @@ pub mod config_cases;
 pub mod connect_proxy;
 #[allow(dead_code)]
 pub mod flood;
+#[cfg(feature = "http3")]
+pub mod h3;
 pub mod pki;
 pub mod python;
 pub mod raw;

@@ -1,0 +1,407 @@
+//! HTTP/3 servers (feature `http3`): an axum `Router` served with
+//! `rstream::http3` and reached by a real h3 client (h3 + h3-quinn +
+//! quinn): first on a plain UDP quinn endpoint (the adapter alone), then
+//! on datagram tunnels of the local engine.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::{Buf, Bytes};
+use futures_util::stream;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body::Frame;
+use http_body_util::StreamBody;
+use rstream::http3::TunnelUdpSocket;
+use rstream::{Transport, TunnelOptions};
+use tokio::sync::Semaphore;
+
+use crate::support::h3::H3Client;
+use crate::support::pki::Ca;
+use crate::support::within;
+
+/// The router every test serves. `/stream` sends `first`, then waits for
+/// the test to open `gate` before it sends `second`: a response buffered
+/// whole would never show `first` on its own.
+fn app(gate: Arc<Semaphore>) -> Router {
+    Router::new()
+        .route("/hello", get(|| async { "hello over h3" }))
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .route("/stream", get(streamed))
+        .route("/trailers", get(with_trailers))
+        .with_state(gate)
+}
+
+async fn streamed(State(gate): State<Arc<Semaphore>>) -> Body {
+    let chunks = stream::unfold(0, move |step| {
+        let gate = gate.clone();
+        async move {
+            match step {
+                0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"first\n")), 1)),
+                1 => {
+                    gate.acquire().await.ok()?.forget();
+                    Some((Ok(Bytes::from_static(b"second\n")), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    Body::from_stream(chunks)
+}
+
+async fn with_trailers() -> Body {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("42"));
+    let frames = stream::iter([
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"body"))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    Body::new(StreamBody::new(frames))
+}
+
+/// GET, POST with a body (1 MiB, in several DATA frames), a streamed
+/// response seen chunk by chunk, response trailers.
+async fn exercise(client: &mut H3Client, gate: &Semaphore) {
+    let hello = client.request(Method::GET, "/hello", b"").await;
+    assert_eq!(hello.status, StatusCode::OK);
+    assert_eq!(hello.body, b"hello over h3");
+
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let echo = client.request(Method::POST, "/echo", &big).await;
+    assert_eq!(echo.status, StatusCode::OK);
+    assert_eq!(echo.body.len(), big.len());
+    assert!(echo.body == big, "echoed body differs");
+
+    let missing = client.request(Method::GET, "/nope", b"").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let mut stream = client.open(Method::GET, "/stream").await;
+    within("finish", stream.finish()).await.unwrap();
+    let response = within("response", stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = within("first chunk before the gate opens", stream.recv_data())
+        .await
+        .unwrap()
+        .expect("a first chunk");
+    assert_eq!(first.chunk(), b"first\n");
+    gate.add_permits(1);
+    let mut rest = Vec::new();
+    while let Some(chunk) = within("rest", stream.recv_data()).await.unwrap() {
+        rest.extend_from_slice(chunk.chunk());
+    }
+    assert_eq!(rest, b"second\n");
+
+    let trailers = client.request(Method::GET, "/trailers", b"").await;
+    assert_eq!(trailers.body, b"body");
+    let trailers = trailers.trailers.expect("trailers");
+    assert_eq!(trailers.get("x-checksum").unwrap(), "42");
+}
+
+/// The adapter alone: `serve_connection` on connections of a plain quinn
+/// server endpoint on loopback UDP.
+#[tokio::test]
+async fn serve_connection_answers_an_h3_client_on_udp() {
+    crate::support::init_tracing();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let tls = leaf.server_config(&[b"h3"]);
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        (Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .unwrap();
+    let addr: SocketAddr = server.local_addr().unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let router = app(gate.clone());
+    let serving = tokio::spawn(async move {
+        let conn = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
+        rstream::http3::serve_connection(conn, router).await
+    });
+
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    exercise(&mut client, &gate).await;
+    client.close();
+    let served = within("serve_connection ends", serving).await.unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
+
+/// A client of `engine` on the given transport (explicit: the default
+/// `auto` could change under the tests).
+fn client_on(engine: &rstream::engine::LocalEngine, transport: Transport) -> rstream::Client {
+    crate::support::options(engine)
+        .transport(transport)
+        .build()
+        .unwrap()
+}
+
+/// The published UDP address of a datagram tunnel (`127.0.0.1:PORT (udp)`).
+fn udp_address(tunnel: &rstream::DatagramTunnel) -> SocketAddr {
+    let address = tunnel.forwarding_address();
+    address
+        .trim_end_matches(" (udp)")
+        .parse()
+        .unwrap_or_else(|e| panic!("{address:?}: {e}"))
+}
+
+/// The case: an axum Router served over HTTP/3 on a published
+/// datagram tunnel (owner on TLS, then on QUIC), reached by a real h3
+/// client at the engine's published UDP address.
+#[tokio::test]
+async fn axum_router_over_http3_on_a_published_datagram_tunnel() {
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    for (i, transport) in [Transport::Tls, Transport::Quic].into_iter().enumerate() {
+        let owner = client_on(&engine, transport);
+        let control = within("connect", owner.connect()).await.unwrap();
+        let tunnel = control
+            .create_datagram_tunnel(
+                TunnelOptions::datagram()
+                    .name(format!("h3-published-{i}"))
+                    .publish(),
+            )
+            .await
+            .unwrap();
+        let addr = udp_address(&tunnel);
+        let gate = Arc::new(Semaphore::new(0));
+        let server = tokio::spawn(rstream::http3::serve(
+            tunnel,
+            leaf.server_config(&[b"h3"]),
+            app(gate.clone()),
+        ));
+
+        let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+        exercise(&mut client, &gate).await;
+        // A second connection from another UDP source is another channel.
+        let other = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let mut second = H3Client::connect(&other, addr, "localhost", &ca.pem()).await;
+        let hello = second.request(Method::GET, "/hello", b"").await;
+        assert_eq!(hello.body, b"hello over h3", "{transport:?}");
+        client.close();
+        second.close();
+
+        server.abort();
+        control.close().await.unwrap();
+    }
+}
+
+/// The general case: a raw quinn QUIC echo server on a PRIVATE datagram
+/// tunnel, reached by a quinn client whose socket is the channel from
+/// `dial_datagram`, in each owner/dialer transport mix.
+#[tokio::test]
+async fn raw_quic_echo_on_a_private_datagram_tunnel() {
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let mixes = [
+        (Transport::Tls, Transport::Tls),
+        (Transport::Quic, Transport::Tls),
+        (Transport::Tls, Transport::Quic),
+    ];
+    for (i, (owner, dialer)) in mixes.into_iter().enumerate() {
+        let name = format!("quic-echo-{i}");
+        let owner = client_on(&engine, owner);
+        let control = within("connect", owner.connect()).await.unwrap();
+        let tunnel = control
+            .create_datagram_tunnel(TunnelOptions::datagram().name(name.clone()))
+            .await
+            .unwrap();
+        let socket = TunnelUdpSocket::from_tunnel(tunnel);
+        let tls = leaf.server_config(&[b"echo"]);
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let server = socket
+            .endpoint(Some(quinn::ServerConfig::with_crypto(Arc::new(crypto))))
+            .unwrap();
+        let echo = tokio::spawn(async move {
+            let conn = server
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("handshake");
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let data = recv.read_to_end(16 << 20).await.expect("read");
+                    send.write_all(&data).await.expect("write");
+                    send.finish().expect("finish");
+                    let _ = send.stopped().await;
+                });
+            }
+        });
+
+        let dialer = client_on(&engine, dialer);
+        let channel = within("dial", dialer.dial_datagram(&name)).await.unwrap();
+        let client_socket = TunnelUdpSocket::from_channel(channel);
+        let peer = client_socket
+            .peer_addr()
+            .expect("a channel socket has a peer");
+        let endpoint = client_socket.endpoint(None).unwrap();
+        let tls = crate::support::tls_config(&ca.pem(), &[b"echo"]);
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let conn = within(
+            "QUIC handshake over the tunnel",
+            endpoint.connect_with(config, peer, "localhost").unwrap(),
+        )
+        .await
+        .unwrap();
+        // The server sees the dialed channel as its peer.
+        assert_eq!(socket.peer_count(), 1);
+        // Several streams at once, one of 1 MiB.
+        let mut sent = Vec::new();
+        let mut echoes = Vec::new();
+        for n in [0usize, 5, 1200, 1 << 20] {
+            let data: Vec<u8> = (0..n).map(|j| (j % 241) as u8).collect();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let to_send = data.clone();
+            echoes.push(tokio::spawn(async move {
+                send.write_all(&to_send).await.unwrap();
+                send.finish().unwrap();
+                recv.read_to_end(16 << 20).await.unwrap()
+            }));
+            sent.push(data);
+        }
+        for (data, echo) in sent.iter().zip(echoes) {
+            let back = within("echo", echo).await.unwrap();
+            assert!(back == *data, "{} bytes echoed wrong", data.len());
+        }
+        conn.close(0u32.into(), b"done");
+        within("client endpoint idle", endpoint.wait_idle()).await;
+        echo.abort();
+        control.close().await.unwrap();
+    }
+}
+
+/// Bad peers and ends: garbage UDP at the published address leaves the
+/// server serving; a TLS configuration without ALPN `h3` is refused
+/// before any I/O; closing the tunnel ends `serve` with `Ok`.
+#[tokio::test]
+async fn http3_serve_survives_garbage_and_ends_with_its_tunnel() {
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let owner = client_on(&engine, Transport::Tls);
+    let control = within("connect", owner.connect()).await.unwrap();
+
+    let refused = control
+        .create_datagram_tunnel(TunnelOptions::datagram())
+        .await
+        .unwrap();
+    let wrong_alpn = rstream::http3::serve(
+        refused,
+        leaf.server_config(&[b"http/1.1"]),
+        app(Arc::new(Semaphore::new(0))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(wrong_alpn.code(), rstream::error::code::INVALID_CONFIG);
+
+    let tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let addr = udp_address(&tunnel);
+    let server = tokio::spawn(rstream::http3::serve(
+        tunnel,
+        // An empty ALPN list becomes `h3`.
+        leaf.server_config(&[]),
+        app(Arc::new(Semaphore::new(0))),
+    ));
+    // Garbage from one source: not QUIC, dropped by quinn.
+    let junk = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    for n in [0usize, 1, 7, 1200, 1500, 9000] {
+        let packet: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+        junk.send_to(&packet, addr).await.unwrap();
+    }
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let hello = client.request(Method::GET, "/hello", b"").await;
+    assert_eq!(hello.body, b"hello over h3");
+
+    control.close().await.unwrap();
+    let ended = within("serve ends with its tunnel", server).await.unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    client.close();
+}
+
+/// `max_concurrent_requests` bounds the requests of one connection in
+/// flight: with 2, a third request is handled only once one ends.
+#[tokio::test]
+async fn max_concurrent_requests_holds_further_streams() {
+    crate::support::init_tracing();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(leaf.server_config(&[b"h3"])).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        (Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    // `/wait` holds its request until the test adds a permit; `started`
+    // counts the requests the service saw.
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = Router::new().route(
+        "/wait",
+        get({
+            let (gate, started) = (gate.clone(), started.clone());
+            move || async move {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                "done"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let options = rstream::http3::ServeOptions::new().max_concurrent_requests(2);
+        rstream::http3::serve_connection_with(conn, router, options).await
+    });
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = client.open(Method::GET, "/wait").await;
+        within("finish", stream.finish()).await.unwrap();
+        streams.push(stream);
+    }
+    let seen = |n| {
+        let started = started.clone();
+        async move {
+            while started.load(std::sync::atomic::Ordering::SeqCst) < n {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    within("two requests start", seen(2)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        started.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the third waits"
+    );
+    gate.add_permits(1);
+    within("the third starts once one ends", seen(3)).await;
+    gate.add_permits(2);
+    for mut stream in streams {
+        let response = within("response", stream.recv_response()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    client.close();
+}
