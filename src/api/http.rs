@@ -133,9 +133,9 @@ impl std::error::Error for ApiError {}
 pub(crate) enum ApiBody {
     /// h2 or http/1.1, from the hyper pool.
     Hyper(Incoming),
-    /// HTTP/3 (feature `http3`).
+    /// HTTP/3 (feature `http3`); boxed, its request stream is large.
     #[cfg(feature = "http3")]
-    H3(crate::transport::h3_client::ResponseBody),
+    H3(Box<crate::transport::h3_client::ResponseBody>),
 }
 
 impl http_body::Body for ApiBody {
@@ -149,7 +149,7 @@ impl http_body::Body for ApiBody {
         match self.get_mut() {
             ApiBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(BoxError::from),
             #[cfg(feature = "http3")]
-            ApiBody::H3(b) => std::pin::Pin::new(b).poll_frame(cx),
+            ApiBody::H3(b) => std::pin::Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 }
@@ -263,7 +263,7 @@ impl HttpClient {
         let mut attempt = 0;
         loop {
             match h3.get(uri, &sni, headers).await {
-                Ok(response) => return Ok(Some(response.map(ApiBody::H3))),
+                Ok(response) => return Ok(Some(response.map(|b| ApiBody::H3(Box::new(b))))),
                 Err(H3Error::Handshake(error)) if h3.mode() == H3Mode::First => {
                     tracing::debug!(%error, path, "Engine API: no HTTP/3; using h2/http1.1 over TCP from now on");
                     h3.fall_back();
