@@ -86,6 +86,9 @@ pub mod control_plane;
 pub mod datagram;
 pub mod error;
 pub mod http;
+#[cfg(feature = "http3")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http3")))]
+pub mod http3;
 mod link;
 mod percent;
 // The wire schema and frame codec are not a stable API (every prost bump
