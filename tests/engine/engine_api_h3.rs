@@ -137,16 +137,7 @@ async fn auto_falls_back_to_tcp_when_udp_is_silent() {
     // never answers.
     let (listener, _silent) = tcp_and_silent_udp().await;
     let port = listener.local_addr().unwrap().port();
-    let target = engine.local_addr();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
+    forward(listener, engine.local_addr());
     let api = Client::builder()
         .engine(format!("127.0.0.1:{port}"))
         .tls(
@@ -184,6 +175,105 @@ async fn auto_falls_back_to_tcp_when_udp_is_silent() {
     assert_eq!(engine.api_http3_requests(), 0, "nothing reached h3");
 }
 
+/// `Transport::Auto` against a port whose UDP side is a QUIC server
+/// without `h3` (ALPN `rstrm/1` only, a certificate the client trusts):
+/// the handshake fails at once and the client falls back to TCP well
+/// within the bound.
+#[tokio::test]
+async fn auto_falls_back_to_tcp_when_udp_has_no_h3_alpn() {
+    let engine = engine().await;
+    let (listener, udp) = tcp_and_silent_udp().await;
+    let port = listener.local_addr().unwrap().port();
+    forward(listener, engine.local_addr());
+    let ca = support::pki::Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let tls = leaf.server_config(&[b"rstrm/1"]);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(std::sync::Arc::new(tls)).unwrap();
+    let server = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        udp.into_std().unwrap(),
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            // Fails: no ALPN in common.
+            tokio::spawn(async move {
+                let _ = incoming.await;
+            });
+        }
+    });
+    let api = Client::builder()
+        .engine(format!("127.0.0.1:{port}"))
+        .tls(
+            rstream::TlsOptions::new()
+                .add_ca_pem(engine.ca_pem().as_bytes())
+                .unwrap()
+                .add_ca_pem(ca.pem().as_bytes())
+                .unwrap()
+                .server_name("localhost"),
+        )
+        .token(TOKEN)
+        .transport(Transport::Auto)
+        .build()
+        .unwrap()
+        .api();
+    let started = Instant::now();
+    within("list", api.list_tunnels(ListTunnelsParams::new()))
+        .await
+        .unwrap();
+    let first = started.elapsed();
+    assert!(
+        first < Duration::from_millis(300),
+        "a refused ALPN is a handshake failure, no need to wait: {first:?}"
+    );
+    within("list", api.list_tunnels(ListTunnelsParams::new()))
+        .await
+        .unwrap();
+    assert_eq!(engine.api_http3_requests(), 0);
+}
+
+/// An HTTP/3 connection that sends no authorized request is closed at the
+/// engine port's admission deadline, as a TLS connection is.
+#[tokio::test]
+async fn an_idle_unauthenticated_h3_connection_meets_the_admission_deadline() {
+    support::init_tracing();
+    let deadline = Duration::from_millis(600);
+    let engine = LocalEngine::builder()
+        .token(TOKEN)
+        .admission_timeout(deadline)
+        .start()
+        .await
+        .unwrap();
+    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let tls = support::tls_config(engine.ca_pem(), &[b"h3"]);
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    let started = Instant::now();
+    let conn = within(
+        "h3 handshake",
+        endpoint
+            .connect_with(config, engine.local_addr(), "localhost")
+            .unwrap(),
+    )
+    .await
+    .expect("the engine accepts ALPN h3");
+    let reason = within("closed by the engine", conn.closed()).await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
+        "{reason:?}"
+    );
+    assert!(
+        elapsed >= deadline - Duration::from_millis(50) && elapsed < deadline * 5,
+        "closed at the admission deadline: {elapsed:?}"
+    );
+}
+
 /// `Transport::Auto` against the local engine (which serves `h3`): HTTP/3.
 #[tokio::test]
 async fn auto_uses_h3_when_the_engine_serves_it() {
@@ -205,4 +295,17 @@ async fn tcp_and_silent_udp() -> (TcpListener, UdpSocket) {
         }
     }
     panic!("no loopback port free on both TCP and UDP");
+}
+
+/// Relays every TCP connection `listener` accepts to `target`.
+fn forward(listener: TcpListener, target: std::net::SocketAddr) {
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
 }
