@@ -198,10 +198,7 @@ impl H3Client {
             Ok::<_, h3::error::StreamError>(response.map(|()| ResponseBody { stream }))
         }
         .await;
-        result.map_err(|e| {
-            let error = request_error(&shown, e);
-            H3Error::Request(error)
-        })
+        result.map_err(|e| H3Error::Request(request_error(&shown, e)))
     }
 
     /// A request handle on the live connection for `key`, or on a new one.
