@@ -1,8 +1,12 @@
 //! The Engine API's HTTP client: hyper-util's pooled client over the
 //! crate's one [`HttpsConnector`] (ALPN `h2`, then `http/1.1`; the
-//! client's proxy — HTTP CONNECT, HTTPS or SOCKS5 — if any). Redirects are never followed (the legacy client does not), the
-//! response body is bounded, and a body-less GET is retried once after a
-//! transport error (never after an HTTP status).
+//! client's proxy — HTTP CONNECT, HTTPS or SOCKS5 — if any), and with
+//! feature `http3` in `quic`/`auto` transport mode an HTTP/3 client beside
+//! it (`transport::h3_client`), chosen per request: HTTP/3 unless an auto
+//! client's HTTP/3 handshake failed once. Redirects are never followed (the
+//! legacy client does not), the response body is bounded, and a body-less
+//! GET is retried once after a transport error (never after an HTTP
+//! status).
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::error::{code, Error, ErrorKind, Result};
+use crate::error::{code, BoxError, Error, ErrorKind, Result};
 use crate::transport::https::{connect_error, HttpsConnector, USER_AGENT};
 use crate::transport::HttpProxy;
 
@@ -122,11 +126,42 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// A response body of the Engine API client, whichever HTTP version
+/// carried it. (A concrete enum, not a boxed `dyn Body`: rustc cannot
+/// prove a boxed trait object `Send` for every lifetime inside the watch
+/// task's future.)
+pub(crate) enum ApiBody {
+    /// h2 or http/1.1, from the hyper pool.
+    Hyper(Incoming),
+    /// HTTP/3 (feature `http3`); boxed, its request stream is large.
+    #[cfg(feature = "http3")]
+    H3(Box<crate::transport::h3_client::ResponseBody>),
+}
+
+impl http_body::Body for ApiBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ApiBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            #[cfg(feature = "http3")]
+            ApiBody::H3(b) => std::pin::Pin::new(b.as_mut()).poll_frame(cx),
+        }
+    }
+}
+
 /// The pooled HTTP client of one API handle.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
     pool: hyper_util::client::legacy::Client<HttpsConnector, Empty<Bytes>>,
     pub(crate) connector: HttpsConnector,
+    /// HTTP/3 first (feature `http3`, `quic`/`auto` transport).
+    #[cfg(feature = "http3")]
+    h3: Option<Arc<crate::transport::h3_client::H3Client>>,
 }
 
 impl HttpClient {
@@ -143,7 +178,19 @@ impl HttpClient {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector.clone());
-        HttpClient { pool, connector }
+        HttpClient {
+            pool,
+            connector,
+            #[cfg(feature = "http3")]
+            h3: None,
+        }
+    }
+
+    /// Sends requests over HTTP/3 first (see [`H3Mode`](crate::transport::h3_client::H3Mode)).
+    #[cfg(feature = "http3")]
+    pub(crate) fn with_h3(mut self, h3: crate::transport::h3_client::H3Client) -> Self {
+        self.h3 = Some(Arc::new(h3));
+        self
     }
 
     /// Sends a body-less GET and returns the response head and body
@@ -153,13 +200,21 @@ impl HttpClient {
         url: &str,
         path: &str,
         headers: &HeaderMap,
-    ) -> Result<Response<Incoming>> {
+    ) -> Result<Response<ApiBody>> {
         let uri: Uri = url.parse().map_err(|_| {
             Error::config(
                 code::INVALID_ENGINE,
                 format!("cannot form an Engine API URL for {path}"),
             )
         })?;
+        #[cfg(feature = "http3")]
+        if let Some(h3) = &self.h3 {
+            if h3.in_use() {
+                if let Some(response) = self.get_h3(h3, &uri, path, headers).await? {
+                    return Ok(response);
+                }
+            }
+        }
         let mut attempt = 0;
         loop {
             let mut request = Request::builder()
@@ -169,13 +224,57 @@ impl HttpClient {
                 .map_err(|e| Error::new(ErrorKind::Http, code::ENGINE_API_HTTP, e.to_string()))?;
             *request.headers_mut() = headers.clone();
             match self.pool.request(request).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok(response.map(ApiBody::Hyper)),
                 Err(e) => {
                     let error = transport_error(path, e);
                     if attempt > 0 || !error.is_transient() {
                         return Err(error);
                     }
                     tracing::debug!(%error, path, "Engine API transport error; retrying once");
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "http3")]
+impl HttpClient {
+    /// The GET over HTTP/3: the response, or `None` when an auto client's
+    /// handshake failed just now (it uses TCP from now on). A transport
+    /// error after the handshake is retried once, as over TCP.
+    async fn get_h3(
+        &self,
+        h3: &crate::transport::h3_client::H3Client,
+        uri: &Uri,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<Response<ApiBody>>> {
+        use crate::transport::h3_client::{H3Error, H3Mode};
+        let sni = match (uri.host(), uri.port_u16()) {
+            (Some(host), port) => {
+                let authority = crate::transport::https::authority(host, port.unwrap_or(443));
+                self.connector
+                    .server_name_for(&authority)
+                    .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned())
+            }
+            _ => String::new(),
+        };
+        let mut attempt = 0;
+        loop {
+            match h3.get(uri, &sni, headers).await {
+                Ok(response) => return Ok(Some(response.map(|b| ApiBody::H3(Box::new(b))))),
+                Err(H3Error::Handshake(error)) if h3.mode() == H3Mode::First => {
+                    tracing::debug!(%error, path, "Engine API: no HTTP/3; using h2/http1.1 over TCP from now on");
+                    h3.fall_back();
+                    return Ok(None);
+                }
+                Err(H3Error::Handshake(error)) => return Err(error),
+                Err(H3Error::Request(error)) => {
+                    if attempt > 0 || !error.is_transient() {
+                        return Err(error);
+                    }
+                    tracing::debug!(%error, path, "Engine API HTTP/3 transport error; retrying once");
                     attempt += 1;
                 }
             }
@@ -215,7 +314,7 @@ pub(crate) fn headers(accept: &'static str, token: Option<&str>) -> Result<Heade
 }
 
 /// Reads a whole body, at most `max` bytes.
-pub(crate) async fn read_body(body: Incoming, max: usize, path: &str) -> Result<Bytes> {
+pub(crate) async fn read_body(body: ApiBody, max: usize, path: &str) -> Result<Bytes> {
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::new(

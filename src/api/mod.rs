@@ -167,6 +167,8 @@ impl ApiTransport {
             .tls
             .client_config(&[b"h2", b"http/1.1"])
             .map(|tls| HttpClient::new(tls, proxy.clone(), connect_timeout));
+        #[cfg(feature = "http3")]
+        let http = http.and_then(|http| with_h3(http, resolved));
         let ws_tls = resolved.tls.client_config(&[b"http/1.1"]);
         let anonymous = crate::transport::TlsOptions {
             identity: None,
@@ -183,6 +185,23 @@ impl ApiTransport {
             discovery,
         }
     }
+}
+
+/// HTTP/3 first in `quic` mode, and in `auto` mode without a proxy (QUIC
+/// does not cross an HTTP or SOCKS proxy; `quic` with a proxy is refused
+/// when options are resolved). `tls` never uses HTTP/3.
+#[cfg(feature = "http3")]
+fn with_h3(http: HttpClient, resolved: &ResolvedOptions) -> Result<HttpClient> {
+    use crate::transport::h3_client::{H3Client, H3Mode};
+    use crate::transport::Transport;
+    let mode = match resolved.transport {
+        Transport::Quic => H3Mode::Only,
+        Transport::Auto if resolved.proxy.is_none() => H3Mode::First,
+        _ => return Ok(http),
+    };
+    let tls = resolved.tls.client_config(&[b"h3"])?;
+    let h3 = H3Client::new(tls, resolved.connect_timeout, mode)?;
+    Ok(http.with_h3(h3))
 }
 
 impl std::fmt::Debug for EngineApi {

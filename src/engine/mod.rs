@@ -138,6 +138,9 @@ pub(crate) struct Inner {
     /// QUIC streams accepted on the UDP port since start.
     #[cfg(feature = "quic")]
     pub(crate) quic_streams: std::sync::atomic::AtomicU64,
+    /// Engine API requests served over HTTP/3 since start.
+    #[cfg(feature = "http3")]
+    pub(crate) api_h3_requests: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -246,6 +249,16 @@ impl LocalEngine {
     pub fn quic_streams_accepted(&self) -> u64 {
         self.inner
             .quic_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Engine API requests served over HTTP/3 (feature `http3`) since
+    /// start (tests use it to prove the transport).
+    #[cfg(feature = "http3")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http3")))]
+    pub fn api_http3_requests(&self) -> u64 {
+        self.inner
+            .api_h3_requests
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

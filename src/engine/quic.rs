@@ -1,6 +1,7 @@
 //! The engine port over UDP (feature `quic`): a QUIC server on the same port
 //! as the TLS listener, with the same certificate and client-certificate
-//! verification, ALPN `rstrm/1` only (any other fails the handshake). Each
+//! verification, ALPN `rstrm/1` (and `h3` with feature `http3`: the Engine
+//! API, [`api::http3`](super::api::http3)); any other fails the handshake. Each
 //! client-opened bidirectional stream is handled exactly like an accepted
 //! TLS connection: it enters the engine port's admission and its first frame
 //! decides its kind (control channel, dial, proxy connection).
@@ -45,10 +46,12 @@ const MAX_INCOMING: usize = 1024;
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// The UDP endpoint on `addr`, serving `tls` (the engine port's TLS
-/// configuration) with ALPN `rstrm/1` only.
+/// configuration) with ALPN `rstrm/1` (and `h3`).
 pub(crate) fn endpoint(tls: &rustls::ServerConfig, addr: SocketAddr) -> Result<quinn::Endpoint> {
     let mut config = tls.clone();
     config.alpn_protocols = vec![crate::proto::ALPN.to_vec()];
+    #[cfg(feature = "http3")]
+    config.alpn_protocols.push(super::api::http3::ALPN.to_vec());
     // QUIC takes 0 or u32::MAX here; no 0-RTT (as the Go SDK).
     config.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(config))
@@ -122,6 +125,10 @@ async fn connection(inner: Arc<Inner>, incoming: quinn::Incoming) {
         }
     };
     let info = ConnInfo::of(&conn);
+    #[cfg(feature = "http3")]
+    if info.alpn() == Some(super::api::http3::ALPN) {
+        return super::api::http3::serve(inner, conn, peer).await;
+    }
     // One clone per live stream task: the count says whether any is open.
     let live = Arc::new(());
     let idle_limit = inner.admissions.timeout();

@@ -171,7 +171,7 @@ impl ConnServer {
                     }
                     return;
                 }
-                () = abort.0.notified() => {
+                () = abort.aborted() => {
                     tracing::debug!("{what} connection aborted by its handler");
                     return;
                 }
@@ -235,6 +235,12 @@ impl ConnAbort {
     #[cfg_attr(not(feature = "local-engine"), allow(dead_code))]
     pub(crate) fn abort(&self) {
         self.0.notify_one();
+    }
+
+    /// Resolves when a handler asked to close the connection (at once if
+    /// one did before).
+    pub(crate) async fn aborted(&self) {
+        self.0.notified().await;
     }
 }
 

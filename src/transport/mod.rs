@@ -88,6 +88,8 @@ mod buffered;
 #[cfg_attr(not(feature = "unstable"), allow(unreachable_pub, dead_code))]
 mod dialer;
 mod endpoint;
+#[cfg(feature = "http3")]
+pub(crate) mod h3_client;
 pub(crate) mod https;
 mod proxy;
 #[cfg(feature = "quic")]

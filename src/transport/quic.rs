@@ -34,6 +34,12 @@ pub(crate) struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// The negotiated ALPN (the engine routes `h3` apart).
+    #[cfg(feature = "http3")]
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
+    }
+
     /// Reads the negotiated ALPN and the peer's certificate chain.
     pub(crate) fn of(conn: &quinn::Connection) -> Arc<ConnInfo> {
         let alpn = conn

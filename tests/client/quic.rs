@@ -118,13 +118,18 @@ async fn framed_datagram_tunnel_over_quic() {
     }
 }
 
-/// The UDP port serves `rstrm/1` only: another ALPN fails the handshake.
+/// The UDP port serves `rstrm/1` (and `h3` with feature `http3`): another
+/// ALPN fails the handshake.
 #[tokio::test]
 async fn wrong_alpn_fails_the_quic_handshake() {
     let engine = engine().await;
     let addr = engine.local_addr();
     let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
-    for (alpn, ok) in [(&b"h3"[..], false), (b"nope", false), (b"rstrm/1", true)] {
+    for (alpn, ok) in [
+        (&b"h3"[..], cfg!(feature = "http3")),
+        (b"nope", false),
+        (b"rstrm/1", true),
+    ] {
         let tls = tls_config(engine.ca_pem(), &[alpn]);
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
         let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));

@@ -115,10 +115,13 @@ impl Misbehaving {
     }
 
     /// A client of this server, trusting its CA, with a bearer token.
+    /// TLS transport: this contract is HTTP over TCP (in auto mode the
+    /// HTTP/3 attempt of feature `http3` would spend part of each budget).
     fn client(&self) -> Client {
         Client::builder()
             .engine(format!("localhost:{}", self.port))
             .token(TOKEN)
+            .transport(rstream::Transport::Tls)
             .tls(
                 TlsOptions::new()
                     .add_ca_pem(self.ca_pem.as_bytes())
@@ -583,9 +586,11 @@ async fn our_client_and_the_local_engine_multiplex_over_h2() {
         .unwrap();
 
     let (relay, connections) = counting_relay(engine.engine_address()).await;
+    // TLS transport: the relay is TCP (no HTTP/3 attempt).
     let client = Client::builder()
         .engine(format!("127.0.0.1:{relay}"))
         .token(TOKEN)
+        .transport(rstream::Transport::Tls)
         .tls(
             TlsOptions::new()
                 .add_ca_pem(engine.ca_pem().as_bytes())

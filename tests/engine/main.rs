@@ -8,6 +8,7 @@ mod support;
 mod access_control;
 mod datagram;
 mod engine_api;
+mod engine_api_h3;
 mod engine_api_http;
 mod engine_mtls;
 mod engine_protocol;

@@ -19,6 +19,8 @@
 //! engine does not know. Malformed `params` is a 400 whose text body says
 //! why.
 
+#[cfg(feature = "http3")]
+pub(crate) mod http3;
 mod inventory;
 mod openapi;
 mod scope;
