@@ -35,6 +35,16 @@ fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
     proto::Error::new(code, message)
 }
 
+/// The owner's side of a stream.
+pub(crate) enum Owner {
+    /// Its proxy connection (plane B for a datagram tunnel).
+    Framed(ServerTls),
+    /// A plane-A datagram channel on the owner's QUIC connection (no
+    /// stream; DATAGRAM_QUIC.md §2 A).
+    #[cfg(feature = "quic")]
+    Quic(super::plane_a::QuicOwner),
+}
+
 /// Asks the owner of `tunnel_id` for a stream and waits (30 s at most) for
 /// both its proxy connection (secret checked) and its positive
 /// `ProxyConnRsp`. Returns the stream id and the owner's connection.
@@ -43,18 +53,41 @@ pub(crate) async fn reach_owner(
     tunnel_id: &str,
     source: IpAddr,
 ) -> Result<(String, ServerTls), proto::Error> {
+    match reach_owner_any(inner, tunnel_id, source).await? {
+        (stream_id, Owner::Framed(tls)) => Ok((stream_id, tls)),
+        // Only datagram tunnels have plane-A channels, and their callers
+        // use `reach_owner_any`.
+        #[cfg(feature = "quic")]
+        (_, Owner::Quic(_)) => Err(error(
+            ErrorCode::Internal,
+            "a datagram channel where a stream was expected",
+        )),
+    }
+}
+
+/// [`reach_owner`] for a datagram tunnel: the owner's side may be a
+/// plane-A channel.
+pub(crate) async fn reach_owner_any(
+    inner: &Inner,
+    tunnel_id: &str,
+    source: IpAddr,
+) -> Result<(String, Owner), proto::Error> {
     reach_owner_with_control(inner, tunnel_id, source)
         .await
-        .map(|(stream_id, tls, _)| (stream_id, tls))
+        .map(|(stream_id, owner, _)| (stream_id, owner))
 }
 
 /// [`reach_owner`], also returning the owner's control-channel outbox
 /// (where a published datagram channel's `DatagramChannelClose` goes).
+///
+/// A plane-A channel (a datagram tunnel without guaranteed delivery whose
+/// owner is on QUIC) is registered on the owner's connection before the
+/// `ProxyConnReq`, and is ready with the positive `ProxyConnRsp` alone.
 pub(crate) async fn reach_owner_with_control(
     inner: &Inner,
     tunnel_id: &str,
     source: IpAddr,
-) -> Result<(String, ServerTls, tokio::sync::mpsc::Sender<Message>), proto::Error> {
+) -> Result<(String, Owner, tokio::sync::mpsc::Sender<Message>), proto::Error> {
     let start = inner
         .state()
         .open_pending(tunnel_id, inner.config.max_pending_streams)?;
@@ -62,6 +95,15 @@ pub(crate) async fn reach_owner_with_control(
     let _pending = PendingGuard {
         inner,
         stream_id: &stream_id,
+    };
+    #[cfg(feature = "quic")]
+    let mut quic = match start.plane_a {
+        Some(router) => Some(super::plane_a::QuicOwner::register(
+            router,
+            &stream_id,
+            start.owner.clone(),
+        )?),
+        None => None,
     };
     let deadline = Instant::now() + OPERATION_TIMEOUT;
     let req = Message::new(Payload::ProxyConnReq(ProxyConnReq {
@@ -101,7 +143,11 @@ pub(crate) async fn reach_owner_with_control(
         }
         if answered {
             if let Some(tls) = connection.take() {
-                return Ok((stream_id.clone(), tls, start.owner));
+                return Ok((stream_id.clone(), Owner::Framed(tls), start.owner));
+            }
+            #[cfg(feature = "quic")]
+            if let Some(quic) = quic.take() {
+                return Ok((stream_id.clone(), Owner::Quic(quic), start.owner));
             }
         }
     }
@@ -198,7 +244,12 @@ pub(crate) async fn serve_dial(
                     return;
                 }
             }
-            splice(tls, upstream).await;
+            match upstream {
+                Owner::Framed(upstream) => splice(tls, upstream).await,
+                // A framed dialer, a plane-A owner: translated.
+                #[cfg(feature = "quic")]
+                Owner::Quic(owner) => super::plane_a::relay_framed(tls, owner).await,
+            }
         }
         Err(e) => {
             tracing::debug!(%peer, code = e.code, message = ?e.message, "dial refused");
@@ -219,7 +270,7 @@ async fn dial(
     req: StreamReq,
     has_certificate: bool,
     admission: &Admission,
-) -> Result<(String, ServerTls), proto::Error> {
+) -> Result<(String, Owner), proto::Error> {
     let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
     let grant = super::control::authenticate(
         &inner.config,
@@ -257,7 +308,7 @@ async fn dial(
             format!("{ip} is not in the tunnel's trusted_ips"),
         ));
     }
-    reach_owner(inner, &target.id, ip).await
+    reach_owner_any(inner, &target.id, ip).await
 }
 
 async fn write(tls: &mut ServerTls, msg: &Message) -> crate::Result<()> {
