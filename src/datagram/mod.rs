@@ -48,6 +48,8 @@
 //! not supported yet (`docs/DATAGRAMS.md`).
 
 mod channel;
+#[cfg(feature = "quic")]
+pub(crate) mod dial;
 pub(crate) mod frame;
 #[cfg(feature = "quic")]
 pub(crate) mod quic;

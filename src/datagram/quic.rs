@@ -51,9 +51,6 @@ pub(crate) struct Router {
     routes: Mutex<Routes>,
     /// Wakes the reader when the last channel went away.
     emptied: Notify,
-    /// Received datagrams dropped: a full channel queue, a short frame or
-    /// an unknown channel id.
-    dropped: AtomicU64,
     max_channels: usize,
 }
 
@@ -72,7 +69,6 @@ impl Router {
             conn,
             routes: Mutex::default(),
             emptied: Notify::new(),
-            dropped: AtomicU64::new(0),
             max_channels,
         })
     }
@@ -157,16 +153,10 @@ impl Router {
         }
     }
 
-    /// Received datagrams dropped so far (full queue, short frame, unknown
-    /// channel id).
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     /// Hands a received frame to its channel.
     fn route(&self, mut frame: Bytes) {
         if frame.len() < CHANNEL_ID_LEN {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(len = frame.len(), "short QUIC datagram dropped");
             return;
         }
         let payload = frame.split_off(CHANNEL_ID_LEN);
@@ -176,13 +166,12 @@ impl Router {
         };
         let routes = self.routes();
         let Some((tx, dropped)) = routes.channels.get(&id) else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!("QUIC datagram for an unknown channel dropped");
             return;
         };
         if tx.try_send(payload).is_err() {
             // Full (or being unregistered): dropped, as UDP would.
             dropped.fetch_add(1, Ordering::Relaxed);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -417,12 +417,7 @@ impl Channel {
     /// Relays UDP ⇄ DATAGRAM until the owner closes the channel, its
     /// connection is lost, or the channel is idle; dropping `owner` then
     /// tells the owner when the engine ended it.
-    async fn run_quic(
-        self,
-        mut rx: QueueRx,
-        mut owner: super::plane_a::QuicOwner,
-        stream_id: &str,
-    ) {
+    async fn run_quic(self, mut rx: QueueRx, mut owner: super::plane_a::QuicSide, stream_id: &str) {
         let idle_timeout = self.inner.datagram.idle_timeout;
         let mut deadline = Instant::now() + idle_timeout;
         let why = loop {

@@ -1,8 +1,9 @@
 //! Datagram tunnels on plane A (QUIC DATAGRAM frames, feature `quic`)
 //! against the local engine over loopback UDP: a published UDP endpoint
-//! with a QUIC owner, a TLS dialer translated to a QUIC owner, guaranteed
-//! delivery forcing plane B, closes both ways, the size limit and the
-//! bounded receive queue.
+//! with a QUIC owner, private dials in every dialer/owner transport mix
+//! (DATAGRAM ⇄ DATAGRAM, and translated to and from framed streams),
+//! guaranteed delivery forcing plane B, `DatagramChannelClose` both ways,
+//! the size limit and the bounded receive queue.
 
 use std::time::Duration;
 
@@ -15,10 +16,6 @@ use crate::support::{engine, options, within};
 
 fn quic_client(engine: &LocalEngine) -> rstream::Client {
     options(engine).transport(Transport::Quic).build().unwrap()
-}
-
-fn tls_client(engine: &LocalEngine) -> rstream::Client {
-    options(engine).transport(Transport::Tls).build().unwrap()
 }
 
 /// A UDP socket connected to a published tunnel's `HOST:PORT (udp)`.
@@ -90,36 +87,142 @@ async fn published_udp_to_a_quic_owner_rides_quic_datagrams() {
     assert_eq!(engine.quic_streams_accepted(), 1);
 }
 
-#[tokio::test]
-async fn tls_dialer_to_a_quic_owner_is_translated() {
-    let engine = engine().await;
-    let owner = quic_client(&engine);
+/// A private datagram tunnel owned over `owner`, one channel dialed over
+/// `dialer`, accepted: (tunnel, dialed, accepted).
+async fn dialed_pair(
+    engine: &LocalEngine,
+    owner: Transport,
+    dialer: Transport,
+    options: TunnelOptions,
+    name: &str,
+) -> (
+    rstream::ControlChannel,
+    rstream::DatagramTunnel,
+    DatagramChannel,
+    DatagramChannel,
+) {
+    let owner = options_for(engine, owner);
     let control = within("connect", owner.connect()).await.unwrap();
     let mut tunnel = control
-        .create_datagram_tunnel(TunnelOptions::datagram().name("plane-a-owner"))
+        .create_datagram_tunnel(options.name(name))
         .await
         .unwrap();
-    let accepted = tokio::spawn(async move {
-        let channel = tunnel.accept().await.unwrap();
-        (tunnel, channel)
-    });
-    let dialer = tls_client(&engine);
-    let channel = within("dial", dialer.dial_datagram("plane-a-owner"))
-        .await
-        .unwrap();
-    assert!(!channel.is_quic_datagram(), "a TLS dialer is framed");
-    channel.send(b"hello").await.unwrap();
-    let (_tunnel, owned) = within("accept", accepted).await.unwrap();
-    assert!(owned.is_quic_datagram(), "a QUIC owner uses plane A");
-    assert_eq!(owned.peer().stream_id(), channel.peer().stream_id());
-    assert_eq!(&within("recv", owned.recv()).await.unwrap()[..], b"hello");
-    let _echo = echo(owned);
-    for i in 0..50 {
-        let msg = format!("datagram {i}");
-        channel.send(msg.as_bytes()).await.unwrap();
-        let back = within("echo", channel.recv()).await.unwrap();
-        assert_eq!(&back[..], msg.as_bytes());
+    let dialer = options_for(engine, dialer);
+    let dialed = within("dial", dialer.dial_datagram(name)).await.unwrap();
+    // Unreliable on plane A: repeat until the owner hears one.
+    let accepted = within("accept", tunnel.accept()).await.unwrap();
+    let first = loop {
+        dialed.send(b"hello").await.unwrap();
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(250), accepted.recv()).await {
+            break r.unwrap();
+        }
+    };
+    assert_eq!(&first[..], b"hello");
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), accepted.recv()).await {}
+    assert_eq!(accepted.peer().stream_id(), dialed.peer().stream_id());
+    (control, tunnel, dialed, accepted)
+}
+
+fn options_for(engine: &LocalEngine, transport: Transport) -> rstream::Client {
+    options(engine).transport(transport).build().unwrap()
+}
+
+/// Sends `msg` on `channel` until it comes back (plane A is unreliable).
+async fn round_trip(channel: &DatagramChannel, msg: &[u8]) -> Vec<u8> {
+    for _ in 0..20 {
+        channel.send(msg).await.unwrap();
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(250), channel.recv()).await {
+            return r.unwrap().to_vec();
+        }
     }
+    panic!("no echo for {msg:?}");
+}
+
+#[tokio::test]
+async fn private_dials_in_every_transport_mix() {
+    let engine = engine().await;
+    for (owner, dialer) in [
+        (Transport::Quic, Transport::Quic),
+        (Transport::Quic, Transport::Tls),
+        (Transport::Tls, Transport::Quic),
+        (Transport::Tls, Transport::Tls),
+    ] {
+        let before = engine.quic_streams_accepted();
+        let (control, _tunnel, dialed, accepted) =
+            dialed_pair(&engine, owner, dialer, TunnelOptions::datagram(), "mix").await;
+        let what = format!("{owner} owner, {dialer} dialer");
+        assert_eq!(
+            accepted.is_quic_datagram(),
+            owner == Transport::Quic,
+            "{what}"
+        );
+        assert_eq!(
+            dialed.is_quic_datagram(),
+            dialer == Transport::Quic,
+            "{what}"
+        );
+        // QUIC streams: the owner's control channel, the dialer's request
+        // stream; a proxy stream only for a framed owner.
+        let expected = u64::from(owner == Transport::Quic) + u64::from(dialer == Transport::Quic);
+        assert_eq!(engine.quic_streams_accepted() - before, expected, "{what}");
+        let _echo = echo(accepted);
+        for i in 0..30 {
+            let msg = format!("{what}: datagram {i}");
+            assert_eq!(round_trip(&dialed, msg.as_bytes()).await, msg.as_bytes());
+        }
+        dialed.close().await;
+        let _ = control.close().await;
+    }
+}
+
+#[tokio::test]
+async fn quic_dialer_falls_back_to_framed_for_guaranteed_delivery() {
+    let engine = engine().await;
+    let options = TunnelOptions::datagram().datagram_guaranteed_delivery(true);
+    let (_control, _tunnel, dialed, accepted) =
+        dialed_pair(&engine, Transport::Quic, Transport::Quic, options, "gd").await;
+    assert!(!dialed.is_quic_datagram());
+    assert!(!accepted.is_quic_datagram());
+    let big = vec![7u8; 9000];
+    let _echo = echo(accepted);
+    dialed.send(&big).await.unwrap();
+    assert_eq!(&within("echo", dialed.recv()).await.unwrap()[..], &big[..]);
+}
+
+#[tokio::test]
+async fn datagram_channel_close_both_ways() {
+    let engine = engine().await;
+    // The dialer closes: the owner's channel ends (the engine's
+    // DatagramChannelClose on its control channel).
+    let (_control, _tunnel, dialed, accepted) = dialed_pair(
+        &engine,
+        Transport::Quic,
+        Transport::Quic,
+        TunnelOptions::datagram(),
+        "dialer-closes",
+    )
+    .await;
+    dialed.close().await;
+    let err = within("owner sees the close", accepted.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(matches!(accepted.recv().await, Err(e) if e.kind() == ErrorKind::Closed));
+
+    // The owner closes: the client's DatagramChannelClose, then the
+    // engine's on the dialer's request stream.
+    let (control, _tunnel, dialed, accepted) = dialed_pair(
+        &engine,
+        Transport::Quic,
+        Transport::Quic,
+        TunnelOptions::datagram(),
+        "owner-closes",
+    )
+    .await;
+    accepted.close().await;
+    let err = within("dialer sees the close", dialed.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.message().contains("engine"), "{err}");
+    assert!(dialed.send(b"late").await.is_err());
+    assert!(!control.is_closed());
 }
 
 #[tokio::test]
