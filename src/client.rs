@@ -226,9 +226,11 @@ impl Client {
     /// # Ok(()) }
     /// ```
     ///
-    /// It is an ordinary dial (`StreamReq` without `datagram_channel`, the
-    /// only form the TLS transport has), never zero-RTT: the stream id
-    /// names the channel's [`peer`](DatagramChannel::peer).
+    /// Over the TLS transport it is an ordinary dial (`StreamReq` without
+    /// `datagram_channel`), framed (plane B). Over QUIC it asks for a QUIC
+    /// datagram channel (plane A, `datagram_channel = true`) and falls back
+    /// quietly to the framed dial when the engine refuses. Never zero-RTT:
+    /// the stream id names the channel's [`peer`](DatagramChannel::peer).
     pub async fn dial_datagram(&self, tunnel: &str) -> Result<DatagramChannel> {
         self.dial_datagram_with(tunnel, DialOptions::default())
             .await
@@ -241,6 +243,16 @@ impl Client {
         tunnel: &str,
         options: DialOptions,
     ) -> Result<DatagramChannel> {
+        #[cfg(feature = "quic")]
+        {
+            let target = tunnel.trim();
+            if !target.is_empty() {
+                let token = options.token.clone();
+                if let Some(c) = crate::datagram::dial::dial(&self.link, target, token).await? {
+                    return Ok(c);
+                }
+            }
+        }
         let stream = self.dial_with(tunnel, options.zero_rtt(false)).await?;
         let stream_id = stream
             .info()

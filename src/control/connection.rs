@@ -70,6 +70,11 @@ impl Conn {
         link: Arc<EngineLink>,
         max_concurrent: usize,
     ) -> Conn {
+        #[cfg(feature = "quic")]
+        let router = match &io {
+            EngineStream::Quic(q) => Some(q.datagram_router()),
+            EngineStream::Tls(_) => None,
+        };
         let (rd, wr) = tokio::io::split(io);
         let (out, out_rx) = mpsc::channel(OUTBOX);
         let (in_tx, incoming) = mpsc::channel(INBOX);
@@ -80,6 +85,8 @@ impl Conn {
                 permits: Arc::new(Semaphore::new(max_concurrent)),
                 link,
                 out: out.clone(),
+                #[cfg(feature = "quic")]
+                router,
             }),
             out,
             incoming,

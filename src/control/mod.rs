@@ -23,6 +23,8 @@
 
 mod connection;
 mod liveness;
+#[cfg(feature = "quic")]
+mod plane_a;
 mod proxy;
 mod reconnect;
 mod requests;

@@ -30,6 +30,10 @@ pub(super) struct ProxyContext {
     pub(super) permits: Arc<Semaphore>,
     pub(super) link: Arc<EngineLink>,
     pub(super) out: mpsc::Sender<Bytes>,
+    /// The DATAGRAM router of the connection's QUIC connection (plane A),
+    /// `None` over TLS.
+    #[cfg(feature = "quic")]
+    pub(super) router: Option<Arc<crate::datagram::quic::Router>>,
 }
 
 /// Where a proxy connection goes, and the name its TLS must present.
@@ -189,6 +193,19 @@ impl Supervisor {
         let Some(slot) = slot else {
             return refuse(conn, req.stream_id, "unknown tunnel");
         };
+        #[cfg(feature = "quic")]
+        if let Some(router) = &conn.proxy.router {
+            if super::plane_a::applies(&slot.shared, &req) {
+                let rsp = super::plane_a::accept(
+                    router.clone(),
+                    req,
+                    &slot.shared,
+                    &self.datagrams,
+                    conn.out.clone(),
+                );
+                return conn.send(Payload::ProxyConnRsp(rsp));
+            }
+        }
         let target = match target(&self.link, &req) {
             Ok(t) => t,
             Err(e) => return refuse(conn, req.stream_id, e.message()),

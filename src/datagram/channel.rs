@@ -1,5 +1,6 @@
 //! [`DatagramChannel`]: whole datagrams to and from one peer, framed on an
-//! rstream stream (plane B).
+//! rstream stream (plane B) or, over the QUIC transport, as QUIC DATAGRAM
+//! frames (plane A, see [`super::quic`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,36 @@ impl Shared {
     }
 }
 
+/// How a channel's datagrams travel.
+#[derive(Debug)]
+enum Plane {
+    /// Framed on a stream (plane B): queued for the driver task.
+    Framed(mpsc::Sender<Bytes>),
+    /// QUIC DATAGRAM frames (plane A), sent at once.
+    #[cfg(feature = "quic")]
+    Quic {
+        router: Arc<super::quic::Router>,
+        id: super::quic::ChannelId,
+        /// Received datagrams dropped: the receive queue was full.
+        dropped: Arc<std::sync::atomic::AtomicU64>,
+    },
+}
+
+/// What ends a plane-A channel besides a local close, and whom a local
+/// close tells.
+#[cfg(feature = "quic")]
+#[derive(Debug)]
+pub(crate) enum QuicEnd {
+    /// An accepted channel: the control channel's frame outbox, where a
+    /// local close sends `DatagramChannelClose` (DATAGRAM_QUIC.md §2 A,
+    /// listener step 5).
+    Control(mpsc::Sender<Bytes>),
+    /// A dialed channel: its request stream, kept open as a lifeline. The
+    /// engine's `DatagramChannelClose` on it, or its end, closes the
+    /// channel; a local close closes it.
+    Lifeline(RstreamStream),
+}
+
 /// One datagram peer: whole datagrams (at most
 /// [`MAX_DATAGRAM_SIZE`](super::MAX_DATAGRAM_SIZE) bytes each) in both
 /// directions, in order and reliably (plane B: framed on an rstream
@@ -76,7 +107,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct DatagramChannel {
     peer: DatagramPeer,
-    outgoing: mpsc::Sender<Bytes>,
+    plane: Plane,
     incoming: Mutex<mpsc::Receiver<Bytes>>,
     shared: Arc<Shared>,
 }
@@ -112,9 +143,87 @@ impl DatagramChannel {
         tokio::spawn(spans(task));
         DatagramChannel {
             peer,
-            outgoing,
+            plane: Plane::Framed(outgoing),
             incoming: Mutex::new(incoming),
             shared,
+        }
+    }
+
+    /// A plane-A channel: datagrams for `id` arrive on `incoming` (from
+    /// the connection's [`Router`](super::quic::Router), where `id` is
+    /// registered) and go out as DATAGRAM frames. `end` says what else
+    /// ends it. Accepted channels are registered in `registry` too.
+    #[cfg(feature = "quic")]
+    pub(crate) fn quic(
+        router: Arc<super::quic::Router>,
+        id: super::quic::ChannelId,
+        (incoming, dropped): (mpsc::Receiver<Bytes>, Arc<std::sync::atomic::AtomicU64>),
+        peer: DatagramPeer,
+        registry: Option<Arc<Registry>>,
+        end: QuicEnd,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            closed: watch::Sender::new(None),
+            close: Notify::new(),
+        });
+        if let Some(registry) = &registry {
+            registry.insert(peer.stream_id.clone(), &shared);
+        }
+        let task = {
+            let (shared, stream_id, router) =
+                (shared.clone(), peer.stream_id.clone(), router.clone());
+            async move {
+                drive_quic(&router, id, &stream_id, &shared, end).await;
+                if let Some(registry) = registry {
+                    registry.remove(&stream_id, &shared);
+                }
+            }
+        };
+        tokio::spawn(task);
+        DatagramChannel {
+            peer,
+            plane: Plane::Quic {
+                router,
+                id,
+                dropped,
+            },
+            incoming: Mutex::new(incoming),
+            shared,
+        }
+    }
+
+    /// Whether the channel's datagrams travel as QUIC DATAGRAM frames
+    /// (plane A: unreliable, unordered, about 1.2 KB each) rather than
+    /// framed on a stream (plane B: reliable, ordered, up to 65,535
+    /// bytes). See `docs/DATAGRAMS.md`.
+    pub fn is_quic_datagram(&self) -> bool {
+        match &self.plane {
+            Plane::Framed(_) => false,
+            #[cfg(feature = "quic")]
+            Plane::Quic { .. } => true,
+        }
+    }
+
+    /// Received datagrams dropped because 64 were already waiting for
+    /// [`recv`](Self::recv) (plane A only, which is unreliable like UDP;
+    /// plane B pushes back instead and never drops).
+    pub fn dropped(&self) -> u64 {
+        match &self.plane {
+            Plane::Framed(_) => 0,
+            #[cfg(feature = "quic")]
+            Plane::Quic { dropped, .. } => dropped.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The largest datagram [`send`](Self::send) takes now: 65,535 bytes
+    /// on plane B; on plane A the QUIC connection's largest DATAGRAM less
+    /// the 12-byte channel id (it follows the path, typically 1.1–1.4 KB;
+    /// 0 once the connection is gone).
+    pub fn max_datagram_size(&self) -> usize {
+        match &self.plane {
+            Plane::Framed(_) => super::MAX_DATAGRAM_SIZE,
+            #[cfg(feature = "quic")]
+            Plane::Quic { router, .. } => router.max_payload().unwrap_or(0),
         }
     }
 
@@ -124,12 +233,14 @@ impl DatagramChannel {
         &self.peer
     }
 
-    /// Sends one datagram, waiting while 64 are already queued.
+    /// Sends one datagram, waiting while 64 are already queued (plane B;
+    /// on plane A it goes out at once, unreliably).
     ///
     /// # Errors
     ///
     /// `ERR_RSTREAM_DATAGRAM_TOO_LARGE` (kind `Protocol`) for more than
-    /// 65,535 bytes: nothing is sent, the channel stays open. Once the
+    /// [`max_datagram_size`](Self::max_datagram_size) bytes: nothing is
+    /// sent, never truncated, the channel stays open. Once the
     /// channel is closed, the reason (kind `Closed` after a close by
     /// either side).
     ///
@@ -147,10 +258,14 @@ impl DatagramChannel {
         if self.shared.closed.borrow().is_some() {
             return Err(self.shared.reason());
         }
-        self.outgoing
-            .send(datagram)
-            .await
-            .map_err(|_| self.shared.reason())
+        match &self.plane {
+            Plane::Framed(outgoing) => outgoing
+                .send(datagram)
+                .await
+                .map_err(|_| self.shared.reason()),
+            #[cfg(feature = "quic")]
+            Plane::Quic { router, id, .. } => router.send(id, &datagram),
+        }
     }
 
     /// Receives the next datagram, whole.
@@ -303,4 +418,82 @@ async fn write_out(wr: &mut WriteHalf<RstreamStream>, buf: &mut BytesMut) -> Res
     wr.flush()
         .await
         .map_err(|e| Error::io("sending a datagram", e))
+}
+
+/// Runs a plane-A channel until a local close, the engine's close, or the
+/// loss of its connection (or of its lifeline, when dialed).
+#[cfg(feature = "quic")]
+async fn drive_quic(
+    router: &super::quic::Router,
+    id: super::quic::ChannelId,
+    stream_id: &str,
+    shared: &Shared,
+    end: QuicEnd,
+) {
+    let conn = router.conn().clone();
+    match end {
+        QuicEnd::Control(out) => {
+            let lost = tokio::select! {
+                () = shared.close.notified() => false,
+                _ = conn.closed() => true,
+            };
+            // Set before anything else: a close by the engine came first.
+            let by_engine = shared.closed.borrow().is_some();
+            shared.set_closed(if lost {
+                closed("the QUIC connection was lost")
+            } else {
+                closed("datagram channel closed")
+            });
+            router.unregister(&id);
+            if !lost && !by_engine {
+                notify_engine(&out, stream_id).await;
+            }
+        }
+        QuicEnd::Lifeline(stream) => {
+            let (rd, mut wr) = tokio::io::split(stream);
+            let reason = tokio::select! {
+                () = shared.close.notified() => closed("datagram channel closed"),
+                _ = conn.closed() => closed("the QUIC connection was lost"),
+                reason = watch_lifeline(rd, stream_id) => reason,
+            };
+            shared.set_closed(reason);
+            router.unregister(&id);
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
+        }
+    }
+    tracing::debug!(stream_id, "QUIC datagram channel closed");
+}
+
+/// Tells the engine that an accepted plane-A channel closed (bounded: a
+/// full or gone control channel skips it).
+#[cfg(feature = "quic")]
+async fn notify_engine(out: &mpsc::Sender<Bytes>, stream_id: &str) {
+    use crate::proto::{encode_frame, message::Payload, DatagramChannelClose, Message};
+    let close = DatagramChannelClose {
+        stream_id: stream_id.to_owned(),
+        error: None,
+    };
+    if let Ok(frame) = encode_frame(&Message::new(Payload::DatagramChannelClose(close))) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, out.send(frame)).await;
+    }
+}
+
+/// Reads a dialed plane-A channel's request stream until the engine's
+/// `DatagramChannelClose` for it, or the stream's end.
+#[cfg(feature = "quic")]
+async fn watch_lifeline(mut rd: ReadHalf<RstreamStream>, stream_id: &str) -> Error {
+    use crate::proto::{message::Payload, read_frame};
+    loop {
+        match read_frame(&mut rd).await {
+            Ok(Some(msg)) => {
+                if let Some(Payload::DatagramChannelClose(c)) = msg.payload {
+                    if c.stream_id.trim() == stream_id {
+                        return closed("the engine closed the datagram channel");
+                    }
+                }
+            }
+            Ok(None) => return closed("the engine closed the datagram channel"),
+            Err(e) => return e,
+        }
+    }
 }

@@ -48,7 +48,11 @@
 //! not supported yet (`docs/DATAGRAMS.md`).
 
 mod channel;
+#[cfg(feature = "quic")]
+pub(crate) mod dial;
 pub(crate) mod frame;
+#[cfg(feature = "quic")]
+pub(crate) mod quic;
 mod registry;
 mod socket;
 mod tunnel;
@@ -57,9 +61,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use channel::DatagramChannel;
+#[cfg(feature = "quic")]
+pub(crate) use channel::QuicEnd;
 pub(crate) use registry::Registry;
 pub use socket::{DatagramSocket, MAX_SOCKET_PEERS, SOCKET_QUEUE};
 pub use tunnel::DatagramTunnel;
+#[cfg(feature = "quic")]
+pub(crate) use tunnel::QuicAccept;
 
 use crate::error::{code, Error, ErrorKind};
 

@@ -54,9 +54,15 @@ impl DatagramTunnel {
     /// Polls for the next peer's channel (see [`accept`](Self::accept)).
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<DatagramChannel>> {
         let registry = self.tunnel.control().datagrams().clone();
-        self.tunnel
+        let framed = self
+            .tunnel
             .poll_accept(cx)
-            .map(|r| r.map(|s| channel(s, registry)))
+            .map(|r| r.map(|s| channel(s, registry)));
+        #[cfg(feature = "quic")]
+        if framed.is_pending() {
+            return self.tunnel.shared().quic_channels().poll_recv(cx).map(Ok);
+        }
+        framed
     }
 
     /// Merges every peer into one `UdpSocket`-like [`DatagramSocket`].
@@ -127,9 +133,19 @@ impl futures_core::Stream for DatagramTunnel {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let registry = this.tunnel.control().datagrams().clone();
-        Pin::new(&mut this.tunnel)
+        let framed = Pin::new(&mut this.tunnel)
             .poll_next(cx)
-            .map(|next| next.map(|r| r.map(|s| channel(s, registry))))
+            .map(|next| next.map(|r| r.map(|s| channel(s, registry))));
+        #[cfg(feature = "quic")]
+        if framed.is_pending() {
+            return this
+                .tunnel
+                .shared()
+                .quic_channels()
+                .poll_recv(cx)
+                .map(|c| Some(Ok(c)));
+        }
+        framed
     }
 }
 
@@ -140,4 +156,49 @@ fn channel(stream: RstreamStream, registry: Arc<Registry>) -> DatagramChannel {
     let stream_id = info.stream_id().map_or_else(|| Arc::from(""), Arc::from);
     let peer = DatagramPeer::new(stream_id, info.source_ip());
     DatagramChannel::new(stream, peer, Some(registry))
+}
+
+/// Plane-A channels accepted on a tunnel, waiting for
+/// [`DatagramTunnel::accept`]: at most
+/// [`DATAGRAM_ACCEPT_BACKLOG`](super::DATAGRAM_ACCEPT_BACKLOG).
+#[cfg(feature = "quic")]
+#[derive(Debug)]
+pub(crate) struct QuicAccept {
+    tx: tokio::sync::mpsc::Sender<DatagramChannel>,
+    rx: std::sync::Mutex<tokio::sync::mpsc::Receiver<DatagramChannel>>,
+}
+
+#[cfg(feature = "quic")]
+impl Default for QuicAccept {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(super::DATAGRAM_ACCEPT_BACKLOG);
+        QuicAccept {
+            tx,
+            rx: std::sync::Mutex::new(rx),
+        }
+    }
+}
+
+#[cfg(feature = "quic")]
+impl QuicAccept {
+    /// A place in the queue, or `Err` when it is full.
+    pub(crate) fn try_reserve(
+        &self,
+    ) -> std::result::Result<
+        tokio::sync::mpsc::Permit<'_, DatagramChannel>,
+        tokio::sync::mpsc::error::TrySendError<()>,
+    > {
+        self.tx.try_reserve()
+    }
+
+    /// The next queued channel (`Pending` while there is none; the queue
+    /// never ends, as the tunnel holds both halves).
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<DatagramChannel> {
+        // Only `poll_recv` under the lock: nothing is left half-done.
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(c)) => Poll::Ready(c),
+            _ => Poll::Pending,
+        }
+    }
 }

@@ -249,6 +249,15 @@ pub(crate) async fn serve(
         identity,
         identity_name: identity_name.flatten(),
     });
+    #[cfg(feature = "quic")]
+    let router = match &tls {
+        ServerTls::Quic(q) => Some(q.get_ref().datagram_router()),
+        ServerTls::Tls(_) => None,
+    };
+    #[cfg(feature = "quic")]
+    if let Some(router) = &router {
+        inner.state().set_client_router(&client_id, router.clone());
+    }
     // Removes the client however this task ends (even if aborted).
     let mut registered = ClientGuard {
         inner: &inner,
@@ -268,6 +277,8 @@ pub(crate) async fn serve(
         liveness,
         last_ack: 0,
         grant,
+        #[cfg(feature = "quic")]
+        router,
     };
     let end = channel.run(frames, outbox_rx).await;
     tracing::debug!(client_id, reason = end, "control channel closed");
@@ -326,6 +337,9 @@ struct Channel<'a> {
     last_ack: u64,
     /// The app token's grant: its create scope applies to each tunnel.
     grant: Option<Arc<Grant>>,
+    /// The DATAGRAM router of the channel's QUIC connection (plane A).
+    #[cfg(feature = "quic")]
+    router: Option<Arc<crate::datagram::quic::Router>>,
 }
 
 enum Next {
@@ -423,6 +437,13 @@ impl Channel<'_> {
                 let rsp = Message::new(Payload::CloseControlChannelRsp(CloseControlChannelRsp {}));
                 self.send(rsp).await?;
                 return Ok(Next::Close);
+            }
+            // A plane-A channel the owner closed (DATAGRAM_QUIC.md §2 A).
+            #[cfg(feature = "quic")]
+            Payload::DatagramChannelClose(close) => {
+                if let Some(router) = &self.router {
+                    super::plane_a::closed_by_owner(router, &close.stream_id);
+                }
             }
             Payload::ProxyConnRsp(rsp) => {
                 let result = match rsp.error {

@@ -328,6 +328,11 @@ impl Channel {
                 return;
             }
         };
+        let upstream = match upstream {
+            streams::Owner::Framed(tls) => tls,
+            #[cfg(feature = "quic")]
+            streams::Owner::Quic(quic) => return self.run_quic(rx, quic, &stream_id).await,
+        };
         let idle_timeout = self.inner.datagram.idle_timeout;
         let (rd, mut wr) = tokio::io::split(upstream);
         let base = Instant::now();
@@ -403,6 +408,40 @@ impl Channel {
             let _ = owner.try_send(Message::new(Payload::DatagramChannelClose(close)));
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
+    }
+}
+
+/// Channels of a plane-A owner (QUIC DATAGRAM frames, no stream).
+#[cfg(feature = "quic")]
+impl Channel {
+    /// Relays UDP ⇄ DATAGRAM until the owner closes the channel, its
+    /// connection is lost, or the channel is idle; dropping `owner` then
+    /// tells the owner when the engine ended it.
+    async fn run_quic(self, mut rx: QueueRx, mut owner: super::plane_a::QuicSide, stream_id: &str) {
+        let idle_timeout = self.inner.datagram.idle_timeout;
+        let mut deadline = Instant::now() + idle_timeout;
+        let why = loop {
+            tokio::select! {
+                d = rx.recv() => match d {
+                    Some(d) => {
+                        deadline = Instant::now() + idle_timeout;
+                        owner.send(&d);
+                    }
+                    None => break "endpoint closed",
+                },
+                d = owner.recv() => match d {
+                    Some(d) => {
+                        deadline = Instant::now() + idle_timeout;
+                        if let Err(e) = self.socket.send_to(&d, self.peer).await {
+                            tracing::trace!(peer = %self.peer, error = %e, "UDP send failed");
+                        }
+                    }
+                    None => break "closed by the owner",
+                },
+                () = tokio::time::sleep_until(deadline) => break IDLE,
+            }
+        };
+        tracing::debug!(tunnel_id = self.tunnel_id, stream_id, peer = %self.peer, why, "QUIC datagram channel closed");
     }
 }
 

@@ -63,6 +63,8 @@ mod events;
 mod limits;
 mod listener;
 #[cfg(feature = "quic")]
+mod plane_a;
+#[cfg(feature = "quic")]
 mod quic;
 mod state;
 mod state_dir;

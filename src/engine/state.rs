@@ -38,6 +38,9 @@ pub(crate) enum PendingEvent {
 struct ClientEntry {
     info: ClientInfo,
     tunnels: HashSet<String>,
+    /// The DATAGRAM router of a control channel over QUIC (plane A).
+    #[cfg(feature = "quic")]
+    router: Option<Arc<crate::datagram::quic::Router>>,
 }
 
 struct TunnelEntry {
@@ -63,6 +66,11 @@ pub(crate) struct PendingStart {
     pub(crate) secret: String,
     pub(crate) owner: mpsc::Sender<Message>,
     pub(crate) events: mpsc::Receiver<PendingEvent>,
+    /// The owner's DATAGRAM router when the stream is a plane-A channel:
+    /// a datagram tunnel without guaranteed delivery whose owner's control
+    /// channel is on QUIC (DATAGRAM_QUIC.md §2).
+    #[cfg(feature = "quic")]
+    pub(crate) plane_a: Option<Arc<crate::datagram::quic::Router>>,
 }
 
 /// A tunnel found for a dial.
@@ -135,9 +143,24 @@ impl State {
             ClientEntry {
                 info: info.clone(),
                 tunnels: HashSet::new(),
+                #[cfg(feature = "quic")]
+                router: None,
             },
         );
         self.emit(EngineEvent::ClientCreated { client: info });
+    }
+
+    /// Records the DATAGRAM router of a client whose control channel is
+    /// on QUIC: its datagram tunnels' channels use plane A.
+    #[cfg(feature = "quic")]
+    pub(crate) fn set_client_router(
+        &mut self,
+        client_id: &str,
+        router: Arc<crate::datagram::quic::Router>,
+    ) {
+        if let Some(client) = self.clients.get_mut(client_id) {
+            client.router = Some(router);
+        }
     }
 
     /// Removes a client and all its tunnels. Returns the tunnels' endpoint
@@ -345,11 +368,23 @@ impl State {
                 answered: false,
             },
         );
+        #[cfg(feature = "quic")]
+        let plane_a = {
+            let p = &tunnel.info.properties;
+            let datagram = p.r#type.as_deref() == Some("datagram")
+                && p.datagram_guaranteed_delivery != Some(true);
+            let client_id = &tunnel.info.client_id;
+            datagram
+                .then(|| self.clients.get(client_id)?.router.clone())
+                .flatten()
+        };
         Ok(PendingStart {
             stream_id,
             secret,
             owner: tunnel.owner.clone(),
             events: rx,
+            #[cfg(feature = "quic")]
+            plane_a,
         })
     }
 

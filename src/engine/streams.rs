@@ -35,6 +35,16 @@ fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
     proto::Error::new(code, message)
 }
 
+/// The owner's side of a stream.
+pub(crate) enum Owner {
+    /// Its proxy connection (plane B for a datagram tunnel).
+    Framed(ServerTls),
+    /// A plane-A datagram channel on the owner's QUIC connection (no
+    /// stream; DATAGRAM_QUIC.md §2 A).
+    #[cfg(feature = "quic")]
+    Quic(super::plane_a::QuicSide),
+}
+
 /// Asks the owner of `tunnel_id` for a stream and waits (30 s at most) for
 /// both its proxy connection (secret checked) and its positive
 /// `ProxyConnRsp`. Returns the stream id and the owner's connection.
@@ -43,18 +53,41 @@ pub(crate) async fn reach_owner(
     tunnel_id: &str,
     source: IpAddr,
 ) -> Result<(String, ServerTls), proto::Error> {
+    match reach_owner_any(inner, tunnel_id, source).await? {
+        (stream_id, Owner::Framed(tls)) => Ok((stream_id, tls)),
+        // Only datagram tunnels have plane-A channels, and their callers
+        // use `reach_owner_any`.
+        #[cfg(feature = "quic")]
+        (_, Owner::Quic(_)) => Err(error(
+            ErrorCode::Internal,
+            "a datagram channel where a stream was expected",
+        )),
+    }
+}
+
+/// [`reach_owner`] for a datagram tunnel: the owner's side may be a
+/// plane-A channel.
+pub(crate) async fn reach_owner_any(
+    inner: &Inner,
+    tunnel_id: &str,
+    source: IpAddr,
+) -> Result<(String, Owner), proto::Error> {
     reach_owner_with_control(inner, tunnel_id, source)
         .await
-        .map(|(stream_id, tls, _)| (stream_id, tls))
+        .map(|(stream_id, owner, _)| (stream_id, owner))
 }
 
 /// [`reach_owner`], also returning the owner's control-channel outbox
 /// (where a published datagram channel's `DatagramChannelClose` goes).
+///
+/// A plane-A channel (a datagram tunnel without guaranteed delivery whose
+/// owner is on QUIC) is registered on the owner's connection before the
+/// `ProxyConnReq`, and is ready with the positive `ProxyConnRsp` alone.
 pub(crate) async fn reach_owner_with_control(
     inner: &Inner,
     tunnel_id: &str,
     source: IpAddr,
-) -> Result<(String, ServerTls, tokio::sync::mpsc::Sender<Message>), proto::Error> {
+) -> Result<(String, Owner, tokio::sync::mpsc::Sender<Message>), proto::Error> {
     let start = inner
         .state()
         .open_pending(tunnel_id, inner.config.max_pending_streams)?;
@@ -62,6 +95,15 @@ pub(crate) async fn reach_owner_with_control(
     let _pending = PendingGuard {
         inner,
         stream_id: &stream_id,
+    };
+    #[cfg(feature = "quic")]
+    let mut quic = match start.plane_a {
+        Some(router) => Some(super::plane_a::QuicSide::register(
+            router,
+            &stream_id,
+            Some(start.owner.clone()),
+        )?),
+        None => None,
     };
     let deadline = Instant::now() + OPERATION_TIMEOUT;
     let req = Message::new(Payload::ProxyConnReq(ProxyConnReq {
@@ -101,7 +143,11 @@ pub(crate) async fn reach_owner_with_control(
         }
         if answered {
             if let Some(tls) = connection.take() {
-                return Ok((stream_id.clone(), tls, start.owner));
+                return Ok((stream_id.clone(), Owner::Framed(tls), start.owner));
+            }
+            #[cfg(feature = "quic")]
+            if let Some(quic) = quic.take() {
+                return Ok((stream_id.clone(), Owner::Quic(quic), start.owner));
             }
         }
     }
@@ -188,6 +234,10 @@ pub(crate) async fn serve_dial(
 ) {
     let zero_rtt = req.zero_rtt.unwrap_or(false);
     let has_certificate = super::control::peer_certificate(&tls).is_some();
+    #[cfg(feature = "quic")]
+    if req.datagram_channel == Some(true) {
+        return serve_quic_dial(inner, tls, peer, req, has_certificate, admission).await;
+    }
     match dial(inner, peer, req, has_certificate, admission).await {
         Ok((stream_id, upstream)) => {
             if !zero_rtt {
@@ -198,7 +248,14 @@ pub(crate) async fn serve_dial(
                     return;
                 }
             }
-            splice(tls, upstream).await;
+            match upstream {
+                Owner::Framed(upstream) => splice(tls, upstream).await,
+                // A framed dialer, a plane-A owner: translated.
+                #[cfg(feature = "quic")]
+                Owner::Quic(owner) => {
+                    super::plane_a::relay_framed(tls, owner).await;
+                }
+            }
         }
         Err(e) => {
             tracing::debug!(%peer, code = e.code, message = ?e.message, "dial refused");
@@ -219,7 +276,7 @@ async fn dial(
     req: StreamReq,
     has_certificate: bool,
     admission: &Admission,
-) -> Result<(String, ServerTls), proto::Error> {
+) -> Result<(String, Owner), proto::Error> {
     let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
     let grant = super::control::authenticate(
         &inner.config,
@@ -228,15 +285,18 @@ async fn dial(
         super::auth::Action::Connect,
     )?;
     super::control::establish(admission)?;
-    if req.datagram_channel == Some(true) {
-        // QUIC datagram channels (plane A) need the QUIC transport; a
-        // refusal here makes Go-like clients fall back to an ordinary
-        // framed dial (plane B), which is spliced like any stream.
-        return Err(error(
-            ErrorCode::FeatureNotAvailable,
-            "the local engine does not support QUIC datagram channels (datagram_channel = true); dial without it for framed datagrams",
-        ));
-    }
+    let target = dial_target(inner, peer, &req, grant.as_deref())?;
+    reach_owner_any(inner, &target.id, peer.ip().to_canonical()).await
+}
+
+/// The tunnel a dial names, once its connect scope and `trusted_ips`
+/// allow the dialer.
+fn dial_target(
+    inner: &Inner,
+    peer: SocketAddr,
+    req: &StreamReq,
+    grant: Option<&super::auth::Grant>,
+) -> Result<super::state::DialTarget, proto::Error> {
     let name = req.tunnel_id_name.trim();
     if name.is_empty() {
         return Err(error(ErrorCode::InvalidRequest, "tunnel_id_name is empty"));
@@ -247,7 +307,7 @@ async fn dial(
             format!("tunnel {name:?} not found"),
         )
     })?;
-    if let Some(grant) = &grant {
+    if let Some(grant) = grant {
         super::access::check_connect(&inner.config.apps, grant, &target.info)?;
     }
     let ip = peer.ip().to_canonical();
@@ -257,7 +317,70 @@ async fn dial(
             format!("{ip} is not in the tunnel's trusted_ips"),
         ));
     }
-    reach_owner(inner, &target.id, ip).await
+    Ok(target)
+}
+
+/// Serves `StreamReq{datagram_channel = true}`: a plane-A dial. Refused
+/// (`FEATURE_NOT_AVAILABLE`, so the dialer falls back to a framed dial)
+/// over TLS, for a tunnel that is not a datagram tunnel or has guaranteed
+/// delivery (plane B), or when the dialer's connection takes no DATAGRAM
+/// frames.
+#[cfg(feature = "quic")]
+async fn serve_quic_dial(
+    inner: &Inner,
+    mut tls: ServerTls,
+    peer: SocketAddr,
+    req: StreamReq,
+    has_certificate: bool,
+    admission: &Admission,
+) {
+    let answer = async {
+        let ServerTls::Quic(stream) = &tls else {
+            return Err(error(
+                ErrorCode::FeatureNotAvailable,
+                "datagram_channel needs the QUIC transport",
+            ));
+        };
+        let router = stream.get_ref().datagram_router();
+        let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
+        let grant = super::control::authenticate(
+            &inner.config,
+            token,
+            has_certificate,
+            super::auth::Action::Connect,
+        )?;
+        super::control::establish(admission)?;
+        let target = dial_target(inner, peer, &req, grant.as_deref())?;
+        let p = &target.info.properties;
+        if p.r#type.as_deref() != Some("datagram") || p.datagram_guaranteed_delivery == Some(true) {
+            return Err(error(
+                ErrorCode::FeatureNotAvailable,
+                "no QUIC datagram channel for this tunnel (not a datagram tunnel, or guaranteed delivery); dial framed",
+            ));
+        }
+        let (stream_id, owner) =
+            reach_owner_any(inner, &target.id, peer.ip().to_canonical()).await?;
+        let dialer = super::plane_a::QuicSide::register(router, &stream_id, None)?;
+        Ok((stream_id, dialer, owner))
+    };
+    match answer.await {
+        Ok((stream_id, dialer, owner)) => {
+            let rsp = Message::new(Payload::StreamRsp(StreamRsp {
+                payload: Some(stream_rsp::Payload::StreamId(stream_id)),
+            }));
+            if write(&mut tls, &rsp).await.is_ok() {
+                super::plane_a::relay_dial(tls, dialer, owner).await;
+            }
+        }
+        Err(e) => {
+            tracing::debug!(%peer, code = e.code, message = ?e.message, "QUIC datagram dial refused");
+            let rsp = Message::new(Payload::StreamRsp(StreamRsp {
+                payload: Some(stream_rsp::Payload::Error(e)),
+            }));
+            let _ = write(&mut tls, &rsp).await;
+            close(tls).await;
+        }
+    }
 }
 
 async fn write(tls: &mut ServerTls, msg: &Message) -> crate::Result<()> {

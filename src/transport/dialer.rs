@@ -138,6 +138,12 @@ impl EngineDialer {
         }
     }
 
+    /// Whether connections may be QUIC streams (plane A datagrams apply).
+    #[cfg(feature = "quic")]
+    pub(crate) fn may_use_quic(&self) -> bool {
+        self.quic.is_some()
+    }
+
     /// A new rstream connection to `endpoint`, presenting `sni`.
     pub(crate) async fn connect(&self, endpoint: &Endpoint, sni: &str) -> Result<EngineStream> {
         #[cfg(feature = "quic")]

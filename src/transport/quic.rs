@@ -14,7 +14,19 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::datagram::quic::Router;
 use crate::error::{code, Error, ErrorKind, Result};
+
+/// Plane-A channels one QUIC connection carries at once (a bound on the
+/// router's map; the engine's own caps apply first).
+const MAX_DATAGRAM_CHANNELS: usize = 4096;
+
+/// The one DATAGRAM router of `conn` (whose [`ConnInfo`] is `info`).
+pub(crate) fn router_of(conn: &quinn::Connection, info: &ConnInfo) -> Arc<Router> {
+    info.datagrams
+        .get_or_init(|| Router::new(conn.clone(), MAX_DATAGRAM_CHANNELS))
+        .clone()
+}
 
 /// Keep-alive on an idle QUIC connection (the Go SDK's value): NAT bindings
 /// stay open and a dead engine is noticed within the idle timeout.
@@ -22,6 +34,8 @@ pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// A QUIC connection that hears nothing for this long is dead (quic-go's
 /// default, which the Go SDK keeps).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of QUIC DATAGRAM frames buffered per connection, each way.
+const DATAGRAM_BUFFER: usize = 256 * 1024;
 /// QUIC connections a client keeps (the engine, plus the `proxy_endpoint`s
 /// it redirects proxy connections to); the oldest is dropped past it.
 const MAX_CONNECTIONS: usize = 8;
@@ -31,6 +45,9 @@ const MAX_CONNECTIONS: usize = 8;
 pub(crate) struct ConnInfo {
     alpn: Option<Vec<u8>>,
     peer_certificates: Option<Vec<CertificateDer<'static>>>,
+    /// The connection's one DATAGRAM router (plane A), made on first use:
+    /// two readers would split the frames between them.
+    datagrams: std::sync::OnceLock<Arc<Router>>,
 }
 
 impl ConnInfo {
@@ -53,6 +70,7 @@ impl ConnInfo {
         Arc::new(ConnInfo {
             alpn,
             peer_certificates,
+            datagrams: std::sync::OnceLock::new(),
         })
     }
 }
@@ -97,6 +115,11 @@ impl QuicStream {
     /// The peer's UDP address.
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// The DATAGRAM router of the stream's connection (one per connection).
+    pub(crate) fn datagram_router(&self) -> Arc<Router> {
+        router_of(&self.conn, &self.info)
     }
 }
 
@@ -148,8 +171,10 @@ pub(crate) fn transport_config(
     t.max_concurrent_uni_streams(0u32.into());
     t.stream_receive_window(stream_window.into());
     t.receive_window(connection_window.into());
-    // Plane A (QUIC DATAGRAM) is not implemented yet: accept none.
-    t.datagram_receive_buffer_size(None);
+    // Plane A (QUIC DATAGRAM frames, docs/DATAGRAMS.md): bounded buffers
+    // each way; past them quinn drops the oldest frame, as UDP would.
+    t.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
+    t.datagram_send_buffer_size(DATAGRAM_BUFFER);
     Arc::new(t)
 }
 

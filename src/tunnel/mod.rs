@@ -76,6 +76,10 @@ pub(crate) struct TunnelShared {
     /// `rstream.tunnel`: the parent of the tunnel's streams' spans.
     span: tracing::Span,
     counters: Arc<Counters>,
+    /// Plane-A datagram channels waiting for `DatagramTunnel::accept`
+    /// (they have no stream to queue).
+    #[cfg(feature = "quic")]
+    quic_channels: crate::datagram::QuicAccept,
 }
 
 impl TunnelShared {
@@ -97,6 +101,8 @@ impl TunnelShared {
             backlog_full: AtomicBool::new(false),
             span,
             counters: Arc::default(),
+            #[cfg(feature = "quic")]
+            quic_channels: crate::datagram::QuicAccept::default(),
         })
     }
 
@@ -107,6 +113,12 @@ impl TunnelShared {
 
     pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// The queue of accepted plane-A datagram channels.
+    #[cfg(feature = "quic")]
+    pub(crate) fn quic_channels(&self) -> &crate::datagram::QuicAccept {
+        &self.quic_channels
     }
 
     pub(crate) fn key(&self) -> u64 {
@@ -267,6 +279,12 @@ impl Tunnel {
     /// connection is lost; it stays queued for the next call.
     pub async fn accept(&mut self) -> Result<RstreamStream> {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// What the tunnel shares with its control task.
+    #[cfg(feature = "quic")]
+    pub(crate) fn shared(&self) -> &Arc<TunnelShared> {
+        &self.shared
     }
 
     /// Polls for the next downstream connection (see [`accept`](Tunnel::accept)).

@@ -11,6 +11,8 @@ mod close;
 mod config;
 mod control_plane;
 mod datagram;
+#[cfg(feature = "quic")]
+mod datagram_quic;
 #[cfg(feature = "tonic")]
 mod grpc;
 mod http;

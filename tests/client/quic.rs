@@ -99,8 +99,15 @@ async fn framed_datagram_tunnel_over_quic() {
     let engine = engine().await;
     let client = quic_client(&engine);
     let control = within("connect", client.connect()).await.unwrap();
+    // Guaranteed delivery keeps a QUIC owner on plane B (framed streams,
+    // up to 65,535 bytes); without it, it uses QUIC DATAGRAMs (plane A,
+    // tests/client/datagram_quic.rs).
     let tunnel = control
-        .create_datagram_tunnel(TunnelOptions::datagram().name("quic-udp"))
+        .create_datagram_tunnel(
+            TunnelOptions::datagram()
+                .name("quic-udp")
+                .datagram_guaranteed_delivery(true),
+        )
         .await
         .unwrap();
     let _echo = datagram_echo(tunnel);

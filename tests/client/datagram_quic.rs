@@ -1,0 +1,303 @@
+//! Datagram tunnels on plane A (QUIC DATAGRAM frames, feature `quic`)
+//! against the local engine over loopback UDP: a published UDP endpoint
+//! with a QUIC owner, private dials in every dialer/owner transport mix
+//! (DATAGRAM ⇄ DATAGRAM, and translated to and from framed streams),
+//! guaranteed delivery forcing plane B, `DatagramChannelClose` both ways,
+//! the size limit and the bounded receive queue.
+
+use std::time::Duration;
+
+use rstream::engine::LocalEngine;
+use rstream::error::code;
+use rstream::{DatagramChannel, ErrorKind, Transport, TunnelOptions};
+use tokio::net::UdpSocket;
+
+use crate::support::{engine, options, within};
+
+fn quic_client(engine: &LocalEngine) -> rstream::Client {
+    options(engine).transport(Transport::Quic).build().unwrap()
+}
+
+/// A UDP socket connected to a published tunnel's `HOST:PORT (udp)`.
+async fn udp_to(address: &str) -> UdpSocket {
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.connect(address.trim_end_matches(" (udp)"))
+        .await
+        .unwrap();
+    udp
+}
+
+/// Sends `msg` on `channel` until one comes back on `udp` (plane A is
+/// unreliable; on loopback the first one normally arrives).
+async fn round_trip_udp(udp: &UdpSocket, msg: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; 2048];
+    for _ in 0..20 {
+        udp.send(msg).await.unwrap();
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(250), udp.recv(&mut buf)).await
+        {
+            return buf[..n].to_vec();
+        }
+    }
+    panic!("no echo for {msg:?}");
+}
+
+/// Echoes every datagram of `channel` back.
+fn echo(channel: DatagramChannel) -> tokio::task::JoinHandle<DatagramChannel> {
+    tokio::spawn(async move {
+        while let Ok(d) = channel.recv().await {
+            if channel.send_bytes(d).await.is_err() {
+                break;
+            }
+        }
+        channel
+    })
+}
+
+#[tokio::test]
+async fn published_udp_to_a_quic_owner_rides_quic_datagrams() {
+    let engine = engine().await;
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let udp = udp_to(&tunnel.forwarding_address()).await;
+    udp.send(b"first").await.unwrap();
+    let channel = within("accept", tunnel.accept()).await.unwrap();
+    assert!(channel.is_quic_datagram(), "a QUIC owner uses plane A");
+    assert!(channel.peer().source_ip().is_some());
+    let max = channel.max_datagram_size();
+    assert!((1000..1500).contains(&max), "QUIC datagram limit {max}");
+    assert_eq!(
+        &within("first", channel.recv()).await.unwrap()[..],
+        b"first"
+    );
+    let _echo = echo(channel);
+    for i in 0..50 {
+        let msg = format!("datagram {i}");
+        assert_eq!(round_trip_udp(&udp, msg.as_bytes()).await, msg.as_bytes());
+    }
+    // The largest payload that fits goes through whole.
+    let big: Vec<u8> = (0..max).map(|j| (j % 251) as u8).collect();
+    assert_eq!(round_trip_udp(&udp, &big).await, big);
+    // No proxy stream was opened for the channel: one QUIC stream only
+    // (the control channel).
+    assert_eq!(engine.quic_streams_accepted(), 1);
+}
+
+/// A private datagram tunnel owned over `owner`, one channel dialed over
+/// `dialer`, accepted: (tunnel, dialed, accepted).
+async fn dialed_pair(
+    engine: &LocalEngine,
+    owner: Transport,
+    dialer: Transport,
+    options: TunnelOptions,
+    name: &str,
+) -> (
+    rstream::ControlChannel,
+    rstream::DatagramTunnel,
+    DatagramChannel,
+    DatagramChannel,
+) {
+    let owner = options_for(engine, owner);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(options.name(name))
+        .await
+        .unwrap();
+    let dialer = options_for(engine, dialer);
+    let dialed = within("dial", dialer.dial_datagram(name)).await.unwrap();
+    // Unreliable on plane A: repeat until the owner hears one.
+    let accepted = within("accept", tunnel.accept()).await.unwrap();
+    let first = loop {
+        dialed.send(b"hello").await.unwrap();
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(250), accepted.recv()).await {
+            break r.unwrap();
+        }
+    };
+    assert_eq!(&first[..], b"hello");
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), accepted.recv()).await {}
+    assert_eq!(accepted.peer().stream_id(), dialed.peer().stream_id());
+    (control, tunnel, dialed, accepted)
+}
+
+fn options_for(engine: &LocalEngine, transport: Transport) -> rstream::Client {
+    options(engine).transport(transport).build().unwrap()
+}
+
+/// Sends `msg` on `channel` until it comes back (plane A is unreliable).
+async fn round_trip(channel: &DatagramChannel, msg: &[u8]) -> Vec<u8> {
+    for _ in 0..20 {
+        channel.send(msg).await.unwrap();
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(250), channel.recv()).await {
+            return r.unwrap().to_vec();
+        }
+    }
+    panic!("no echo for {msg:?}");
+}
+
+#[tokio::test]
+async fn private_dials_in_every_transport_mix() {
+    let engine = engine().await;
+    for (owner, dialer) in [
+        (Transport::Quic, Transport::Quic),
+        (Transport::Quic, Transport::Tls),
+        (Transport::Tls, Transport::Quic),
+        (Transport::Tls, Transport::Tls),
+    ] {
+        let before = engine.quic_streams_accepted();
+        let (control, _tunnel, dialed, accepted) =
+            dialed_pair(&engine, owner, dialer, TunnelOptions::datagram(), "mix").await;
+        let what = format!("{owner} owner, {dialer} dialer");
+        assert_eq!(
+            accepted.is_quic_datagram(),
+            owner == Transport::Quic,
+            "{what}"
+        );
+        assert_eq!(
+            dialed.is_quic_datagram(),
+            dialer == Transport::Quic,
+            "{what}"
+        );
+        // QUIC streams: the owner's control channel, the dialer's request
+        // stream; a proxy stream only for a framed owner.
+        let expected = u64::from(owner == Transport::Quic) + u64::from(dialer == Transport::Quic);
+        assert_eq!(engine.quic_streams_accepted() - before, expected, "{what}");
+        let _echo = echo(accepted);
+        for i in 0..30 {
+            let msg = format!("{what}: datagram {i}");
+            assert_eq!(round_trip(&dialed, msg.as_bytes()).await, msg.as_bytes());
+        }
+        dialed.close().await;
+        let _ = control.close().await;
+    }
+}
+
+#[tokio::test]
+async fn quic_dialer_falls_back_to_framed_for_guaranteed_delivery() {
+    let engine = engine().await;
+    let options = TunnelOptions::datagram().datagram_guaranteed_delivery(true);
+    let (_control, _tunnel, dialed, accepted) =
+        dialed_pair(&engine, Transport::Quic, Transport::Quic, options, "gd").await;
+    assert!(!dialed.is_quic_datagram());
+    assert!(!accepted.is_quic_datagram());
+    let big = vec![7u8; 9000];
+    let _echo = echo(accepted);
+    dialed.send(&big).await.unwrap();
+    assert_eq!(&within("echo", dialed.recv()).await.unwrap()[..], &big[..]);
+}
+
+#[tokio::test]
+async fn datagram_channel_close_both_ways() {
+    let engine = engine().await;
+    // The dialer closes: the owner's channel ends (the engine's
+    // DatagramChannelClose on its control channel).
+    let (_control, _tunnel, dialed, accepted) = dialed_pair(
+        &engine,
+        Transport::Quic,
+        Transport::Quic,
+        TunnelOptions::datagram(),
+        "dialer-closes",
+    )
+    .await;
+    dialed.close().await;
+    let err = within("owner sees the close", accepted.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(matches!(accepted.recv().await, Err(e) if e.kind() == ErrorKind::Closed));
+
+    // The owner closes: the client's DatagramChannelClose, then the
+    // engine's on the dialer's request stream.
+    let (control, _tunnel, dialed, accepted) = dialed_pair(
+        &engine,
+        Transport::Quic,
+        Transport::Quic,
+        TunnelOptions::datagram(),
+        "owner-closes",
+    )
+    .await;
+    accepted.close().await;
+    let err = within("dialer sees the close", dialed.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.message().contains("engine"), "{err}");
+    assert!(dialed.send(b"late").await.is_err());
+    assert!(!control.is_closed());
+}
+
+#[tokio::test]
+async fn guaranteed_delivery_forces_framed_streams_over_quic() {
+    let engine = engine().await;
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(
+            TunnelOptions::datagram()
+                .publish()
+                .datagram_guaranteed_delivery(true),
+        )
+        .await
+        .unwrap();
+    assert!(tunnel.guaranteed_delivery());
+    let udp = udp_to(&tunnel.forwarding_address()).await;
+    udp.send(b"first").await.unwrap();
+    let channel = within("accept", tunnel.accept()).await.unwrap();
+    assert!(
+        !channel.is_quic_datagram(),
+        "guaranteed delivery is plane B"
+    );
+    assert_eq!(
+        channel.max_datagram_size(),
+        rstream::datagram::MAX_DATAGRAM_SIZE
+    );
+    assert_eq!(
+        &within("first", channel.recv()).await.unwrap()[..],
+        b"first"
+    );
+    let _echo = echo(channel);
+    assert_eq!(round_trip_udp(&udp, b"framed").await, b"framed");
+    // Control channel + the channel's proxy stream.
+    assert_eq!(engine.quic_streams_accepted(), 2);
+}
+
+#[tokio::test]
+async fn oversize_is_an_error_and_the_receive_queue_drops_and_counts() {
+    let engine = engine().await;
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let udp = udp_to(&tunnel.forwarding_address()).await;
+    udp.send(b"first").await.unwrap();
+    let channel = within("accept", tunnel.accept()).await.unwrap();
+    assert!(channel.is_quic_datagram());
+    let max = channel.max_datagram_size();
+    let err = channel.send(&vec![0u8; max + 1]).await.unwrap_err();
+    assert_eq!(err.code(), code::DATAGRAM_TOO_LARGE, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Protocol);
+    assert!(!channel.is_closed(), "the channel goes on");
+    channel.send(b"still open").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = within("after oversize", udp.recv(&mut buf)).await.unwrap();
+    assert_eq!(&buf[..n], b"still open");
+
+    // Nobody reads: 64 wait, the rest are dropped and counted.
+    let before = channel.dropped();
+    for i in 0..400u32 {
+        udp.send(&i.to_be_bytes()).await.unwrap();
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dropped = channel.dropped() - before;
+    assert!(dropped > 0, "nothing dropped");
+    let mut queued = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), channel.recv()).await {
+        queued += 1;
+    }
+    assert!(queued <= 65, "{queued} queued"); // "first" was read already
+    assert!(queued >= 1);
+}
