@@ -33,7 +33,9 @@ pub(crate) const TLS_FAILED_GRACE: Duration = Duration::from_millis(500);
 /// The transport a race picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Winner {
+    /// TLS over TCP connected first.
     Tls,
+    /// The QUIC handshake (and the stream's opening) finished first.
     Quic,
 }
 
@@ -90,7 +92,8 @@ impl AutoRace {
         endpoint: &Endpoint,
         sni: &str,
     ) -> Result<EngineStream> {
-        match self.pinned() {
+        let before = self.pinned();
+        match before {
             Some(Winner::Tls) => return tls.connect(endpoint, sni).await,
             Some(Winner::Quic) => {
                 if let Some(stream) = quic
@@ -108,17 +111,21 @@ impl AutoRace {
         } else {
             Winner::Tls
         };
-        let value = match won {
-            Winner::Tls => TLS,
-            Winner::Quic => QUIC,
+        // The pin moves from what this race started with: the first of
+        // concurrent first races pins (a later one, slowed down by the
+        // others, cannot overturn it), and a race for a new QUIC connection
+        // may move QUIC to TLS.
+        let (from, to) = match (before, won) {
+            (None, Winner::Quic) => (NONE, QUIC),
+            (None, Winner::Tls) => (NONE, TLS),
+            (Some(Winner::Quic), Winner::Tls) => (QUIC, TLS),
+            _ => return Ok(stream),
         };
-        // Concurrent races may both win; TLS, once pinned, stays.
-        let previous = self
+        if self
             .pinned
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-                (p != TLS && p != value).then_some(value)
-            });
-        if previous.is_ok() {
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             tracing::debug!(
                 transport = won.as_str(),
                 engine = %endpoint,

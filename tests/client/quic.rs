@@ -466,6 +466,7 @@ async fn auto_falls_back_to_tls_past_a_silent_udp_port() {
     let control = within("connect", client.connect()).await.unwrap();
     let elapsed = start.elapsed();
     assert!(elapsed < FALLBACK_BOUND, "fell back in {elapsed:?}");
+    eprintln!("silent UDP port: connected over TLS in {elapsed:?}");
     assert!(front.udp_seen() >= 1, "QUIC was tried first");
     assert_eq!(front.tcp_connections(), 1, "the control channel is TLS");
     assert_eq!(engine.quic_streams_accepted(), 0);
@@ -490,6 +491,7 @@ async fn auto_falls_back_to_tls_past_a_wrong_alpn() {
     let control = within("connect", client.connect()).await.unwrap();
     let elapsed = start.elapsed();
     assert!(elapsed < FALLBACK_BOUND, "fell back in {elapsed:?}");
+    eprintln!("wrong ALPN: connected over TLS in {elapsed:?}");
     assert_eq!(front.udp_seen(), 1, "one QUIC handshake, refused");
     assert_eq!(front.tcp_connections(), 1, "the control channel is TLS");
     assert_eq!(engine.quic_streams_accepted(), 0);
@@ -538,6 +540,7 @@ async fn auto_fails_fast_when_the_engine_is_down_and_races_again() {
         let err = within("connect", client.connect()).await.unwrap_err();
         let elapsed = start.elapsed();
         assert!(elapsed < FALLBACK_BOUND, "failed in {elapsed:?}: {err}");
+        eprintln!("engine down: failed in {elapsed:?}");
         // TCP's "refused", not QUIC's timeout.
         assert_eq!(err.kind(), rstream::ErrorKind::Io, "{err}");
         assert!(err.to_string().contains("connecting to"), "{err}");

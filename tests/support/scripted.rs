@@ -39,11 +39,18 @@ impl Scripted {
     }
 
     pub fn client(&self) -> rstream::ClientOptions {
-        rstream::Client::builder().engine(self.address()).tls(
-            rstream::transport::TlsOptions::new()
-                .add_ca_pem(self.ca_pem.as_bytes())
-                .expect("ca"),
-        )
+        rstream::Client::builder()
+            .engine(self.address())
+            .tls(
+                rstream::transport::TlsOptions::new()
+                    .add_ca_pem(self.ca_pem.as_bytes())
+                    .expect("ca"),
+            )
+            // The script speaks TLS over TCP only (no UDP port): the auto
+            // race would just add a silent QUIC attempt, and its UDP
+            // endpoint's receive buffers (about 3 MB) would blur the
+            // allocation bounds the hostile-input tests assert.
+            .transport(rstream::Transport::Tls)
     }
 
     pub async fn accept(&self) -> Peer {
