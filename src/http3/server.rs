@@ -49,7 +49,8 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// are the endpoint's `quinn::TransportConfig`; these are HTTP/3's.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    max_concurrent_requests: usize,
+    // Read by `serve` too (the QUIC stream limit follows it).
+    pub(crate) max_concurrent_requests: usize,
     max_header_size: u64,
     header_read_timeout: Duration,
     write_timeout: Duration,
@@ -85,11 +86,6 @@ impl ServeOptions {
     pub fn max_header_size(mut self, bytes: u64) -> Self {
         self.max_header_size = bytes;
         self
-    }
-
-    /// [`max_concurrent_requests`](Self::max_concurrent_requests).
-    pub(crate) fn max_requests(&self) -> usize {
-        self.max_concurrent_requests
     }
 
     /// How long a request stream may take to deliver its headers; the
