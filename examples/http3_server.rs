@@ -114,7 +114,11 @@ async fn self_test(target: SocketAddr, cert: CertificateDer<'static>) -> Result<
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into())?;
     let conn = endpoint
-        .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), target, "localhost")?
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(crypto)),
+            target,
+            "localhost",
+        )?
         .await?;
     let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
     let driver = tokio::spawn(async move {
@@ -136,13 +140,20 @@ async fn self_test(target: SocketAddr, cert: CertificateDer<'static>) -> Result<
         }
         stream.finish().await?;
         let response = stream.recv_response().await?;
-        println!("{method} {path} -> {} ({:?})", response.status(), response.version());
+        println!(
+            "{method} {path} -> {} ({:?})",
+            response.status(),
+            response.version()
+        );
         check(response.status() == http::StatusCode::OK, "status 200")?;
         let mut received = Vec::new();
         while let Some(mut chunk) = stream.recv_data().await? {
             let bytes = chunk.copy_to_bytes(chunk.remaining());
             if path == "/events" {
-                println!("  event chunk: {:?}", String::from_utf8_lossy(&bytes).trim());
+                println!(
+                    "  event chunk: {:?}",
+                    String::from_utf8_lossy(&bytes).trim()
+                );
             }
             received.extend_from_slice(&bytes);
         }

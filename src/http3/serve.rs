@@ -165,7 +165,7 @@ fn server_config(
         .map_err(|e| Error::tls("an HTTP/3 server's TLS configuration", e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    let streams = u32::try_from(options.max_requests()).unwrap_or(u32::MAX);
+    let streams = u32::try_from(options.max_concurrent_requests).unwrap_or(u32::MAX);
     transport.max_concurrent_bidi_streams(streams.into());
     server.transport_config(Arc::new(transport));
     Ok(server)

@@ -17,7 +17,7 @@ use h3::server::RequestStream;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -36,6 +36,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ServeOptions::write_timeout`]: a response whose peer accepts
 /// no bytes for 60 s is reset (as `rstream::http::serve`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a complete response, the rest of a request body the service did
+/// not read is drained for at most this long…
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// …and at most this many bytes, before the client is asked to stop
+/// sending.
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// The bounds [`serve_connection_with`] applies to one connection.
 ///
@@ -43,7 +49,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// are the endpoint's `quinn::TransportConfig`; these are HTTP/3's.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    max_concurrent_requests: usize,
+    // Read by `serve` too (the QUIC stream limit follows it).
+    pub(crate) max_concurrent_requests: usize,
     max_header_size: u64,
     header_read_timeout: Duration,
     write_timeout: Duration,
@@ -79,11 +86,6 @@ impl ServeOptions {
     pub fn max_header_size(mut self, bytes: u64) -> Self {
         self.max_header_size = bytes;
         self
-    }
-
-    /// [`max_concurrent_requests`](Self::max_concurrent_requests).
-    pub(crate) fn max_requests(&self) -> usize {
-        self.max_concurrent_requests
     }
 
     /// How long a request stream may take to deliver its headers; the
@@ -168,9 +170,15 @@ where
     let result = loop {
         // A permit before the next stream is read: past the limit, new
         // request streams stay unread in QUIC (bounded by its stream limit).
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            // The semaphore is never closed; ending is the safe answer.
-            break Ok(());
+        // Watching the connection meanwhile: requests that hold every
+        // permit (a quiet event stream) must not outlive a dead peer.
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed; ending is the safe answer.
+                Err(_) => break Ok(()),
+            },
+            _ = quic.closed() => break Ok(()),
         };
         // Reap finished requests so the set holds only running ones.
         while requests.try_join_next().is_some() {}
@@ -253,7 +261,8 @@ where
             }
         };
     let (mut send, recv) = stream.split();
-    let request = request.map(|()| RequestBody::new(recv));
+    let (give_back, mut unread) = oneshot::channel();
+    let request = request.map(|()| RequestBody::new(recv, give_back));
     let response = match service.oneshot(request).await {
         Ok(response) => response,
         Err(e) => {
@@ -266,6 +275,37 @@ where
     if let Err(e) = respond(&mut send, response, options.write_timeout).await {
         tracing::debug!(code = e.code(), error = %e, "HTTP/3 response not completed");
         send.stop_stream(Code::H3_INTERNAL_ERROR);
+    }
+    // A request body dropped before its end comes back here, after the
+    // response: see `drain`. (Still held elsewhere: its drop stops it.)
+    if let Ok(recv) = unread.try_recv() {
+        drain(recv).await;
+    }
+}
+
+/// The rest of a request the service did not read, once its response is
+/// complete: usually just the client's FIN (a GET), which this waits for,
+/// so the client's end of the request does not fail. A client still
+/// sending after [`DRAIN_LIMIT`] bytes or [`DRAIN_TIMEOUT`] is asked to
+/// stop (`STOP_SENDING` with `H3_NO_ERROR`, RFC 9114 §4.1).
+async fn drain(mut recv: RecvHalf) {
+    let ended = async {
+        let mut read = 0usize;
+        loop {
+            match recv.recv_data().await {
+                Ok(Some(data)) => {
+                    read = read.saturating_add(data.remaining());
+                    if read > DRAIN_LIMIT {
+                        return false;
+                    }
+                }
+                // The end (or a broken stream: nothing left to stop).
+                Ok(None) | Err(_) => return true,
+            }
+        }
+    };
+    if !matches!(tokio::time::timeout(DRAIN_TIMEOUT, ended).await, Ok(true)) {
+        recv.stop_sending(Code::H3_NO_ERROR);
     }
 }
 
@@ -331,14 +371,17 @@ type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
 /// ahead), then its trailers, if any.
 ///
 /// Errors are `rstream::Error`s: kind `Protocol` when the client reset the
-/// stream or broke HTTP/3's framing. Dropping the body before its end
-/// asks the client to stop sending (`STOP_SENDING` with `H3_NO_ERROR`,
-/// RFC 9114 §4.1: a response may come before the whole request).
+/// stream or broke HTTP/3's framing. A body dropped before its end is
+/// drained after the response (at most 64 KiB or 1 s, usually just the
+/// client's FIN), then the client is asked to stop sending
+/// (`STOP_SENDING` with `H3_NO_ERROR`, RFC 9114 §4.1: a response may come
+/// before the whole request).
 pub struct RequestBody {
     /// `None` once the body ended (or failed).
     stream: Option<RecvHalf>,
     /// The DATA frames are read; trailers (or the end) come next.
     data_done: bool,
+    give_back: Option<oneshot::Sender<RecvHalf>>,
 }
 
 impl std::fmt::Debug for RequestBody {
@@ -350,10 +393,13 @@ impl std::fmt::Debug for RequestBody {
 }
 
 impl RequestBody {
-    fn new(stream: RecvHalf) -> Self {
+    /// `give_back`: where the stream goes when the body is dropped before
+    /// its end (the request's task drains it after the response).
+    fn new(stream: RecvHalf, give_back: oneshot::Sender<RecvHalf>) -> Self {
         RequestBody {
             stream: Some(stream),
             data_done: false,
+            give_back: Some(give_back),
         }
     }
 
@@ -414,8 +460,16 @@ impl Body for RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
-        if let Some(stream) = self.stream.as_mut() {
-            // Read no further: the client may stop sending (RFC 9114 §4.1).
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let unread = match self.give_back.take() {
+            Some(give_back) => give_back.send(stream),
+            None => Err(stream),
+        };
+        // The request's task is gone (the body outlived it): read no
+        // further; the client may stop sending (RFC 9114 §4.1).
+        if let Err(mut stream) = unread {
             stream.stop_sending(Code::H3_NO_ERROR);
         }
     }

@@ -405,3 +405,81 @@ async fn max_concurrent_requests_holds_further_streams() {
     }
     client.close();
 }
+
+/// A response that never ends (an event stream with no events) holding
+/// the only request slot does not keep `serve_connection` alive once the
+/// client is gone: it returns, and the request task is ended.
+#[tokio::test]
+async fn a_quiet_stream_does_not_outlive_its_connection() {
+    crate::support::init_tracing();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(leaf.server_config(&[b"h3"])).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        (Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    // The gate is never opened: `/stream` sends `first`, then waits.
+    let gate = Arc::new(Semaphore::new(0));
+    let router = app(gate.clone());
+    let serving = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let options = rstream::http3::ServeOptions::new().max_concurrent_requests(1);
+        rstream::http3::serve_connection_with(conn, router, options).await
+    });
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let mut stream = client.open(Method::GET, "/stream").await;
+    within("finish", stream.finish()).await.unwrap();
+    within("response", stream.recv_response()).await.unwrap();
+    let first = within("first chunk", stream.recv_data()).await.unwrap();
+    assert_eq!(first.expect("a first chunk").chunk(), b"first\n");
+    client.close();
+    let served = within("serve_connection ends with its connection", serving)
+        .await
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
+
+/// A client that ends its request (FIN) only after the whole response
+/// (legal: RFC 9114 §4.1) is not refused: the server waits briefly for the
+/// rest of an unread request instead of stopping it at once.
+#[tokio::test]
+async fn a_request_finished_after_its_response_is_accepted() {
+    crate::support::init_tracing();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(leaf.server_config(&[b"h3"])).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        (Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let router = app(Arc::new(Semaphore::new(0)));
+    tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        rstream::http3::serve_connection(conn, router).await
+    });
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    for _ in 0..3 {
+        let mut stream = client.open(Method::GET, "/hello").await;
+        let response = within("response", stream.recv_response()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = Vec::new();
+        while let Some(chunk) = within("body", stream.recv_data()).await.unwrap() {
+            body.extend_from_slice(chunk.chunk());
+        }
+        assert_eq!(body, b"hello over h3");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        within("finish after the response", stream.finish())
+            .await
+            .expect("the server did not stop the request");
+    }
+    client.close();
+}
