@@ -78,7 +78,7 @@ enum Plane {
 pub(crate) enum QuicEnd {
     /// An accepted channel: the control channel's frame outbox, where a
     /// local close sends `DatagramChannelClose` (DATAGRAM_QUIC.md §2 A,
-    /// listener step 5).
+    /// listener step 5). The channel ends with that connection.
     Control(mpsc::Sender<Bytes>),
     /// A dialed channel: its request stream, kept open as a lifeline. The
     /// engine's `DatagramChannelClose` on it, or its end, closes the
@@ -440,18 +440,17 @@ async fn drive_quic(
     match end {
         QuicEnd::Control(out) => {
             let lost = tokio::select! {
-                () = shared.close.notified() => false,
-                _ = conn.closed() => true,
+                () = shared.close.notified() => None,
+                _ = conn.closed() => Some("the QUIC connection was lost"),
+                // The control channel's connection ended (its writer is
+                // gone): the engine dropped the channel with it.
+                () = out.closed() => Some("the control channel was lost"),
             };
             // Set before anything else: a close by the engine came first.
             let by_engine = shared.closed.borrow().is_some();
-            shared.set_closed(if lost {
-                closed("the QUIC connection was lost")
-            } else {
-                closed("datagram channel closed")
-            });
+            shared.set_closed(closed(lost.unwrap_or("datagram channel closed")));
             router.unregister(&id);
-            if !lost && !by_engine {
+            if lost.is_none() && !by_engine {
                 notify_engine(&out, stream_id).await;
             }
         }

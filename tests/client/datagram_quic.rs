@@ -331,3 +331,22 @@ async fn idle_published_quic_channel_expires_with_datagram_channel_close() {
     assert_ne!(again.peer().stream_id(), channel.peer().stream_id());
     assert_eq!(&within("again", again.recv()).await.unwrap()[..], b"again");
 }
+
+#[tokio::test]
+async fn accepted_quic_channels_end_with_their_engine() {
+    let engine = engine().await;
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let udp = udp_to(&tunnel.forwarding_address()).await;
+    udp.send(b"hi").await.unwrap();
+    let channel = within("accept", tunnel.accept()).await.unwrap();
+    assert!(channel.is_quic_datagram());
+    engine.shutdown().await;
+    let err = within("closed with the engine", channel.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(channel.send(b"late").await.is_err());
+}
