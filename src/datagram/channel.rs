@@ -78,19 +78,23 @@ enum Plane {
 pub(crate) enum QuicEnd {
     /// An accepted channel: the control channel's frame outbox, where a
     /// local close sends `DatagramChannelClose` (DATAGRAM_QUIC.md §2 A,
-    /// listener step 5).
+    /// listener step 5). The channel ends with that connection.
     Control(mpsc::Sender<Bytes>),
     /// A dialed channel: its request stream, kept open as a lifeline. The
     /// engine's `DatagramChannelClose` on it, or its end, closes the
     /// channel; a local close closes it.
-    Lifeline(RstreamStream),
+    Lifeline(Box<RstreamStream>),
 }
 
-/// One datagram peer: whole datagrams (at most
-/// [`MAX_DATAGRAM_SIZE`](super::MAX_DATAGRAM_SIZE) bytes each) in both
-/// directions, in order and reliably (plane B: framed on an rstream
-/// stream). From [`DatagramTunnel::accept`](super::DatagramTunnel::accept)
-/// (one per downstream peer) or [`Client::dial_datagram`](crate::Client::dial_datagram).
+/// One datagram peer: whole datagrams in both directions. On plane B
+/// (framed on an rstream stream) at most
+/// [`MAX_DATAGRAM_SIZE`](super::MAX_DATAGRAM_SIZE) bytes each, in order
+/// and reliably; on plane A (QUIC DATAGRAM frames, over the QUIC
+/// transport, see [`is_quic_datagram`](Self::is_quic_datagram)) at most
+/// [`max_datagram_size`](Self::max_datagram_size) bytes each, unreliably
+/// and unordered, like UDP. From
+/// [`DatagramTunnel::accept`](super::DatagramTunnel::accept) (one per
+/// downstream peer) or [`Client::dial_datagram`](crate::Client::dial_datagram).
 ///
 /// [`send`](Self::send) and [`recv`](Self::recv) take `&self`, so one task
 /// may send while another receives (share it in an `Arc`). Both are cancel
@@ -103,7 +107,9 @@ pub(crate) enum QuicEnd {
 /// back (`send` waits, the peer's sends wait): nothing is dropped and
 /// nothing grows without bound. A peer whose frame header announces more
 /// than 65,535 bytes closes the channel with `ERR_RSTREAM_DATAGRAM_TOO_LARGE`
-/// before anything is allocated for it.
+/// before anything is allocated for it. On plane A, `send` never waits,
+/// and received datagrams beyond the 64 waiting are dropped and counted
+/// ([`dropped`](Self::dropped)).
 #[derive(Debug)]
 pub struct DatagramChannel {
     peer: DatagramPeer,
@@ -434,23 +440,22 @@ async fn drive_quic(
     match end {
         QuicEnd::Control(out) => {
             let lost = tokio::select! {
-                () = shared.close.notified() => false,
-                _ = conn.closed() => true,
+                () = shared.close.notified() => None,
+                _ = conn.closed() => Some("the QUIC connection was lost"),
+                // The control channel's connection ended (its writer is
+                // gone): the engine dropped the channel with it.
+                () = out.closed() => Some("the control channel was lost"),
             };
             // Set before anything else: a close by the engine came first.
             let by_engine = shared.closed.borrow().is_some();
-            shared.set_closed(if lost {
-                closed("the QUIC connection was lost")
-            } else {
-                closed("datagram channel closed")
-            });
+            shared.set_closed(closed(lost.unwrap_or("datagram channel closed")));
             router.unregister(&id);
-            if !lost && !by_engine {
+            if lost.is_none() && !by_engine {
                 notify_engine(&out, stream_id).await;
             }
         }
         QuicEnd::Lifeline(stream) => {
-            let (rd, mut wr) = tokio::io::split(stream);
+            let (rd, mut wr) = tokio::io::split(*stream);
             let reason = tokio::select! {
                 () = shared.close.notified() => closed("datagram channel closed"),
                 _ = conn.closed() => closed("the QUIC connection was lost"),

@@ -83,6 +83,6 @@ pub(crate) async fn dial(
         registered,
         DatagramPeer::new(stream_id, None),
         None,
-        QuicEnd::Lifeline(lifeline),
+        QuicEnd::Lifeline(Box::new(lifeline)),
     )))
 }

@@ -40,12 +40,15 @@
 //!
 //! # Planes
 //!
-//! This SDK speaks the TLS transport, so every channel is **plane B**
-//! (DATAGRAM_QUIC.md §2): the datagrams of one peer travel framed (a 4-byte
-//! big-endian length, then at most [`MAX_DATAGRAM_SIZE`] bytes) on an
-//! ordinary rstream stream, reliably and in order. Plane A (QUIC DATAGRAM
-//! frames), the QUIC transport, DTLS/QUIC published tunnels and HTTP/3 are
-//! not supported yet (`docs/DATAGRAMS.md`).
+//! Over the TLS transport every channel is **plane B** (DATAGRAM_QUIC.md
+//! §2): the datagrams of one peer travel framed (a 4-byte big-endian
+//! length, then at most [`MAX_DATAGRAM_SIZE`] bytes) on an ordinary rstream
+//! stream, reliably and in order. Over the QUIC transport (feature `quic`)
+//! a channel of a tunnel without guaranteed delivery is **plane A**: each
+//! datagram is one QUIC DATAGRAM frame, unreliable and unordered, at most
+//! [`DatagramChannel::max_datagram_size`] bytes
+//! ([`DatagramChannel::is_quic_datagram`] tells). DTLS/QUIC published
+//! tunnels and HTTP/3 are not supported yet (`docs/DATAGRAMS.md`).
 
 mod channel;
 #[cfg(feature = "quic")]

@@ -91,9 +91,10 @@ impl DatagramTunnel {
         self.tunnel.forwarding_address()
     }
 
-    /// Whether the engine returned `datagram_guaranteed_delivery = true`.
-    /// Over the TLS transport every channel is reliable and ordered anyway
-    /// (plane B).
+    /// Whether the engine returned `datagram_guaranteed_delivery = true`:
+    /// its channels are framed on streams (plane B), reliable and ordered,
+    /// even over QUIC. Over the TLS transport every channel is plane B
+    /// anyway.
     pub fn guaranteed_delivery(&self) -> bool {
         self.properties().datagram_guaranteed_delivery == Some(true)
     }

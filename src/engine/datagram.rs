@@ -5,6 +5,8 @@
 //! connection, `ProxyConnRsp`, exactly as for a TCP downstream), then
 //! datagrams flow framed on that stream (DATAGRAM_QUIC.md §2 B: 4-byte
 //! big-endian length + payload) and the engine translates UDP ⇄ framed.
+//! An owner on plane A (its control channel on QUIC, no guaranteed
+//! delivery) opens no stream: UDP ⇄ QUIC DATAGRAM ([`super::plane_a`]).
 //!
 //! Bounds: at most [`Settings::max_channels`] channels per tunnel (a new
 //! source beyond that is ignored and counted), each holding one permit

@@ -14,9 +14,11 @@
 //! [`LocalEngine::engine_address`] (or `RSTREAM_ENGINE`).
 //!
 //! Datagram tunnels (`type = "datagram"`) carry framed datagrams (plane B,
-//! `docs/DATAGRAMS.md`): private dials are spliced like any stream, and a
-//! published one gets a UDP socket on `127.0.0.1` (`127.0.0.1:PORT (udp)`)
-//! where each downstream source address is one channel to the owner.
+//! `docs/DATAGRAMS.md`), or QUIC DATAGRAM frames for clients on QUIC
+//! (plane A, translated when the two sides differ): framed dials are
+//! spliced like any stream, and a published one gets a UDP socket on
+//! `127.0.0.1` (`127.0.0.1:PORT (udp)`) where each downstream source
+//! address is one channel to the owner.
 //!
 //! Published tunnels listen on `127.0.0.1` with a port of their own and
 //! come back with `hostname = "127.0.0.1"` and that `port`, so the

@@ -36,6 +36,9 @@ fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
 }
 
 /// The owner's side of a stream.
+// Framed is the common variant (the only one without `quic`): boxing it
+// would cost an allocation per stream.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Owner {
     /// Its proxy connection (plane B for a datagram tunnel).
     Framed(ServerTls),
@@ -285,6 +288,16 @@ async fn dial(
         super::auth::Action::Connect,
     )?;
     super::control::establish(admission)?;
+    #[cfg(not(feature = "quic"))]
+    if req.datagram_channel == Some(true) {
+        // QUIC datagram channels (plane A) need the QUIC transport; a
+        // refusal makes Go-like clients fall back to an ordinary framed
+        // dial (plane B), which is spliced like any stream.
+        return Err(error(
+            ErrorCode::FeatureNotAvailable,
+            "datagram_channel needs the QUIC transport; dial without it for framed datagrams",
+        ));
+    }
     let target = dial_target(inner, peer, &req, grant.as_deref())?;
     reach_owner_any(inner, &target.id, peer.ip().to_canonical()).await
 }

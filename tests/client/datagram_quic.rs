@@ -301,3 +301,52 @@ async fn oversize_is_an_error_and_the_receive_queue_drops_and_counts() {
     assert!(queued <= 65, "{queued} queued"); // "first" was read already
     assert!(queued >= 1);
 }
+
+#[tokio::test]
+async fn idle_published_quic_channel_expires_with_datagram_channel_close() {
+    crate::support::init_tracing();
+    let engine = LocalEngine::builder()
+        .datagram_idle_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let udp = udp_to(&tunnel.forwarding_address()).await;
+    udp.send(b"once").await.unwrap();
+    let channel = within("accept", tunnel.accept()).await.unwrap();
+    assert!(channel.is_quic_datagram());
+    assert_eq!(&within("once", channel.recv()).await.unwrap()[..], b"once");
+    // Nothing either way: the engine expires it and tells the owner.
+    let err = within("expiry", channel.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.message().contains("engine"), "{err}");
+    // The same source starts a new channel.
+    udp.send(b"again").await.unwrap();
+    let again = within("accept again", tunnel.accept()).await.unwrap();
+    assert_ne!(again.peer().stream_id(), channel.peer().stream_id());
+    assert_eq!(&within("again", again.recv()).await.unwrap()[..], b"again");
+}
+
+#[tokio::test]
+async fn accepted_quic_channels_end_with_their_engine() {
+    let engine = engine().await;
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let udp = udp_to(&tunnel.forwarding_address()).await;
+    udp.send(b"hi").await.unwrap();
+    let channel = within("accept", tunnel.accept()).await.unwrap();
+    assert!(channel.is_quic_datagram());
+    engine.shutdown().await;
+    let err = within("closed with the engine", channel.closed()).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(channel.send(b"late").await.is_err());
+}

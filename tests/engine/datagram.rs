@@ -1,7 +1,7 @@
 //! The local engine's datagram tunnels: published UDP endpoints (a real
 //! `tokio::net::UdpSocket` downstream, one channel per source address,
-//! idle expiry, bounded queues), `datagram_channel` refused so clients fall
-//! back to framed dials, and the Engine API's `type`.
+//! idle expiry, bounded queues), `datagram_channel` refused over TLS so
+//! clients fall back to framed dials, and the Engine API's `type`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -202,6 +202,7 @@ async fn datagram_channel_dials_are_refused_so_clients_fall_back_to_framed() {
             .await
             .unwrap(),
     );
+    // Over TLS (plane A needs QUIC: tests/client/datagram_quic.rs).
     let mut conn = dial(&engine, None).await;
     let req = StreamReq {
         client_details: Some(details("go-like", None)),
