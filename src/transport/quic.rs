@@ -175,8 +175,17 @@ pub(crate) fn transport_config(
     // each way; past them quinn drops the oldest frame, as UDP would.
     t.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
     t.datagram_send_buffer_size(DATAGRAM_BUFFER);
+    // The Go SDK's first packet size (quic-go's 1,280, the IPv6 minimum
+    // MTU; quinn starts at 1,200): a DATAGRAM then carries the 12-byte
+    // channel id plus a full 1,200-byte QUIC Initial of a QUIC connection
+    // tunnelled inside (QUIC or HTTP/3 over a datagram tunnel). quinn
+    // falls back to 1,200 if the path turns out not to carry it.
+    t.initial_mtu(INITIAL_MTU);
     Arc::new(t)
 }
+
+/// The first UDP payload size tried (see `transport_config`).
+const INITIAL_MTU: u16 = 1280;
 
 /// Per-stream receive window of the client (what the engine may send ahead).
 const STREAM_WINDOW: u32 = 1024 * 1024;
