@@ -116,18 +116,18 @@ impl Supervisor {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let shared = match TunnelShared::new(key, props) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return conn.close_tunnel(&id);
-            }
-        };
         // Datagram tunnels queue fewer channels (DATAGRAM_ACCEPT_BACKLOG).
         let backlog = if requested.r#type.as_deref() == Some("datagram") {
             self.backlog.min(crate::datagram::DATAGRAM_ACCEPT_BACKLOG)
         } else {
             self.backlog
+        };
+        let shared = match TunnelShared::new(key, props, backlog) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return conn.close_tunnel(&id);
+            }
         };
         let (streams, rx) = mpsc::channel(backlog.max(1));
         self.slots.insert(

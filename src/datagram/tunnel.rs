@@ -160,8 +160,9 @@ fn channel(stream: RstreamStream, registry: Arc<Registry>) -> DatagramChannel {
 }
 
 /// Plane-A channels accepted on a tunnel, waiting for
-/// [`DatagramTunnel::accept`]: at most
-/// [`DATAGRAM_ACCEPT_BACKLOG`](super::DATAGRAM_ACCEPT_BACKLOG).
+/// [`DatagramTunnel::accept`]: at most the tunnel's accept backlog
+/// (`ClientOptions::accept_backlog`, capped at
+/// [`DATAGRAM_ACCEPT_BACKLOG`](super::DATAGRAM_ACCEPT_BACKLOG)).
 #[cfg(feature = "quic")]
 #[derive(Debug)]
 pub(crate) struct QuicAccept {
@@ -170,9 +171,10 @@ pub(crate) struct QuicAccept {
 }
 
 #[cfg(feature = "quic")]
-impl Default for QuicAccept {
-    fn default() -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(super::DATAGRAM_ACCEPT_BACKLOG);
+impl QuicAccept {
+    /// A queue of at most `backlog` channels (at least one).
+    pub(crate) fn new(backlog: usize) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(backlog.max(1));
         QuicAccept {
             tx,
             rx: std::sync::Mutex::new(rx),

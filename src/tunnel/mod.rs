@@ -85,9 +85,14 @@ pub(crate) struct TunnelShared {
 impl TunnelShared {
     /// Fails when the engine's properties lack an id or an address.
     /// Its `rstream.tunnel` span is a child of the current span (the
-    /// control channel's, when called from the control task).
-    pub(crate) fn new(key: u64, properties: TunnelProperties) -> Result<Self> {
+    /// control channel's, when called from the control task). `backlog`
+    /// bounds the plane-A channels waiting for `accept` (as it bounds the
+    /// streams of the other planes).
+    pub(crate) fn new(key: u64, properties: TunnelProperties, backlog: usize) -> Result<Self> {
         let current = Current::new(properties)?;
+        // Only plane A (feature `quic`) has a queue of its own to bound.
+        #[cfg(not(feature = "quic"))]
+        let _ = backlog;
         let span = tracing::info_span!(
             "rstream.tunnel",
             tunnel.id = %current.id,
@@ -102,7 +107,7 @@ impl TunnelShared {
             span,
             counters: Arc::default(),
             #[cfg(feature = "quic")]
-            quic_channels: crate::datagram::QuicAccept::default(),
+            quic_channels: crate::datagram::QuicAccept::new(backlog),
         })
     }
 

@@ -11,16 +11,13 @@ use rstream::error::code;
 use rstream::{DatagramTunnel, ErrorKind, TunnelOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{datagram_echo, engine, options, within};
+use crate::support::{client_on, datagram_echo, engine, within};
 
 /// A client on TLS: these tests are about plane B (ordered, reliable,
 /// up to 65,535 bytes); under `Transport::Auto` with feature `quic` a
 /// dial would ride plane A (datagram_quic.rs tests that one).
 fn client(engine: &rstream::engine::LocalEngine) -> rstream::Client {
-    options(engine)
-        .transport(rstream::Transport::Tls)
-        .build()
-        .expect("client")
+    client_on(engine, rstream::Transport::Tls)
 }
 
 async fn private(control: &rstream::ControlChannel, name: &str) -> DatagramTunnel {

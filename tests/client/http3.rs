@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::support::h3::H3Client;
 use crate::support::pki::Ca;
-use crate::support::within;
+use crate::support::{client_on, within};
 
 /// The router every test serves. `/stream` sends `first`, then waits for
 /// the test to open `gate` before it sends `second`: a response buffered
@@ -134,15 +134,6 @@ async fn serve_connection_answers_an_h3_client_on_udp() {
     client.close();
     let served = within("serve_connection ends", serving).await.unwrap();
     assert!(served.is_ok(), "{served:?}");
-}
-
-/// A client of `engine` on the given transport (explicit: the default
-/// `auto` could change under the tests).
-fn client_on(engine: &rstream::engine::LocalEngine, transport: Transport) -> rstream::Client {
-    crate::support::options(engine)
-        .transport(transport)
-        .build()
-        .unwrap()
 }
 
 /// The published UDP address of a datagram tunnel (`127.0.0.1:PORT (udp)`).

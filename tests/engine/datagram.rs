@@ -13,7 +13,14 @@ use rstream::{ErrorKind, TunnelOptions};
 use tokio::net::UdpSocket;
 
 use crate::support::raw::{details, dial, recv, send};
-use crate::support::{client, datagram_echo, init_tracing, within};
+use crate::support::{client_on, datagram_echo, init_tracing, within};
+
+/// A client on TLS: these tests are about plane B (published UDP ⇄
+/// framed, datagrams up to 65,535 bytes); a QUIC owner would ride plane A
+/// (tests/client/datagram_quic.rs tests that one).
+fn client(engine: &LocalEngine) -> rstream::Client {
+    client_on(engine, rstream::Transport::Tls)
+}
 
 async fn engine_with_idle(idle: Duration) -> LocalEngine {
     init_tracing();

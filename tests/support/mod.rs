@@ -59,6 +59,16 @@ pub fn client(engine: &LocalEngine) -> Client {
     options(engine).build().expect("client")
 }
 
+/// A client of `engine` on the given transport, for tests about one
+/// transport or one datagram plane (the default, `auto`, races QUIC
+/// against TLS when feature `quic` is on).
+pub fn client_on(engine: &LocalEngine, transport: rstream::Transport) -> Client {
+    options(engine)
+        .transport(transport)
+        .build()
+        .expect("client")
+}
+
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(LIMIT, fut)
         .await
