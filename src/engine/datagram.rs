@@ -330,6 +330,8 @@ impl Channel {
                 return;
             }
         };
+        // One arm without feature `quic`, where clippy would want a `let`.
+        #[allow(clippy::infallible_destructuring_match)]
         let upstream = match upstream {
             streams::Owner::Framed(tls) => tls,
             #[cfg(feature = "quic")]
