@@ -255,7 +255,9 @@ enum State {
 ///
 /// Updated with a few atomic operations per request; the connection's
 /// timer reads it only when it fires, so requests never wake it.
-struct Activity {
+/// Requests in flight on one connection, and since when there are none
+/// (shared with the Engine API's HTTP/3 connections).
+pub(crate) struct Activity {
     base: Instant,
     seen: AtomicBool,
     in_flight: AtomicUsize,
@@ -267,7 +269,7 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             base: Instant::now(),
             seen: AtomicBool::new(false),
@@ -291,10 +293,31 @@ impl Activity {
         }
     }
 
-    fn begin(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.seen.store(true, Ordering::Release);
         InFlight(self.clone())
+    }
+
+    // Used by the Engine API over HTTP/3 only.
+    #[cfg(all(feature = "local-engine", feature = "http3"))]
+    /// Resolves once no request has been in flight for `bound` (counted
+    /// from the connection's start while none came).
+    pub(crate) async fn idle_for(&self, bound: Duration) {
+        /// How often the bound is checked.
+        const CHECK: Duration = Duration::from_millis(500);
+        let mut check = tokio::time::interval(CHECK.min(bound));
+        loop {
+            check.tick().await;
+            let since = match self.state() {
+                State::Busy => continue,
+                State::NoRequestYet => self.base,
+                State::IdleSince(since) => since,
+            };
+            if since.elapsed() >= bound {
+                return;
+            }
+        }
     }
 
     fn state(&self) -> State {
@@ -311,7 +334,7 @@ impl Activity {
 
 /// One request in flight; dropped with its response body (or with its
 /// future when the request is cancelled).
-struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -382,6 +405,18 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         _guard: Option<InFlight>,
+    }
+}
+
+impl<B> TrackedBody<B> {
+    // Used by the Engine API over HTTP/3 only.
+    #[cfg(all(feature = "local-engine", feature = "http3"))]
+    /// `inner`, keeping `guard`'s request in flight until dropped.
+    pub(crate) fn new(inner: B, guard: InFlight) -> Self {
+        TrackedBody {
+            inner,
+            _guard: Some(guard),
+        }
     }
 }
 

@@ -16,10 +16,9 @@
 //! ordinary transport error.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -96,7 +95,7 @@ pub(crate) struct H3Client {
     /// Auto mode only: a handshake failed, the client uses TCP from now on.
     fell_back: AtomicBool,
     /// The UDP endpoints, bound on first use (IPv4, IPv6).
-    endpoints: Mutex<(Option<quinn::Endpoint>, Option<quinn::Endpoint>)>,
+    endpoints: super::quic::ClientEndpoints,
     /// Live connections by `host:port|sni`. Held across a handshake so that
     /// concurrent first requests share one connection.
     conns: tokio::sync::Mutex<(u64, HashMap<String, Conn>)>,
@@ -148,7 +147,7 @@ impl H3Client {
             config,
             dial_bound,
             fell_back: AtomicBool::new(false),
-            endpoints: Mutex::new((None, None)),
+            endpoints: super::quic::ClientEndpoints::default(),
             conns: tokio::sync::Mutex::new((0, HashMap::new())),
         })
     }
@@ -282,7 +281,7 @@ impl H3Client {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
                 )
             })?;
-        let endpoint = self.endpoint(addr)?;
+        let endpoint = self.endpoints.for_addr(addr)?;
         super::server_name(sni)?;
         let connecting = endpoint
             .connect_with(self.config.clone(), addr, sni)
@@ -290,29 +289,6 @@ impl H3Client {
         connecting
             .await
             .map_err(|e| Error::tls(format!("HTTP/3 handshake with {shown}"), e))
-    }
-
-    /// The client UDP endpoint for `addr`'s family, bound on first use.
-    fn endpoint(&self, addr: SocketAddr) -> Result<quinn::Endpoint> {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        let (slot, bind): (&mut Option<quinn::Endpoint>, SocketAddr) = if addr.is_ipv4() {
-            (
-                &mut endpoints.0,
-                (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-            )
-        } else {
-            (
-                &mut endpoints.1,
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-            )
-        };
-        if let Some(endpoint) = slot {
-            return Ok(endpoint.clone());
-        }
-        let endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| Error::io(format!("binding a UDP socket on {bind}"), e))?;
-        *slot = Some(endpoint.clone());
-        Ok(endpoint)
     }
 }
 

@@ -198,7 +198,7 @@ pub(crate) struct QuicDialer {
     config: quinn::ClientConfig,
     connect_timeout: Duration,
     /// The UDP endpoints, bound on first use (IPv4, IPv6).
-    endpoints: Mutex<(Option<quinn::Endpoint>, Option<quinn::Endpoint>)>,
+    endpoints: ClientEndpoints,
     /// Live connections by `host:port|sni`, with their age order. Held across
     /// a handshake so that concurrent first dials share one connection.
     conns: tokio::sync::Mutex<Conns>,
@@ -230,7 +230,7 @@ impl QuicDialer {
         Ok(QuicDialer {
             config,
             connect_timeout,
-            endpoints: Mutex::new((None, None)),
+            endpoints: ClientEndpoints::default(),
             conns: tokio::sync::Mutex::new(Conns::default()),
         })
     }
@@ -374,7 +374,7 @@ impl QuicDialer {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
                 )
             })?;
-        let endpoint = self.endpoint(addr)?;
+        let endpoint = self.endpoints.for_addr(addr)?;
         // Validated like the TLS dialer's server name.
         super::server_name(sni)?;
         let connecting = endpoint
@@ -391,10 +391,17 @@ impl QuicDialer {
             ),
         })
     }
+}
 
-    /// The client UDP endpoint for `addr`'s family, bound on first use.
-    fn endpoint(&self, addr: SocketAddr) -> Result<quinn::Endpoint> {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+/// A client's UDP endpoints, one per address family, each bound on first
+/// use (shared by the QUIC transport's and the HTTP/3 client's dialers).
+#[derive(Debug, Default)]
+pub(crate) struct ClientEndpoints(Mutex<(Option<quinn::Endpoint>, Option<quinn::Endpoint>)>);
+
+impl ClientEndpoints {
+    /// The endpoint for `addr`'s family.
+    pub(crate) fn for_addr(&self, addr: SocketAddr) -> Result<quinn::Endpoint> {
+        let mut endpoints = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let (slot, bind): (&mut Option<quinn::Endpoint>, SocketAddr) = if addr.is_ipv4() {
             (
                 &mut endpoints.0,

@@ -18,20 +18,16 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::Request;
 use rustls::pki_types::CertificateDer;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::{router, watch, VerifiedCertificate, MAX_WATCHES_PER_CONNECTION};
 use crate::engine::Inner;
-use crate::http::conn::ConnAbort;
+use crate::http::conn::{Activity, ConnAbort, TrackedBody};
 use crate::http3::{RequestBody, ServeOptions};
 
 /// The ALPN of HTTP/3.
@@ -44,8 +40,6 @@ pub(crate) const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
 /// Unidirectional streams the client may have open: HTTP/3's control
 /// stream and two QPACK streams, plus room for grease streams.
 const PEER_UNI_STREAMS: u32 = 8;
-/// How often the idle bound is checked.
-const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// HTTP/3's `H3_NO_ERROR`, the code of a deliberate close.
 const H3_NO_ERROR: u32 = 0x100;
 
@@ -89,10 +83,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, conn: quinn::Connection, peer: Sock
             let in_flight = activity.begin();
             async move {
                 let response = router.oneshot(req).await.unwrap_or_else(|e| match e {});
-                Ok::<_, Infallible>(response.map(|body| InFlightBody {
-                    inner: body,
-                    _in_flight: in_flight,
-                }))
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
             }
         })
     };
@@ -123,88 +114,4 @@ fn peer_certificate(conn: &quinn::Connection) -> Option<CertificateDer<'static>>
         .ok()?
         .into_iter()
         .next()
-}
-
-/// Requests in flight on one connection, and since when there are none.
-struct Activity {
-    /// When the connection was accepted.
-    base: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds from `base` to the end of the last request.
-    idle_since_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            base: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
-    }
-
-    /// Resolves once no request has been in flight for `bound`.
-    async fn idle_for(&self, bound: Duration) {
-        let mut check = tokio::time::interval(IDLE_CHECK.min(bound));
-        loop {
-            check.tick().await;
-            if self.in_flight.load(Ordering::Acquire) > 0 {
-                continue;
-            }
-            let since =
-                self.base + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-            if since.elapsed() >= bound {
-                return;
-            }
-        }
-    }
-}
-
-/// One request in flight, until its response body is dropped.
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let ms = self.0.base.elapsed().as_millis();
-            self.0
-                .idle_since_ms
-                .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Release);
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request in flight until dropped (a
-    /// watch is never idle).
-    struct InFlightBody<B> {
-        #[pin]
-        inner: B,
-        _in_flight: InFlight,
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for InFlightBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
