@@ -271,21 +271,10 @@ impl H3Client {
 
     async fn handshake(&self, host: &str, port: u16, sni: &str) -> Result<quinn::Connection> {
         let shown = super::dialer::display(host, port);
-        let addr = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| Error::io(format!("resolving {shown}"), e))?
-            .next()
-            .ok_or_else(|| {
-                Error::io(
-                    format!("resolving {shown}"),
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-                )
-            })?;
-        let endpoint = self.endpoints.for_addr(addr)?;
-        super::server_name(sni)?;
-        let connecting = endpoint
-            .connect_with(self.config.clone(), addr, sni)
-            .map_err(|e| Error::tls(format!("HTTP/3 connection to {shown}"), e))?;
+        let connecting = self
+            .endpoints
+            .connect(&self.config, host, port, sni, "HTTP/3")
+            .await?;
         connecting
             .await
             .map_err(|e| Error::tls(format!("HTTP/3 handshake with {shown}"), e))

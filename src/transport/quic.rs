@@ -364,22 +364,10 @@ impl QuicDialer {
 
     async fn handshake(&self, host: &str, port: u16, sni: &str) -> Result<quinn::Connection> {
         let shown = super::dialer::display(host, port);
-        let addr = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| Error::io(format!("resolving {shown}"), e))?
-            .next()
-            .ok_or_else(|| {
-                Error::io(
-                    format!("resolving {shown}"),
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-                )
-            })?;
-        let endpoint = self.endpoints.for_addr(addr)?;
-        // Validated like the TLS dialer's server name.
-        super::server_name(sni)?;
-        let connecting = endpoint
-            .connect_with(self.config.clone(), addr, sni)
-            .map_err(|e| Error::tls(format!("QUIC connection to {shown}"), e))?;
+        let connecting = self
+            .endpoints
+            .connect(&self.config, host, port, sni, "QUIC")
+            .await?;
         connecting.await.map_err(|e| match e {
             quinn::ConnectionError::TransportError(_)
             | quinn::ConnectionError::ConnectionClosed(_) => {
@@ -399,8 +387,37 @@ impl QuicDialer {
 pub(crate) struct ClientEndpoints(Mutex<(Option<quinn::Endpoint>, Option<quinn::Endpoint>)>);
 
 impl ClientEndpoints {
+    /// Resolves `host:port` and starts a `what` (QUIC, HTTP/3) handshake
+    /// with it from the endpoint of its address family.
+    pub(crate) async fn connect(
+        &self,
+        config: &quinn::ClientConfig,
+        host: &str,
+        port: u16,
+        sni: &str,
+        what: &str,
+    ) -> Result<quinn::Connecting> {
+        let shown = super::dialer::display(host, port);
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| Error::io(format!("resolving {shown}"), e))?
+            .next()
+            .ok_or_else(|| {
+                Error::io(
+                    format!("resolving {shown}"),
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+                )
+            })?;
+        let endpoint = self.for_addr(addr)?;
+        // Validated like the TLS dialer's server name.
+        super::server_name(sni)?;
+        endpoint
+            .connect_with(config.clone(), addr, sni)
+            .map_err(|e| Error::tls(format!("{what} connection to {shown}"), e))
+    }
+
     /// The endpoint for `addr`'s family.
-    pub(crate) fn for_addr(&self, addr: SocketAddr) -> Result<quinn::Endpoint> {
+    fn for_addr(&self, addr: SocketAddr) -> Result<quinn::Endpoint> {
         let mut endpoints = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let (slot, bind): (&mut Option<quinn::Endpoint>, SocketAddr) = if addr.is_ipv4() {
             (
