@@ -350,3 +350,130 @@ async fn accepted_quic_channels_end_with_their_engine() {
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
     assert!(channel.send(b"late").await.is_err());
 }
+
+/// The 12-byte plane-A channel id of a stream id (DATAGRAM_QUIC.md §2 A):
+/// its first 24 hex digits, dashes dropped.
+fn wire_channel_id(stream_id: &str) -> [u8; 12] {
+    let hex: String = stream_id.chars().filter(|c| *c != '-').take(24).collect();
+    let mut id = [0u8; 12];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex stream id");
+    }
+    id
+}
+
+/// A hostile dialer on its own raw QUIC connection (ALPN `rstrm/1`, as a
+/// Go client would open it) sends DATAGRAM frames the engine must drop:
+/// empty, shorter than a channel id, an id nobody announced, the id of
+/// another connection's channel. Each is dropped without an answer; the
+/// channel it did announce keeps echoing, and the other client's channel
+/// sees none of it.
+#[tokio::test]
+async fn hostile_datagram_frames_are_dropped_and_channels_go_on() {
+    use rstream::proto::{message::Payload, stream_rsp, StreamReq};
+
+    use crate::support::raw::{details, recv, send};
+
+    let engine = engine().await;
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let _server = crate::support::datagram_echo(
+        control
+            .create_datagram_tunnel(TunnelOptions::datagram().name("hostile"))
+            .await
+            .unwrap(),
+    );
+    // A well-behaved dialer on a QUIC connection of its own.
+    let other = quic_client(&engine);
+    let bystander = within("dial", other.dial_datagram("hostile"))
+        .await
+        .unwrap();
+    assert!(bystander.is_quic_datagram());
+
+    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let tls = crate::support::tls_config(engine.ca_pem(), &[b"rstrm/1"]);
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    let conn = within(
+        "handshake",
+        endpoint
+            .connect_with(config, engine.local_addr(), "localhost")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+    let req = StreamReq {
+        client_details: Some(details("hostile", None)),
+        tunnel_id_name: "hostile".into(),
+        zero_rtt: Some(false),
+        datagram_channel: Some(true),
+    };
+    send(&mut tx, Payload::StreamReq(req)).await;
+    let stream_id = match within("StreamRsp", recv(&mut rx)).await {
+        Payload::StreamRsp(rsp) => match rsp.payload {
+            Some(stream_rsp::Payload::StreamId(id)) => id,
+            other => panic!("expected a stream id, got {other:?}"),
+        },
+        other => panic!("expected StreamRsp, got {}", other.name()),
+    };
+    let id = wire_channel_id(&stream_id);
+    let frame = |payload: &[u8]| bytes::Bytes::from([&id[..], payload].concat());
+    // Plane A is unreliable: send until the echo comes back.
+    let echo = async |payload: &[u8]| {
+        for _ in 0..20 {
+            conn.send_datagram(frame(payload)).unwrap();
+            if let Ok(Ok(back)) =
+                tokio::time::timeout(Duration::from_millis(250), conn.read_datagram()).await
+            {
+                return back;
+            }
+        }
+        panic!("no echo of {payload:?}");
+    };
+    assert_eq!(echo(b"before").await, frame(b"before"));
+
+    let mut foreign = [0xffu8; 12];
+    foreign[0] = !id[0];
+    // The bystander's own id, spoofed from another connection: the engine
+    // routes by (connection, id), so it must go nowhere.
+    let spoofed = wire_channel_id(bystander.peer().stream_id());
+    assert_ne!(spoofed, id);
+    for hostile in [
+        bytes::Bytes::new(),
+        bytes::Bytes::from_static(b"short"),
+        bytes::Bytes::from_static(&[0u8; 11]),
+        bytes::Bytes::from([&foreign[..], b"nobody's"].concat()),
+        bytes::Bytes::from([&spoofed[..], b"spoofed"].concat()),
+    ] {
+        for _ in 0..50 {
+            conn.send_datagram(hostile.clone()).unwrap();
+        }
+    }
+    // Nothing answers them, and the bystander's channel sees none of it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), conn.read_datagram())
+            .await
+            .is_err(),
+        "a dropped frame was answered"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), bystander.recv())
+            .await
+            .is_err(),
+        "a hostile frame reached another channel"
+    );
+    // The announced channel and the bystander's go on.
+    assert_eq!(echo(b"after").await, frame(b"after"));
+    let mut back = None;
+    for _ in 0..20 {
+        bystander.send(b"bystander").await.unwrap();
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(250), bystander.recv()).await
+        {
+            back = Some(d);
+            break;
+        }
+    }
+    assert_eq!(back.as_deref(), Some(&b"bystander"[..]));
+    conn.close(0u32.into(), b"");
+}
