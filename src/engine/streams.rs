@@ -280,14 +280,7 @@ async fn dial(
     has_certificate: bool,
     admission: &Admission,
 ) -> Result<(String, Owner), proto::Error> {
-    let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
-    let grant = super::control::authenticate(
-        &inner.config,
-        token,
-        has_certificate,
-        super::auth::Action::Connect,
-    )?;
-    super::control::establish(admission)?;
+    let target = authorize_dial(inner, peer, &req, has_certificate, admission)?;
     #[cfg(not(feature = "quic"))]
     if req.datagram_channel == Some(true) {
         // QUIC datagram channels (plane A) need the QUIC transport; a
@@ -298,18 +291,27 @@ async fn dial(
             "datagram_channel needs the QUIC transport; dial without it for framed datagrams",
         ));
     }
-    let target = dial_target(inner, peer, &req, grant.as_deref())?;
     reach_owner_any(inner, &target.id, peer.ip().to_canonical()).await
 }
 
-/// The tunnel a dial names, once its connect scope and `trusted_ips`
-/// allow the dialer.
-fn dial_target(
+/// Authenticates a dial (its token, or the client certificate),
+/// establishes the dialer's connection, and returns the tunnel it names
+/// once its connect scope and `trusted_ips` allow the dialer.
+fn authorize_dial(
     inner: &Inner,
     peer: SocketAddr,
     req: &StreamReq,
-    grant: Option<&super::auth::Grant>,
+    has_certificate: bool,
+    admission: &Admission,
 ) -> Result<super::state::DialTarget, proto::Error> {
+    let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
+    let grant = super::control::authenticate(
+        &inner.config,
+        token,
+        has_certificate,
+        super::auth::Action::Connect,
+    )?;
+    super::control::establish(admission)?;
     let name = req.tunnel_id_name.trim();
     if name.is_empty() {
         return Err(error(ErrorCode::InvalidRequest, "tunnel_id_name is empty"));
@@ -320,7 +322,7 @@ fn dial_target(
             format!("tunnel {name:?} not found"),
         )
     })?;
-    if let Some(grant) = grant {
+    if let Some(grant) = &grant {
         super::access::check_connect(&inner.config.apps, grant, &target.info)?;
     }
     let ip = peer.ip().to_canonical();
@@ -355,15 +357,7 @@ async fn serve_quic_dial(
             ));
         };
         let router = stream.get_ref().datagram_router();
-        let token = req.client_details.as_ref().and_then(|d| d.token.as_deref());
-        let grant = super::control::authenticate(
-            &inner.config,
-            token,
-            has_certificate,
-            super::auth::Action::Connect,
-        )?;
-        super::control::establish(admission)?;
-        let target = dial_target(inner, peer, &req, grant.as_deref())?;
+        let target = authorize_dial(inner, peer, &req, has_certificate, admission)?;
         let p = &target.info.properties;
         if p.r#type.as_deref() != Some("datagram") || p.datagram_guaranteed_delivery == Some(true) {
             return Err(error(
