@@ -255,17 +255,8 @@ impl QuicDialer {
                 Err(e) => Err(lost(&shown, e)),
             }
         };
-        match tokio::time::timeout(self.connect_timeout, bounded).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                code::CONNECT_TIMEOUT,
-                format!(
-                    "QUIC connection to {shown} took longer than {:?}",
-                    self.connect_timeout
-                ),
-            )),
-        }
+        self.within_connect_timeout(|| format!("QUIC connection to {shown}"), bounded)
+            .await
     }
 
     /// A stream on the live connection to `host:port` already open, if
@@ -301,15 +292,23 @@ impl QuicDialer {
                 }
             }
         };
-        match tokio::time::timeout(self.connect_timeout, bounded).await {
+        self.within_connect_timeout(|| format!("opening a QUIC stream to {shown}"), bounded)
+            .await
+    }
+
+    /// `fut` bounded by the connect timeout; `what` names it in the
+    /// `ERR_RSTREAM_CONNECT_TIMEOUT` error.
+    async fn within_connect_timeout<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 code::CONNECT_TIMEOUT,
-                format!(
-                    "opening a QUIC stream to {shown} took longer than {:?}",
-                    self.connect_timeout
-                ),
+                format!("{} took longer than {:?}", what(), self.connect_timeout),
             )),
         }
     }
