@@ -8,7 +8,8 @@
 //! counted, as plane A is unreliable), and sends frames for a channel. The
 //! client (its control channel's and its dials' connections) and the local
 //! engine (each accepted connection) both use it. Short frames and unknown
-//! ids are dropped.
+//! ids are dropped. Every drop is counted by reason in a [`Drops`] (the
+//! engine shares one among all its connections).
 //!
 //! The reader task runs only while at least one channel is registered, so
 //! an idle connection is not kept alive by it.
@@ -44,6 +45,20 @@ pub(crate) fn channel_id(stream_id: &str) -> Option<ChannelId> {
     Some(id)
 }
 
+/// DATAGRAMs a [`Router`] dropped, by reason (one per client connection;
+/// the engine shares one among all its connections).
+#[derive(Debug, Default)]
+pub(crate) struct Drops {
+    /// Received frames shorter than a channel id.
+    pub(crate) short: AtomicU64,
+    /// Received frames for a channel id not registered on the connection.
+    pub(crate) unknown_channel: AtomicU64,
+    /// Received frames whose channel's queue was full (its reader is slow).
+    pub(crate) queue_full: AtomicU64,
+    /// Datagrams not sent: larger than a DATAGRAM frame can carry now.
+    pub(crate) too_large: AtomicU64,
+}
+
 /// The DATAGRAM side of one QUIC connection (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Router {
@@ -52,6 +67,7 @@ pub(crate) struct Router {
     /// Wakes the reader when the last channel went away.
     emptied: Notify,
     max_channels: usize,
+    drops: Arc<Drops>,
 }
 
 #[derive(Debug, Default)]
@@ -63,13 +79,19 @@ struct Routes {
 }
 
 impl Router {
-    /// A router for `conn` holding at most `max_channels` channels.
-    pub(crate) fn new(conn: quinn::Connection, max_channels: usize) -> Arc<Self> {
+    /// A router for `conn` holding at most `max_channels` channels,
+    /// counting what it drops in `drops`.
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        max_channels: usize,
+        drops: Arc<Drops>,
+    ) -> Arc<Self> {
         Arc::new(Router {
             conn,
             routes: Mutex::default(),
             emptied: Notify::new(),
             max_channels,
+            drops,
         })
     }
 
@@ -140,6 +162,7 @@ impl Router {
             ));
         };
         if payload.len() > max {
+            self.drops.too_large.fetch_add(1, Ordering::Relaxed);
             return Err(too_large(payload.len(), max));
         }
         let mut frame = BytesMut::with_capacity(CHANNEL_ID_LEN + payload.len());
@@ -148,7 +171,10 @@ impl Router {
         match self.conn.send_datagram(frame.freeze()) {
             Ok(()) => Ok(()),
             // The path's limit shrank between the check and the send.
-            Err(quinn::SendDatagramError::TooLarge) => Err(too_large(payload.len(), max)),
+            Err(quinn::SendDatagramError::TooLarge) => {
+                self.drops.too_large.fetch_add(1, Ordering::Relaxed);
+                Err(too_large(payload.len(), max))
+            }
             Err(_) => Err(super::closed("the QUIC connection was lost")),
         }
     }
@@ -157,6 +183,7 @@ impl Router {
     fn route(&self, mut frame: Bytes) {
         if frame.len() < CHANNEL_ID_LEN {
             tracing::trace!(len = frame.len(), "short QUIC datagram dropped");
+            self.drops.short.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let payload = frame.split_off(CHANNEL_ID_LEN);
@@ -167,11 +194,13 @@ impl Router {
         let routes = self.routes();
         let Some((tx, dropped)) = routes.channels.get(&id) else {
             tracing::trace!("QUIC datagram for an unknown channel dropped");
+            self.drops.unknown_channel.fetch_add(1, Ordering::Relaxed);
             return;
         };
         if tx.try_send(payload).is_err() {
             // Full (or being unregistered): dropped, as UDP would.
             dropped.fetch_add(1, Ordering::Relaxed);
+            self.drops.queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

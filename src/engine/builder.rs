@@ -572,6 +572,8 @@ impl LocalEngineBuilder {
             },
             #[cfg(feature = "quic")]
             quic_streams: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(feature = "quic")]
+            plane_a_drops: Arc::default(),
             #[cfg(feature = "http3")]
             api_h3_requests: std::sync::atomic::AtomicU64::new(0),
         });

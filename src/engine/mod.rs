@@ -88,6 +88,8 @@ use crate::error::Result;
 
 pub use builder::LocalEngineBuilder;
 pub use events::{ClientInfo, EngineEvent, TunnelInfo};
+#[cfg(feature = "quic")]
+pub use plane_a::QuicDatagramDrops;
 pub use webhooks::WebhookDelivery;
 
 /// Default liveness floor: the timeout answered is `max(3 × interval, 15 s)`.
@@ -142,6 +144,9 @@ pub(crate) struct Inner {
     /// QUIC streams accepted on the UDP port since start.
     #[cfg(feature = "quic")]
     pub(crate) quic_streams: std::sync::atomic::AtomicU64,
+    /// DATAGRAMs dropped on plane A, all QUIC connections together.
+    #[cfg(feature = "quic")]
+    pub(crate) plane_a_drops: Arc<crate::datagram::quic::Drops>,
     /// Engine API requests served over HTTP/3 since start.
     #[cfg(feature = "http3")]
     pub(crate) api_h3_requests: std::sync::atomic::AtomicU64,
@@ -243,6 +248,15 @@ impl LocalEngine {
             s.dropped.load(Relaxed),
             s.refused_channels.load(Relaxed),
         )
+    }
+
+    /// QUIC DATAGRAM frames (plane A) the engine dropped since it started,
+    /// by reason, all QUIC connections together (feature `quic`). The
+    /// published endpoints' own counters are [`datagram_counters`](Self::datagram_counters).
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+    pub fn quic_datagram_drops(&self) -> QuicDatagramDrops {
+        QuicDatagramDrops::of(&self.inner.plane_a_drops)
     }
 
     /// QUIC streams accepted on the engine's UDP port since it started

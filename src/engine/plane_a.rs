@@ -32,6 +32,40 @@ use crate::proto::{
     self, message::Payload, read_frame, write_frame, DatagramChannelClose, ErrorCode, Message,
 };
 
+/// QUIC DATAGRAM frames (plane A) a [`LocalEngine`](super::LocalEngine)
+/// dropped, by reason, all connections together
+/// ([`LocalEngine::quic_datagram_drops`](super::LocalEngine::quic_datagram_drops)).
+/// Plane A is unreliable: a drop is never reported to either side, only
+/// counted here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuicDatagramDrops {
+    /// Received frames shorter than the 12-byte channel id.
+    pub short: u64,
+    /// Received frames for a channel id not open on their connection
+    /// (never announced, already closed, or another connection's).
+    pub unknown_channel: u64,
+    /// Received frames whose channel already had 64 datagrams waiting
+    /// (the relay, or the side it forwards to, is slower than the sender).
+    pub queue_full: u64,
+    /// Datagrams the engine could not forward as a DATAGRAM frame: larger
+    /// than the receiving connection's limit (e.g. a framed dialer's
+    /// datagram for a plane-A owner). Never truncated.
+    pub too_large: u64,
+}
+
+impl QuicDatagramDrops {
+    pub(crate) fn of(drops: &crate::datagram::quic::Drops) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        QuicDatagramDrops {
+            short: drops.short.load(Relaxed),
+            unknown_channel: drops.unknown_channel.load(Relaxed),
+            queue_full: drops.queue_full.load(Relaxed),
+            too_large: drops.too_large.load(Relaxed),
+        }
+    }
+}
+
 /// Bound on writing the close notice and closing a stream.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 

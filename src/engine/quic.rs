@@ -124,7 +124,7 @@ async fn connection(inner: Arc<Inner>, incoming: quinn::Incoming) {
             return;
         }
     };
-    let info = ConnInfo::of(&conn);
+    let info = ConnInfo::of(&conn, inner.plane_a_drops.clone());
     #[cfg(feature = "http3")]
     if info.alpn() == Some(super::api::http3::ALPN) {
         return super::api::http3::serve(inner, conn, peer).await;

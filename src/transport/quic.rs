@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::datagram::quic::Router;
+use crate::datagram::quic::{Drops, Router};
 use crate::error::{code, Error, ErrorKind, Result};
 
 /// Plane-A channels one QUIC connection carries at once (a bound on the
@@ -24,7 +24,7 @@ const MAX_DATAGRAM_CHANNELS: usize = 4096;
 /// The one DATAGRAM router of `conn` (whose [`ConnInfo`] is `info`).
 pub(crate) fn router_of(conn: &quinn::Connection, info: &ConnInfo) -> Arc<Router> {
     info.datagrams
-        .get_or_init(|| Router::new(conn.clone(), MAX_DATAGRAM_CHANNELS))
+        .get_or_init(|| Router::new(conn.clone(), MAX_DATAGRAM_CHANNELS, info.drops.clone()))
         .clone()
 }
 
@@ -48,6 +48,8 @@ pub(crate) struct ConnInfo {
     /// The connection's one DATAGRAM router (plane A), made on first use:
     /// two readers would split the frames between them.
     datagrams: std::sync::OnceLock<Arc<Router>>,
+    /// Where the router counts the DATAGRAMs it drops.
+    drops: Arc<Drops>,
 }
 
 impl ConnInfo {
@@ -57,8 +59,9 @@ impl ConnInfo {
         self.alpn.as_deref()
     }
 
-    /// Reads the negotiated ALPN and the peer's certificate chain.
-    pub(crate) fn of(conn: &quinn::Connection) -> Arc<ConnInfo> {
+    /// Reads the negotiated ALPN and the peer's certificate chain; the
+    /// connection's router will count its drops in `drops`.
+    pub(crate) fn of(conn: &quinn::Connection, drops: Arc<Drops>) -> Arc<ConnInfo> {
         let alpn = conn
             .handshake_data()
             .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -71,6 +74,7 @@ impl ConnInfo {
             alpn,
             peer_certificates,
             datagrams: std::sync::OnceLock::new(),
+            drops,
         })
     }
 }
@@ -329,7 +333,7 @@ impl QuicDialer {
         }
         conns.map.remove(key);
         let conn = self.handshake(host, port, sni).await?;
-        let info = ConnInfo::of(&conn);
+        let info = ConnInfo::of(&conn, Arc::default());
         if conns.map.len() >= MAX_CONNECTIONS {
             // Drop the oldest handle; its streams keep it open until they end.
             if let Some(oldest) = conns

@@ -362,18 +362,104 @@ fn wire_channel_id(stream_id: &str) -> [u8; 12] {
     id
 }
 
-/// A hostile dialer on its own raw QUIC connection (ALPN `rstrm/1`, as a
-/// Go client would open it) sends DATAGRAM frames the engine must drop:
-/// empty, shorter than a channel id, an id nobody announced, the id of
-/// another connection's channel. Each is dropped without an answer; the
-/// channel it did announce keeps echoing, and the other client's channel
-/// sees none of it.
+/// A plane-A dial on a raw QUIC connection of its own (ALPN `rstrm/1`, as
+/// a Go client would open it), so a test can send any DATAGRAM frame.
+struct RawDial {
+    conn: quinn::Connection,
+    /// The request stream: the channel's lifeline.
+    #[allow(dead_code)] // Read by the idle test (next commit).
+    lifeline: (quinn::SendStream, quinn::RecvStream),
+    stream_id: String,
+    /// The channel id every frame starts with.
+    id: [u8; 12],
+    _endpoint: quinn::Endpoint,
+}
+
+impl RawDial {
+    /// Dials `name` on plane A as agent `agent`.
+    async fn open(engine: &LocalEngine, name: &str) -> RawDial {
+        use rstream::proto::{message::Payload, stream_rsp, StreamReq};
+
+        use crate::support::raw::{details, recv, send};
+
+        let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let tls = crate::support::tls_config(engine.ca_pem(), &[b"rstrm/1"]);
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+        let conn = within(
+            "handshake",
+            endpoint
+                .connect_with(config, engine.local_addr(), "localhost")
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        let req = StreamReq {
+            client_details: Some(details("raw", None)),
+            tunnel_id_name: name.into(),
+            zero_rtt: Some(false),
+            datagram_channel: Some(true),
+        };
+        send(&mut tx, Payload::StreamReq(req)).await;
+        let stream_id = match within("StreamRsp", recv(&mut rx)).await {
+            Payload::StreamRsp(rsp) => match rsp.payload {
+                Some(stream_rsp::Payload::StreamId(id)) => id,
+                other => panic!("expected a stream id, got {other:?}"),
+            },
+            other => panic!("expected StreamRsp, got {}", other.name()),
+        };
+        RawDial {
+            id: wire_channel_id(&stream_id),
+            stream_id,
+            conn,
+            lifeline: (tx, rx),
+            _endpoint: endpoint,
+        }
+    }
+
+    /// A DATAGRAM frame of this channel.
+    fn frame(&self, payload: &[u8]) -> bytes::Bytes {
+        bytes::Bytes::from([&self.id[..], payload].concat())
+    }
+
+    /// Sends `payload` until a frame comes back (plane A is unreliable).
+    async fn echo(&self, payload: &[u8]) -> bytes::Bytes {
+        for _ in 0..20 {
+            self.conn.send_datagram(self.frame(payload)).unwrap();
+            if let Ok(Ok(back)) =
+                tokio::time::timeout(Duration::from_millis(250), self.conn.read_datagram()).await
+            {
+                return back;
+            }
+        }
+        panic!("no echo of {payload:?}");
+    }
+}
+
+/// Waits (3 s at most) until `done` holds for the engine's plane-A drop
+/// counters, and returns them.
+async fn drops_when(
+    engine: &LocalEngine,
+    done: impl Fn(&rstream::engine::QuicDatagramDrops) -> bool,
+) -> rstream::engine::QuicDatagramDrops {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let drops = engine.quic_datagram_drops();
+        if done(&drops) || tokio::time::Instant::now() >= deadline {
+            return drops;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A hostile dialer on its own raw QUIC connection sends DATAGRAM frames
+/// the engine must drop: empty, shorter than a channel id, an id nobody
+/// announced, the id of another connection's channel. Each is dropped
+/// without an answer and counted by reason; the channel it did announce
+/// keeps echoing, and the other client's channel sees none of it.
 #[tokio::test]
 async fn hostile_datagram_frames_are_dropped_and_channels_go_on() {
-    use rstream::proto::{message::Payload, stream_rsp, StreamReq};
-
-    use crate::support::raw::{details, recv, send};
-
     let engine = engine().await;
     let owner = quic_client(&engine);
     let control = within("connect", owner.connect()).await.unwrap();
@@ -390,55 +476,18 @@ async fn hostile_datagram_frames_are_dropped_and_channels_go_on() {
         .unwrap();
     assert!(bystander.is_quic_datagram());
 
-    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
-    let tls = crate::support::tls_config(engine.ca_pem(), &[b"rstrm/1"]);
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
-    let conn = within(
-        "handshake",
-        endpoint
-            .connect_with(config, engine.local_addr(), "localhost")
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let (mut tx, mut rx) = conn.open_bi().await.unwrap();
-    let req = StreamReq {
-        client_details: Some(details("hostile", None)),
-        tunnel_id_name: "hostile".into(),
-        zero_rtt: Some(false),
-        datagram_channel: Some(true),
-    };
-    send(&mut tx, Payload::StreamReq(req)).await;
-    let stream_id = match within("StreamRsp", recv(&mut rx)).await {
-        Payload::StreamRsp(rsp) => match rsp.payload {
-            Some(stream_rsp::Payload::StreamId(id)) => id,
-            other => panic!("expected a stream id, got {other:?}"),
-        },
-        other => panic!("expected StreamRsp, got {}", other.name()),
-    };
-    let id = wire_channel_id(&stream_id);
-    let frame = |payload: &[u8]| bytes::Bytes::from([&id[..], payload].concat());
-    // Plane A is unreliable: send until the echo comes back.
-    let echo = async |payload: &[u8]| {
-        for _ in 0..20 {
-            conn.send_datagram(frame(payload)).unwrap();
-            if let Ok(Ok(back)) =
-                tokio::time::timeout(Duration::from_millis(250), conn.read_datagram()).await
-            {
-                return back;
-            }
-        }
-        panic!("no echo of {payload:?}");
-    };
-    assert_eq!(echo(b"before").await, frame(b"before"));
+    let raw = RawDial::open(&engine, "hostile").await;
+    let conn = &raw.conn;
+    assert_eq!(raw.echo(b"before").await, raw.frame(b"before"));
+    let before = engine.quic_datagram_drops();
+    assert_eq!(before.short + before.unknown_channel, 0, "{before:?}");
 
     let mut foreign = [0xffu8; 12];
-    foreign[0] = !id[0];
+    foreign[0] = !raw.id[0];
     // The bystander's own id, spoofed from another connection: the engine
     // routes by (connection, id), so it must go nowhere.
     let spoofed = wire_channel_id(bystander.peer().stream_id());
-    assert_ne!(spoofed, id);
+    assert_ne!(spoofed, raw.id);
     for hostile in [
         bytes::Bytes::new(),
         bytes::Bytes::from_static(b"short"),
@@ -463,8 +512,16 @@ async fn hostile_datagram_frames_are_dropped_and_channels_go_on() {
             .is_err(),
         "a hostile frame reached another channel"
     );
+    // Each drop is counted by its reason (loopback loses none of them).
+    let drops = drops_when(&engine, |d| d.short >= 150 && d.unknown_channel >= 100).await;
+    assert_eq!(
+        (drops.short, drops.unknown_channel),
+        (150, 100),
+        "{drops:?}"
+    );
+    assert_eq!((drops.queue_full, drops.too_large), (0, 0), "{drops:?}");
     // The announced channel and the bystander's go on.
-    assert_eq!(echo(b"after").await, frame(b"after"));
+    assert_eq!(raw.echo(b"after").await, raw.frame(b"after"));
     let mut back = None;
     for _ in 0..20 {
         bystander.send(b"bystander").await.unwrap();
@@ -476,4 +533,86 @@ async fn hostile_datagram_frames_are_dropped_and_channels_go_on() {
     }
     assert_eq!(back.as_deref(), Some(&b"bystander"[..]));
     conn.close(0u32.into(), b"");
+}
+
+/// A plane-A dialer floods a channel whose owner (on TLS: plane B, the
+/// engine translates) never reads: the owner's stream pushes back, the
+/// engine's queue for the channel (64 datagrams) fills, and the rest is
+/// dropped and counted, never buffered: what the owner can still read
+/// afterwards is what the stream buffers held, far less than was sent.
+#[tokio::test]
+async fn flooding_a_channel_whose_owner_does_not_read_is_dropped_and_counted() {
+    const SENT: usize = 20_000;
+    let engine = engine().await;
+    let owner = options_for(&engine, Transport::Tls);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().name("flood"))
+        .await
+        .unwrap();
+    let raw = RawDial::open(&engine, "flood").await;
+    let accepted = within("accept", tunnel.accept()).await.unwrap();
+    assert!(!accepted.is_quic_datagram(), "a TLS owner is on plane B");
+    assert_eq!(accepted.peer().stream_id(), raw.stream_id);
+    let payload = vec![0x5au8; 1000];
+    for _ in 0..SENT {
+        within("send", raw.conn.send_datagram_wait(raw.frame(&payload)))
+            .await
+            .unwrap();
+    }
+    // Stable once the engine has seen the last of them.
+    let mut drops = engine.quic_datagram_drops();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = engine.quic_datagram_drops();
+        if now == drops {
+            break;
+        }
+        drops = now;
+    }
+    assert!(drops.queue_full > 0, "{drops:?}");
+    assert_eq!(drops.short + drops.unknown_channel + drops.too_large, 0);
+    // The owner reads at last: what waited in the queue and the buffers.
+    let mut read = 0u64;
+    while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(500), accepted.recv()).await {
+        assert_eq!(d.len(), payload.len());
+        read += 1;
+    }
+    let sent = SENT as u64;
+    assert!(read > 0);
+    assert!(read + drops.queue_full <= sent, "{read} + {drops:?}");
+    assert!(
+        read < sent / 2,
+        "{read} of {sent} held: drops must bound the buffers"
+    );
+    // The channel still works, both ways.
+    accepted.send(b"back").await.unwrap();
+    let back = within("back", raw.conn.read_datagram()).await.unwrap();
+    assert_eq!(back, raw.frame(b"back"));
+}
+
+/// A framed dialer (TLS) sends a datagram larger than the plane-A owner's
+/// QUIC connection carries: the engine drops it (never truncates) and
+/// counts it; the next one gets through.
+#[tokio::test]
+async fn oversize_for_a_quic_owner_is_dropped_and_counted() {
+    let engine = engine().await;
+    let (_control, _tunnel, dialed, accepted) = dialed_pair(
+        &engine,
+        Transport::Quic,
+        Transport::Tls,
+        TunnelOptions::datagram(),
+        "oversize",
+    )
+    .await;
+    assert!(accepted.is_quic_datagram() && !dialed.is_quic_datagram());
+    let big = vec![1u8; accepted.max_datagram_size() + 1];
+    dialed.send(&big).await.unwrap();
+    let drops = drops_when(&engine, |d| d.too_large > 0).await;
+    assert_eq!(drops.too_large, 1, "{drops:?}");
+    dialed.send(b"small").await.unwrap();
+    assert_eq!(
+        &within("small", accepted.recv()).await.unwrap()[..],
+        b"small"
+    );
 }
