@@ -17,13 +17,19 @@
 //! Closing: the owner's `DatagramChannelClose{stream_id}` on its control
 //! channel unregisters the id (the relay sees its queue end); a channel the
 //! engine ends (idle, downstream gone) is announced to the owner with
-//! `DatagramChannelClose` when the [`QuicSide`] is dropped.
+//! `DatagramChannelClose` when the [`QuicSide`] is dropped (or, for a
+//! framed owner of a plane-A dial, on its control channel before its
+//! stream closes). A dialed channel (either relay) with no datagram either
+//! way for the engine's datagram idle timeout is ended that way.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::streams::{Owner, ServerTls};
 use crate::datagram::frame::{self, FrameReader};
@@ -67,7 +73,44 @@ impl QuicDatagramDrops {
 }
 
 /// Bound on writing the close notice and closing a stream.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Why a relay ended: no datagram either way for the idle timeout.
+const IDLE: &str = "idle";
+
+/// When a channel last carried a datagram (either way), shared by the
+/// two directions of a relay, for idle expiry.
+struct Activity {
+    base: Instant,
+    /// Milliseconds after `base`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// A datagram passed.
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once no datagram passed for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let deadline = self.base + last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
 
 /// One side of a plane-A channel (see the module docs).
 pub(crate) struct QuicSide {
@@ -156,20 +199,27 @@ pub(crate) fn closed_by_owner(router: &Router, stream_id: &str) {
 }
 
 /// Translates a framed stream (a plane-B dialer) ⇄ DATAGRAM frames (a
-/// plane-A owner) until either side ends. Datagrams too large for a
-/// DATAGRAM frame are dropped (plane A never truncates).
-pub(crate) async fn relay_framed<S>(stream: S, mut owner: QuicSide) -> &'static str
+/// plane-A owner) until either side ends or no datagram passed for
+/// `idle_timeout` ([`IDLE`]). Datagrams too large for a DATAGRAM frame are
+/// dropped (plane A never truncates) and counted by the router.
+pub(crate) async fn relay_framed<S>(
+    stream: S,
+    mut owner: QuicSide,
+    idle_timeout: Duration,
+) -> &'static str
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (rd, mut wr) = tokio::io::split(stream);
     let (router, id) = (owner.router.clone(), owner.id);
+    let activity = Activity::new();
     let why = {
         let to_owner = async {
             let mut reader = FrameReader::new(rd);
             loop {
                 match reader.next().await {
                     Ok(Some(d)) => {
+                        activity.touch();
                         // Too large or connection gone: dropped.
                         let _ = router.send(&id, &d);
                     }
@@ -181,6 +231,7 @@ where
         let from_owner = async {
             let mut out = BytesMut::new();
             while let Some(d) = owner.incoming.recv().await {
+                activity.touch();
                 frame::encode(&d, &mut out);
                 while let Ok(d) = owner.incoming.try_recv() {
                     frame::encode(&d, &mut out);
@@ -195,6 +246,7 @@ where
         tokio::select! {
             why = to_owner => why,
             why = from_owner => why,
+            () = activity.idle(idle_timeout) => IDLE,
         }
     };
     tracing::debug!(
@@ -207,34 +259,58 @@ where
 }
 
 /// Relays DATAGRAM ⇄ DATAGRAM between two plane-A sides until either
-/// ends.
-async fn relay_quic(mut a: QuicSide, mut b: QuicSide) -> &'static str {
+/// ends or no datagram passed for `idle_timeout` ([`IDLE`]).
+async fn relay_quic(mut a: QuicSide, mut b: QuicSide, idle_timeout: Duration) -> &'static str {
+    let mut deadline = Instant::now() + idle_timeout;
     loop {
         tokio::select! {
             d = a.recv() => match d {
-                Some(d) => { b.send(&d); }
+                Some(d) => {
+                    deadline = Instant::now() + idle_timeout;
+                    b.send(&d);
+                }
                 None => return "closed by the dialer",
             },
             d = b.recv() => match d {
-                Some(d) => { a.send(&d); }
+                Some(d) => {
+                    deadline = Instant::now() + idle_timeout;
+                    a.send(&d);
+                }
                 None => return "closed by the owner",
             },
+            () = tokio::time::sleep_until(deadline) => return IDLE,
         }
     }
 }
 
 /// Serves a plane-A dial (a QUIC dialer's `datagram_channel = true`, its
 /// `StreamRsp` sent): relays the dialer's DATAGRAMs to the owner (plane A
-/// or framed) until either side ends or the dialer closes its request
-/// stream (the lifeline). When the engine ends it, the dialer gets
-/// `DatagramChannelClose{stream_id}` on the lifeline, then its end.
-pub(crate) async fn relay_dial(mut lifeline: ServerTls, dialer: QuicSide, owner: Owner) {
+/// or framed) until either side ends, the dialer closes its request
+/// stream (the lifeline), or no datagram passed for `idle_timeout`. When
+/// the engine ends it, the dialer gets `DatagramChannelClose{stream_id}`
+/// on the lifeline, then its end; an idle channel's owner gets one on its
+/// control channel (`control`) too.
+pub(crate) async fn relay_dial(
+    mut lifeline: ServerTls,
+    dialer: QuicSide,
+    owner: Owner,
+    control: mpsc::Sender<Message>,
+    idle_timeout: Duration,
+) {
     let stream_id = dialer.stream_id.clone();
     let by_dialer = {
         let relay = async {
             match owner {
-                Owner::Framed(up) => relay_framed(up, dialer).await,
-                Owner::Quic(up) => relay_quic(dialer, up).await,
+                Owner::Framed(up) => {
+                    let why = relay_framed(up, dialer, idle_timeout).await;
+                    if why == IDLE {
+                        // A plane-A owner hears it when its side is
+                        // dropped; a framed one here, never waiting.
+                        let _ = control.try_send(close_message(&stream_id));
+                    }
+                    why
+                }
+                Owner::Quic(up) => relay_quic(dialer, up, idle_timeout).await,
             }
         };
         let watch = async {

@@ -256,7 +256,7 @@ pub(crate) async fn serve_dial(
                 // A framed dialer, a plane-A owner: translated.
                 #[cfg(feature = "quic")]
                 Owner::Quic(owner) => {
-                    super::plane_a::relay_framed(tls, owner).await;
+                    super::plane_a::relay_framed(tls, owner, inner.datagram.idle_timeout).await;
                 }
             }
         }
@@ -365,18 +365,19 @@ async fn serve_quic_dial(
                 "no QUIC datagram channel for this tunnel (not a datagram tunnel, or guaranteed delivery); dial framed",
             ));
         }
-        let (stream_id, owner) =
-            reach_owner_any(inner, &target.id, peer.ip().to_canonical()).await?;
+        let (stream_id, owner, control) =
+            reach_owner_with_control(inner, &target.id, peer.ip().to_canonical()).await?;
         let dialer = super::plane_a::QuicSide::register(router, &stream_id, None)?;
-        Ok((stream_id, dialer, owner))
+        Ok((stream_id, dialer, owner, control))
     };
     match answer.await {
-        Ok((stream_id, dialer, owner)) => {
+        Ok((stream_id, dialer, owner, control)) => {
             let rsp = Message::new(Payload::StreamRsp(StreamRsp {
                 payload: Some(stream_rsp::Payload::StreamId(stream_id)),
             }));
             if write(&mut tls, &rsp).await.is_ok() {
-                super::plane_a::relay_dial(tls, dialer, owner).await;
+                let idle = inner.datagram.idle_timeout;
+                super::plane_a::relay_dial(tls, dialer, owner, control, idle).await;
             }
         }
         Err(e) => {

@@ -367,7 +367,6 @@ fn wire_channel_id(stream_id: &str) -> [u8; 12] {
 struct RawDial {
     conn: quinn::Connection,
     /// The request stream: the channel's lifeline.
-    #[allow(dead_code)] // Read by the idle test (next commit).
     lifeline: (quinn::SendStream, quinn::RecvStream),
     stream_id: String,
     /// The channel id every frame starts with.
@@ -615,4 +614,84 @@ async fn oversize_for_a_quic_owner_is_dropped_and_counted() {
         &within("small", accepted.recv()).await.unwrap()[..],
         b"small"
     );
+}
+
+/// A dialed channel with no datagram either way for the engine's datagram
+/// idle timeout is closed, in each mix where the engine relays DATAGRAM
+/// frames: plane A ⇄ plane A, a plane-A dialer to a framed owner, a
+/// framed dialer to a plane-A owner. Both sides hear it (the dialer on its
+/// lifeline or stream, the owner with `DatagramChannelClose`); a channel
+/// in use meanwhile is not closed.
+#[tokio::test]
+async fn idle_dialed_channels_expire_on_both_sides() {
+    const IDLE: Duration = Duration::from_millis(600);
+    crate::support::init_tracing();
+    let engine = LocalEngine::builder()
+        .datagram_idle_timeout(IDLE)
+        .start()
+        .await
+        .unwrap();
+    for (i, (owner, dialer)) in [
+        (Transport::Quic, Transport::Quic),
+        (Transport::Tls, Transport::Quic),
+        (Transport::Quic, Transport::Tls),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("idle-{i}");
+        let (_control, _tunnel, dialed, accepted) =
+            dialed_pair(&engine, owner, dialer, TunnelOptions::datagram(), &name).await;
+        let mix = format!("owner {owner:?}, dialer {dialer:?}");
+        // In use for three idle timeouts: still open.
+        for _ in 0..9 {
+            dialed.send(b"busy").await.unwrap();
+            tokio::time::sleep(IDLE / 3).await;
+        }
+        assert!(
+            !dialed.is_closed() && !accepted.is_closed(),
+            "{mix}: closed while in use"
+        );
+        let quiet = tokio::time::Instant::now();
+        let err = within("dialer closed", dialed.closed()).await;
+        assert_eq!(err.kind(), ErrorKind::Closed, "{mix}: {err}");
+        let err = within("owner closed", accepted.closed()).await;
+        assert_eq!(err.kind(), ErrorKind::Closed, "{mix}: {err}");
+        let waited = quiet.elapsed();
+        assert!(waited < IDLE * 4, "{mix}: closed after {waited:?}");
+        assert!(dialed.send(b"late").await.is_err(), "{mix}");
+    }
+}
+
+/// On the wire (DATAGRAM_QUIC.md §2 A, dial side): an idle plane-A dial's
+/// lifeline carries `DatagramChannelClose{stream_id}`, then ends.
+#[tokio::test]
+async fn idle_raw_dial_gets_datagram_channel_close_on_its_lifeline() {
+    use rstream::proto::message::Payload;
+
+    crate::support::init_tracing();
+    let engine = LocalEngine::builder()
+        .datagram_idle_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let _server = crate::support::datagram_echo(
+        control
+            .create_datagram_tunnel(TunnelOptions::datagram().name("idle-raw"))
+            .await
+            .unwrap(),
+    );
+    let mut raw = RawDial::open(&engine, "idle-raw").await;
+    assert_eq!(raw.echo(b"once").await, raw.frame(b"once"));
+    match within("close", crate::support::raw::recv(&mut raw.lifeline.1)).await {
+        Payload::DatagramChannelClose(close) => assert_eq!(close.stream_id, raw.stream_id),
+        other => panic!("expected DatagramChannelClose, got {}", other.name()),
+    }
+    let mut rest = Vec::new();
+    let n = within("end", tokio::io::AsyncReadExt::read_to_end(&mut raw.lifeline.1, &mut rest))
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing after the close");
 }
