@@ -163,6 +163,16 @@ impl State {
         }
     }
 
+    /// The DATAGRAM router of `client_id`'s control channel, when it is on
+    /// QUIC (a dial on the same connection must not take plane A).
+    #[cfg(feature = "quic")]
+    pub(crate) fn client_router(
+        &self,
+        client_id: &str,
+    ) -> Option<Arc<crate::datagram::quic::Router>> {
+        self.clients.get(client_id)?.router.clone()
+    }
+
     /// Removes a client and all its tunnels. Returns the tunnels' endpoint
     /// tasks, already aborted (await them to know the ports are free).
     pub(crate) fn remove_client(&mut self, client_id: &str) -> Vec<JoinHandle<()>> {

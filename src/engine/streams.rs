@@ -338,8 +338,11 @@ fn authorize_dial(
 /// Serves `StreamReq{datagram_channel = true}`: a plane-A dial. Refused
 /// (`FEATURE_NOT_AVAILABLE`, so the dialer falls back to a framed dial)
 /// over TLS, for a tunnel that is not a datagram tunnel or has guaranteed
-/// delivery (plane B), or when the dialer's connection takes no DATAGRAM
-/// frames.
+/// delivery (plane B), when the dialer's connection takes no DATAGRAM
+/// frames, or when the dialer is on the owner's own QUIC connection (a
+/// client dialing its own tunnel: both sides would share one channel id
+/// on one connection). All of it is decided before the owner is asked, so
+/// the owner sees exactly one channel: the framed dial's.
 #[cfg(feature = "quic")]
 async fn serve_quic_dial(
     inner: &Inner,
@@ -363,6 +366,13 @@ async fn serve_quic_dial(
             return Err(error(
                 ErrorCode::FeatureNotAvailable,
                 "no QUIC datagram channel for this tunnel (not a datagram tunnel, or guaranteed delivery); dial framed",
+            ));
+        }
+        let owner_router = inner.state().client_router(&target.info.client_id);
+        if owner_router.is_some_and(|r| std::sync::Arc::ptr_eq(&r, &router)) {
+            return Err(error(
+                ErrorCode::FeatureNotAvailable,
+                "the tunnel's owner is on this QUIC connection; dial framed",
             ));
         }
         let (stream_id, owner, control) =

@@ -663,6 +663,43 @@ async fn idle_dialed_channels_expire_on_both_sides() {
     }
 }
 
+/// A client on QUIC dials its own datagram tunnel: the dial rides the
+/// control channel's QUIC connection, where one channel id cannot name
+/// both sides, so the engine refuses plane A before asking the owner; the
+/// dial falls back to a framed stream quietly, translated to the owner's
+/// plane A. The owner accepts exactly one channel, and it echoes.
+#[tokio::test]
+async fn self_dial_over_one_quic_connection_is_one_working_channel() {
+    let engine = engine().await;
+    let client = quic_client(&engine);
+    let control = within("connect", client.connect()).await.unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().name("self"))
+        .await
+        .unwrap();
+    let dialed = within("dial", client.dial_datagram("self")).await.unwrap();
+    assert!(
+        !dialed.is_quic_datagram(),
+        "plane A is refused to a self-dial"
+    );
+    let accepted = within("accept", tunnel.accept()).await.unwrap();
+    assert!(accepted.is_quic_datagram(), "the owner stays on plane A");
+    assert_eq!(accepted.peer().stream_id(), dialed.peer().stream_id());
+    let _echo = echo(accepted);
+    for i in 0..20 {
+        let msg = format!("self {i}");
+        assert_eq!(round_trip(&dialed, msg.as_bytes()).await, msg.as_bytes());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), tunnel.accept())
+            .await
+            .is_err(),
+        "the owner saw a second channel"
+    );
+    assert!(!dialed.is_closed());
+    assert_eq!(engine.quic_datagram_drops().unknown_channel, 0);
+}
+
 /// On the wire (DATAGRAM_QUIC.md §2 A, dial side): an idle plane-A dial's
 /// lifeline carries `DatagramChannelClose{stream_id}`, then ends.
 #[tokio::test]
