@@ -22,6 +22,6 @@ pub use serve::{serve, serve_with, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
 pub use server::{
     serve_connection, serve_connection_with, RequestBody, ServeOptions,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_HEADER_SIZE,
-    DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT,
 };
 pub use socket::{TunnelUdpSocket, MAX_QUIC_PEERS, RECV_QUEUE, SEND_QUEUE};

@@ -11,7 +11,7 @@ use http_body::Body;
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use super::server::{serve_connection_with, RequestBody, ServeOptions};
+use super::server::{serve_connection_until, RequestBody, ServeOptions, H3_NO_ERROR};
 use super::socket::TunnelUdpSocket;
 use crate::datagram::DatagramTunnel;
 use crate::error::{code, BoxError, Error, ErrorKind, Result};
@@ -21,11 +21,10 @@ use crate::error::{code, BoxError, Error, ErrorKind, Result};
 pub const MAX_CONNECTIONS: usize = 1024;
 /// A QUIC handshake that takes longer is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the tunnel closes (or the shutdown signal), connections get this
-/// long to say goodbye before `serve` returns.
+/// Once the connections are closed (the tunnel closed, or the shutdown
+/// signal's grace is over), they get this long to say goodbye before
+/// `serve` returns.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// `H3_NO_ERROR`: the code every connection is closed with at the end.
-const H3_NO_ERROR: u32 = 0x100;
 
 /// Serves `service` (an axum `Router` unchanged) over HTTP/3 on a datagram
 /// tunnel, with the default [`ServeOptions`], until the tunnel closes.
@@ -78,9 +77,17 @@ where
     .await
 }
 
-/// [`serve`] with options and a shutdown signal: when `shutdown`
-/// resolves, every connection is closed (`H3_NO_ERROR`) and `serve_with`
-/// returns `Ok(())`.
+/// [`serve`] with options and a shutdown signal. When `shutdown`
+/// resolves, the shutdown is graceful: new connections are refused,
+/// each connection gets an HTTP/3 GOAWAY (requests already accepted are
+/// served; later ones are refused with `H3_REQUEST_REJECTED`, which a
+/// client may retry elsewhere) and is closed (`H3_NO_ERROR`) once its
+/// requests in flight have ended. Connections still busy after
+/// [`ServeOptions::shutdown_grace`] are closed, their requests dropped.
+/// Then `serve_with` returns `Ok(())`, within the grace plus 4 s.
+///
+/// When the tunnel closes instead, nothing can reach the clients any
+/// more: every connection is dropped at once.
 pub async fn serve_with<S, B, F>(
     tunnel: DatagramTunnel,
     tls: rustls::ServerConfig,
@@ -102,6 +109,8 @@ where
     let endpoint = socket.endpoint(Some(server))?;
     let mut closed = std::pin::pin!(socket.closed());
     let mut shutdown = std::pin::pin!(shutdown);
+    // `true` once the shutdown signal came: each connection drains.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let reason = loop {
         tokio::select! {
@@ -115,6 +124,7 @@ where
                     continue;
                 }
                 let (service, options) = (service.clone(), options.clone());
+                let mut stopping = stopping.clone();
                 connections.spawn(async move {
                     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
                         Ok(Ok(conn)) => conn,
@@ -127,13 +137,43 @@ where
                             return;
                         }
                     };
-                    if let Err(e) = serve_connection_with(conn, service, options).await {
+                    // The sender lives as long as `serve_with`: an error
+                    // (it is gone) is a stop too.
+                    let stop = async move {
+                        let _ = stopping.wait_for(|stop| *stop).await;
+                    };
+                    if let Err(e) = serve_connection_until(conn, service, options, stop).await {
                         tracing::debug!(code = e.code(), error = %e, "HTTP/3 connection failed");
                     }
                 });
             }
             reason = &mut closed => break Some(reason),
-            () = &mut shutdown => break None,
+            () = &mut shutdown => {
+                // Each connection sends GOAWAY and drains; new ones are
+                // refused (quinn answers `CONNECTION_REFUSED`).
+                let _ = stop.send(true);
+                let grace = tokio::time::sleep(options.shutdown_grace);
+                let mut grace = std::pin::pin!(grace);
+                break loop {
+                    tokio::select! {
+                        incoming = endpoint.accept() => match incoming {
+                            Some(incoming) => incoming.refuse(),
+                            None => break None,
+                        },
+                        done = connections.join_next() => if done.is_none() {
+                            break None;
+                        },
+                        () = &mut grace => {
+                            tracing::debug!(
+                                busy = connections.len(),
+                                "HTTP/3 shutdown grace over: closing the connections still busy"
+                            );
+                            break None;
+                        }
+                        reason = &mut closed => break Some(reason),
+                    }
+                };
+            }
         }
     };
     endpoint.close(H3_NO_ERROR.into(), b"");

@@ -36,6 +36,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ServeOptions::write_timeout`]: a response whose peer accepts
 /// no bytes for 60 s is reset (as `rstream::http::serve`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ServeOptions::shutdown_grace`]: after the shutdown signal of
+/// [`serve_with`](super::serve_with), requests in flight get 10 s to end.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// `H3_NO_ERROR`: the code a connection is closed with once drained.
+pub(crate) const H3_NO_ERROR: u32 = 0x100;
 /// After a complete response, the rest of a request body the service did
 /// not read is drained for at most this long…
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -54,6 +59,8 @@ pub struct ServeOptions {
     max_header_size: u64,
     header_read_timeout: Duration,
     write_timeout: Duration,
+    // Read by `serve_with` (the bound on its graceful shutdown).
+    pub(crate) shutdown_grace: Duration,
 }
 
 impl Default for ServeOptions {
@@ -63,6 +70,7 @@ impl Default for ServeOptions {
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -99,6 +107,14 @@ impl ServeOptions {
     /// the end) may wait for the peer; the stream is reset after that.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+
+    /// How long requests in flight may take to end after the shutdown
+    /// signal of [`serve_with`](super::serve_with) (each connection got
+    /// GOAWAY); connections still busy then are closed.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 }
@@ -159,6 +175,29 @@ where
     B::Data: Send,
     B::Error: Into<BoxError> + Send,
 {
+    serve_connection_until(conn, service, options, std::future::pending()).await
+}
+
+/// [`serve_connection_with`] that also shuts down gracefully once `stop`
+/// resolves: GOAWAY (requests up to the last one accepted are served,
+/// later ones are refused with `H3_REQUEST_REJECTED`, safe for the client
+/// to retry elsewhere), then the connection closes (`H3_NO_ERROR`) as soon
+/// as the requests in flight have ended. Bounding that wait is the
+/// caller's (dropping the future ends the requests).
+pub(crate) async fn serve_connection_until<S, B>(
+    conn: quinn::Connection,
+    service: S,
+    options: ServeOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<()>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError> + Send,
+{
     let quic = conn.clone();
     let mut h3 = h3::server::builder()
         .max_field_section_size(options.max_header_size)
@@ -167,6 +206,9 @@ where
         .map_err(|e| connection_error("starting an HTTP/3 connection", e))?;
     let limit = Arc::new(Semaphore::new(options.max_concurrent_requests));
     let mut requests = JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
+    // GOAWAY sent: no request beyond those in flight.
+    let mut draining = false;
     let result = loop {
         // A permit before the next stream is read: past the limit, new
         // request streams stay unread in QUIC (bounded by its stream limit).
@@ -182,7 +224,25 @@ where
         };
         // Reap finished requests so the set holds only running ones.
         while requests.try_join_next().is_some() {}
-        match h3.accept().await {
+        let accepted = tokio::select! {
+            accepted = h3.accept() => accepted,
+            () = &mut stop, if !draining => {
+                draining = true;
+                // The GOAWAY names the stream after the last accepted one;
+                // h3 refuses later streams (`H3_REQUEST_REJECTED`).
+                match h3.shutdown(1).await {
+                    Ok(()) => continue,
+                    Err(e) if is_normal_end(&e) => break Ok(()),
+                    Err(e) => break Err(connection_error("sending an HTTP/3 GOAWAY", e)),
+                }
+            }
+            // Draining, and every request in flight has ended.
+            () = async { while requests.join_next().await.is_some() {} }, if draining => {
+                quic.close(H3_NO_ERROR.into(), b"");
+                break Ok(());
+            }
+        };
+        match accepted {
             Ok(Some(resolver)) => {
                 let service = service.clone();
                 let options = options.clone();

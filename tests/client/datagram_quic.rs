@@ -727,8 +727,11 @@ async fn idle_raw_dial_gets_datagram_channel_close_on_its_lifeline() {
         other => panic!("expected DatagramChannelClose, got {}", other.name()),
     }
     let mut rest = Vec::new();
-    let n = within("end", tokio::io::AsyncReadExt::read_to_end(&mut raw.lifeline.1, &mut rest))
-        .await
-        .unwrap();
+    let n = within(
+        "end",
+        tokio::io::AsyncReadExt::read_to_end(&mut raw.lifeline.1, &mut rest),
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 0, "nothing after the close");
 }

@@ -474,3 +474,175 @@ async fn a_request_finished_after_its_response_is_accepted() {
     }
     client.close();
 }
+
+/// The app of the shutdown tests: `/slow` tells `started`, then answers
+/// only once `release` gets a permit; `/hello` counts its calls.
+fn shutdown_app(
+    started: Arc<Semaphore>,
+    release: Arc<Semaphore>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+) -> Router {
+    Router::new()
+        .route(
+            "/slow",
+            get(move || async move {
+                started.add_permits(1);
+                release.acquire().await.unwrap().forget();
+                "finished"
+            }),
+        )
+        .route(
+            "/hello",
+            get(move || async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "hello"
+            }),
+        )
+}
+
+/// `serve_with` on a published tunnel (owner on TLS) with `grace`, until
+/// the returned sender fires: (server task, its UDP address, the stop).
+async fn serve_until_stopped(
+    engine: &rstream::engine::LocalEngine,
+    ca: &Ca,
+    app: Router,
+    grace: std::time::Duration,
+) -> (
+    rstream::ControlChannel,
+    tokio::task::JoinHandle<rstream::Result<()>>,
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let owner = client_on(engine, Transport::Tls);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let tunnel = control
+        .create_datagram_tunnel(TunnelOptions::datagram().publish())
+        .await
+        .unwrap();
+    let addr = udp_address(&tunnel);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let leaf = ca.leaf(&["localhost"], None);
+    let server = tokio::spawn(rstream::http3::serve_with(
+        tunnel,
+        leaf.server_config(&[b"h3"]),
+        app,
+        rstream::http3::ServeOptions::new().shutdown_grace(grace),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (control, server, addr, stop)
+}
+
+/// Graceful shutdown: a request in flight when the signal comes is
+/// served to its end; the connection got GOAWAY, so a request after it
+/// never reaches the service; a new connection is refused; `serve_with`
+/// returns once the request has ended, well within the grace.
+#[tokio::test]
+async fn shutdown_sends_goaway_and_lets_requests_in_flight_finish() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let (started, release) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = shutdown_app(started.clone(), release.clone(), calls.clone());
+    let grace = Duration::from_secs(8);
+    let (_control, server, addr, stop) = serve_until_stopped(&engine, &ca, app, grace).await;
+
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    assert_eq!(
+        client.request(Method::GET, "/hello", b"").await.body,
+        b"hello"
+    );
+    let mut slow = client.open(Method::GET, "/slow").await;
+    within("finish", slow.finish()).await.unwrap();
+    within("slow started", started.acquire())
+        .await
+        .unwrap()
+        .forget();
+
+    let signalled = Instant::now();
+    stop.send(()).unwrap();
+    // The GOAWAY reaches the client's driver.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = async {
+        let mut stream = client.try_open(Method::GET, "/hello").await?;
+        stream.finish().await?;
+        stream.recv_response().await
+    };
+    let refused = within("a request after GOAWAY", after).await;
+    assert!(refused.is_err(), "a request after GOAWAY was served");
+    // No new connection either.
+    let other = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let connecting = other
+        .connect_with(
+            crate::support::h3::h3_client_config(&ca.pem()),
+            addr,
+            "localhost",
+        )
+        .unwrap();
+    assert!(within("a new connection", connecting).await.is_err());
+    assert!(!server.is_finished(), "serve_with waits for the request");
+
+    // The request in flight ends normally.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    release.add_permits(1);
+    let response = within("slow response", slow.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = Vec::new();
+    while let Some(chunk) = within("slow body", slow.recv_data()).await.unwrap() {
+        body.extend_from_slice(chunk.chunk());
+    }
+    assert_eq!(body, b"finished");
+    let served = within("serve_with returns", server).await.unwrap();
+    assert!(served.is_ok(), "{served:?}");
+    let took = signalled.elapsed();
+    assert!(
+        took < grace,
+        "serve_with took {took:?}, not bounded by the request"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "only the first /hello was served"
+    );
+}
+
+/// A request that does not end within the grace is dropped with its
+/// connection: `serve_with` returns within the grace plus its closing
+/// bound, and the client sees the request fail.
+#[tokio::test]
+async fn shutdown_is_bounded_by_the_grace() {
+    use std::time::{Duration, Instant};
+
+    let engine = crate::support::engine().await;
+    let ca = Ca::new();
+    let started = Arc::new(Semaphore::new(0));
+    let never = Arc::new(Semaphore::new(0));
+    let app = shutdown_app(started.clone(), never, Arc::default());
+    let grace = Duration::from_millis(800);
+    let (_control, server, addr, stop) = serve_until_stopped(&engine, &ca, app, grace).await;
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let mut slow = client.open(Method::GET, "/slow").await;
+    within("finish", slow.finish()).await.unwrap();
+    within("slow started", started.acquire())
+        .await
+        .unwrap()
+        .forget();
+    let signalled = Instant::now();
+    stop.send(()).unwrap();
+    let served = within("serve_with returns", server).await.unwrap();
+    assert!(served.is_ok(), "{served:?}");
+    let took = signalled.elapsed();
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(4),
+        "serve_with took {took:?}"
+    );
+    assert!(within("the dropped request", slow.recv_response())
+        .await
+        .is_err());
+}

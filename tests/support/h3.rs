@@ -63,14 +63,23 @@ impl H3Client {
         method: Method,
         path: &str,
     ) -> h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes> {
+        self.try_open(method, path).await.expect("send_request")
+    }
+
+    /// [`open`](Self::open), for a request that may be refused (e.g.
+    /// after the server's GOAWAY).
+    pub async fn try_open(
+        &mut self,
+        method: Method,
+        path: &str,
+    ) -> Result<h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>, h3::error::StreamError>
+    {
         let request = Request::builder()
             .method(method)
             .uri(format!("https://localhost{path}"))
             .body(())
             .expect("request");
-        within("h3 send_request", self.send.send_request(request))
-            .await
-            .expect("send_request")
+        within("h3 send_request", self.send.send_request(request)).await
     }
 
     /// One request with `body`, the answer read whole.
