@@ -39,6 +39,11 @@ const DATAGRAM_BUFFER: usize = 256 * 1024;
 /// QUIC connections a client keeps (the engine, plus the `proxy_endpoint`s
 /// it redirects proxy connections to); the oldest is dropped past it.
 const MAX_CONNECTIONS: usize = 8;
+/// More QUIC connections a client opens to one engine when every stream
+/// of the first is in use (the local engine allows 1,024 per connection);
+/// past them, a new stream waits for one to end (within the connect
+/// timeout).
+const MAX_EXTRA_CONNECTIONS: usize = 7;
 
 /// What a QUIC connection negotiated, shared by its streams.
 #[derive(Debug, Default)]
@@ -212,6 +217,11 @@ pub(crate) struct QuicDialer {
 struct Conns {
     next: u64,
     map: HashMap<String, (u64, quinn::Connection, Arc<ConnInfo>)>,
+    /// More connections to the same engine, opened when every stream the
+    /// first one may carry was in use (at most [`MAX_EXTRA_CONNECTIONS`]
+    /// each). Kept like the first: a connection closed with its last
+    /// stream would lose what that stream still had to send.
+    extra: HashMap<String, Vec<(quinn::Connection, Arc<ConnInfo>)>>,
 }
 
 impl std::fmt::Debug for QuicDialer {
@@ -247,8 +257,11 @@ impl QuicDialer {
         let shown = super::dialer::display(host, port);
         let bounded = async {
             let (conn, info, fresh) = self.connection(&key, host, port, sni).await?;
-            match conn.open_bi().await {
-                Ok(pair) => Ok(QuicStream::new(conn, info, pair)),
+            match self
+                .open_or_overflow(&key, conn.clone(), info, host, port, sni)
+                .await?
+            {
+                Ok(stream) => Ok(stream),
                 Err(e) if !fresh => {
                     tracing::debug!(error = %e, "QUIC connection lost; reconnecting");
                     self.forget(&key, &conn).await;
@@ -287,8 +300,11 @@ impl QuicDialer {
             let Some((conn, info)) = cached else {
                 return Ok(None);
             };
-            match conn.open_bi().await {
-                Ok(pair) => Ok(Some(QuicStream::new(conn, info, pair))),
+            match self
+                .open_or_overflow(&key, conn.clone(), info, host, port, sni)
+                .await?
+            {
+                Ok(stream) => Ok(Some(stream)),
                 Err(e) => {
                     tracing::debug!(error = %e, "QUIC connection lost");
                     self.forget(&key, &conn).await;
@@ -298,6 +314,63 @@ impl QuicDialer {
         };
         self.within_connect_timeout(|| format!("opening a QUIC stream to {shown}"), bounded)
             .await
+    }
+
+    /// A stream on `conn`; when every stream the engine allows on it is
+    /// in use right now (1,024 at once on the local engine), a stream on
+    /// another connection to the same engine (`key`), opened if none has
+    /// a free stream (at most [`MAX_EXTRA_CONNECTIONS`]): a burst of dials
+    /// past the engine's per-connection limit neither waits for a stream
+    /// to end nor fails. Past the extra connections, it waits on `conn`.
+    /// The inner error is `conn`'s (lost); the outer one an extra
+    /// connection's handshake or loss.
+    async fn open_or_overflow(
+        &self,
+        key: &str,
+        conn: quinn::Connection,
+        info: Arc<ConnInfo>,
+        host: &str,
+        port: u16,
+        sni: &str,
+    ) -> Result<std::result::Result<QuicStream, quinn::ConnectionError>> {
+        match open_now(&conn).await {
+            Some(Ok(pair)) => return Ok(Ok(QuicStream::new(conn, info, pair))),
+            Some(Err(e)) => return Ok(Err(e)),
+            None => {}
+        }
+        let extra = {
+            let mut conns = self.conns.lock().await;
+            let extra = conns.extra.entry(key.to_owned()).or_default();
+            extra.retain(|(c, _)| c.close_reason().is_none());
+            extra.clone()
+        };
+        for (c, info) in &extra {
+            if let Some(Ok(pair)) = open_now(c).await {
+                return Ok(Ok(QuicStream::new(c.clone(), info.clone(), pair)));
+            }
+        }
+        if extra.len() >= MAX_EXTRA_CONNECTIONS {
+            tracing::debug!("every stream of every QUIC connection is in use: waiting for one");
+            return Ok(conn
+                .open_bi()
+                .await
+                .map(|pair| QuicStream::new(conn.clone(), info, pair)));
+        }
+        tracing::debug!(
+            "every stream of the QUIC connection is in use: opening another connection"
+        );
+        let added = self.handshake(host, port, sni).await?;
+        let added_info = ConnInfo::of(&added, Arc::default());
+        self.conns
+            .lock()
+            .await
+            .extra
+            .entry(key.to_owned())
+            .or_default()
+            .push((added.clone(), added_info.clone()));
+        let shown = super::dialer::display(host, port);
+        let pair = added.open_bi().await.map_err(|e| lost(&shown, e))?;
+        Ok(Ok(QuicStream::new(added, added_info, pair)))
     }
 
     /// `fut` bounded by the connect timeout; `what` names it in the
@@ -343,6 +416,7 @@ impl QuicDialer {
                 .map(|(k, _)| k.clone())
             {
                 conns.map.remove(&oldest);
+                conns.extra.remove(&oldest);
             }
         }
         conns.next += 1;
@@ -440,6 +514,20 @@ impl ClientEndpoints {
             .map_err(|e| Error::io(format!("binding a UDP socket on {bind}"), e))?;
         *slot = Some(endpoint.clone());
         Ok(endpoint)
+    }
+}
+
+/// A stream on `conn` if one is free now (`None`: every stream the peer
+/// allows is in use). One poll: a pending open takes no stream, so
+/// dropping it is harmless.
+async fn open_now(
+    conn: &quinn::Connection,
+) -> Option<std::result::Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError>> {
+    let mut open = std::pin::pin!(conn.open_bi());
+    match std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(open.as_mut(), cx))).await
+    {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
     }
 }
 

@@ -581,3 +581,63 @@ async fn auto_behind_a_proxy_is_tls() {
     assert_eq!(engine.quic_streams_accepted(), 0);
     assert!(log.targets.lock().unwrap().len() >= 3);
 }
+
+/// More streams open at once than the engine allows on one QUIC
+/// connection (1,024): 1,100 dials held open, the owner on QUIC too. The
+/// dials past the limit (and the owner's proxy streams past it) open
+/// connections of their own instead of waiting for a stream to end, so
+/// every dial succeeds at once and every one echoes.
+#[tokio::test]
+async fn more_dials_than_one_quic_connection_carries_open_more_connections() {
+    const DIALS: usize = 1_100;
+    support::init_tracing();
+    let engine = LocalEngine::builder()
+        .max_pending_streams(2048)
+        .start()
+        .await
+        .unwrap();
+    let owner = quic_client(&engine);
+    let control = within("connect", owner.connect()).await.unwrap();
+    let _echo = spawn_echo(
+        control
+            .create_tunnel(TunnelOptions::new().name("many"))
+            .await
+            .unwrap(),
+    );
+    // A connect timeout well under `within`'s: a dial waiting for a free
+    // stream (the behaviour before) fails the test with its own error.
+    let dialer = options(&engine)
+        .transport(Transport::Quic)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut held = Vec::with_capacity(DIALS);
+    // Longer than `within`: 1,100 dials and their proxy streams, on a
+    // shared machine.
+    let slow = Duration::from_secs(120);
+    tokio::time::timeout(slow, async {
+        for i in 0..DIALS {
+            let stream = dialer
+                .dial("many")
+                .await
+                .unwrap_or_else(|e| panic!("dial {i}: {e}"));
+            held.push(stream);
+        }
+    })
+    .await
+    .expect("1,100 dials held open");
+    tokio::time::timeout(slow, async {
+        for (i, stream) in held.into_iter().enumerate().rev() {
+            let msg = format!("dial {i}");
+            assert_eq!(
+                echo_round_trip(stream, msg.as_bytes()).await,
+                msg.as_bytes()
+            );
+        }
+    })
+    .await
+    .expect("every dial echoes");
+    // Each dial and each of the owner's proxy streams was a QUIC stream.
+    let streams = engine.quic_streams_accepted();
+    assert!(streams > 2 * DIALS as u64, "{streams} QUIC streams");
+}
