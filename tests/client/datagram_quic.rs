@@ -541,7 +541,7 @@ async fn hostile_datagram_frames_are_dropped_and_channels_go_on() {
 /// afterwards is what the stream buffers held, far less than was sent.
 #[tokio::test]
 async fn flooding_a_channel_whose_owner_does_not_read_is_dropped_and_counted() {
-    const SENT: usize = 20_000;
+    const SENT: usize = 30_000;
     let engine = engine().await;
     let owner = options_for(&engine, Transport::Tls);
     let control = within("connect", owner.connect()).await.unwrap();
