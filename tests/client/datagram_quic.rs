@@ -624,7 +624,7 @@ async fn oversize_for_a_quic_owner_is_dropped_and_counted() {
 /// in use meanwhile is not closed.
 #[tokio::test]
 async fn idle_dialed_channels_expire_on_both_sides() {
-    const IDLE: Duration = Duration::from_millis(600);
+    const IDLE: Duration = Duration::from_millis(800);
     crate::support::init_tracing();
     let engine = LocalEngine::builder()
         .datagram_idle_timeout(IDLE)
@@ -643,10 +643,10 @@ async fn idle_dialed_channels_expire_on_both_sides() {
         let (_control, _tunnel, dialed, accepted) =
             dialed_pair(&engine, owner, dialer, TunnelOptions::datagram(), &name).await;
         let mix = format!("owner {owner:?}, dialer {dialer:?}");
-        // In use for three idle timeouts: still open.
-        for _ in 0..9 {
+        // In use for two idle timeouts: still open.
+        for _ in 0..8 {
             dialed.send(b"busy").await.unwrap();
-            tokio::time::sleep(IDLE / 3).await;
+            tokio::time::sleep(IDLE / 4).await;
         }
         assert!(
             !dialed.is_closed() && !accepted.is_closed(),
