@@ -17,9 +17,9 @@
 //! Closing: the owner's `DatagramChannelClose{stream_id}` on its control
 //! channel unregisters the id (the relay sees its queue end); a channel the
 //! engine ends (idle, downstream gone) is announced to the owner with
-//! `DatagramChannelClose` when the [`QuicSide`] is dropped (or, for a
-//! framed owner of a plane-A dial, on its control channel before its
-//! stream closes). A dialed channel (either relay) with no datagram either
+//! `DatagramChannelClose` when the [`QuicSide`] is dropped (a framed
+//! owner of a plane-A dial that went idle gets it on its control channel
+//! as its stream closes). A dialed channel (either relay) with no datagram either
 //! way for the engine's datagram idle timeout is ended that way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
