@@ -44,6 +44,15 @@ pub(crate) enum EndpointKind {
     /// `http`: terminate TLS with the engine's certificate, splice plaintext
     /// (or, with `upstream_tls`, TLS again to the application).
     Https(Arc<rustls::ServerConfig>, Option<UpstreamTls>),
+    /// `http` with `http_version = "h3"` on a datagram tunnel: terminate
+    /// TLS, forward each request over HTTP/3 (see [`super::h3_upstream`]);
+    /// the flag is `token_auth`.
+    #[cfg(feature = "http3")]
+    H3(
+        Arc<rustls::ServerConfig>,
+        super::h3_upstream::H3Upstream,
+        bool,
+    ),
 }
 
 /// A validated tunnel request.
@@ -89,11 +98,17 @@ pub(crate) fn validate(
         Some(other) => return Err(invalid(format!("unknown tunnel type {other:?}"))),
     };
     let protocol = non_blank(&p.protocol).map(str::to_owned);
+    // An HTTP/3 upstream: the application serves HTTP/3 on a datagram
+    // tunnel, the engine publishes it as an ordinary HTTPS address.
+    let h3 = datagram
+        && protocol.as_deref() == Some("http")
+        && non_blank(&p.http_version) == Some("h3");
     match protocol.as_deref() {
         None => {}
+        Some("http") if h3 => {}
         Some(other @ ("http" | "tls" | "tcp")) if datagram => {
             return Err(invalid(format!(
-                "protocol = {other:?} is not a datagram protocol (datagram tunnels: no protocol)"
+                "protocol = {other:?} is not a datagram protocol (datagram tunnels: no protocol, or \"http\" with http_version = \"h3\")"
             )))
         }
         Some("http" | "tls" | "tcp") => {}
@@ -110,6 +125,16 @@ pub(crate) fn validate(
         ));
     }
     let published = p.publish.unwrap_or(false) || tcp;
+    if h3 && !published {
+        return Err(invalid(
+            "http_version = \"h3\" tunnels are published (publish = true); a private datagram tunnel carries HTTP/3 as it is",
+        ));
+    }
+    if h3 && p.upstream_tls.is_some() {
+        return Err(invalid(
+            "upstream_tls does not apply to http_version = \"h3\": HTTP/3 to the application is always TLS",
+        ));
+    }
     // Re-originating TLS needs the engine's HTTP endpoint in the path:
     // published `http` tunnels only.
     let upstream_tls = p.upstream_tls == Some(true);
@@ -124,7 +149,19 @@ pub(crate) fn validate(
         None | Some("http/1.1" | "h2c") => {}
         // h2 is TLS to the application: only with upstream_tls.
         Some("h2") if upstream_tls => {}
-        Some(v @ ("h2" | "h3")) => {
+        #[cfg(feature = "http3")]
+        Some("h3") if h3 => {}
+        Some("h3") if h3 => {
+            return Err(unavailable(
+                "http_version = \"h3\" (an engine built without the http3 feature)",
+            ))
+        }
+        Some("h3") => {
+            return Err(invalid(
+                "http_version = \"h3\" needs type = \"datagram\" and protocol = \"http\" (ControlChannel::create_datagram_tunnel)",
+            ))
+        }
+        Some(v @ "h2") => {
             return Err(unavailable(format!(
                 "upstream http_version = {v:?} (use \"http/1.1\" or \"h2c\", or \"h2\" with upstream_tls)"
             )))
@@ -278,12 +315,27 @@ pub(crate) fn validate(
     } else {
         None
     };
+    #[cfg(feature = "http3")]
+    let h3_upstream = if h3 {
+        let client = super::h3_upstream::H3Upstream::new(p.name.as_deref())
+            .map_err(|e| proto::Error::new(ErrorCode::Internal, format!("HTTP/3 upstream: {e}")))?;
+        Some(client)
+    } else {
+        None
+    };
     let endpoint = published.then(|| {
+        // Downstream clients of an HTTP/3 upstream speak h2 or HTTP/1.1.
+        let h2 = h2 || h3;
+        let config = match tls.mtls_https(h2, tls13_only) {
+            Some(config) if mtls => config,
+            _ => tls.https(h2, tls13_only),
+        };
+        #[cfg(feature = "http3")]
+        if let Some(client) = h3_upstream {
+            let token_auth = p.token_auth == Some(true);
+            return (EndpointKind::H3(config, client, token_auth), port);
+        }
         let kind = if http {
-            let config = match tls.mtls_https(h2, tls13_only) {
-                Some(config) if mtls => config,
-                _ => tls.https(h2, tls13_only),
-            };
             EndpointKind::Https(config, upstream)
         } else {
             EndpointKind::Raw
@@ -373,7 +425,8 @@ async fn create(
     let created_at = SystemTime::now();
     props.creation_date = Some(created_at.into());
     let endpoint = match plan.endpoint {
-        Some((_, port)) if plan.datagram => {
+        // Published on UDP (an HTTP/3 upstream is published on TCP).
+        Some((EndpointKind::Raw, port)) if plan.datagram => {
             let socket = super::datagram::bind(port).await?;
             let port = socket
                 .local_addr()
@@ -495,23 +548,20 @@ async fn downstream(
     kind: EndpointKind,
 ) {
     match kind {
+        #[cfg(feature = "http3")]
+        EndpointKind::H3(config, client, token_auth) => {
+            if let Some(tls) = accept_tls(&tunnel_id, config, tcp).await {
+                super::h3_upstream::serve(inner, tunnel_id, tls, ip, client, token_auth).await;
+            }
+        }
         EndpointKind::Raw => {
             if let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await {
                 streams::splice(tcp, upstream).await;
             }
         }
         EndpointKind::Https(config, upstream_tls) => {
-            let accept = TlsAcceptor::from(config).accept(tcp);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(tunnel_id, error = %e, "downstream TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(tunnel_id, "downstream TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) = accept_tls(&tunnel_id, config, tcp).await else {
+                return;
             };
             // token_auth: every request is checked by the engine first
             // (creation refuses token_auth together with upstream_tls).
@@ -541,6 +591,27 @@ async fn downstream(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The downstream TLS handshake of a published `http` endpoint, bounded
+/// by [`HANDSHAKE_TIMEOUT`]; `None` when it failed (logged).
+async fn accept_tls(
+    tunnel_id: &str,
+    config: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = TlsAcceptor::from(config).accept(tcp);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(tunnel_id, error = %e, "downstream TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(tunnel_id, "downstream TLS handshake timed out");
+            None
         }
     }
 }
