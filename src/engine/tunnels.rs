@@ -100,9 +100,8 @@ pub(crate) fn validate(
     let protocol = non_blank(&p.protocol).map(str::to_owned);
     // An HTTP/3 upstream: the application serves HTTP/3 on a datagram
     // tunnel, the engine publishes it as an ordinary HTTPS address.
-    let h3 = datagram
-        && protocol.as_deref() == Some("http")
-        && non_blank(&p.http_version) == Some("h3");
+    let h3 =
+        datagram && protocol.as_deref() == Some("http") && non_blank(&p.http_version) == Some("h3");
     match protocol.as_deref() {
         None => {}
         Some("http") if h3 => {}
@@ -643,5 +642,62 @@ mod tests {
         assert!(parse_trusted("::1").is_some());
         assert!(parse_trusted("nope").is_none());
         assert!(parse_trusted("10.0.0.0/33").is_none());
+    }
+
+    /// `type = datagram, protocol = http, http_version = h3`: accepted
+    /// (published on TCP) with feature `http3`, `FEATURE_NOT_AVAILABLE`
+    /// without; and the combinations that make no sense are refused.
+    #[test]
+    fn h3_upstream_is_validated() {
+        let dir = std::env::temp_dir().join(format!(
+            "rstream-engine-h3-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let tls = super::super::certs::EngineTls::load_or_create(&dir)
+            .unwrap()
+            .server_configs(None, None)
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let h3 = || TunnelProperties {
+            r#type: Some("datagram".into()),
+            protocol: Some("http".into()),
+            http_version: Some("h3".into()),
+            publish: Some(true),
+            ..Default::default()
+        };
+        let plan = validate(Some(h3()), &tls);
+        #[cfg(feature = "http3")]
+        {
+            let plan = plan.unwrap_or_else(|e| panic!("{:?}", e.message));
+            assert!(matches!(plan.endpoint, Some((EndpointKind::H3(..), None))));
+            assert_eq!(plan.props.r#type.as_deref(), Some("datagram"));
+        }
+        #[cfg(not(feature = "http3"))]
+        assert_eq!(
+            plan.err().map(|e| e.code),
+            Some(ErrorCode::FeatureNotAvailable as i32)
+        );
+        let refused = [
+            TunnelProperties {
+                publish: Some(false),
+                ..h3()
+            },
+            TunnelProperties {
+                upstream_tls: Some(true),
+                ..h3()
+            },
+            TunnelProperties {
+                r#type: Some("bytestream".into()),
+                ..h3()
+            },
+            TunnelProperties {
+                http_version: Some("h2c".into()),
+                ..h3()
+            },
+        ];
+        for props in refused {
+            let e = validate(Some(props), &tls).err().expect("refused");
+            assert_eq!(e.code, ErrorCode::InvalidRequest as i32, "{:?}", e.message);
+        }
     }
 }

@@ -514,10 +514,7 @@ mod tests {
             .to_properties()
             .unwrap_err();
         assert_eq!(err.code(), code::UNSUPPORTED_TUNNEL);
-        assert!(
-            err.to_string().contains("create_datagram_tunnel"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("create_datagram_tunnel"), "{err}");
         assert_eq!(
             code(TunnelOptions::new().protocol(Protocol::Quic)),
             code::UNSUPPORTED_TUNNEL

@@ -140,6 +140,19 @@ pub(crate) async fn connect(
     let (quic, (mut driver, send)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, start)
         .await
         .map_err(|_| format!("no HTTP/3 handshake within {HANDSHAKE_TIMEOUT:?}"))??;
+    {
+        // The channel ended (the owner closed it, or its connection is
+        // gone): no packet can reach the application any more, so the
+        // connection ends now rather than at its idle timeout.
+        let closed = socket.closed();
+        let quic = quic.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = closed => quic.close(H3_NO_ERROR.into(), b"channel closed"),
+                _ = quic.closed() => {}
+            }
+        });
+    }
     let ended = Arc::new(AtomicBool::new(false));
     {
         let ended = ended.clone();

@@ -72,7 +72,11 @@ impl Link {
                 Some(send)
             }
             Err(why) => {
-                tracing::debug!(tunnel_id = self.tunnel_id, why, "HTTP/3 upstream unreachable");
+                tracing::debug!(
+                    tunnel_id = self.tunnel_id,
+                    why,
+                    "HTTP/3 upstream unreachable"
+                );
                 None
             }
         }
@@ -88,6 +92,7 @@ impl Link {
             );
         }
         let (parts, body) = req.into_parts();
+        let version = parts.version;
         let Some(head) = upstream_head(&parts) else {
             return plain(StatusCode::BAD_REQUEST, "a request without a usable host\n");
         };
@@ -107,6 +112,9 @@ impl Link {
         match tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, exchange).await {
             Ok(Ok((response, rx, upload))) => {
                 let (mut parts, ()) = response.into_parts();
+                // hyper's HTTP/1.1 server writes only 1.x (and takes 2);
+                // the downstream request's version is the one to answer in.
+                parts.version = version;
                 drop_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(body::ResponseBody::new(rx, upload)))
             }
