@@ -238,15 +238,16 @@ pub(crate) fn check_token(
     inner: &Inner,
     tunnel_id: &str,
     req: &mut Request<Incoming>,
-) -> Result<(), Response<Body>> {
+) -> Result<(), Box<Response<Body>>> {
     let Some(token) = take_token(req) else {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::UNAUTHORIZED,
             "this tunnel requires a token: Authorization: Bearer, or ?rstream.token=\n",
-        ));
+        )));
     };
     let path = req.uri().path().to_owned();
-    admit(inner, tunnel_id, &token, &path).map_err(|(status, message)| plain(status, message))
+    admit(inner, tunnel_id, &token, &path)
+        .map_err(|(status, message)| Box::new(plain(status, message)))
 }
 
 /// The HTTP server the engine runs on a downstream connection it reads
@@ -283,7 +284,7 @@ where
         let upgrades = upgrades.clone();
         async move {
             if let Err(refusal) = check_token(&inner, &tunnel_id, &mut req) {
-                return Ok::<_, Infallible>(refusal);
+                return Ok::<_, Infallible>(*refusal);
             }
             Ok(forward(&inner, &tunnel_id, ip, h2c, req, &upgrades).await)
         }

@@ -226,7 +226,7 @@ pub(crate) async fn serve<IO>(
         async move {
             if token_auth {
                 if let Err(refusal) = check_token(&link.inner, &link.tunnel_id, &mut req) {
-                    return Ok::<_, Infallible>(refusal);
+                    return Ok::<_, Infallible>(*refusal);
                 }
             }
             Ok(link.forward(req).await)
