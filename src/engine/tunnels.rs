@@ -6,7 +6,11 @@
 //! see [`super::datagram`]), `publish`, `protocol` (`http`,
 //! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
-//! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`),
+//! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`; `h3` on
+//! a published `datagram` tunnel with `protocol = http`, feature `http3`:
+//! an HTTPS endpoint forwarding each request over HTTP/3 to the app, see
+//! [`super::h3_upstream`]; its edge options are those of `http` tunnels,
+//! `upstream_tls` and `tls_mode` are refused with it),
 //! `upstream_tls` (published `http` tunnels: see [`super::upstream`]),
 //! `token_auth` and `mtls_auth` (published `http` tunnels; `mtls_auth`
 //! needs an edge client CA), `hostname` (`localhost` /
