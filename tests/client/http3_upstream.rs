@@ -5,16 +5,12 @@
 //! it at the engine's published `https://` address, and the engine
 //! forwards each request over HTTP/3 through the tunnel.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use futures_util::stream;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -26,38 +22,13 @@ use tokio::sync::Semaphore;
 use crate::support::pki::Ca;
 use crate::support::{authority, client_on, tls_connect, within};
 
-/// `/stream` sends `first`, then waits for the test to open `gate` before
-/// `second`: a response buffered whole would never show `first` alone.
-/// `/authority` answers the `:authority` the app saw.
+/// The HTTP/3 tests' router (`/hello`, `/echo`, `/stream` gated by
+/// `gate`), plus `/authority`: the `:authority` the app saw.
 fn app(gate: Arc<Semaphore>) -> Router {
-    Router::new()
-        .route("/hello", get(|| async { "hello from h3" }))
-        .route("/echo", post(|body: Bytes| async move { body }))
-        .route("/stream", get(streamed))
-        .route(
-            "/authority",
-            get(|uri: http::Uri| async move {
-                uri.authority().map(|a| a.to_string()).unwrap_or_default()
-            }),
-        )
-        .with_state(gate)
-}
-
-async fn streamed(State(gate): State<Arc<Semaphore>>) -> Body {
-    let chunks = stream::unfold(0, move |step| {
-        let gate = gate.clone();
-        async move {
-            match step {
-                0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"first\n")), 1)),
-                1 => {
-                    gate.acquire().await.ok()?.forget();
-                    Some((Ok(Bytes::from_static(b"second\n")), 2))
-                }
-                _ => None,
-            }
-        }
-    });
-    Body::from_stream(chunks)
+    crate::http3::app(gate).route(
+        "/authority",
+        get(|uri: http::Uri| async move { uri.authority().map(|a| a.to_string()).unwrap_or_default() }),
+    )
 }
 
 /// A downstream HTTPS connection, HTTP/1.1 or h2.
@@ -138,7 +109,7 @@ async fn exercise(down: &mut Downstream, url: &str, gate: &Semaphore, what: &str
     let (status, body) = down.fetch(url, Method::GET, "/hello", b"").await;
     assert_eq!(
         (status, body.as_slice()),
-        (StatusCode::OK, &b"hello from h3"[..]),
+        (StatusCode::OK, &b"hello over h3"[..]),
         "{what}"
     );
 

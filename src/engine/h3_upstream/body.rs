@@ -4,11 +4,10 @@
 //! buffered beyond one frame: QUIC and HTTP/2 flow control push back.
 
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
-use h3::error::{Code, StreamError};
-use http::HeaderMap;
+use bytes::Bytes;
+use h3::error::Code;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -72,21 +71,18 @@ async fn send(mut body: Incoming, tx: &mut SendHalf) -> Result<(), &'static str>
         .map_err(|_| "the application stopped reading")
 }
 
-/// The application's response body: DATA frames as they come, then its
-/// trailers. Holds the request's [`Upload`] until the response ends.
+/// The application's response body (DATA frames as they come, then its
+/// trailers: the Engine API's HTTP/3 client's body), holding the
+/// request's [`Upload`] until the response ends.
 pub(super) struct ResponseBody {
-    /// `None` once the body ended (or failed).
-    rx: Option<RecvHalf>,
-    /// The DATA frames are read; trailers (or the end) come next.
-    data_done: bool,
+    body: crate::transport::h3_client::ResponseBody,
     _upload: Upload,
 }
 
 impl ResponseBody {
     pub(super) fn new(rx: RecvHalf, upload: Upload) -> Self {
         ResponseBody {
-            rx: Some(rx),
-            data_done: false,
+            body: crate::transport::h3_client::ResponseBody::new(rx),
             _upload: upload,
         }
     }
@@ -100,33 +96,10 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let Some(rx) = this.rx.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if !this.data_done {
-            match ready!(rx.poll_recv_data(cx)) {
-                Ok(Some(mut data)) => {
-                    let data = data.copy_to_bytes(data.remaining());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(None) => this.data_done = true,
-                Err(e) => {
-                    this.rx = None;
-                    return Poll::Ready(Some(Err(Box::new(e))));
-                }
-            }
-        }
-        let trailers: Result<Option<HeaderMap>, StreamError> = ready!(rx.poll_recv_trailers(cx));
-        this.rx = None;
-        match trailers {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
-        }
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rx.is_none()
+        self.body.is_end_stream()
     }
 }

@@ -19,7 +19,7 @@ use super::super::upstream::{server_name, unverified_client};
 use super::super::Inner;
 use crate::datagram::frame::{self, FrameReader};
 use crate::http3::{Delivery, TunnelUdpSocket};
-use crate::transport::quic::{IDLE_TIMEOUT, KEEP_ALIVE};
+use crate::transport::h3_client::client_transport;
 
 /// Bound on the QUIC handshake with the application, and on HTTP/3's
 /// start (its SETTINGS) after it.
@@ -27,9 +27,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response head accepted from the application (QPACK field
 /// section), as the downstream request heads ([`super::super::edge`]).
 const MAX_FIELD_SECTION: u64 = 64 * 1024;
-/// Unidirectional streams the application may open: HTTP/3's control and
-/// QPACK streams, plus room for grease streams (RFC 9114 §6.2.3).
-const PEER_UNI_STREAMS: u32 = 8;
 /// `H3_NO_ERROR`: the code the connection is closed with.
 const H3_NO_ERROR: u32 = 0x100;
 /// Framed packets written to the owner in one go (plane B).
@@ -51,19 +48,10 @@ impl H3Upstream {
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        // The downstream connection may sit idle between requests: the
-        // application's connection stays up as long (it ends with it).
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
-        if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
-            transport.max_idle_timeout(Some(idle));
-        }
-        // The application opens no request streams; it opens HTTP/3's
-        // unidirectional control and QPACK streams.
-        transport.max_concurrent_bidi_streams(0u32.into());
-        transport.max_concurrent_uni_streams(PEER_UNI_STREAMS.into());
-        transport.datagram_receive_buffer_size(None);
-        config.transport_config(Arc::new(transport));
+        // Keep-alive: the downstream connection may sit idle between
+        // requests; the application's connection stays up as long (it
+        // ends with it).
+        config.transport_config(Arc::new(client_transport()));
         Ok(H3Upstream {
             config,
             server_name: server_name(tunnel_name).to_str().into_owned(),
