@@ -220,22 +220,9 @@ impl H3Client {
         };
         // The QUIC handshake negotiated `h3`: the engine speaks HTTP/3, so
         // what fails from here on is not a handshake failure.
-        let (mut driver, send) = h3::client::builder()
-            .max_field_section_size(MAX_FIELD_SECTION)
-            .build::<_, _, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        let (send, ended) = start_h3(&conn, "the engine")
             .await
             .map_err(|e| H3Error::Request(request_error(&shown, e)))?;
-        let ended = Arc::new(AtomicBool::new(false));
-        {
-            let ended = ended.clone();
-            // The driver reads the engine's control stream (SETTINGS,
-            // GOAWAY); it ends with the connection.
-            tokio::spawn(async move {
-                let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-                ended.store(true, Ordering::Release);
-                tracing::debug!(error = %e, "HTTP/3 connection to the engine ended");
-            });
-        }
         if conns.len() >= MAX_CONNECTIONS {
             // Drop the oldest handle; its requests keep it open until they end.
             if let Some(oldest) = conns
@@ -288,6 +275,35 @@ pub(crate) fn client_transport() -> quinn::TransportConfig {
     transport
 }
 
+/// Starts HTTP/3 on `conn` (a client whose QUIC handshake negotiated
+/// `h3`; response heads up to 64 KiB) and spawns its driver, which reads
+/// the server's control stream (SETTINGS, GOAWAY) and ends with the
+/// connection, setting the returned flag. `peer` names the server in the
+/// log.
+pub(crate) async fn start_h3(
+    conn: &quinn::Connection,
+    peer: &'static str,
+) -> std::result::Result<
+    (
+        h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        Arc<AtomicBool>,
+    ),
+    h3::error::ConnectionError,
+> {
+    let (mut driver, send) = h3::client::builder()
+        .max_field_section_size(MAX_FIELD_SECTION)
+        .build::<_, _, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .await?;
+    let ended = Arc::new(AtomicBool::new(false));
+    let flag = ended.clone();
+    tokio::spawn(async move {
+        let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        flag.store(true, Ordering::Release);
+        tracing::debug!(error = %e, peer, "HTTP/3 connection ended");
+    });
+    Ok((send, ended))
+}
+
 /// A transport error of an HTTP/3 request (transient: retried once).
 fn request_error(shown: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::new(
@@ -305,6 +321,8 @@ pub(crate) struct ResponseBody {
     rx: Option<h3::client::RequestStream<h3_quinn::RecvStream, Bytes>>,
     /// The DATA frames are read; trailers (or the end) come next.
     data_done: bool,
+    /// Whatever must live as long as the body (see [`Self::holding`]).
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ResponseBody {
@@ -313,7 +331,16 @@ impl ResponseBody {
         ResponseBody {
             rx: Some(rx),
             data_done: false,
+            _held: None,
         }
+    }
+
+    /// Keeps `guard` until the body is dropped (the local engine's HTTP/3
+    /// upstream: the request body's upload, cancelled with the response).
+    #[cfg(feature = "local-engine")]
+    pub(crate) fn holding(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self._held = Some(Box::new(guard));
+        self
     }
 }
 

@@ -3,17 +3,13 @@
 //! body read as hyper sends it downstream ([`ResponseBody`]). Nothing is
 //! buffered beyond one frame: QUIC and HTTP/2 flow control push back.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use h3::error::Code;
-use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use crate::error::BoxError;
+use crate::transport::h3_client::ResponseBody;
 
 type SendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
@@ -72,34 +68,7 @@ async fn send(mut body: Incoming, tx: &mut SendHalf) -> Result<(), &'static str>
 }
 
 /// The application's response body (DATA frames as they come, then its
-/// trailers: the Engine API's HTTP/3 client's body), holding the
-/// request's [`Upload`] until the response ends.
-pub(super) struct ResponseBody {
-    body: crate::transport::h3_client::ResponseBody,
-    _upload: Upload,
-}
-
-impl ResponseBody {
-    pub(super) fn new(rx: RecvHalf, upload: Upload) -> Self {
-        ResponseBody {
-            body: crate::transport::h3_client::ResponseBody::new(rx),
-            _upload: upload,
-        }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
+/// trailers), holding the request's [`Upload`] until the response ends.
+pub(super) fn response_body(rx: RecvHalf, upload: Upload) -> ResponseBody {
+    ResponseBody::new(rx).holding(upload)
 }

@@ -19,14 +19,11 @@ use super::super::upstream::{server_name, unverified_client};
 use super::super::Inner;
 use crate::datagram::frame::{self, FrameReader};
 use crate::http3::{Delivery, TunnelUdpSocket};
-use crate::transport::h3_client::client_transport;
+use crate::transport::h3_client::{client_transport, start_h3};
 
 /// Bound on the QUIC handshake with the application, and on HTTP/3's
 /// start (its SETTINGS) after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest response head accepted from the application (QPACK field
-/// section), as the downstream request heads ([`super::super::edge`]).
-const MAX_FIELD_SECTION: u64 = 64 * 1024;
 /// `H3_NO_ERROR`: the code the connection is closed with.
 const H3_NO_ERROR: u32 = 0x100;
 /// Framed packets written to the owner in one go (plane B).
@@ -118,14 +115,12 @@ pub(crate) async fn connect(
         let quic = connecting
             .await
             .map_err(|e| format!("QUIC handshake: {e}"))?;
-        let h3 = h3::client::builder()
-            .max_field_section_size(MAX_FIELD_SECTION)
-            .build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()))
+        let h3 = start_h3(&quic, "the application")
             .await
             .map_err(|e| format!("HTTP/3 start: {e}"))?;
         Ok::<_, String>((quic, h3))
     };
-    let (quic, (mut driver, send)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, start)
+    let (quic, (send, ended)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, start)
         .await
         .map_err(|_| format!("no HTTP/3 handshake within {HANDSHAKE_TIMEOUT:?}"))??;
     {
@@ -139,18 +134,6 @@ pub(crate) async fn connect(
                 _ = closed => quic.close(H3_NO_ERROR.into(), b"channel closed"),
                 _ = quic.closed() => {}
             }
-        });
-    }
-    let ended = Arc::new(AtomicBool::new(false));
-    {
-        let ended = ended.clone();
-        // The driver reads the application's control stream (SETTINGS,
-        // GOAWAY); it ends with the connection. The endpoint's own driver
-        // keeps the socket until the connection is gone.
-        tokio::spawn(async move {
-            let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-            ended.store(true, Ordering::Release);
-            tracing::debug!(error = %e, "HTTP/3 upstream connection ended");
         });
     }
     Ok(Conn { send, quic, ended })

@@ -116,7 +116,7 @@ impl Link {
                 // the downstream request's version is the one to answer in.
                 parts.version = version;
                 drop_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body::ResponseBody::new(rx, upload)))
+                Response::from_parts(parts, Body::new(body::response_body(rx, upload)))
             }
             Ok(Err(e)) => {
                 tracing::debug!(tunnel_id = self.tunnel_id, error = %e, "HTTP/3 upstream request failed");
