@@ -344,3 +344,75 @@ async fn http3_upstream_refusals_are_explicit() {
     assert!(err.to_string().contains("upstream_tls"), "{err}");
     control.close().await.unwrap();
 }
+
+/// The request body streams to the app too: the app answers with the
+/// first chunk it reads while the downstream client (h2) has not finished
+/// sending (nothing waits for the whole body).
+#[tokio::test]
+async fn request_bodies_stream_to_an_http3_upstream() {
+    use futures_util::StreamExt;
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    let engine = crate::support::engine().await;
+    let control = within("connect", crate::support::client(&engine).connect())
+        .await
+        .unwrap();
+    let tunnel = control
+        .create_datagram_tunnel(TunnelOptions::http().http_version(HttpVersion::H3))
+        .await
+        .unwrap();
+    let url = tunnel.forwarding_address();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let app = Router::new().route(
+        "/first",
+        axum::routing::post(|body: axum::body::Body| async move {
+            let mut data = body.into_data_stream();
+            match data.next().await {
+                Some(Ok(first)) => first,
+                _ => Bytes::from_static(b"no chunk"),
+            }
+        }),
+    );
+    let server = tokio::spawn(rstream::http3::serve(
+        tunnel,
+        leaf.server_config(&[b"h3"]),
+        app,
+    ));
+
+    let tls = tls_connect(&url, engine.ca_pem(), &[b"h2"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let (chunks, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk)), rx))
+    });
+    let body = BoxBody::new(StreamBody::new(frames));
+    let req = Request::post(format!("https://{}/first", authority(&url)))
+        .body(body)
+        .unwrap();
+    chunks.send(Bytes::from_static(b"part one")).await.unwrap();
+    let rsp = within(
+        "response before the request body ends",
+        send.send_request(req),
+    )
+    .await
+    .expect("response");
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let got = within("response body", rsp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&got[..], b"part one");
+    // The request body ends only here, when its sender is dropped: the
+    // answer came while it was still open.
+    drop(chunks);
+    server.abort();
+    control.close().await.unwrap();
+}
