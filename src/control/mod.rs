@@ -235,7 +235,11 @@ impl ControlChannel {
     /// Creates a datagram tunnel: `options` as given, with `type =
     /// "datagram"` (start from [`TunnelOptions::datagram`]). A published
     /// one gets a UDP address; each peer is a
-    /// [`DatagramChannel`](crate::datagram::DatagramChannel).
+    /// [`DatagramChannel`](crate::datagram::DatagramChannel). With
+    /// `TunnelOptions::http().http_version(HttpVersion::H3)` it is an
+    /// HTTP/3 upstream: an `https://` address whose requests the engine
+    /// forwards over HTTP/3 to this tunnel, served with
+    /// `rstream::http3::serve` (docs/HTTP3.md).
     ///
     /// ```no_run
     /// # async fn run(control: rstream::ControlChannel) -> rstream::Result<()> {

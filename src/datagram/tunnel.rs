@@ -86,7 +86,9 @@ impl DatagramTunnel {
     }
 
     /// Where peers reach the tunnel: `HOST:PORT (udp)` when published,
-    /// else `rstrm://NAME (unpublished)`.
+    /// `https://HOST:PORT` for an HTTP/3 upstream (`protocol = http`,
+    /// `http_version = h3`: downstream clients use HTTPS, the engine
+    /// speaks HTTP/3 to this tunnel), else `rstrm://NAME (unpublished)`.
     pub fn forwarding_address(&self) -> String {
         self.tunnel.forwarding_address()
     }

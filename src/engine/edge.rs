@@ -27,7 +27,8 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Time allowed for a request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
+/// A short plain-text answer from the engine itself.
+pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
     let mut rsp = Response::new(Body::from(message));
     *rsp.status_mut() = status;
     rsp.headers_mut().insert(
@@ -230,6 +231,42 @@ async fn forward(
     }
 }
 
+/// The token check of a `token_auth` tunnel on one request: the token is
+/// taken out of the request (the app never sees it); `Err` is the
+/// engine's answer (401 or 403), and the request goes no further.
+pub(crate) fn check_token(
+    inner: &Inner,
+    tunnel_id: &str,
+    req: &mut Request<Incoming>,
+) -> Result<(), Box<Response<Body>>> {
+    let Some(token) = take_token(req) else {
+        return Err(Box::new(plain(
+            StatusCode::UNAUTHORIZED,
+            "this tunnel requires a token: Authorization: Bearer, or ?rstream.token=\n",
+        )));
+    };
+    let path = req.uri().path().to_owned();
+    admit(inner, tunnel_id, &token, &path)
+        .map_err(|(status, message)| Box::new(plain(status, message)))
+}
+
+/// The HTTP server the engine runs on a downstream connection it reads
+/// request by request (HTTP/1.1 or h2, as the TLS ALPN says), with the
+/// bounds on a request head: [`MAX_HEAD`] bytes, [`HEAD_TIMEOUT`].
+pub(crate) fn server() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32);
+    builder
+}
+
 /// Where `forward` reports a spliced upgrade: a receiver that completes
 /// (with an error) when the splice ends.
 type Upgrades = tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Receiver<()>>;
@@ -246,30 +283,13 @@ where
         let tunnel_id = tunnel_id.clone();
         let upgrades = upgrades.clone();
         async move {
-            let Some(token) = take_token(&mut req) else {
-                return Ok::<_, Infallible>(plain(
-                    StatusCode::UNAUTHORIZED,
-                    "this tunnel requires a token: Authorization: Bearer, or ?rstream.token=\n",
-                ));
-            };
-            let path = req.uri().path().to_owned();
-            if let Err((status, message)) = admit(&inner, &tunnel_id, &token, &path) {
-                return Ok(plain(status, message));
+            if let Err(refusal) = check_token(&inner, &tunnel_id, &mut req) {
+                return Ok::<_, Infallible>(*refusal);
             }
             Ok(forward(&inner, &tunnel_id, ip, h2c, req, &upgrades).await)
         }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD as u32);
-    if let Err(e) = builder
+    if let Err(e) = server()
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await
     {

@@ -62,6 +62,8 @@ mod datagram;
 mod dates;
 mod edge;
 mod events;
+#[cfg(feature = "http3")]
+mod h3_upstream;
 mod limits;
 mod listener;
 #[cfg(feature = "quic")]

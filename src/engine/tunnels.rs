@@ -6,7 +6,11 @@
 //! see [`super::datagram`]), `publish`, `protocol` (`http`,
 //! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
-//! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`),
+//! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`; `h3` on
+//! a published `datagram` tunnel with `protocol = http`, feature `http3`:
+//! an HTTPS endpoint forwarding each request over HTTP/3 to the app, see
+//! [`super::h3_upstream`]; its edge options are those of `http` tunnels,
+//! `upstream_tls` and `tls_mode` are refused with it),
 //! `upstream_tls` (published `http` tunnels: see [`super::upstream`]),
 //! `token_auth` and `mtls_auth` (published `http` tunnels; `mtls_auth`
 //! needs an edge client CA), `hostname` (`localhost` /
@@ -44,6 +48,15 @@ pub(crate) enum EndpointKind {
     /// `http`: terminate TLS with the engine's certificate, splice plaintext
     /// (or, with `upstream_tls`, TLS again to the application).
     Https(Arc<rustls::ServerConfig>, Option<UpstreamTls>),
+    /// `http` with `http_version = "h3"` on a datagram tunnel: terminate
+    /// TLS, forward each request over HTTP/3 (see [`super::h3_upstream`]);
+    /// the flag is `token_auth`.
+    #[cfg(feature = "http3")]
+    H3(
+        Arc<rustls::ServerConfig>,
+        super::h3_upstream::H3Upstream,
+        bool,
+    ),
 }
 
 /// A validated tunnel request.
@@ -89,11 +102,16 @@ pub(crate) fn validate(
         Some(other) => return Err(invalid(format!("unknown tunnel type {other:?}"))),
     };
     let protocol = non_blank(&p.protocol).map(str::to_owned);
+    // An HTTP/3 upstream: the application serves HTTP/3 on a datagram
+    // tunnel, the engine publishes it as an ordinary HTTPS address.
+    let h3 =
+        datagram && protocol.as_deref() == Some("http") && non_blank(&p.http_version) == Some("h3");
     match protocol.as_deref() {
         None => {}
+        Some("http") if h3 => {}
         Some(other @ ("http" | "tls" | "tcp")) if datagram => {
             return Err(invalid(format!(
-                "protocol = {other:?} is not a datagram protocol (datagram tunnels: no protocol)"
+                "protocol = {other:?} is not a datagram protocol (datagram tunnels: no protocol, or \"http\" with http_version = \"h3\")"
             )))
         }
         Some("http" | "tls" | "tcp") => {}
@@ -110,6 +128,16 @@ pub(crate) fn validate(
         ));
     }
     let published = p.publish.unwrap_or(false) || tcp;
+    if h3 && !published {
+        return Err(invalid(
+            "http_version = \"h3\" tunnels are published (publish = true); a private datagram tunnel carries HTTP/3 as it is",
+        ));
+    }
+    if h3 && p.upstream_tls.is_some() {
+        return Err(invalid(
+            "upstream_tls does not apply to http_version = \"h3\": HTTP/3 to the application is always TLS",
+        ));
+    }
     // Re-originating TLS needs the engine's HTTP endpoint in the path:
     // published `http` tunnels only.
     let upstream_tls = p.upstream_tls == Some(true);
@@ -124,7 +152,19 @@ pub(crate) fn validate(
         None | Some("http/1.1" | "h2c") => {}
         // h2 is TLS to the application: only with upstream_tls.
         Some("h2") if upstream_tls => {}
-        Some(v @ ("h2" | "h3")) => {
+        #[cfg(feature = "http3")]
+        Some("h3") if h3 => {}
+        Some("h3") if h3 => {
+            return Err(unavailable(
+                "http_version = \"h3\" (an engine built without the http3 feature)",
+            ))
+        }
+        Some("h3") => {
+            return Err(invalid(
+                "http_version = \"h3\" needs type = \"datagram\" and protocol = \"http\" (ControlChannel::create_datagram_tunnel)",
+            ))
+        }
+        Some(v @ "h2") => {
             return Err(unavailable(format!(
                 "upstream http_version = {v:?} (use \"http/1.1\" or \"h2c\", or \"h2\" with upstream_tls)"
             )))
@@ -278,12 +318,27 @@ pub(crate) fn validate(
     } else {
         None
     };
+    #[cfg(feature = "http3")]
+    let h3_upstream = if h3 {
+        let client = super::h3_upstream::H3Upstream::new(p.name.as_deref())
+            .map_err(|e| proto::Error::new(ErrorCode::Internal, format!("HTTP/3 upstream: {e}")))?;
+        Some(client)
+    } else {
+        None
+    };
     let endpoint = published.then(|| {
+        // Downstream clients of an HTTP/3 upstream speak h2 or HTTP/1.1.
+        let h2 = h2 || h3;
+        let config = match tls.mtls_https(h2, tls13_only) {
+            Some(config) if mtls => config,
+            _ => tls.https(h2, tls13_only),
+        };
+        #[cfg(feature = "http3")]
+        if let Some(client) = h3_upstream {
+            let token_auth = p.token_auth == Some(true);
+            return (EndpointKind::H3(config, client, token_auth), port);
+        }
         let kind = if http {
-            let config = match tls.mtls_https(h2, tls13_only) {
-                Some(config) if mtls => config,
-                _ => tls.https(h2, tls13_only),
-            };
             EndpointKind::Https(config, upstream)
         } else {
             EndpointKind::Raw
@@ -373,7 +428,8 @@ async fn create(
     let created_at = SystemTime::now();
     props.creation_date = Some(created_at.into());
     let endpoint = match plan.endpoint {
-        Some((_, port)) if plan.datagram => {
+        // Published on UDP (an HTTP/3 upstream is published on TCP).
+        Some((EndpointKind::Raw, port)) if plan.datagram => {
             let socket = super::datagram::bind(port).await?;
             let port = socket
                 .local_addr()
@@ -495,23 +551,20 @@ async fn downstream(
     kind: EndpointKind,
 ) {
     match kind {
+        #[cfg(feature = "http3")]
+        EndpointKind::H3(config, client, token_auth) => {
+            if let Some(tls) = accept_tls(&tunnel_id, config, tcp).await {
+                super::h3_upstream::serve(inner, tunnel_id, tls, ip, client, token_auth).await;
+            }
+        }
         EndpointKind::Raw => {
             if let Ok((_, upstream)) = reach(&inner, &tunnel_id, ip).await {
                 streams::splice(tcp, upstream).await;
             }
         }
         EndpointKind::Https(config, upstream_tls) => {
-            let accept = TlsAcceptor::from(config).accept(tcp);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(tunnel_id, error = %e, "downstream TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(tunnel_id, "downstream TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) = accept_tls(&tunnel_id, config, tcp).await else {
+                return;
             };
             // token_auth: every request is checked by the engine first
             // (creation refuses token_auth together with upstream_tls).
@@ -545,6 +598,27 @@ async fn downstream(
     }
 }
 
+/// The downstream TLS handshake of a published `http` endpoint, bounded
+/// by [`HANDSHAKE_TIMEOUT`]; `None` when it failed (logged).
+async fn accept_tls(
+    tunnel_id: &str,
+    config: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = TlsAcceptor::from(config).accept(tcp);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(tunnel_id, error = %e, "downstream TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(tunnel_id, "downstream TLS handshake timed out");
+            None
+        }
+    }
+}
+
 async fn reach(
     inner: &Inner,
     tunnel_id: &str,
@@ -572,5 +646,62 @@ mod tests {
         assert!(parse_trusted("::1").is_some());
         assert!(parse_trusted("nope").is_none());
         assert!(parse_trusted("10.0.0.0/33").is_none());
+    }
+
+    /// `type = datagram, protocol = http, http_version = h3`: accepted
+    /// (published on TCP) with feature `http3`, `FEATURE_NOT_AVAILABLE`
+    /// without; and the combinations that make no sense are refused.
+    #[test]
+    fn h3_upstream_is_validated() {
+        let dir = std::env::temp_dir().join(format!(
+            "rstream-engine-h3-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let tls = super::super::certs::EngineTls::load_or_create(&dir)
+            .unwrap()
+            .server_configs(None, None)
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let h3 = || TunnelProperties {
+            r#type: Some("datagram".into()),
+            protocol: Some("http".into()),
+            http_version: Some("h3".into()),
+            publish: Some(true),
+            ..Default::default()
+        };
+        let plan = validate(Some(h3()), &tls);
+        #[cfg(feature = "http3")]
+        {
+            let plan = plan.unwrap_or_else(|e| panic!("{:?}", e.message));
+            assert!(matches!(plan.endpoint, Some((EndpointKind::H3(..), None))));
+            assert_eq!(plan.props.r#type.as_deref(), Some("datagram"));
+        }
+        #[cfg(not(feature = "http3"))]
+        assert_eq!(
+            plan.err().map(|e| e.code),
+            Some(ErrorCode::FeatureNotAvailable as i32)
+        );
+        let refused = [
+            TunnelProperties {
+                publish: Some(false),
+                ..h3()
+            },
+            TunnelProperties {
+                upstream_tls: Some(true),
+                ..h3()
+            },
+            TunnelProperties {
+                r#type: Some("bytestream".into()),
+                ..h3()
+            },
+            TunnelProperties {
+                http_version: Some("h2c".into()),
+                ..h3()
+            },
+        ];
+        for props in refused {
+            let e = validate(Some(props), &tls).err().expect("refused");
+            assert_eq!(e.code, ErrorCode::InvalidRequest as i32, "{:?}", e.message);
+        }
     }
 }

@@ -22,6 +22,31 @@ use crate::transport::{provider, NoVerification};
 /// How long the engine waits for the application's TLS handshake.
 const UPSTREAM_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A TLS client offering `alpn` that accepts the application's
+/// certificate unverified (see the module docs); shared with the HTTP/3
+/// upstream ([`super::h3_upstream`]).
+pub(crate) fn unverified_client(alpn: &[u8]) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The name presented to the application (SNI): the tunnel name when it
+/// is a DNS name, else `localhost`.
+pub(crate) fn server_name(tunnel_name: Option<&str>) -> ServerName<'static> {
+    tunnel_name
+        .and_then(|n| ServerName::try_from(n.to_owned()).ok())
+        .filter(|n| matches!(n, ServerName::DnsName(_)))
+        // "localhost" is a valid DNS name: this cannot fail.
+        .unwrap_or_else(|| ServerName::DnsName("localhost".try_into().expect("a DNS name")))
+}
+
 /// How a published `http` endpoint reaches an `upstream_tls` application.
 #[derive(Clone)]
 pub(crate) struct UpstreamTls {
@@ -36,26 +61,10 @@ pub(crate) struct UpstreamTls {
 impl UpstreamTls {
     /// A TLS client naming the tunnel, offering `h2` too when `h2`.
     pub(crate) fn new(h2: bool, tunnel_name: Option<&str>) -> Result<Self, String> {
-        let config = |alpn: &[u8]| -> Result<Arc<ClientConfig>, String> {
-            let provider = provider();
-            let mut config = ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-                .with_no_client_auth();
-            config.alpn_protocols = vec![alpn.to_vec()];
-            Ok(Arc::new(config))
-        };
-        let server_name = tunnel_name
-            .and_then(|n| ServerName::try_from(n.to_owned()).ok())
-            .filter(|n| matches!(n, ServerName::DnsName(_)))
-            // "localhost" is a valid DNS name: this cannot fail.
-            .unwrap_or_else(|| ServerName::DnsName("localhost".try_into().expect("a DNS name")));
         Ok(UpstreamTls {
-            h1: config(b"http/1.1")?,
-            h2: h2.then(|| config(b"h2")).transpose()?,
-            server_name,
+            h1: unverified_client(b"http/1.1")?,
+            h2: h2.then(|| unverified_client(b"h2")).transpose()?,
+            server_name: server_name(tunnel_name),
         })
     }
 

@@ -25,3 +25,6 @@ pub use server::{
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT,
 };
 pub use socket::{TunnelUdpSocket, MAX_QUIC_PEERS, RECV_QUEUE, SEND_QUEUE};
+// The local engine's HTTP/3 upstream drives a socket's one peer itself.
+#[cfg(feature = "local-engine")]
+pub(crate) use socket::Delivery;

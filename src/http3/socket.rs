@@ -42,10 +42,11 @@ fn synthetic(n: u64) -> SocketAddr {
     SocketAddr::new(IpAddr::V6(Ipv6Addr::from(PREFIX | u128::from(n))), PORT)
 }
 
-/// One mapped peer: its channel's identity and its send queue.
+/// One mapped peer: its channel's identity (none for a path that is not
+/// a [`DatagramChannel`]) and its send queue.
 #[derive(Debug)]
 struct Peer {
-    peer: DatagramPeer,
+    peer: Option<DatagramPeer>,
     outgoing: mpsc::Sender<Bytes>,
 }
 
@@ -80,12 +81,12 @@ impl Shared {
 
     /// Maps a new channel to a fresh address, unless [`MAX_QUIC_PEERS`]
     /// are mapped (then the channel is dropped, which closes it).
-    fn add(&self, channel: &DatagramChannel) -> Option<(SocketAddr, mpsc::Receiver<Bytes>)> {
+    fn add(&self, peer: Option<&DatagramPeer>) -> Option<(SocketAddr, mpsc::Receiver<Bytes>)> {
         let mut peers = self.peers();
         if peers.len() >= MAX_QUIC_PEERS {
             drop(peers);
             self.refused_peers.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %channel.peer(), "QUIC socket full: channel refused");
+            tracing::debug!(?peer, "QUIC socket full: channel refused");
             return None;
         }
         let addr = synthetic(self.next.fetch_add(1, Ordering::Relaxed) + 1);
@@ -93,7 +94,7 @@ impl Shared {
         peers.insert(
             addr,
             Peer {
-                peer: channel.peer().clone(),
+                peer: peer.cloned(),
                 outgoing,
             },
         );
@@ -153,17 +154,39 @@ impl TunnelUdpSocket {
     /// [`peer_addr`](Self::peer_addr). Must be called within a Tokio
     /// runtime.
     pub fn from_channel(channel: DatagramChannel) -> Arc<Self> {
+        let peer = channel.peer().clone();
+        Self::from_pump(Some(&peer), move |outgoing, delivery| {
+            run_peer(channel, outgoing, delivery)
+        })
+    }
+
+    /// A client socket over one packet path that `pump` moves: it gets the
+    /// packets quinn sends and hands over those it receives
+    /// ([`Delivery`]); its end (with the reason) closes the socket. Used by
+    /// [`from_channel`](Self::from_channel), and by the local engine over
+    /// its own side of a channel to a tunnel's owner. Must be called
+    /// within a Tokio runtime.
+    pub(crate) fn from_pump<P, F>(peer: Option<&DatagramPeer>, pump: P) -> Arc<Self>
+    where
+        P: FnOnce(mpsc::Receiver<Bytes>, Delivery) -> F,
+        F: std::future::Future<Output = Error> + Send + 'static,
+    {
         let (shared, incoming_tx, incoming) = Self::parts();
-        // The map is empty: the first channel always fits.
-        let (addr, outgoing) = shared.add(&channel).unwrap_or_else(|| {
+        // The map is empty: the first peer always fits.
+        let (addr, outgoing) = shared.add(peer).unwrap_or_else(|| {
             let (_, rx) = mpsc::channel(1);
             (synthetic(1), rx)
         });
+        let delivery = Delivery {
+            addr,
+            incoming: incoming_tx.clone(),
+            shared: shared.clone(),
+        };
         let task = {
             let shared = shared.clone();
-            let incoming_tx = incoming_tx.clone();
+            let pumped = pump(outgoing, delivery);
             tokio::spawn(async move {
-                let reason = run_peer(channel, addr, outgoing, incoming_tx, &shared).await;
+                let reason = pumped.await;
                 shared.set_closed(reason);
             })
         };
@@ -222,7 +245,7 @@ impl TunnelUdpSocket {
     /// The channel behind a synthetic address (e.g. a
     /// `quinn::Connection::remote_address()`), while it is open.
     pub fn peer(&self, addr: &SocketAddr) -> Option<DatagramPeer> {
-        self.shared.peers().get(addr).map(|p| p.peer.clone())
+        self.shared.peers().get(addr).and_then(|p| p.peer.clone())
     }
 
     /// The number of peers mapped now.
@@ -375,10 +398,14 @@ async fn run_tunnel(
             accepted = tunnel.accept(), if accepting => match accepted {
                 Ok(channel) => {
                     // `None`: refused and counted; dropping closes it.
-                    if let Some((addr, outgoing)) = shared.add(&channel) {
-                        let (shared, incoming) = (shared.clone(), incoming.clone());
+                    if let Some((addr, outgoing)) = shared.add(Some(channel.peer())) {
+                        let delivery = Delivery {
+                            addr,
+                            incoming: incoming.clone(),
+                            shared: shared.clone(),
+                        };
                         peers.spawn(async move {
-                            run_peer(channel, addr, outgoing, incoming, &shared).await;
+                            run_peer(channel, outgoing, delivery).await;
                         });
                     }
                 }
@@ -395,14 +422,48 @@ async fn run_tunnel(
     }
 }
 
-/// Moves one peer's packets both ways until its channel closes, then
-/// unmaps its address.
+/// Where one peer's received packets go: quinn's receive queue. Dropping
+/// it unmaps the peer's address (packets to it go nowhere).
+pub(crate) struct Delivery {
+    addr: SocketAddr,
+    incoming: mpsc::Sender<(SocketAddr, Bytes)>,
+    shared: Arc<Shared>,
+}
+
+impl Delivery {
+    /// Hands a received packet to quinn; dropped and counted when
+    /// [`RECV_QUEUE`] are waiting. `false` once the socket is gone.
+    pub(crate) fn received(&self, packet: Bytes) -> bool {
+        match self.incoming.try_send((self.addr, packet)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.dropped_received.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Counts a packet to send that the path could not carry (larger than
+    /// it carries now: lost, as UDP loses a packet over the path MTU).
+    pub(crate) fn lost(&self) {
+        self.shared.dropped_sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        tracing::debug!(addr = %self.addr, "QUIC peer closed");
+        self.shared.peers().remove(&self.addr);
+    }
+}
+
+/// Moves one peer's packets both ways until its channel closes (dropping
+/// `delivery` then unmaps its address).
 async fn run_peer(
     channel: DatagramChannel,
-    addr: SocketAddr,
     mut outgoing: mpsc::Receiver<Bytes>,
-    incoming: mpsc::Sender<(SocketAddr, Bytes)>,
-    shared: &Shared,
+    delivery: Delivery,
 ) -> Error {
     let receive = async {
         loop {
@@ -410,14 +471,8 @@ async fn run_peer(
                 Ok(packet) => packet,
                 Err(e) => return e,
             };
-            match incoming.try_send((addr, packet)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    shared.dropped_received.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return crate::datagram::closed("QUIC socket dropped");
-                }
+            if !delivery.received(packet) {
+                return crate::datagram::closed("QUIC socket dropped");
             }
         }
     };
@@ -426,11 +481,9 @@ async fn run_peer(
             match channel.send_bytes(packet).await {
                 Ok(()) => {}
                 // Larger than the channel carries now (plane A: one QUIC
-                // DATAGRAM): lost, as UDP loses a packet over the path MTU.
-                // QUIC's path MTU discovery sends such probes on purpose.
-                Err(e) if e.code() == crate::error::code::DATAGRAM_TOO_LARGE => {
-                    shared.dropped_sent.fetch_add(1, Ordering::Relaxed);
-                }
+                // DATAGRAM). QUIC's path MTU discovery sends such probes
+                // on purpose.
+                Err(e) if e.code() == crate::error::code::DATAGRAM_TOO_LARGE => delivery.lost(),
                 Err(e) => return e,
             }
         }
@@ -440,7 +493,6 @@ async fn run_peer(
         reason = receive => reason,
         reason = send => reason,
     };
-    tracing::debug!(%addr, code = reason.code(), "QUIC peer channel closed");
-    shared.peers().remove(&addr);
+    tracing::debug!(code = reason.code(), "QUIC peer channel closed");
     reason
 }

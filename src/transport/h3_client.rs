@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -124,19 +124,9 @@ impl H3Client {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| Error::tls("HTTP/3 TLS configuration", e))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
-        // 30 s fits a QUIC varint: the conversion cannot fail.
-        if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
-            transport.max_idle_timeout(Some(idle));
-        }
-        // The engine opens no request streams; it opens HTTP/3's
-        // unidirectional control and QPACK streams.
-        transport.max_concurrent_bidi_streams(0u32.into());
-        transport.max_concurrent_uni_streams(PEER_UNI_STREAMS.into());
+        let mut transport = client_transport();
         transport.stream_receive_window(STREAM_WINDOW.into());
         transport.receive_window(CONNECTION_WINDOW.into());
-        transport.datagram_receive_buffer_size(None);
         config.transport_config(Arc::new(transport));
         let dial_bound = match mode {
             H3Mode::Only => connect_timeout,
@@ -191,10 +181,10 @@ impl H3Client {
             .map_err(|e| H3Error::Request(request_error(&shown, e)))?;
         *request.headers_mut() = headers.clone();
         let result = async {
-            let mut stream = send.send_request(request).await?;
-            stream.finish().await?;
-            let response = stream.recv_response().await?;
-            Ok::<_, h3::error::StreamError>(response.map(|()| ResponseBody { stream }))
+            let (mut tx, mut rx) = send.send_request(request).await?.split();
+            tx.finish().await?;
+            let response = rx.recv_response().await?;
+            Ok::<_, h3::error::StreamError>(response.map(|()| ResponseBody::new(rx)))
         }
         .await;
         result.map_err(|e| H3Error::Request(request_error(&shown, e)))
@@ -230,22 +220,9 @@ impl H3Client {
         };
         // The QUIC handshake negotiated `h3`: the engine speaks HTTP/3, so
         // what fails from here on is not a handshake failure.
-        let (mut driver, send) = h3::client::builder()
-            .max_field_section_size(MAX_FIELD_SECTION)
-            .build::<_, _, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        let (send, ended) = start_h3(&conn, "the engine")
             .await
             .map_err(|e| H3Error::Request(request_error(&shown, e)))?;
-        let ended = Arc::new(AtomicBool::new(false));
-        {
-            let ended = ended.clone();
-            // The driver reads the engine's control stream (SETTINGS,
-            // GOAWAY); it ends with the connection.
-            tokio::spawn(async move {
-                let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-                ended.store(true, Ordering::Release);
-                tracing::debug!(error = %e, "HTTP/3 connection to the engine ended");
-            });
-        }
         if conns.len() >= MAX_CONNECTIONS {
             // Drop the oldest handle; its requests keep it open until they end.
             if let Some(oldest) = conns
@@ -281,6 +258,52 @@ impl H3Client {
     }
 }
 
+/// QUIC settings of an HTTP/3 client (this one, and the local engine's
+/// HTTP/3 upstream): keep-alive and idle timeout as the QUIC transport;
+/// the server may open HTTP/3's unidirectional control and QPACK streams,
+/// no request streams, and no DATAGRAM frames.
+pub(crate) fn client_transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // 30 s fits a QUIC varint: the conversion cannot fail.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        transport.max_idle_timeout(Some(idle));
+    }
+    transport.max_concurrent_bidi_streams(0u32.into());
+    transport.max_concurrent_uni_streams(PEER_UNI_STREAMS.into());
+    transport.datagram_receive_buffer_size(None);
+    transport
+}
+
+/// Starts HTTP/3 on `conn` (a client whose QUIC handshake negotiated
+/// `h3`; response heads up to 64 KiB) and spawns its driver, which reads
+/// the server's control stream (SETTINGS, GOAWAY) and ends with the
+/// connection, setting the returned flag. `peer` names the server in the
+/// log.
+pub(crate) async fn start_h3(
+    conn: &quinn::Connection,
+    peer: &'static str,
+) -> std::result::Result<
+    (
+        h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        Arc<AtomicBool>,
+    ),
+    h3::error::ConnectionError,
+> {
+    let (mut driver, send) = h3::client::builder()
+        .max_field_section_size(MAX_FIELD_SECTION)
+        .build::<_, _, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .await?;
+    let ended = Arc::new(AtomicBool::new(false));
+    let flag = ended.clone();
+    tokio::spawn(async move {
+        let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        flag.store(true, Ordering::Release);
+        tracing::debug!(error = %e, peer, "HTTP/3 connection ended");
+    });
+    Ok((send, ended))
+}
+
 /// A transport error of an HTTP/3 request (transient: retried once).
 fn request_error(shown: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::new(
@@ -291,9 +314,34 @@ fn request_error(shown: &str, e: impl std::error::Error + Send + Sync + 'static)
     .with_source(e)
 }
 
-/// The body of an HTTP/3 response, read from its request stream.
+/// The body of an HTTP/3 response, read from its request stream as it is
+/// polled: DATA frames, then the trailers, if any.
 pub(crate) struct ResponseBody {
-    stream: h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    /// `None` once the body ended (or failed).
+    rx: Option<h3::client::RequestStream<h3_quinn::RecvStream, Bytes>>,
+    /// The DATA frames are read; trailers (or the end) come next.
+    data_done: bool,
+    /// Whatever must live as long as the body (see [`Self::holding`]).
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl ResponseBody {
+    /// The body of the response just read from `rx`.
+    pub(crate) fn new(rx: h3::client::RequestStream<h3_quinn::RecvStream, Bytes>) -> Self {
+        ResponseBody {
+            rx: Some(rx),
+            data_done: false,
+            _held: None,
+        }
+    }
+
+    /// Keeps `guard` until the body is dropped (the local engine's HTTP/3
+    /// upstream: the request body's upload, cancelled with the response).
+    #[cfg(feature = "local-engine")]
+    pub(crate) fn holding(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self._held = Some(Box::new(guard));
+        self
+    }
 }
 
 impl Body for ResponseBody {
@@ -304,15 +352,33 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut().stream.poll_recv_data(cx) {
-            Poll::Ready(Ok(Some(mut data))) => {
-                let bytes = data.copy_to_bytes(data.remaining());
-                Poll::Ready(Some(Ok(Frame::data(bytes))))
+        let this = self.get_mut();
+        let Some(rx) = this.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if !this.data_done {
+            match ready!(rx.poll_recv_data(cx)) {
+                Ok(Some(mut data)) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) => this.data_done = true,
+                Err(e) => {
+                    this.rx = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
             }
-            // Trailers are not used by the Engine API: the body ends here.
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Pending => Poll::Pending,
         }
+        let trailers = ready!(rx.poll_recv_trailers(cx));
+        this.rx = None;
+        match trailers {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rx.is_none()
     }
 }

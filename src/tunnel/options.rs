@@ -87,7 +87,12 @@ pub enum HttpVersion {
     H2c,
     /// HTTP/2 over TLS to the upstream.
     H2,
-    /// HTTP/3 (unsupported).
+    /// HTTP/3: the application serves HTTP/3 on a published datagram
+    /// tunnel (`rstream::http3::serve`) and the engine forwards each
+    /// downstream HTTPS request to it over HTTP/3. Create it with
+    /// [`ControlChannel::create_datagram_tunnel`](crate::ControlChannel::create_datagram_tunnel):
+    /// `TunnelOptions::http().http_version(HttpVersion::H3)`
+    /// (docs/HTTP3.md).
     H3,
 }
 
@@ -361,20 +366,40 @@ impl TunnelOptions {
                 "dtls and quic tunnels are not supported yet (plain datagram tunnels are: TunnelOptions::datagram(), docs/DATAGRAMS.md)",
             ));
         }
-        if self.datagram {
+        let h3 = self.http_version == Some(HttpVersion::H3);
+        if self.datagram && h3 && self.protocol == Some(Protocol::Http) {
+            // An HTTP/3 upstream: HTTPS at the engine's edge, HTTP/3 to
+            // the application; the edge's HTTP options apply.
+            if self.publish != Some(true) {
+                return Err(invalid(
+                    "http_version h3 tunnels are published (TunnelOptions::http() publishes)",
+                ));
+            }
+            if self.tls_mode.is_some() {
+                return Err(invalid(
+                    "tls_mode is not allowed with http_version h3: the engine terminates the downstream TLS",
+                ));
+            }
+            if self.upstream_tls.is_some() {
+                return Err(invalid(
+                    "upstream_tls is not allowed with http_version h3: HTTP/3 to the application is always TLS",
+                ));
+            }
+        } else if self.datagram {
             let forbidden = self.protocol.is_some().then_some("protocol");
             if let Some(name) = forbidden.or_else(|| self.edge_option_set()) {
                 return Err(invalid(&format!(
-                    "{name} is not allowed on datagram tunnels"
+                    "{name} is not allowed on datagram tunnels (except protocol http with http_version h3)"
                 )));
             }
+        } else if h3 {
+            return Err(unsupported(
+                "http_version h3 tunnels are datagram tunnels: create them with ControlChannel::create_datagram_tunnel (the application serves them with rstream::http3::serve)",
+            ));
         } else if self.datagram_guaranteed_delivery.is_some() {
             return Err(invalid(
                 "datagram_guaranteed_delivery is only allowed on datagram tunnels",
             ));
-        }
-        if self.http_version == Some(HttpVersion::H3) {
-            return Err(unsupported("http_version h3 is not supported"));
         }
         if let Some(port) = self.port {
             if self.protocol != Some(Protocol::Tcp) {
@@ -484,10 +509,12 @@ mod tests {
             code(TunnelOptions::datagram().protocol(Protocol::Quic)),
             code::UNSUPPORTED_TUNNEL
         );
-        assert_eq!(
-            code(TunnelOptions::http().http_version(HttpVersion::H3)),
-            code::UNSUPPORTED_TUNNEL
-        );
+        let err = TunnelOptions::http()
+            .http_version(HttpVersion::H3)
+            .to_properties()
+            .unwrap_err();
+        assert_eq!(err.code(), code::UNSUPPORTED_TUNNEL);
+        assert!(err.to_string().contains("create_datagram_tunnel"), "{err}");
         assert_eq!(
             code(TunnelOptions::new().protocol(Protocol::Quic)),
             code::UNSUPPORTED_TUNNEL
@@ -528,6 +555,61 @@ mod tests {
             .to_properties()
             .unwrap();
         assert_eq!(p.r#type.as_deref(), Some("datagram"));
+    }
+
+    #[test]
+    fn h3_upstream_rules() {
+        let h3 = || TunnelOptions::http().http_version(HttpVersion::H3);
+        let p = h3()
+            .name("web3")
+            .token_auth(true)
+            .tls_min_version("1.3")
+            .trusted_ip("127.0.0.1")
+            .into_datagram()
+            .to_properties()
+            .unwrap();
+        assert_eq!(p.r#type.as_deref(), Some("datagram"));
+        assert_eq!(p.protocol.as_deref(), Some("http"));
+        assert_eq!(p.http_version.as_deref(), Some("h3"));
+        assert_eq!(p.publish, Some(true));
+        assert_eq!(p.token_auth, Some(true));
+        assert_eq!(p.tls_min_version.as_deref(), Some("1.3"));
+        assert_eq!(p.trusted_ips, ["127.0.0.1"]);
+        // The same from the datagram side.
+        let q = TunnelOptions::datagram()
+            .protocol(Protocol::Http)
+            .http_version(HttpVersion::H3)
+            .publish()
+            .to_properties()
+            .unwrap();
+        assert_eq!(q.protocol.as_deref(), Some("http"));
+        for (options, what) in [
+            (h3().private().into_datagram(), "published"),
+            (h3().upstream_tls(true).into_datagram(), "upstream_tls"),
+            (
+                h3().tls_mode(TlsMode::Passthrough).into_datagram(),
+                "tls_mode",
+            ),
+            (
+                TunnelOptions::datagram()
+                    .publish()
+                    .http_version(HttpVersion::H3),
+                "http_version",
+            ),
+        ] {
+            let err = options.to_properties().unwrap_err();
+            assert_eq!(err.code(), code::INVALID_TUNNEL, "{what}");
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+        // h2c on a datagram tunnel is still refused.
+        assert_eq!(
+            code(
+                TunnelOptions::http()
+                    .http_version(HttpVersion::H2c)
+                    .into_datagram()
+            ),
+            code::INVALID_TUNNEL
+        );
     }
 
     #[test]

@@ -26,8 +26,9 @@ use crate::support::{client_on, within};
 
 /// The router every test serves. `/stream` sends `first`, then waits for
 /// the test to open `gate` before it sends `second`: a response buffered
-/// whole would never show `first` on its own.
-fn app(gate: Arc<Semaphore>) -> Router {
+/// whole would never show `first` on its own. (Also behind an HTTP/3
+/// upstream: `http3_upstream.rs`.)
+pub(crate) fn app(gate: Arc<Semaphore>) -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello over h3" }))
         .route("/echo", post(|body: Bytes| async move { body }))

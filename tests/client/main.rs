@@ -19,6 +19,8 @@ mod http;
 mod http2_websocket;
 #[cfg(feature = "http3")]
 mod http3;
+#[cfg(feature = "http3")]
+mod http3_upstream;
 mod http_streaming;
 mod http_tls;
 mod observability;
