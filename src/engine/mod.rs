@@ -60,6 +60,8 @@ mod conn;
 mod control;
 mod datagram;
 mod dates;
+#[cfg(feature = "dtls")]
+mod dtls;
 mod edge;
 mod events;
 mod limits;
@@ -139,6 +141,9 @@ pub(crate) struct Inner {
     pub(crate) api: api::ApiShared,
     /// Published datagram tunnels: idle timeout, channel cap, counters.
     pub(crate) datagram: datagram::Settings,
+    /// Published dtls tunnels: the DTLS server and its counters.
+    #[cfg(feature = "dtls")]
+    pub(crate) dtls: dtls::Server,
     /// QUIC streams accepted on the UDP port since start.
     #[cfg(feature = "quic")]
     pub(crate) quic_streams: std::sync::atomic::AtomicU64,
@@ -242,6 +247,24 @@ impl LocalEngine {
             s.opened_channels.load(Relaxed),
             s.dropped.load(Relaxed),
             s.refused_channels.load(Relaxed),
+        )
+    }
+
+    /// Counters of the published `dtls` tunnels' DTLS sessions, all
+    /// tunnels together: `(handshakes completed, handshakes failed or
+    /// timed out, first datagrams of a source dropped because they were
+    /// not a DTLS ClientHello or every handshake slot was taken)`. Only
+    /// a completed handshake opens a channel to the owner (and counts in
+    /// [`datagram_counters`](Self::datagram_counters)).
+    #[cfg(feature = "dtls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dtls")))]
+    pub fn dtls_counters(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.inner.dtls.stats;
+        (
+            s.completed.load(Relaxed),
+            s.failed.load(Relaxed),
+            s.rejected.load(Relaxed),
         )
     }
 
