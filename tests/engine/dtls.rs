@@ -58,7 +58,8 @@ async fn echo_tunnel(
     assert_eq!(p.r#type.as_deref(), Some("datagram"));
     assert_eq!(p.protocol.as_deref(), Some("dtls"));
     let target = udp_addr(&tunnel.forwarding_address());
-    let _ = datagram_echo(tunnel);
+    // Detached: it lives as long as the tunnel.
+    drop(datagram_echo(tunnel));
     (control, target)
 }
 
@@ -296,14 +297,12 @@ async fn quic_tunnels_are_refused_by_the_sdk() {
     let err = control
         .create_datagram_tunnel(TunnelOptions::datagram().protocol(Protocol::Quic).publish())
         .await
-        .err()
-        .expect("quic refused");
+        .expect_err("quic refused");
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert!(err.to_string().contains("quic"), "{err}");
     let err = control
         .create_datagram_tunnel(TunnelOptions::dtls().upstream_tls(true))
         .await
-        .err()
-        .expect("upstream_tls refused");
+        .expect_err("upstream_tls refused");
     assert_eq!(err.kind(), ErrorKind::Unsupported);
 }
