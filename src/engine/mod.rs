@@ -18,7 +18,9 @@
 //! (plane A, translated when the two sides differ): framed dials are
 //! spliced like any stream, and a published one gets a UDP socket on
 //! `127.0.0.1` (`127.0.0.1:PORT (udp)`) where each downstream source
-//! address is one channel to the owner.
+//! address is one channel to the owner. With feature `dtls`, a published
+//! `protocol = dtls` one terminates DTLS there with the engine's
+//! certificate and relays plaintext datagrams.
 //!
 //! Published tunnels listen on `127.0.0.1` with a port of their own and
 //! come back with `hostname = "127.0.0.1"` and that `port`, so the
@@ -26,7 +28,7 @@
 //! (TLS terminated by the engine with its own certificate) and
 //! `127.0.0.1:PORT (tcp)` / `127.0.0.1:PORT (tls)` for raw ones.
 //! Features a single machine cannot provide (GeoIP, edge auth, custom
-//! hostnames, DTLS/QUIC, …) are refused with `FEATURE_NOT_AVAILABLE`,
+//! hostnames, QUIC terminate-and-mirror, …) are refused with `FEATURE_NOT_AVAILABLE`,
 //! never silently ignored. See `docs/LOCAL_ENGINE.md` for the full list.
 //!
 //! # Example
