@@ -246,6 +246,7 @@ impl Session {
         early: &mut Vec<Bytes>,
     ) -> Option<std::time::Instant> {
         let deadline = Instant::now() + self.inner.dtls.handshake_timeout;
+        let dropped = &self.inner.datagram.stats.dropped;
         let mut packet = raw.recv().await?;
         loop {
             let fed = dtls
@@ -255,7 +256,9 @@ impl Session {
                 tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, error = %e, "DTLS handshake failed");
                 return None;
             }
-            let mut drained = self.drain(dtls, out, |d| push_bounded(early, d)).await?;
+            let mut drained = self
+                .drain(dtls, out, |d| push_bounded(early, d, dropped))
+                .await?;
             loop {
                 if drained.close_notify {
                     return None;
@@ -274,7 +277,7 @@ impl Session {
                             tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, error = %e, "DTLS handshake failed");
                             return None;
                         }
-                        drained = self.drain(dtls, out, |d| push_bounded(early, d)).await?;
+                        drained = self.drain(dtls, out, |d| push_bounded(early, d, dropped)).await?;
                     }
                     () = tokio::time::sleep_until(deadline) => {
                         tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, "DTLS handshake timed out");
@@ -395,19 +398,20 @@ impl Session {
 }
 
 /// Keeps at most [`CHANNEL_QUEUE`] datagrams that arrive with the end of a
-/// handshake (before the channel exists); more are dropped.
-fn push_bounded(early: &mut Vec<Bytes>, d: Bytes) {
+/// handshake (before the channel exists); more are dropped and counted.
+fn push_bounded(early: &mut Vec<Bytes>, d: Bytes, dropped: &AtomicU64) {
     if early.len() < CHANNEL_QUEUE {
         early.push(d);
+    } else {
+        dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// A tokio deadline for dimpl's next timeout (in an hour when it has none).
+/// A tokio deadline for dimpl's next timeout, at most an hour away (an
+/// idle session's is years away: waking up early is harmless).
 fn wake_at(timeout: Option<std::time::Instant>) -> Instant {
-    timeout.map_or_else(
-        || Instant::now() + Duration::from_secs(3600),
-        Instant::from_std,
-    )
+    let cap = Instant::now() + Duration::from_secs(3600);
+    timeout.map_or(cap, |t| Instant::from_std(t).min(cap))
 }
 
 #[cfg(test)]

@@ -246,6 +246,13 @@ async fn garbage_and_half_handshakes_hold_nothing_after_the_deadline() {
     );
     channel.send(b"and back").await.unwrap();
     assert_eq!(client.recv().await, b"and back");
+    // A datagram from the app larger than a DTLS record (16 KiB) cannot
+    // go back: dropped and counted; the session goes on.
+    let dropped = engine.datagram_counters().1;
+    channel.send(&vec![7u8; 16 * 1024 + 1]).await.unwrap();
+    channel.send(b"after").await.unwrap();
+    assert_eq!(client.recv().await, b"after");
+    assert_eq!(engine.datagram_counters().1, dropped + 1);
 }
 
 #[tokio::test]
