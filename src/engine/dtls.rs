@@ -247,42 +247,32 @@ impl Session {
     ) -> Option<std::time::Instant> {
         let deadline = Instant::now() + self.inner.dtls.handshake_timeout;
         let dropped = &self.inner.datagram.stats.dropped;
-        let mut packet = raw.recv().await?;
+        let mut input = Some(raw.recv().await?);
         loop {
-            let fed = dtls
+            // Time first (retransmissions, dimpl's own deadline), then
+            // the datagram that arrived, if any.
+            let step = dtls
                 .handle_timeout(std::time::Instant::now())
-                .and_then(|()| dtls.handle_packet(&packet));
-            if let Err(e) = fed {
+                .and_then(|()| input.take().map_or(Ok(()), |p| dtls.handle_packet(&p)));
+            if let Err(e) = step {
                 tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, error = %e, "DTLS handshake failed");
                 return None;
             }
-            let mut drained = self
+            let drained = self
                 .drain(dtls, out, |d| push_bounded(early, d, dropped))
                 .await?;
-            loop {
-                if drained.close_notify {
+            if drained.close_notify {
+                return None;
+            }
+            if drained.connected {
+                return drained.timeout.or(Some(std::time::Instant::now()));
+            }
+            tokio::select! {
+                d = raw.recv() => input = Some(d?),
+                () = tokio::time::sleep_until(wake_at(drained.timeout)) => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, "DTLS handshake timed out");
                     return None;
-                }
-                if drained.connected {
-                    return drained.timeout.or(Some(std::time::Instant::now()));
-                }
-                let timer = wake_at(drained.timeout);
-                tokio::select! {
-                    d = raw.recv() => {
-                        packet = d?;
-                        break;
-                    }
-                    () = tokio::time::sleep_until(timer) => {
-                        if let Err(e) = dtls.handle_timeout(std::time::Instant::now()) {
-                            tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, error = %e, "DTLS handshake failed");
-                            return None;
-                        }
-                        drained = self.drain(dtls, out, |d| push_bounded(early, d, dropped)).await?;
-                    }
-                    () = tokio::time::sleep_until(deadline) => {
-                        tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, "DTLS handshake timed out");
-                        return None;
-                    }
                 }
             }
         }
