@@ -24,6 +24,11 @@
 //! and counted). A `close_notify` or any fatal DTLS error ends the channel;
 //! a channel that ends on the engine's side (idle, owner closed) sends
 //! `close_notify` to the source.
+//!
+//! A ClientHello on an established session (the source restarted on the
+//! same port, or someone spoofs its address) starts one successor session
+//! beside it, which replaces it (a new channel) only once its handshake
+//! completes, within the same deadline (RFC 6347 §4.2.8).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,6 +174,33 @@ fn is_client_hello(d: &[u8]) -> bool {
     d.len() > 13 && d[0] == HANDSHAKE && d[1] == 0xfe && d[3..5] == [0, 0] && d[13] == CLIENT_HELLO
 }
 
+/// How an established session's relay ended.
+enum Ended {
+    /// For good (why).
+    Closed(&'static str),
+    /// A new session from the same source completed its handshake.
+    Restarted(Box<Successor>),
+}
+
+/// A new session handshaking beside an established one from the same
+/// source (see [`Session::pump`]).
+struct Successor {
+    dtls: Dtls,
+    /// Its handshake deadline.
+    deadline: Instant,
+    /// dimpl's next timeout.
+    timeout: Option<std::time::Instant>,
+    /// Application data that came with the end of its handshake.
+    early: Vec<Bytes>,
+}
+
+/// Where a successor's handshake stands.
+enum Advance {
+    Pending,
+    Connected,
+    Failed,
+}
+
 /// What one round of draining a session's output found.
 #[derive(Default)]
 struct Drained {
@@ -189,11 +221,7 @@ struct Session {
 impl Session {
     async fn run(self, mut raw: QueueRx, handshake: OwnedSemaphorePermit) {
         let server = &self.inner.dtls;
-        let mut dtls = Dtls::new_auto(
-            server.config.clone(),
-            server.certificate.clone(),
-            std::time::Instant::now(),
-        );
+        let mut dtls = self.new_dtls();
         let mut out = vec![0u8; 2048];
         // Application data that came with the end of the handshake.
         let mut early = Vec::new();
@@ -201,39 +229,63 @@ impl Session {
             .handshake(&mut dtls, &mut raw, &mut out, &mut early)
             .await;
         drop(handshake);
-        let Some(timeout) = connected else {
+        let Some(mut timeout) = connected else {
             server.stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        server.stats.completed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, version = ?dtls.protocol_version(), "DTLS handshake completed");
-        // The channel, and its published-connection permit, only now.
-        let Some(permit) = self.inner.published_connections.admit(self.peer) else {
-            self.close(&mut dtls, &mut out).await;
-            return;
-        };
-        self.inner
-            .datagram
-            .stats
-            .opened_channels
-            .fetch_add(1, Ordering::Relaxed);
-        let (plain, plain_rx) = datagram::queue();
-        let (down, down_rx) = mpsc::channel(CHANNEL_QUEUE);
-        for d in early {
-            self.deliver(&plain, d);
+        loop {
+            server.stats.completed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, version = ?dtls.protocol_version(), "DTLS handshake completed");
+            // The channel, and its published-connection permit, only now.
+            let Some(permit) = self.inner.published_connections.admit(self.peer) else {
+                self.close(&mut dtls, &mut out).await;
+                return;
+            };
+            self.inner
+                .datagram
+                .stats
+                .opened_channels
+                .fetch_add(1, Ordering::Relaxed);
+            let (plain, plain_rx) = datagram::queue();
+            let (down, down_rx) = mpsc::channel(CHANNEL_QUEUE);
+            for d in std::mem::take(&mut early) {
+                self.deliver(&plain, d);
+            }
+            let channel = Channel {
+                inner: self.inner.clone(),
+                tunnel_id: self.tunnel_id.clone(),
+                down: Downstream::Dtls(down),
+                peer: self.peer,
+                _permit: permit,
+            };
+            // Each side ends the other: the pump returning drops `plain`
+            // (the channel's input), the channel ending drops `down`.
+            let pump = self.pump(&mut dtls, &mut raw, &mut out, timeout, plain, down_rx);
+            let ((), ended) = tokio::join!(channel.run(plain_rx), pump);
+            match ended {
+                Ended::Closed(why) => {
+                    tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, why, "DTLS session ended");
+                    return;
+                }
+                // The old channel ended with the old session; the new
+                // session gets a channel of its own.
+                Ended::Restarted(next) => {
+                    tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, "the source started a new DTLS session");
+                    dtls = next.dtls;
+                    timeout = next.timeout.unwrap_or_else(std::time::Instant::now);
+                    early = next.early;
+                }
+            }
         }
-        let channel = Channel {
-            inner: self.inner.clone(),
-            tunnel_id: self.tunnel_id.clone(),
-            down: Downstream::Dtls(down),
-            peer: self.peer,
-            _permit: permit,
-        };
-        // Each side ends the other: the pump returning drops `plain` (the
-        // channel's input), the channel ending drops `down`.
-        let pump = self.pump(dtls, raw, out, timeout, plain, down_rx);
-        let ((), why) = tokio::join!(channel.run(plain_rx), pump);
-        tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, why, "DTLS session ended");
+    }
+
+    fn new_dtls(&self) -> Dtls {
+        let server = &self.inner.dtls;
+        Dtls::new_auto(
+            server.config.clone(),
+            server.certificate.clone(),
+            std::time::Instant::now(),
+        )
     }
 
     /// Runs the handshake: `Some(next timeout)` once connected, `None` when
@@ -278,24 +330,44 @@ impl Session {
         }
     }
 
-    /// Relays an established session until it or its channel ends; says why.
+    /// Relays an established session until it or its channel ends (says
+    /// why), or until a new session from the same source completes its
+    /// handshake.
+    ///
+    /// A ClientHello on an established session means the source restarted
+    /// (or someone spoofs its address): a successor session handshakes
+    /// beside this one, fed the same datagrams (each ignores the other's
+    /// records), and replaces it only once it completes (RFC 6347 §4.2.8),
+    /// so a spoofed hello cannot end a session. One successor at a time,
+    /// within the handshake timeout.
     async fn pump(
         &self,
-        mut dtls: Dtls,
-        mut raw: QueueRx,
-        mut out: Vec<u8>,
+        dtls: &mut Dtls,
+        raw: &mut QueueRx,
+        out: &mut Vec<u8>,
         timeout: std::time::Instant,
         plain: datagram::Queue,
         mut down: mpsc::Receiver<Bytes>,
-    ) -> &'static str {
+    ) -> Ended {
         let mut timer = wake_at(Some(timeout));
+        let mut successor: Option<Successor> = None;
         loop {
+            let successor_timer = successor
+                .as_ref()
+                .map_or_else(|| wake_at(None), |s| wake_at(s.timeout).min(s.deadline));
             let step = tokio::select! {
                 d = raw.recv() => match d {
-                    Some(packet) => dtls
-                        .handle_timeout(std::time::Instant::now())
-                        .and_then(|()| dtls.handle_packet(&packet)),
-                    None => return "endpoint closed",
+                    Some(packet) => {
+                        if successor.is_none() && is_client_hello(&packet) {
+                            successor = Some(self.successor());
+                        }
+                        if let Some(next) = self.feed_successor(&mut successor, Some(&packet), out).await {
+                            return Ended::Restarted(next);
+                        }
+                        dtls.handle_timeout(std::time::Instant::now())
+                            .and_then(|()| dtls.handle_packet(&packet))
+                    }
+                    None => return Ended::Closed("endpoint closed"),
                 },
                 d = down.recv() => match d {
                     Some(d) if d.len() > MAX_PLAINTEXT => {
@@ -304,26 +376,107 @@ impl Session {
                     }
                     Some(d) => dtls.send_application_data(&d).map(|_| ()),
                     None => {
-                        self.close(&mut dtls, &mut out).await;
-                        return "channel closed";
+                        self.close(dtls, out).await;
+                        return Ended::Closed("channel closed");
                     }
                 },
                 () = tokio::time::sleep_until(timer) => dtls.handle_timeout(std::time::Instant::now()),
+                () = tokio::time::sleep_until(successor_timer), if successor.is_some() => {
+                    if let Some(next) = self.feed_successor(&mut successor, None, out).await {
+                        return Ended::Restarted(next);
+                    }
+                    Ok(())
+                }
             };
             if let Err(e) = step {
                 tracing::debug!(tunnel_id = self.tunnel_id, peer = %self.peer, error = %e, "DTLS session failed");
-                return "DTLS error";
+                return Ended::Closed("DTLS error");
             }
-            let Some(drained) = self
-                .drain(&mut dtls, &mut out, |d| self.deliver(&plain, d))
-                .await
-            else {
-                return "DTLS error";
+            let Some(drained) = self.drain(dtls, out, |d| self.deliver(&plain, d)).await else {
+                return Ended::Closed("DTLS error");
             };
             if drained.close_notify {
-                return "close_notify from the source";
+                return Ended::Closed("close_notify from the source");
             }
             timer = wake_at(drained.timeout);
+        }
+    }
+
+    /// A new session handshaking beside the established one.
+    fn successor(&self) -> Successor {
+        Successor {
+            dtls: self.new_dtls(),
+            deadline: Instant::now() + self.inner.dtls.handshake_timeout,
+            timeout: None,
+            early: Vec::new(),
+        }
+    }
+
+    /// Moves the successor's handshake (if any) on; returns it once it
+    /// completed, forgets it when it failed.
+    async fn feed_successor(
+        &self,
+        successor: &mut Option<Successor>,
+        packet: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Option<Box<Successor>> {
+        let s = successor.as_mut()?;
+        match self.advance(s, packet, out).await {
+            Advance::Connected => successor.take().map(Box::new),
+            Advance::Failed => {
+                *successor = None;
+                None
+            }
+            Advance::Pending => None,
+        }
+    }
+
+    /// Moves a successor's handshake on (time, then `packet`); a failed or
+    /// late one counts as a failed handshake.
+    async fn advance(
+        &self,
+        s: &mut Successor,
+        packet: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Advance {
+        let advanced = self.advance_inner(s, packet, out).await;
+        if matches!(advanced, Advance::Failed) {
+            self.inner.dtls.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        advanced
+    }
+
+    async fn advance_inner(
+        &self,
+        s: &mut Successor,
+        packet: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Advance {
+        if Instant::now() >= s.deadline {
+            return Advance::Failed;
+        }
+        let step = s
+            .dtls
+            .handle_timeout(std::time::Instant::now())
+            .and_then(|()| packet.map_or(Ok(()), |p| s.dtls.handle_packet(p)));
+        if step.is_err() {
+            return Advance::Failed;
+        }
+        let dropped = &self.inner.datagram.stats.dropped;
+        let early = &mut s.early;
+        let Some(drained) = self
+            .drain(&mut s.dtls, out, |d| push_bounded(early, d, dropped))
+            .await
+        else {
+            return Advance::Failed;
+        };
+        s.timeout = drained.timeout;
+        if drained.close_notify {
+            Advance::Failed
+        } else if drained.connected {
+            Advance::Connected
+        } else {
+            Advance::Pending
         }
     }
 

@@ -326,3 +326,54 @@ async fn quic_tunnels_are_refused_by_the_sdk() {
         .expect_err("upstream_tls refused");
     assert_eq!(err.kind(), ErrorKind::Unsupported);
 }
+
+#[tokio::test]
+async fn a_client_restarted_on_the_same_port_gets_a_new_session() {
+    let engine = engine_with(Duration::from_secs(1), Duration::from_secs(60), 1024).await;
+    let control = client_on(&engine, rstream::Transport::Tls)
+        .connect()
+        .await
+        .unwrap();
+    let mut tunnel = control
+        .create_datagram_tunnel(TunnelOptions::dtls())
+        .await
+        .unwrap();
+    let target = udp_addr(&tunnel.forwarding_address());
+    let mut first = DtlsClient::connect(target, engine.ca_pem(), Version::V12)
+        .await
+        .expect("handshake");
+    first.send(b"one").await;
+    let old = within("accept", tunnel.accept()).await.unwrap();
+    assert_eq!(&within("one", old.recv()).await.unwrap()[..], b"one");
+
+    // A stray ClientHello from the session's address (a spoofer's, say)
+    // starts a successor that never completes: the session goes on, and
+    // the successor expires with the handshake deadline.
+    first.send_raw(&client_hello()).await;
+    first.send(b"still here").await;
+    assert_eq!(&within("two", old.recv()).await.unwrap()[..], b"still here");
+    eventually("the stray handshake expires", || {
+        engine.dtls_counters().1 == 1
+    })
+    .await;
+    old.send(b"back").await.unwrap();
+    assert_eq!(first.recv().await, b"back");
+
+    // The client restarts on the same port without a close_notify: its new
+    // handshake replaces the session, the old channel ends, a new one opens.
+    let local = first.local;
+    drop(first);
+    let mut second = DtlsClient::connect_from(local, target, engine.ca_pem(), Version::V13)
+        .await
+        .expect("a new handshake from the same address");
+    assert!(within("old channel ends", old.recv()).await.is_err());
+    second.send(b"again").await;
+    let new = within("accept the new channel", tunnel.accept())
+        .await
+        .unwrap();
+    assert_eq!(&within("again", new.recv()).await.unwrap()[..], b"again");
+    new.send(b"hello, new session").await.unwrap();
+    assert_eq!(second.recv().await, b"hello, new session");
+    assert_eq!(engine.dtls_counters(), (2, 1, 0));
+    assert_eq!(engine.datagram_counters().0, 2);
+}

@@ -39,6 +39,8 @@ pub enum Event {
 
 enum Cmd {
     Send(Vec<u8>),
+    /// A datagram sent as it is from the client's socket.
+    Raw(Vec<u8>),
     Close,
 }
 
@@ -65,7 +67,35 @@ impl DtlsClient {
         ca_pem: &str,
         version: Version,
     ) -> Result<DtlsClient, String> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp bind");
+        Self::connect_from(
+            "127.0.0.1:0".parse().expect("address"),
+            target,
+            ca_pem,
+            version,
+        )
+        .await
+    }
+
+    /// [`connect`](Self::connect) from a given local address (a client
+    /// restarted on the same port).
+    pub async fn connect_from(
+        local: SocketAddr,
+        target: SocketAddr,
+        ca_pem: &str,
+        version: Version,
+    ) -> Result<DtlsClient, String> {
+        // A dropped client's task (and socket) goes away asynchronously.
+        let mut tries = 0;
+        let socket = loop {
+            match UdpSocket::bind(local).await {
+                Ok(socket) => break socket,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("udp bind {local}: {e}"),
+            }
+        };
         socket.connect(target).await.expect("udp connect");
         let local = socket.local_addr().expect("local address");
         let dtls = new_client(version);
@@ -106,6 +136,11 @@ impl DtlsClient {
             Some(Event::Data(d)) => d,
             other => panic!("expected a datagram, got {other:?}"),
         }
+    }
+
+    /// Sends `d` from the client's socket as it is (outside the session).
+    pub async fn send_raw(&self, d: &[u8]) {
+        self.cmd.send(Cmd::Raw(d.to_vec())).await.expect("send");
     }
 
     /// Sends `close_notify`.
@@ -246,6 +281,10 @@ async fn drive(
             },
             c = cmd.recv() => match c {
                 Some(Cmd::Send(d)) => dtls.send_application_data(&d).map(|_| ()),
+                Some(Cmd::Raw(d)) => {
+                    let _ = socket.send(&d).await;
+                    Ok(())
+                }
                 Some(Cmd::Close) | None => {
                     let _ = dtls.close();
                     for p in poll(&mut dtls).packets {
