@@ -377,3 +377,44 @@ async fn a_client_restarted_on_the_same_port_gets_a_new_session() {
     assert_eq!(engine.dtls_counters(), (2, 1, 0));
     assert_eq!(engine.datagram_counters().0, 2);
 }
+
+#[tokio::test]
+async fn handshakes_in_progress_are_capped_engine_wide() {
+    // 256 handshakes at once for the whole engine (each also takes one of
+    // its tunnel's channel slots, 1,024 here); the default 10 s deadline
+    // outlasts the test (garbage_and_half_handshakes_… shows expiry).
+    const MAX_HANDSHAKES: usize = 256;
+    let engine = engine().await;
+    let (_control, target) = echo_tunnel(&engine, rstream::Transport::Tls).await;
+    let hello = client_hello();
+    let started = std::time::Instant::now();
+    let mut sources = Vec::new();
+    for _ in 0..MAX_HANDSHAKES + 1 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&hello, target).await.unwrap();
+        sources.push(socket);
+    }
+    // Every hello within the cap gets its cookie request; one more does not.
+    let mut buf = [0u8; 2048];
+    let mut answered = 0;
+    for socket in &sources {
+        if tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf))
+            .await
+            .is_ok()
+        {
+            answered += 1;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the first handshakes expired before the last hello: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(answered, MAX_HANDSHAKES);
+    assert_eq!(
+        engine.dtls_counters(),
+        (0, 0, 1),
+        "the hello beyond the cap"
+    );
+    assert_eq!(engine.datagram_counters().0, 0, "nothing reached the owner");
+}
