@@ -5,7 +5,8 @@
 # runs `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The SOCKS5 proxy the proxy tests go through (apt-get, once, if missing).
+# The SOCKS5 proxy the proxy tests go through and openssl (a DTLS client of
+# the dtls tests): apt-get, once, if missing.
 bash .ci/debian-packages.sh
 RSTREAM_PYTHON="$(bash .ci/python-venv.sh)"
 export RSTREAM_PYTHON

@@ -47,8 +47,11 @@
 //! a channel of a tunnel without guaranteed delivery is **plane A**: each
 //! datagram is one QUIC DATAGRAM frame, unreliable and unordered, at most
 //! [`DatagramChannel::max_datagram_size`] bytes
-//! ([`DatagramChannel::is_quic_datagram`] tells). DTLS/QUIC published
-//! tunnels and HTTP/3 are not supported yet (`docs/DATAGRAMS.md`).
+//! ([`DatagramChannel::is_quic_datagram`] tells). A published DTLS
+//! tunnel (`TunnelOptions::dtls()`) is an ordinary datagram tunnel to the
+//! app: the engine terminates DTLS and the channels carry plaintext.
+//! QUIC published tunnels and the h3 upstream are not supported yet
+//! (`docs/DATAGRAMS.md`).
 
 mod channel;
 #[cfg(feature = "quic")]

@@ -54,6 +54,8 @@ pub struct LocalEngineBuilder {
     api_timeouts: api::ApiTimeouts,
     datagram_idle_timeout: Duration,
     max_datagram_channels: usize,
+    #[cfg(feature = "dtls")]
+    dtls_handshake_timeout: Duration,
 }
 
 impl std::fmt::Debug for LocalEngineBuilder {
@@ -66,8 +68,8 @@ impl std::fmt::Debug for LocalEngineBuilder {
             }
         }
         let webhook_urls: Vec<&str> = self.webhooks.iter().map(|(url, _)| url.as_str()).collect();
-        f.debug_struct("LocalEngineBuilder")
-            .field("listen", &self.listen)
+        let mut d = f.debug_struct("LocalEngineBuilder");
+        d.field("listen", &self.listen)
             .field("state_dir", &self.state_dir)
             .field("tokens", &Redacted(self.tokens.len()))
             .field(
@@ -91,8 +93,10 @@ impl std::fmt::Debug for LocalEngineBuilder {
             .field("max_published_connections", &self.max_published_connections)
             .field("max_watches", &self.max_watches)
             .field("datagram_idle_timeout", &self.datagram_idle_timeout)
-            .field("max_datagram_channels", &self.max_datagram_channels)
-            .field("webhook_urls", &webhook_urls)
+            .field("max_datagram_channels", &self.max_datagram_channels);
+        #[cfg(feature = "dtls")]
+        d.field("dtls_handshake_timeout", &self.dtls_handshake_timeout);
+        d.field("webhook_urls", &webhook_urls)
             .field("webhook_secrets", &Redacted(self.webhooks.len()))
             .field("client_cas", &self.client_cas)
             .field("edge_client_cas", &self.edge_client_cas)
@@ -162,6 +166,8 @@ impl Default for LocalEngineBuilder {
             api_timeouts: api::ApiTimeouts::default(),
             datagram_idle_timeout: datagram::DEFAULT_IDLE_TIMEOUT,
             max_datagram_channels: datagram::DEFAULT_MAX_CHANNELS,
+            #[cfg(feature = "dtls")]
+            dtls_handshake_timeout: super::dtls::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -404,6 +410,18 @@ impl LocalEngineBuilder {
         self
     }
 
+    /// How long a downstream source of a published `dtls` tunnel has to
+    /// complete its DTLS handshake (default 10 s), from its first
+    /// ClientHello; then its session is dropped and it holds nothing (the
+    /// owner never hears of it). Must be greater than zero and at most
+    /// 300 s.
+    #[cfg(feature = "dtls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dtls")))]
+    pub fn dtls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.dtls_handshake_timeout = timeout;
+        self
+    }
+
     /// Test knob: the Engine API connection bounds (request head 10 s,
     /// idle 60 s, write 30 s by default), shortened by tests that observe
     /// them.
@@ -459,6 +477,15 @@ impl LocalEngineBuilder {
             return Err(Error::config(
                 code::INVALID_CONFIG,
                 "local engine: datagram_idle_timeout must be greater than zero and max_datagram_channels at least 1",
+            ));
+        }
+        #[cfg(feature = "dtls")]
+        if self.dtls_handshake_timeout.is_zero()
+            || self.dtls_handshake_timeout > MAX_ADMISSION_TIMEOUT
+        {
+            return Err(Error::config(
+                code::INVALID_CONFIG,
+                "local engine: dtls_handshake_timeout must be greater than zero and at most 300 s",
             ));
         }
         if self.max_watches == 0 {
@@ -570,6 +597,8 @@ impl LocalEngineBuilder {
                 max_channels: self.max_datagram_channels,
                 ..datagram::Settings::default()
             },
+            #[cfg(feature = "dtls")]
+            dtls: tls.dtls_server(self.dtls_handshake_timeout)?,
             #[cfg(feature = "quic")]
             quic_streams: std::sync::atomic::AtomicU64::new(0),
             #[cfg(feature = "quic")]

@@ -196,6 +196,24 @@ impl EngineTls {
     }
 }
 
+#[cfg(feature = "dtls")]
+impl EngineTls {
+    /// The DTLS server of published `dtls` tunnels: the same certificate
+    /// and key as published `http` endpoints (ECDSA P-256, from
+    /// `KeyPair::generate`), so downstream clients trust it with the same
+    /// CA file.
+    pub(crate) fn dtls_server(
+        &self,
+        handshake_timeout: std::time::Duration,
+    ) -> Result<super::dtls::Server> {
+        super::dtls::Server::new(
+            self.leaf.to_vec(),
+            self.leaf_key.secret_der().to_vec(),
+            handshake_timeout,
+        )
+    }
+}
+
 /// The CA(s) whose client certificates authenticate agents (mTLS).
 pub(crate) struct ClientCa {
     roots: Arc<RootCertStore>,

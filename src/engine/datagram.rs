@@ -18,6 +18,11 @@
 //! told with `DatagramChannelClose{stream_id}` on its control channel
 //! before the stream closes. Closing the tunnel closes its socket and
 //! every channel.
+//!
+//! A `dtls` tunnel (feature `dtls`) puts a DTLS server session in front of
+//! each source ([`super::dtls`]): its channel to the owner opens once the
+//! handshake completes, carries the decrypted datagrams, and the owner's
+//! datagrams go back encrypted; everything above applies to it unchanged.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -98,7 +103,7 @@ impl std::fmt::Debug for Stats {
 }
 
 impl Stats {
-    fn drop_one(&self, tunnel_id: &str, peer: SocketAddr, what: &str) {
+    pub(super) fn drop_one(&self, tunnel_id: &str, peer: SocketAddr, what: &str) {
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = warned.note() {
             tracing::warn!(
@@ -129,118 +134,174 @@ pub(crate) async fn bind(port: Option<u16>) -> Result<UdpSocket, proto::Error> {
 
 /// Serves a published datagram tunnel's socket until aborted (the tunnel
 /// closes): aborting it drops every channel task with it.
+///
+/// With `dtls` (a `protocol = dtls` tunnel, feature `dtls`), the engine
+/// terminates DTLS on the socket: see [`super::dtls`].
 pub(crate) fn spawn_endpoint(
     inner: Arc<Inner>,
     tunnel_id: String,
     socket: UdpSocket,
     trusted: TrustedIps,
+    dtls: bool,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(inner, tunnel_id, Arc::new(socket), trusted))
+    let endpoint = Endpoint {
+        inner,
+        tunnel_id,
+        socket: Arc::new(socket),
+        trusted,
+        dtls,
+    };
+    tokio::spawn(endpoint.run())
 }
 
-async fn run(inner: Arc<Inner>, tunnel_id: String, socket: Arc<UdpSocket>, trusted: TrustedIps) {
-    let stats = inner.datagram.stats.clone();
-    let max_channels = inner.datagram.max_channels.max(1);
-    let mut channels: HashMap<SocketAddr, Queue> = HashMap::new();
-    let mut tasks: JoinSet<SocketAddr> = JoinSet::new();
-    let mut buf = vec![0u8; RECV_BUFFER];
-    loop {
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let (n, peer) = match received {
-                    Ok(r) => r,
-                    // E.g. an ICMP port unreachable for an earlier send_to:
-                    // nothing to do with the next datagram.
-                    Err(e) => {
-                        tracing::trace!(tunnel_id, error = %e, "UDP receive error");
-                        continue;
-                    }
-                };
-                let datagram = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                if let Some(queue) = channels.get(&peer) {
-                    match queue.push(datagram) {
-                        Ok(()) => continue,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            stats.dropped.fetch_add(1, Ordering::Relaxed);
-                            stats.drop_one(&tunnel_id, peer, "channel queue full, datagram dropped");
+/// One published datagram tunnel's socket and what opening its channels
+/// needs.
+pub(super) struct Endpoint {
+    pub(super) inner: Arc<Inner>,
+    pub(super) tunnel_id: String,
+    pub(super) socket: Arc<UdpSocket>,
+    trusted: TrustedIps,
+    /// Terminate DTLS (only ever true with feature `dtls`: tunnel creation
+    /// refuses `protocol = dtls` without it).
+    dtls: bool,
+}
+
+/// The channels of one endpoint by source address, and their tasks (each
+/// returns its source address when it ends).
+pub(super) struct Channels {
+    pub(super) queues: HashMap<SocketAddr, Queue>,
+    pub(super) tasks: JoinSet<SocketAddr>,
+    /// At most this many at once ([`Settings::max_channels`]).
+    pub(super) max: usize,
+}
+
+impl Channels {
+    /// Whether a new source may have a channel; counts and logs a refusal.
+    pub(super) fn has_room(&self, endpoint: &Endpoint, peer: SocketAddr) -> bool {
+        if self.queues.len() < self.max {
+            return true;
+        }
+        let stats = &endpoint.inner.datagram.stats;
+        stats.refused_channels.fetch_add(1, Ordering::Relaxed);
+        stats.drop_one(
+            &endpoint.tunnel_id,
+            peer,
+            "too many channels, new source ignored",
+        );
+        false
+    }
+}
+
+impl Endpoint {
+    async fn run(self) {
+        let stats = self.inner.datagram.stats.clone();
+        let mut channels = Channels {
+            queues: HashMap::new(),
+            tasks: JoinSet::new(),
+            max: self.inner.datagram.max_channels.max(1),
+        };
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    let (n, peer) = match received {
+                        Ok(r) => r,
+                        // E.g. an ICMP port unreachable for an earlier send_to:
+                        // nothing to do with the next datagram.
+                        Err(e) => {
+                            tracing::trace!(tunnel_id = self.tunnel_id, error = %e, "UDP receive error");
                             continue;
                         }
-                        // The channel ended: this datagram starts a new one.
-                        Err(mpsc::error::TrySendError::Closed(d)) => {
-                            channels.remove(&peer);
-                            open(&inner, &tunnel_id, &socket, &trusted, peer, d, &mut channels, &mut tasks, max_channels);
-                        }
+                    };
+                    let datagram = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                    let first = match channels.queues.get(&peer) {
+                        None => datagram,
+                        Some(queue) => match queue.push(datagram) {
+                            Ok(()) => continue,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                stats.drop_one(&self.tunnel_id, peer, "channel queue full, datagram dropped");
+                                continue;
+                            }
+                            // The channel ended: this datagram starts a new one.
+                            Err(mpsc::error::TrySendError::Closed(d)) => {
+                                channels.queues.remove(&peer);
+                                d
+                            }
+                        },
+                    };
+                    if !allowed(&self.trusted, peer.ip().to_canonical()) {
+                        tracing::debug!(tunnel_id = self.tunnel_id, %peer, "datagram refused by trusted_ips");
+                        continue;
                     }
-                } else {
-                    open(&inner, &tunnel_id, &socket, &trusted, peer, datagram, &mut channels, &mut tasks, max_channels);
+                    self.open(peer, first, &mut channels);
                 }
-            }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(peer) = done {
-                    if channels.get(&peer).is_some_and(|q| q.tx.is_closed()) {
-                        channels.remove(&peer);
+                Some(done) = channels.tasks.join_next(), if !channels.tasks.is_empty() => {
+                    if let Ok(peer) = done {
+                        if channels.queues.get(&peer).is_some_and(|q| q.tx.is_closed()) {
+                            channels.queues.remove(&peer);
+                        }
                     }
                 }
             }
         }
     }
+
+    /// Starts a channel for a new source address (unless refused).
+    fn open(&self, peer: SocketAddr, first: Bytes, channels: &mut Channels) {
+        #[cfg(feature = "dtls")]
+        if self.dtls {
+            return super::dtls::open(self, peer, first, channels);
+        }
+        #[cfg(not(feature = "dtls"))]
+        let _ = self.dtls;
+        if !channels.has_room(self, peer) {
+            return;
+        }
+        // Each channel holds a published-connection permit (its proxy
+        // connection rides on it, as a TCP downstream's does).
+        let Some(permit) = self.inner.published_connections.admit(peer) else {
+            return;
+        };
+        let (queue, rx) = queue();
+        // Empty, and one datagram (≤ 65,536 bytes) is within both bounds.
+        let _ = queue.push(first);
+        channels.queues.insert(peer, queue);
+        self.inner
+            .datagram
+            .stats
+            .opened_channels
+            .fetch_add(1, Ordering::Relaxed);
+        let channel = Channel {
+            inner: self.inner.clone(),
+            tunnel_id: self.tunnel_id.clone(),
+            down: Downstream::Udp(self.socket.clone()),
+            peer,
+            _permit: permit,
+        };
+        channels.tasks.spawn(async move {
+            channel.run(rx).await;
+            peer
+        });
+    }
 }
 
-/// Starts a channel for a new source address (unless refused).
-#[allow(clippy::too_many_arguments)]
-fn open(
-    inner: &Arc<Inner>,
-    tunnel_id: &str,
-    socket: &Arc<UdpSocket>,
-    trusted: &TrustedIps,
-    peer: SocketAddr,
-    first: Bytes,
-    channels: &mut HashMap<SocketAddr, Queue>,
-    tasks: &mut JoinSet<SocketAddr>,
-    max_channels: usize,
-) {
-    let stats = &inner.datagram.stats;
-    let ip = peer.ip().to_canonical();
-    if !allowed(trusted, ip) {
-        tracing::debug!(tunnel_id, %peer, "datagram refused by trusted_ips");
-        return;
-    }
-    if channels.len() >= max_channels {
-        stats.refused_channels.fetch_add(1, Ordering::Relaxed);
-        stats.drop_one(tunnel_id, peer, "too many channels, new source ignored");
-        return;
-    }
-    // Each channel holds a published-connection permit (its proxy
-    // connection rides on it, as a TCP downstream's does).
-    let Some(permit) = inner.published_connections.admit(peer) else {
-        return;
-    };
+/// A new, empty channel queue.
+pub(super) fn queue() -> (Queue, QueueRx) {
     let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
-    let queue = Queue {
-        tx,
-        bytes: Arc::default(),
-    };
-    // Empty, and one datagram (≤ 65,536 bytes) is within both bounds.
-    let _ = queue.push(first);
-    let bytes = queue.bytes.clone();
-    channels.insert(peer, queue);
-    stats.opened_channels.fetch_add(1, Ordering::Relaxed);
-    let channel = Channel {
-        inner: inner.clone(),
-        tunnel_id: tunnel_id.to_owned(),
-        socket: socket.clone(),
-        peer,
-        _permit: permit,
-    };
-    tasks.spawn(async move {
-        channel.run(QueueRx { rx, bytes }).await;
-        peer
-    });
+    let bytes = Arc::<AtomicUsize>::default();
+    (
+        Queue {
+            tx,
+            bytes: bytes.clone(),
+        },
+        QueueRx { rx, bytes },
+    )
 }
 
 /// A channel's queue towards the owner: at most [`CHANNEL_QUEUE`]
 /// datagrams and [`CHANNEL_QUEUE_BYTES`] bytes.
-struct Queue {
+pub(super) struct Queue {
     tx: mpsc::Sender<Bytes>,
     /// Bytes queued now (the receiving side subtracts what it takes).
     bytes: Arc<AtomicUsize>,
@@ -249,7 +310,7 @@ struct Queue {
 impl Queue {
     /// Queues `d`, or hands it back when a bound is reached (`Full`) or
     /// the channel ended (`Closed`).
-    fn push(&self, d: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+    pub(super) fn push(&self, d: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
         let len = d.len();
         if self.bytes.load(Ordering::Relaxed) + len > CHANNEL_QUEUE_BYTES {
             if self.tx.is_closed() {
@@ -264,13 +325,13 @@ impl Queue {
 }
 
 /// The receiving end of a [`Queue`].
-struct QueueRx {
+pub(super) struct QueueRx {
     rx: mpsc::Receiver<Bytes>,
     bytes: Arc<AtomicUsize>,
 }
 
 impl QueueRx {
-    async fn recv(&mut self) -> Option<Bytes> {
+    pub(super) async fn recv(&mut self) -> Option<Bytes> {
         let d = self.rx.recv().await?;
         self.bytes.fetch_sub(d.len(), Ordering::Relaxed);
         Some(d)
@@ -283,13 +344,44 @@ impl QueueRx {
     }
 }
 
+/// Where a channel's datagrams from the owner go.
+pub(super) enum Downstream {
+    /// Sent as they are from the endpoint's socket.
+    Udp(Arc<UdpSocket>),
+    /// Into the source's DTLS session, which encrypts and sends them; at
+    /// most [`CHANNEL_QUEUE`] wait (more are dropped and counted).
+    #[cfg(feature = "dtls")]
+    Dtls(mpsc::Sender<Bytes>),
+}
+
+impl Downstream {
+    async fn send(&self, d: Bytes, peer: SocketAddr, stats: &Stats) {
+        match self {
+            Downstream::Udp(socket) => {
+                if let Err(e) = socket.send_to(&d, peer).await {
+                    tracing::trace!(%peer, error = %e, "UDP send failed");
+                }
+            }
+            #[cfg(feature = "dtls")]
+            Downstream::Dtls(session) => {
+                // Closed: the session ended, and so will the channel.
+                if let Err(mpsc::error::TrySendError::Full(_)) = session.try_send(d) {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        #[cfg(not(feature = "dtls"))]
+        let _ = stats;
+    }
+}
+
 /// One downstream source address and its stream to the owner.
-struct Channel {
-    inner: Arc<Inner>,
-    tunnel_id: String,
-    socket: Arc<UdpSocket>,
-    peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+pub(super) struct Channel {
+    pub(super) inner: Arc<Inner>,
+    pub(super) tunnel_id: String,
+    pub(super) down: Downstream,
+    pub(super) peer: SocketAddr,
+    pub(super) _permit: OwnedSemaphorePermit,
 }
 
 impl Channel {
@@ -314,7 +406,9 @@ impl Channel {
         }
     }
 
-    async fn run(self, mut rx: QueueRx) {
+    /// Reaches the owner, then relays until the channel ends (see the
+    /// module docs); `rx` closing ends it too.
+    pub(super) async fn run(self, mut rx: QueueRx) {
         let ip = self.peer.ip().to_canonical();
         let (stream_id, upstream, owner) = match streams::reach_owner_with_control(
             &self.inner,
@@ -372,9 +466,9 @@ impl Channel {
                     match reader.next().await {
                         Ok(Some(d)) => {
                             touch();
-                            if let Err(e) = self.socket.send_to(&d, self.peer).await {
-                                tracing::trace!(peer = %self.peer, error = %e, "UDP send failed");
-                            }
+                            self.down
+                                .send(d, self.peer, &self.inner.datagram.stats)
+                                .await;
                         }
                         Ok(None) => return "closed by the owner",
                         Err(e) if e.code() == crate::error::code::DATAGRAM_TOO_LARGE => {
@@ -436,9 +530,7 @@ impl Channel {
                 d = owner.recv() => match d {
                     Some(d) => {
                         deadline = Instant::now() + idle_timeout;
-                        if let Err(e) = self.socket.send_to(&d, self.peer).await {
-                            tracing::trace!(peer = %self.peer, error = %e, "UDP send failed");
-                        }
+                        self.down.send(d, self.peer, &self.inner.datagram.stats).await;
                     }
                     None => break "closed by the owner",
                 },

@@ -18,7 +18,9 @@
 //! (plane A, translated when the two sides differ): framed dials are
 //! spliced like any stream, and a published one gets a UDP socket on
 //! `127.0.0.1` (`127.0.0.1:PORT (udp)`) where each downstream source
-//! address is one channel to the owner.
+//! address is one channel to the owner. With feature `dtls`, a published
+//! `protocol = dtls` one terminates DTLS there with the engine's
+//! certificate and relays plaintext datagrams.
 //!
 //! Published tunnels listen on `127.0.0.1` with a port of their own and
 //! come back with `hostname = "127.0.0.1"` and that `port`, so the
@@ -26,7 +28,7 @@
 //! (TLS terminated by the engine with its own certificate) and
 //! `127.0.0.1:PORT (tcp)` / `127.0.0.1:PORT (tls)` for raw ones.
 //! Features a single machine cannot provide (GeoIP, edge auth, custom
-//! hostnames, DTLS/QUIC, …) are refused with `FEATURE_NOT_AVAILABLE`,
+//! hostnames, QUIC terminate-and-mirror, …) are refused with `FEATURE_NOT_AVAILABLE`,
 //! never silently ignored. See `docs/LOCAL_ENGINE.md` for the full list.
 //!
 //! # Example
@@ -60,6 +62,8 @@ mod conn;
 mod control;
 mod datagram;
 mod dates;
+#[cfg(feature = "dtls")]
+mod dtls;
 mod edge;
 mod events;
 #[cfg(feature = "http3")]
@@ -143,6 +147,9 @@ pub(crate) struct Inner {
     pub(crate) api: api::ApiShared,
     /// Published datagram tunnels: idle timeout, channel cap, counters.
     pub(crate) datagram: datagram::Settings,
+    /// Published dtls tunnels: the DTLS server and its counters.
+    #[cfg(feature = "dtls")]
+    pub(crate) dtls: dtls::Server,
     /// QUIC streams accepted on the UDP port since start.
     #[cfg(feature = "quic")]
     pub(crate) quic_streams: std::sync::atomic::AtomicU64,
@@ -259,6 +266,24 @@ impl LocalEngine {
     #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
     pub fn quic_datagram_drops(&self) -> QuicDatagramDrops {
         QuicDatagramDrops::of(&self.inner.plane_a_drops)
+    }
+
+    /// Counters of the published `dtls` tunnels' DTLS sessions, all
+    /// tunnels together: `(handshakes completed, handshakes failed or
+    /// timed out, first datagrams of a source dropped because they were
+    /// not a DTLS ClientHello or every handshake slot was taken)`. Only
+    /// a completed handshake opens a channel to the owner (and counts in
+    /// [`datagram_counters`](Self::datagram_counters)).
+    #[cfg(feature = "dtls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dtls")))]
+    pub fn dtls_counters(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.inner.dtls.stats;
+        (
+            s.completed.load(Relaxed),
+            s.failed.load(Relaxed),
+            s.rejected.load(Relaxed),
+        )
     }
 
     /// QUIC streams accepted on the engine's UDP port since it started

@@ -4,7 +4,10 @@
 //! Honoured: `name`, `type` (`bytestream`; `datagram`, with
 //! `datagram_guaranteed_delivery` stored and returned, published on UDP:
 //! see [`super::datagram`]), `publish`, `protocol` (`http`,
-//! `tls`, `tcp`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
+//! `tls`, `tcp`; `dtls` on published datagram tunnels with feature `dtls`,
+//! where the engine terminates DTLS with its certificate and relays the
+//! plaintext datagrams, `type` defaulting to `datagram`: see
+//! `super::dtls`), `labels`, `trusted_ips`, `tls_mode = passthrough`,
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
 //! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`; `h3` on
 //! a published `datagram` tunnel with `protocol = http`, feature `http3`:
@@ -18,7 +21,9 @@
 //! also asks for `hostname = 127.0.0.1` or `localhost`: how a reconnecting
 //! client gets its previous address back), `allow_cross_region_routing`
 //! (echoed; there is one region). Everything else that asks for behaviour
-//! is refused with `FEATURE_NOT_AVAILABLE`, naming the property.
+//! is refused with `FEATURE_NOT_AVAILABLE`, naming the property: among
+//! them `protocol = quic`, private `dtls` tunnels and `upstream_tls` on
+//! `dtls` ones (re-originating DTLS to the application).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -67,6 +72,8 @@ pub(crate) struct Plan {
     endpoint: Option<(EndpointKind, Option<u16>)>,
     /// `type = "datagram"`: a published one listens on UDP.
     datagram: bool,
+    /// `protocol = "dtls"`: the published UDP endpoint terminates DTLS.
+    dtls: bool,
     trusted: TrustedIps,
 }
 
@@ -96,12 +103,15 @@ pub(crate) fn validate(
     // (`crate::tunnel::MAX_LABELS`, …), checked first.
     crate::tunnel::check_labels(&p.labels).map_err(invalid)?;
 
+    let protocol = non_blank(&p.protocol).map(str::to_owned);
+    let dtls = protocol.as_deref() == Some("dtls");
     let datagram = match non_blank(&p.r#type) {
-        None | Some("bytestream") => false,
+        // A dtls tunnel without a type is a datagram one (DATAGRAM_QUIC.md §2).
+        None => dtls,
+        Some("bytestream") => false,
         Some("datagram") => true,
         Some(other) => return Err(invalid(format!("unknown tunnel type {other:?}"))),
     };
-    let protocol = non_blank(&p.protocol).map(str::to_owned);
     // An HTTP/3 upstream: the application serves HTTP/3 on a datagram
     // tunnel, the engine publishes it as an ordinary HTTPS address.
     let h3 =
@@ -111,12 +121,25 @@ pub(crate) fn validate(
         Some("http") if h3 => {}
         Some(other @ ("http" | "tls" | "tcp")) if datagram => {
             return Err(invalid(format!(
-                "protocol = {other:?} is not a datagram protocol (datagram tunnels: no protocol, or \"http\" with http_version = \"h3\")"
+                "protocol = {other:?} is not a datagram protocol (datagram tunnels: none, \"dtls\", or \"http\" with http_version = \"h3\")"
             )))
         }
         Some("http" | "tls" | "tcp") => {}
-        Some(other @ ("dtls" | "quic")) => {
-            return Err(unavailable(format!("protocol = {other:?}")))
+        Some("dtls") if !datagram => {
+            return Err(invalid(
+                "protocol = \"dtls\" is a datagram protocol (type = \"datagram\")",
+            ))
+        }
+        Some("dtls") if !cfg!(feature = "dtls") => {
+            return Err(unavailable(
+                "protocol = \"dtls\" in an engine built without feature `dtls`",
+            ))
+        }
+        Some("dtls") => {}
+        Some("quic") => {
+            return Err(unavailable(
+                "protocol = \"quic\" (terminating QUIC and mirroring it to the application); published dtls and plain datagram tunnels are supported",
+            ))
         }
         Some(other) => return Err(invalid(format!("unknown protocol {other:?}"))),
     }
@@ -141,6 +164,16 @@ pub(crate) fn validate(
     // Re-originating TLS needs the engine's HTTP endpoint in the path:
     // published `http` tunnels only.
     let upstream_tls = p.upstream_tls == Some(true);
+    if dtls && !published {
+        return Err(unavailable(
+            "private dtls tunnels (the engine terminates DTLS on published ones; a private datagram tunnel carries DTLS end to end as it is)",
+        ));
+    }
+    if upstream_tls && dtls {
+        return Err(unavailable(
+            "upstream_tls = true on dtls tunnels (re-originating DTLS to the application); without it the engine terminates DTLS and relays plaintext datagrams",
+        ));
+    }
     if upstream_tls && !(http && published) {
         return Err(unavailable(
             "upstream_tls = true outside published http tunnels",
@@ -356,6 +389,7 @@ pub(crate) fn validate(
         props: p,
         endpoint,
         datagram,
+        dtls,
         trusted: trusted.into(),
     })
 }
@@ -442,6 +476,7 @@ async fn create(
                 id.clone(),
                 socket,
                 plan.trusted.clone(),
+                plan.dtls,
             ))
         }
         Some((kind, port)) => {

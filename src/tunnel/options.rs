@@ -58,7 +58,9 @@ pub enum Protocol {
     Tls,
     /// Raw TCP on a published port.
     Tcp,
-    /// DTLS (datagram; not supported yet by this SDK, see `docs/DATAGRAMS.md`).
+    /// DTLS at the edge of a published datagram tunnel: the engine
+    /// terminates it and the tunnel carries plaintext datagrams
+    /// ([`TunnelOptions::dtls`], `docs/DATAGRAMS.md`).
     Dtls,
     /// QUIC (datagram; not supported yet by this SDK, see `docs/DATAGRAMS.md`).
     Quic,
@@ -208,6 +210,17 @@ impl TunnelOptions {
             datagram: true,
             ..Self::default()
         }
+    }
+
+    /// A published DTLS datagram tunnel (`type = "datagram"`, `protocol =
+    /// "dtls"`): the engine terminates DTLS on its UDP address with its
+    /// certificate, and the application receives and sends plaintext
+    /// datagrams through the ordinary
+    /// [`DatagramTunnel`](crate::DatagramTunnel), one channel per
+    /// downstream DTLS session. Same as
+    /// `TunnelOptions::datagram().protocol(Protocol::Dtls).publish()`.
+    pub fn dtls() -> Self {
+        Self::datagram().protocol(Protocol::Dtls).publish()
     }
 
     /// Whether these options ask for a datagram tunnel.
@@ -361,10 +374,28 @@ impl TunnelOptions {
     pub fn to_properties(&self) -> Result<TunnelProperties> {
         let invalid = |msg: &str| Error::config(code::INVALID_TUNNEL, msg.to_owned());
         let unsupported = |msg: &str| Error::unsupported(code::UNSUPPORTED_TUNNEL, msg.to_owned());
-        if matches!(self.protocol, Some(Protocol::Dtls | Protocol::Quic)) {
+        if self.protocol == Some(Protocol::Quic) {
             return Err(unsupported(
-                "dtls and quic tunnels are not supported yet (plain datagram tunnels are: TunnelOptions::datagram(), docs/DATAGRAMS.md)",
+                "quic tunnels (the engine terminating QUIC and mirroring it to the app) are not supported yet; dtls and plain datagram tunnels are: TunnelOptions::dtls(), TunnelOptions::datagram(), docs/DATAGRAMS.md",
             ));
+        }
+        if self.protocol == Some(Protocol::Dtls) {
+            if !self.datagram {
+                return Err(invalid(
+                    "dtls is a datagram protocol: TunnelOptions::dtls()",
+                ));
+            }
+            if self.publish != Some(true) {
+                // A private datagram tunnel carries DTLS end to end as it is.
+                return Err(unsupported(
+                    "private dtls tunnels are not supported (the engine terminates DTLS on published ones): TunnelOptions::dtls()",
+                ));
+            }
+            if self.upstream_tls == Some(true) {
+                return Err(unsupported(
+                    "upstream_tls on dtls tunnels (DTLS re-originated to the app) is not supported: the engine terminates DTLS and the app gets plaintext datagrams",
+                ));
+            }
         }
         let h3 = self.http_version == Some(HttpVersion::H3);
         if self.datagram && h3 && self.protocol == Some(Protocol::Http) {
@@ -386,10 +417,13 @@ impl TunnelOptions {
                 ));
             }
         } else if self.datagram {
-            let forbidden = self.protocol.is_some().then_some("protocol");
+            let forbidden = self
+                .protocol
+                .filter(|p| *p != Protocol::Dtls)
+                .map(|_| "protocol");
             if let Some(name) = forbidden.or_else(|| self.edge_option_set()) {
                 return Err(invalid(&format!(
-                    "{name} is not allowed on datagram tunnels (except protocol http with http_version h3)"
+                    "{name} is not allowed on datagram tunnels (except protocol dtls, and protocol http with http_version h3)"
                 )));
             }
         } else if h3 {
@@ -609,6 +643,37 @@ mod tests {
                     .into_datagram()
             ),
             code::INVALID_TUNNEL
+        );
+    }
+
+    #[test]
+    fn dtls_rules() {
+        let p = TunnelOptions::dtls().name("d").to_properties().unwrap();
+        assert_eq!(p.r#type.as_deref(), Some("datagram"));
+        assert_eq!(p.protocol.as_deref(), Some("dtls"));
+        assert_eq!(p.publish, Some(true));
+        let same = TunnelOptions::datagram()
+            .protocol(Protocol::Dtls)
+            .publish()
+            .name("d")
+            .to_properties()
+            .unwrap();
+        assert_eq!(p, same);
+        assert_eq!(
+            code(TunnelOptions::new().protocol(Protocol::Dtls).publish()),
+            code::INVALID_TUNNEL
+        );
+        assert_eq!(
+            code(TunnelOptions::datagram().protocol(Protocol::Dtls)),
+            code::UNSUPPORTED_TUNNEL
+        );
+        assert_eq!(
+            code(TunnelOptions::dtls().tls_min_version("1.2")),
+            code::INVALID_TUNNEL
+        );
+        assert_eq!(
+            code(TunnelOptions::dtls().upstream_tls(true)),
+            code::UNSUPPORTED_TUNNEL
         );
     }
 

@@ -437,12 +437,29 @@ async fn tunnels_are_created_validated_and_closed() {
             },
         ),
         (
-            // Datagram tunnels are supported (tests/engine/datagram.rs);
-            // DTLS on them is not.
+            // Datagram tunnels are supported (tests/engine/datagram.rs),
+            // published DTLS ones too (tests/engine/dtls.rs, feature
+            // `dtls`); private DTLS ones are not.
             "dtls",
             TunnelProperties {
                 r#type: Some("datagram".into()),
                 protocol: Some("dtls".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            // Re-originating DTLS to the application (without feature
+            // `dtls`, DTLS itself is what is missing).
+            if cfg!(feature = "dtls") {
+                "upstream_tls"
+            } else {
+                "dtls"
+            },
+            TunnelProperties {
+                r#type: Some("datagram".into()),
+                protocol: Some("dtls".into()),
+                publish: Some(true),
+                upstream_tls: Some(true),
                 ..Default::default()
             },
         ),
@@ -505,6 +522,12 @@ async fn tunnels_are_created_validated_and_closed() {
         },
         TunnelProperties {
             protocol: Some("gopher".into()),
+            ..bytestream(None)
+        },
+        // DTLS is a datagram protocol.
+        TunnelProperties {
+            protocol: Some("dtls".into()),
+            publish: Some(true),
             ..bytestream(None)
         },
         TunnelProperties {

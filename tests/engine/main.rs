@@ -7,6 +7,8 @@ mod support;
 
 mod access_control;
 mod datagram;
+#[cfg(feature = "dtls")]
+mod dtls;
 mod engine_api;
 mod engine_api_h3;
 mod engine_api_http;

@@ -1,11 +1,13 @@
 //! Shared test helpers: the local engine, clients trusting it, a real
 //! HTTPS client, a scripted engine for protocol-violation tests, a raw
-//! engine-side client, a throwaway PKI, the Python SDK as a peer, and the
-//! configuration case table.
+//! engine-side client, a throwaway PKI, DTLS clients, the Python SDK as a
+//! peer, and the configuration case table.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod config_cases;
 pub mod connect_proxy;
+#[cfg(feature = "dtls")]
+pub mod dtls;
 #[allow(dead_code)]
 pub mod flood;
 #[cfg(feature = "http3")]
