@@ -55,11 +55,47 @@ pub(crate) const CHANNEL_QUEUE_BYTES: usize = 256 * 1024;
 /// The receive buffer: larger than any UDP payload.
 const RECV_BUFFER: usize = 65_536;
 /// Why a channel ended: no datagram either way for the idle timeout.
-const IDLE: &str = "idle";
+pub(super) const IDLE: &str = "idle";
 /// How long a source whose channel the owner refused stays refused.
 const REFUSED_HOLD: Duration = Duration::from_secs(1);
 /// Bound on closing a channel's stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When a channel last carried a datagram (either way), shared by the
+/// two directions of a relay, for idle expiry: published channels here,
+/// dialed plane-A channels and translations in `super::plane_a`.
+pub(super) struct Activity {
+    base: Instant,
+    /// Milliseconds after `base`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// A datagram passed.
+    pub(super) fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once no datagram passed for `timeout`.
+    pub(super) async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let deadline = self.base + last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
 
 /// The datagram settings of an engine (from the builder).
 #[derive(Debug)]
@@ -433,18 +469,13 @@ impl Channel {
         };
         let idle_timeout = self.inner.datagram.idle_timeout;
         let (rd, mut wr) = tokio::io::split(upstream);
-        let base = Instant::now();
-        let last = AtomicU64::new(0);
-        let touch = || {
-            let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
-            last.store(ms, Ordering::Relaxed);
-        };
+        let activity = Activity::new();
         let why = {
             // UDP → framed, to the owner.
             let up = async {
                 let mut out = BytesMut::new();
                 while let Some(d) = rx.recv().await {
-                    touch();
+                    activity.touch();
                     frame::encode(&d, &mut out);
                     while out.len() < 64 * 1024 {
                         match rx.try_recv() {
@@ -465,7 +496,7 @@ impl Channel {
                 loop {
                     match reader.next().await {
                         Ok(Some(d)) => {
-                            touch();
+                            activity.touch();
                             self.down
                                 .send(d, self.peer, &self.inner.datagram.stats)
                                 .await;
@@ -478,20 +509,10 @@ impl Channel {
                     }
                 }
             };
-            let idle = async {
-                loop {
-                    let deadline =
-                        base + Duration::from_millis(last.load(Ordering::Relaxed)) + idle_timeout;
-                    if Instant::now() >= deadline {
-                        return IDLE;
-                    }
-                    tokio::time::sleep_until(deadline).await;
-                }
-            };
             tokio::select! {
                 why = up => why,
                 why = down => why,
-                why = idle => why,
+                () = activity.idle(idle_timeout) => IDLE,
             }
         };
         tracing::debug!(tunnel_id = self.tunnel_id, stream_id, peer = %self.peer, why, "datagram channel closed");

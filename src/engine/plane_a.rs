@@ -22,7 +22,6 @@
 //! as its stream closes). A dialed channel (either relay) with no datagram either
 //! way for the engine's datagram idle timeout is ended that way.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::datagram::{Activity, IDLE};
 use super::streams::{Owner, ServerTls};
 use crate::datagram::frame::{self, FrameReader};
 use crate::datagram::quic::{channel_id, ChannelId, Router};
@@ -74,44 +74,6 @@ impl QuicDatagramDrops {
 
 /// Bound on writing the close notice and closing a stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Why a relay ended: no datagram either way for the idle timeout.
-const IDLE: &str = "idle";
-
-/// When a channel last carried a datagram (either way), shared by the
-/// two directions of a relay, for idle expiry.
-struct Activity {
-    base: Instant,
-    /// Milliseconds after `base`.
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            base: Instant::now(),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    /// A datagram passed.
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once no datagram passed for `timeout`.
-    async fn idle(&self, timeout: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-            let deadline = self.base + last + timeout;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    }
-}
-
 /// One side of a plane-A channel (see the module docs).
 pub(crate) struct QuicSide {
     router: Arc<Router>,
