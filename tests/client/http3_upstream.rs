@@ -290,7 +290,8 @@ async fn http3_upstream_failures_are_502_and_upgrades_501() {
 }
 
 /// `token_auth` on an HTTP/3 upstream: no token is a 401 from the engine;
-/// an engine token reaches the app, which never sees it.
+/// an engine token reaches the app, which never sees it; over HTTP/1.1
+/// and over the h3 downstream.
 #[tokio::test]
 async fn token_auth_guards_an_http3_upstream() {
     crate::support::init_tracing();
@@ -334,6 +335,19 @@ async fn token_auth_guards_an_http3_upstream() {
     assert_eq!(rsp.status(), StatusCode::OK);
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"auth=false");
+
+    // The same check on the h3 downstream.
+    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let addr = h3_address(&url);
+    let mut client = H3Client::connect(&endpoint, addr, "127.0.0.1", engine.ca_pem()).await;
+    let refused = client.request(Method::GET, "/who", b"").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let admitted = client
+        .request(Method::GET, "/who?rstream.token=h3-token", b"")
+        .await;
+    assert_eq!(admitted.status, StatusCode::OK);
+    assert_eq!(admitted.body, b"auth=false");
+    client.close();
     server.abort();
     control.close().await.unwrap();
 }
