@@ -11,7 +11,8 @@
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
 //! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`; `h3` on
 //! a published `datagram` tunnel with `protocol = http`, feature `http3`:
-//! an HTTPS endpoint forwarding each request over HTTP/3 to the app, see
+//! an HTTPS endpoint, and HTTP/3 on the same port over UDP, forwarding
+//! each request over HTTP/3 to the app, see
 //! [`super::h3_upstream`]; its edge options are those of `http` tunnels,
 //! `upstream_tls` and `tls_mode` are refused with it),
 //! `upstream_tls` (published `http` tunnels: see [`super::upstream`]),
@@ -360,7 +361,8 @@ pub(crate) fn validate(
         None
     };
     let endpoint = published.then(|| {
-        // Downstream clients of an HTTP/3 upstream speak h2 or HTTP/1.1.
+        // Downstream clients of an HTTP/3 upstream speak h2 or HTTP/1.1
+        // on TCP (h3 on UDP: `h3_downstream`, same certificate).
         let h2 = h2 || h3;
         let config = match tls.mtls_https(h2, tls13_only) {
             Some(config) if mtls => config,

@@ -3,7 +3,10 @@
 //! engine terminates the downstream TLS (its certificate, ALPN `h2` and
 //! `http/1.1`), reads each request with hyper, and forwards it over
 //! HTTP/3 to the application, which serves HTTP/3 on its datagram tunnel
-//! (`rstream::http3::serve`).
+//! (`rstream::http3::serve`). Downstream clients may also speak HTTP/3,
+//! on the same port over UDP ([`downstream`]); their requests go through
+//! the same forwarding ([`Link::answer`]). HTTP/1.1 and h2 responses
+//! advertise it with `alt-svc` (unless the application set its own).
 //!
 //! One downstream connection has at most one HTTP/3 connection to the
 //! application ([`connect`]), made at its first request and shared by
