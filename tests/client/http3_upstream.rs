@@ -565,3 +565,79 @@ async fn a_wrong_alpn_at_the_h3_downstream_reaches_nothing() {
     serving.abort();
     control.close().await.unwrap();
 }
+
+/// A QUIC handshake with the h3 downstream at `addr`: `Err` when refused.
+async fn h3_handshake(
+    endpoint: &quinn::Endpoint,
+    addr: std::net::SocketAddr,
+    ca: &str,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let config = crate::support::h3::h3_client_config(ca);
+    let connecting = endpoint.connect_with(config, addr, "127.0.0.1").unwrap();
+    within("QUIC handshake", connecting).await
+}
+
+/// The h3 downstream's admission: a source outside `trusted_ips` is
+/// refused before its handshake; `max_published_connections` counts h3
+/// connections (one held, the next refused, admitted again once the
+/// first closes).
+#[tokio::test]
+async fn the_h3_downstream_honours_trusted_ips_and_the_connection_cap() {
+    crate::support::init_tracing();
+    let engine = rstream::engine::LocalEngine::builder()
+        .max_published_connections(1)
+        .start()
+        .await
+        .unwrap();
+    let control = within("connect", crate::support::client(&engine).connect())
+        .await
+        .unwrap();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+
+    let untrusted = control
+        .create_datagram_tunnel(
+            TunnelOptions::http()
+                .http_version(HttpVersion::H3)
+                .trusted_ip("10.0.0.0/8"),
+        )
+        .await
+        .unwrap();
+    let addr = h3_address(&untrusted.forwarding_address());
+    let refused = h3_handshake(&endpoint, addr, engine.ca_pem()).await;
+    assert!(refused.is_err(), "an untrusted source got a connection");
+    drop(untrusted);
+
+    let tunnel = control
+        .create_datagram_tunnel(TunnelOptions::http().http_version(HttpVersion::H3))
+        .await
+        .unwrap();
+    let addr = h3_address(&tunnel.forwarding_address());
+    let server = tokio::spawn(rstream::http3::serve(
+        tunnel,
+        leaf.server_config(&[b"h3"]),
+        app(Arc::new(Semaphore::new(0))),
+    ));
+    let mut first = H3Client::connect(&endpoint, addr, "127.0.0.1", engine.ca_pem()).await;
+    let hello = first.request(Method::GET, "/hello", b"").await;
+    assert_eq!(hello.status, StatusCode::OK);
+    let refused = h3_handshake(&endpoint, addr, engine.ca_pem()).await;
+    assert!(refused.is_err(), "a second connection beyond the cap of 1");
+    first.close();
+    // The engine sees the close and gives the permit back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        match h3_handshake(&endpoint, addr, engine.ca_pem()).await {
+            Ok(conn) => break conn,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "not yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the permit never came back: {e}"),
+        }
+    };
+    again.close(0u32.into(), b"done");
+    server.abort();
+    control.close().await.unwrap();
+}
