@@ -452,7 +452,8 @@ async fn request_bodies_stream_to_an_http3_upstream() {
 /// The h3 downstream: a real h3 client (quinn + h3, trusting the engine's
 /// CA) reaches the app at the published port on UDP, owner on TLS and on
 /// QUIC: GET, POST echo (1 MiB), a 404 from the app, a streamed response
-/// seen chunk by chunk, trailers. The h1 and h2 responses advertise it
+/// seen chunk by chunk, trailers; `CONNECT` is answered 501 by the
+/// engine. The h1 and h2 responses advertise it
 /// (`alt-svc`) unless the app set its own. Closing the tunnel frees the
 /// UDP port at once, a downstream connection still open.
 #[tokio::test]
@@ -483,6 +484,13 @@ async fn h3_clients_reach_an_http3_upstream_on_the_same_port() {
         let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
         let mut client = H3Client::connect(&endpoint, addr, "127.0.0.1", engine.ca_pem()).await;
         crate::http3::exercise(&mut client, &gate).await;
+        // CONNECT is not relayed, as over HTTP/1.1 and h2.
+        let mut connect = client.open(Method::CONNECT, "").await;
+        within("finish", connect.finish()).await.unwrap();
+        let rsp = within("CONNECT answer", connect.recv_response())
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), StatusCode::NOT_IMPLEMENTED, "{transport:?}");
 
         for h2 in [false, true] {
             let mut down = Downstream::connect(&url, engine.ca_pem(), h2).await;
