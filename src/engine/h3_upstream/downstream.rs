@@ -68,7 +68,12 @@ struct Closing(quinn::Endpoint);
 impl Drop for Closing {
     fn drop(&mut self) {
         self.0.close(H3_NO_ERROR.into(), b"tunnel closed");
-        release_port(&self.0);
+        // Moving the socket registers a new one with tokio's reactor,
+        // which needs a runtime: outside one (a runtime being torn down
+        // without context), the port is freed when quinn's driver ends.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            release_port(&self.0);
+        }
     }
 }
 
