@@ -23,9 +23,9 @@ use super::auth::Action;
 use super::Inner;
 
 /// Longest request head read before refusing: 64 KiB.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Time allowed for a request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A short plain-text answer from the engine itself.
 pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
@@ -46,7 +46,7 @@ pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response<Body>
 
 /// The request's token: `Authorization: Bearer`, else `?rstream.token=`.
 /// Returns it with the request cleaned of it (the app never sees it).
-fn take_token(req: &mut Request<Incoming>) -> Option<String> {
+fn take_token<B>(req: &mut Request<B>) -> Option<String> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         if let Some(token) = value
             .to_str()
@@ -234,10 +234,10 @@ async fn forward(
 /// The token check of a `token_auth` tunnel on one request: the token is
 /// taken out of the request (the app never sees it); `Err` is the
 /// engine's answer (401 or 403), and the request goes no further.
-pub(crate) fn check_token(
+pub(crate) fn check_token<B>(
     inner: &Inner,
     tunnel_id: &str,
-    req: &mut Request<Incoming>,
+    req: &mut Request<B>,
 ) -> Result<(), Box<Response<Body>>> {
     let Some(token) = take_token(req) else {
         return Err(Box::new(plain(

@@ -48,23 +48,40 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// The UDP endpoint on `addr`, serving `tls` (the engine port's TLS
 /// configuration) with ALPN `rstrm/1` (and `h3`).
 pub(crate) fn endpoint(tls: &rustls::ServerConfig, addr: SocketAddr) -> Result<quinn::Endpoint> {
+    let alpn = vec![
+        crate::proto::ALPN.to_vec(),
+        #[cfg(feature = "http3")]
+        super::api::http3::ALPN.to_vec(),
+    ];
+    let server = server_config(tls, alpn, MAX_STREAMS_PER_CONNECTION)?;
+    quinn::Endpoint::server(server, addr)
+        .map_err(|e| Error::io(format!("local engine: binding UDP {addr}"), e))
+}
+
+/// A QUIC server configuration from `tls` (the certificate and client
+/// verification of a TLS listener) offering `alpn` only, with the
+/// engine's transport parameters and at most `peer_streams` concurrent
+/// bidirectional streams per connection: the engine port's, and that of
+/// the HTTP/3 downstream of published HTTP/3-upstream tunnels.
+pub(crate) fn server_config(
+    tls: &rustls::ServerConfig,
+    alpn: Vec<Vec<u8>>,
+    peer_streams: u32,
+) -> Result<quinn::ServerConfig> {
     let mut config = tls.clone();
-    config.alpn_protocols = vec![crate::proto::ALPN.to_vec()];
-    #[cfg(feature = "http3")]
-    config.alpn_protocols.push(super::api::http3::ALPN.to_vec());
+    config.alpn_protocols = alpn;
     // QUIC takes 0 or u32::MAX here; no 0-RTT (as the Go SDK).
     config.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(config))
         .map_err(|e| Error::tls("local engine QUIC configuration", e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport_config(
-        MAX_STREAMS_PER_CONNECTION,
+        peer_streams,
         STREAM_WINDOW,
         CONNECTION_WINDOW,
     ));
     server.max_incoming(MAX_INCOMING);
-    quinn::Endpoint::server(server, addr)
-        .map_err(|e| Error::io(format!("local engine: binding UDP {addr}"), e))
+    Ok(server)
 }
 
 /// Frees the UDP port of a closed `endpoint` whose connections may not

@@ -11,7 +11,8 @@
 //! `tls_min_version` (`1.2`/`1.3`, published `http` tunnels),
 //! `http_version` (`http/1.1`, `h2c`; `h2` with `upstream_tls`; `h3` on
 //! a published `datagram` tunnel with `protocol = http`, feature `http3`:
-//! an HTTPS endpoint forwarding each request over HTTP/3 to the app, see
+//! an HTTPS endpoint, and HTTP/3 on the same port over UDP, forwarding
+//! each request over HTTP/3 to the app, see
 //! [`super::h3_upstream`]; its edge options are those of `http` tunnels,
 //! `upstream_tls` and `tls_mode` are refused with it),
 //! `upstream_tls` (published `http` tunnels: see [`super::upstream`]),
@@ -360,7 +361,8 @@ pub(crate) fn validate(
         None
     };
     let endpoint = published.then(|| {
-        // Downstream clients of an HTTP/3 upstream speak h2 or HTTP/1.1.
+        // Downstream clients of an HTTP/3 upstream speak h2 or HTTP/1.1
+        // on TCP (h3 on UDP: `h3_downstream`, same certificate).
         let h2 = h2 || h3;
         let config = match tls.mtls_https(h2, tls13_only) {
             Some(config) if mtls => config,
@@ -487,12 +489,17 @@ async fn create(
                 .port();
             props.hostname = Some("127.0.0.1".into());
             props.port = Some(u32::from(port));
+            #[cfg(feature = "http3")]
+            let also = h3_downstream(inner, &id, &kind, port, &plan.trusted)?;
+            #[cfg(not(feature = "http3"))]
+            let also = None;
             Some(spawn_endpoint(
                 inner.clone(),
                 id.clone(),
                 listener,
                 kind,
                 plan.trusted.clone(),
+                also,
             ))
         }
         None => None,
@@ -514,7 +521,14 @@ async fn create(
 /// A port in use is `CAPACITY_EXHAUSTED` (retryable once it is released).
 async fn bind(port: Option<u16>) -> Result<TcpListener, proto::Error> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
-    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, e))
+}
+
+/// The answer to a failed bind of a published endpoint on `addr`.
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> proto::Error {
+    match e.kind() {
         std::io::ErrorKind::AddrInUse => proto::Error::new(
             ErrorCode::CapacityExhausted,
             format!("port {} is already in use", addr.port()),
@@ -527,8 +541,42 @@ async fn bind(port: Option<u16>) -> Result<TcpListener, proto::Error> {
             ErrorCode::CapacityExhausted,
             format!("cannot listen on {addr}: {e}"),
         ),
-    })
+    }
 }
+
+/// The HTTP/3 downstream of an `h3` tunnel's endpoint on TCP `port`
+/// (see [`super::h3_upstream::downstream`]): bound on UDP `port` now, so
+/// that a port taken on UDP fails the creation as one taken on TCP does;
+/// `None` for other kinds.
+#[cfg(feature = "http3")]
+fn h3_downstream(
+    inner: &Arc<Inner>,
+    tunnel_id: &str,
+    kind: &EndpointKind,
+    port: u16,
+    trusted: &TrustedIps,
+) -> Result<Option<Also>, proto::Error> {
+    use super::h3_upstream::downstream;
+    let EndpointKind::H3(config, upstream, token_auth) = kind else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let socket = std::net::UdpSocket::bind(addr).map_err(|e| bind_error(addr, e))?;
+    let endpoint = downstream::endpoint(config, socket)
+        .map_err(|e| proto::Error::new(ErrorCode::Internal, e.to_string()))?;
+    let shared = downstream::Downstream {
+        inner: inner.clone(),
+        tunnel_id: tunnel_id.to_owned(),
+        upstream: upstream.clone(),
+        token_auth: *token_auth,
+        trusted: trusted.clone(),
+    };
+    Ok(Some(Box::pin(downstream::run(shared, endpoint))))
+}
+
+/// What a published endpoint's task runs beside its TCP accept loop (the
+/// HTTP/3 downstream of an `h3` tunnel), ending with it.
+type Also = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Closes `tunnel_id` if `client_id` owns it, and waits until its port is free.
 pub(crate) async fn close(inner: &Inner, client_id: &str, tunnel_id: &str) {
@@ -538,44 +586,64 @@ pub(crate) async fn close(inner: &Inner, client_id: &str, tunnel_id: &str) {
     }
 }
 
+/// The task of a published TCP endpoint: its accept loop, and `also`
+/// beside it. Aborting it closes both.
 fn spawn_endpoint(
     inner: Arc<Inner>,
     tunnel_id: String,
     listener: TcpListener,
     kind: EndpointKind,
     trusted: TrustedIps,
+    also: Option<Also>,
 ) -> JoinHandle<()> {
+    let accept = accept_loop(inner, tunnel_id, listener, kind, trusted);
     tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::debug!(tunnel_id, error = %e, "published endpoint accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let ip = peer.ip().to_canonical();
-            if !allowed(&trusted, ip) {
-                tracing::debug!(tunnel_id, %peer, "downstream refused by trusted_ips");
-                continue;
+        match also {
+            Some(also) => {
+                tokio::join!(accept, also);
             }
-            // Beyond `max_published_connections` (all endpoints together):
-            // closed at once, the owner never hears of it.
-            let Some(permit) = inner.published_connections.admit(peer) else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            // A downstream that vanished without a FIN or RST is found
-            // and its permit given back.
-            let _ = super::listener::set_keepalive(&tcp);
-            let task = downstream(inner.clone(), tunnel_id.clone(), tcp, ip, kind.clone());
-            inner.tasks.spawn(async move {
-                task.await;
-                drop(permit);
-            });
+            None => accept.await,
         }
     })
+}
+
+/// Accepts downstream TCP connections, each in a task of its own.
+async fn accept_loop(
+    inner: Arc<Inner>,
+    tunnel_id: String,
+    listener: TcpListener,
+    kind: EndpointKind,
+    trusted: TrustedIps,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(tunnel_id, error = %e, "published endpoint accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ip = peer.ip().to_canonical();
+        if !allowed(&trusted, ip) {
+            tracing::debug!(tunnel_id, %peer, "downstream refused by trusted_ips");
+            continue;
+        }
+        // Beyond `max_published_connections` (all endpoints together):
+        // closed at once, the owner never hears of it.
+        let Some(permit) = inner.published_connections.admit(peer) else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        // A downstream that vanished without a FIN or RST is found
+        // and its permit given back.
+        let _ = super::listener::set_keepalive(&tcp);
+        let task = downstream(inner.clone(), tunnel_id.clone(), tcp, ip, kind.clone());
+        inner.tasks.spawn(async move {
+            task.await;
+            drop(permit);
+        });
+    }
 }
 
 async fn downstream(
@@ -588,8 +656,10 @@ async fn downstream(
     match kind {
         #[cfg(feature = "http3")]
         EndpointKind::H3(config, client, token_auth) => {
+            let port = tcp.local_addr().ok().map(|a| a.port());
             if let Some(tls) = accept_tls(&tunnel_id, config, tcp).await {
-                super::h3_upstream::serve(inner, tunnel_id, tls, ip, client, token_auth).await;
+                super::h3_upstream::serve(inner, tunnel_id, tls, ip, port, client, token_auth)
+                    .await;
             }
         }
         EndpointKind::Raw => {

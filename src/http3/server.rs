@@ -347,7 +347,7 @@ where
 /// complete: usually just the client's FIN (a GET), which this waits for,
 /// so the client's end of the request does not fail. A client still
 /// sending after [`DRAIN_LIMIT`] bytes or [`DRAIN_TIMEOUT`] is asked to
-/// stop (`STOP_SENDING` with `H3_NO_ERROR`, RFC 9114 §4.1).
+/// stop (`STOP_SENDING`, RFC 9114 §4.1: see [`stop`]).
 async fn drain(mut recv: RecvHalf) {
     let ended = async {
         let mut read = 0usize;
@@ -365,8 +365,18 @@ async fn drain(mut recv: RecvHalf) {
         }
     };
     if !matches!(tokio::time::timeout(DRAIN_TIMEOUT, ended).await, Ok(true)) {
-        recv.stop_sending(Code::H3_NO_ERROR);
+        stop(recv);
     }
+}
+
+/// Asks the client to stop sending a request body no one will read, by
+/// dropping its stream: quinn then sends `STOP_SENDING` (code 0, which
+/// HTTP/3 does not define: peers take unknown codes as `H3_NO_ERROR`).
+/// Not h3's `stop_sending`: h3-quinn 0.0.10 panics on it while a read is
+/// in flight (one the drain timeout cut, or one cut when the service
+/// dropped the body mid-read).
+fn stop(recv: RecvHalf) {
+    drop(recv);
 }
 
 type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
@@ -434,7 +444,7 @@ type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
 /// stream or broke HTTP/3's framing. A body dropped before its end is
 /// drained after the response (at most 64 KiB or 1 s, usually just the
 /// client's FIN), then the client is asked to stop sending
-/// (`STOP_SENDING` with `H3_NO_ERROR`, RFC 9114 §4.1: a response may come
+/// (`STOP_SENDING`, RFC 9114 §4.1: a response may come
 /// before the whole request).
 pub struct RequestBody {
     /// `None` once the body ended (or failed).
@@ -529,8 +539,8 @@ impl Drop for RequestBody {
         };
         // The request's task is gone (the body outlived it): read no
         // further; the client may stop sending (RFC 9114 §4.1).
-        if let Err(mut stream) = unread {
-            stream.stop_sending(Code::H3_NO_ERROR);
+        if let Err(stream) = unread {
+            stop(stream);
         }
     }
 }

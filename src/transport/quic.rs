@@ -64,13 +64,17 @@ impl ConnInfo {
         self.alpn.as_deref()
     }
 
+    /// The ALPN `conn`'s handshake negotiated, if any.
+    pub(crate) fn alpn_of(conn: &quinn::Connection) -> Option<Vec<u8>> {
+        conn.handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol)
+    }
+
     /// Reads the negotiated ALPN and the peer's certificate chain; the
     /// connection's router will count its drops in `drops`.
     pub(crate) fn of(conn: &quinn::Connection, drops: Arc<Drops>) -> Arc<ConnInfo> {
-        let alpn = conn
-            .handshake_data()
-            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-            .and_then(|d| d.protocol);
+        let alpn = Self::alpn_of(conn);
         let peer_certificates = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())

@@ -66,7 +66,7 @@ async fn with_trailers() -> Body {
 
 /// GET, POST with a body (1 MiB, in several DATA frames), a streamed
 /// response seen chunk by chunk, response trailers.
-async fn exercise(client: &mut H3Client, gate: &Semaphore) {
+pub(crate) async fn exercise(client: &mut H3Client, gate: &Semaphore) {
     let hello = client.request(Method::GET, "/hello", b"").await;
     assert_eq!(hello.status, StatusCode::OK);
     assert_eq!(hello.body, b"hello over h3");

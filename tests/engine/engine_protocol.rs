@@ -1436,3 +1436,37 @@ async fn binary_never_blocks_on_stderr() {
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTP/3-upstream tunnel also listens on UDP, on its TCP port (its
+/// HTTP/3 downstream): a requested port taken on UDP fails the creation
+/// as one taken on TCP does (`CAPACITY_EXHAUSTED`, naming the port), and
+/// succeeds once it is free.
+#[cfg(feature = "http3")]
+#[tokio::test]
+async fn an_h3_tunnel_needs_its_port_free_on_udp_too() {
+    let engine = LocalEngine::builder().start().await.unwrap();
+    let mut control = open(&engine).await;
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let h3 = TunnelProperties {
+        r#type: Some("datagram".into()),
+        protocol: Some("http".into()),
+        http_version: Some("h3".into()),
+        publish: Some(true),
+        hostname: Some("127.0.0.1".into()),
+        port: Some(u32::from(port)),
+        ..Default::default()
+    };
+    let e = create(&mut control, h3.clone()).await.unwrap_err();
+    assert_eq!(code(&e), ErrorCode::CapacityExhausted, "{e:?}");
+    assert!(
+        e.message
+            .as_deref()
+            .unwrap_or("")
+            .contains(&port.to_string()),
+        "{e:?}"
+    );
+    drop(udp);
+    let created = create(&mut control, h3).await.unwrap();
+    assert_eq!(created.port, Some(u32::from(port)));
+}

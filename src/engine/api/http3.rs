@@ -39,7 +39,7 @@ pub(crate) const ALPN: &[u8] = b"h3";
 pub(crate) const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
 /// Unidirectional streams the client may have open: HTTP/3's control
 /// stream and two QPACK streams, plus room for grease streams.
-const PEER_UNI_STREAMS: u32 = 8;
+pub(crate) const PEER_UNI_STREAMS: u32 = 8;
 /// HTTP/3's `H3_NO_ERROR`, the code of a deliberate close.
 const H3_NO_ERROR: u32 = 0x100;
 

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use h3::error::Code;
+use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::transport::h3_client::ResponseBody;
@@ -23,8 +23,12 @@ pub(super) struct Upload {
 }
 
 /// Sends `body` (its DATA frames, then its trailers) on `tx` and finishes
-/// the stream, in a task of its own.
-pub(super) fn upload(body: Incoming, mut tx: SendHalf) -> Upload {
+/// the stream, in a task of its own. The body is a downstream request's:
+/// hyper's (HTTP/1.1, h2) or the HTTP/3 adapter's.
+pub(super) fn upload<B>(body: B, mut tx: SendHalf) -> Upload
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
     let (cancel, cancelled) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let sent = tokio::select! {
@@ -40,9 +44,18 @@ pub(super) fn upload(body: Incoming, mut tx: SendHalf) -> Upload {
     Upload { _cancel: cancel }
 }
 
-async fn send(mut body: Incoming, tx: &mut SendHalf) -> Result<(), &'static str> {
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| "downstream request body failed")?;
+async fn send<B>(mut body: B, tx: &mut SendHalf) -> Result<(), &'static str>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    loop {
+        // The error is dropped here, before the next await: the body's
+        // error type need not be `Send`.
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(_)) => return Err("downstream request body failed"),
+        };
         match frame.into_data() {
             Ok(data) => {
                 if !data.is_empty() {

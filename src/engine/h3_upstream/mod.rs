@@ -3,7 +3,10 @@
 //! engine terminates the downstream TLS (its certificate, ALPN `h2` and
 //! `http/1.1`), reads each request with hyper, and forwards it over
 //! HTTP/3 to the application, which serves HTTP/3 on its datagram tunnel
-//! (`rstream::http3::serve`).
+//! (`rstream::http3::serve`). Downstream clients may also speak HTTP/3,
+//! on the same port over UDP ([`downstream`]); their requests go through
+//! the same forwarding ([`Link::answer`]). HTTP/1.1 and h2 responses
+//! advertise it with `alt-svc` (unless the application set its own).
 //!
 //! One downstream connection has at most one HTTP/3 connection to the
 //! application ([`connect`]), made at its first request and shared by
@@ -25,6 +28,7 @@
 
 mod body;
 mod connect;
+pub(crate) mod downstream;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -33,7 +37,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -58,6 +62,32 @@ struct Link {
 }
 
 impl Link {
+    /// The link of a new downstream connection from `ip`: no HTTP/3
+    /// connection to the application yet.
+    fn new(inner: Arc<Inner>, tunnel_id: String, ip: IpAddr, upstream: H3Upstream) -> Link {
+        Link {
+            inner,
+            tunnel_id,
+            ip,
+            upstream,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// One downstream request: `token_auth`'s check (the engine answers
+    /// a refusal), then [`forward`](Self::forward).
+    async fn answer<B>(&self, mut req: Request<B>, token_auth: bool) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    {
+        if token_auth {
+            if let Err(refusal) = check_token(&self.inner, &self.tunnel_id, &mut req) {
+                return *refusal;
+            }
+        }
+        self.forward(req).await
+    }
+
     /// A request handle on the live connection, or on a new one.
     async fn sender(&self) -> Option<h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>> {
         let mut conn = self.conn.lock().await;
@@ -84,7 +114,12 @@ impl Link {
 
     /// Forwards one request and returns the application's answer (or the
     /// engine's, when it cannot).
-    async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+    /// The request body is hyper's (HTTP/1.1, h2 downstreams) or the
+    /// HTTP/3 adapter's ([`downstream`]): the same forwarding for all.
+    async fn forward<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    {
         if req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE) {
             return plain(
                 StatusCode::NOT_IMPLEMENTED,
@@ -202,34 +237,40 @@ fn drop_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The `alt-svc` value that advertises the tunnel's HTTP/3 endpoint
+/// ([`downstream`], UDP on the same port as the TCP one) to its HTTP/1.1
+/// and h2 clients; one minute, as the endpoint lives with the tunnel.
+fn alt_svc(port: Option<u16>) -> Option<HeaderValue> {
+    let port = port?;
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=60")).ok()
+}
+
 /// Serves one downstream connection of an HTTP/3-upstream tunnel (its
-/// TLS already terminated) until it ends.
+/// TLS already terminated, on TCP port `port`, `None` if unknown: no
+/// `alt-svc` then) until it ends.
 pub(crate) async fn serve<IO>(
     inner: Arc<Inner>,
     tunnel_id: String,
     io: IO,
     ip: IpAddr,
+    port: Option<u16>,
     upstream: H3Upstream,
     token_auth: bool,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let link = Arc::new(Link {
-        inner,
-        tunnel_id,
-        ip,
-        upstream,
-        conn: tokio::sync::Mutex::new(None),
-    });
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    let link = Arc::new(Link::new(inner, tunnel_id, ip, upstream));
+    let alt_svc = alt_svc(port);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let link = link.clone();
+        let alt_svc = alt_svc.clone();
         async move {
-            if token_auth {
-                if let Err(refusal) = check_token(&link.inner, &link.tunnel_id, &mut req) {
-                    return Ok::<_, Infallible>(*refusal);
-                }
+            let mut rsp = link.answer(req, token_auth).await;
+            // The application's own alt-svc, if any, stands.
+            if let Some(alt_svc) = alt_svc {
+                rsp.headers_mut().entry(header::ALT_SVC).or_insert(alt_svc);
             }
-            Ok(link.forward(req).await)
+            Ok::<_, Infallible>(rsp)
         }
     });
     if let Err(e) = server().serve_connection(TokioIo::new(io), service).await {
