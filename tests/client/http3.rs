@@ -647,3 +647,88 @@ async fn shutdown_is_bounded_by_the_grace() {
         .await
         .is_err());
 }
+
+/// An upload the service stops reading (over axum's 2 MiB body limit,
+/// then stalled, unfinished) gets its `413`, and its stream is stopped
+/// after the drain's 1 s bound without a panic: h3-quinn 0.0.10's
+/// `stop_sending` panics while a read is in flight (the drain's, cut by
+/// its bound), so `serve_connection` drops the stream instead (this test
+/// fails with `stop_sending` back). A panic hook, chained to the previous
+/// one, counts panics raised in h3-quinn's code. The server then serves a
+/// new connection.
+#[tokio::test]
+async fn an_unread_upload_is_stopped_without_a_panic() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    crate::support::init_tracing();
+    let panics = Arc::new(AtomicUsize::new(0));
+    let counted = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|at| at.file().contains("h3-quinn"))
+        {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"], None);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(leaf.server_config(&[b"h3"])).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        (Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .unwrap();
+    let addr: SocketAddr = server.local_addr().unwrap();
+    let router = Router::new().route("/", get(|| async { "ok" })).route(
+        "/upload",
+        post(|body: Bytes| async move { body.len().to_string() }),
+    );
+    let serving = tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            let router = router.clone();
+            tokio::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    let _ = rstream::http3::serve_connection(conn, router).await;
+                }
+            });
+        }
+    });
+
+    let endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let mut client = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let mut upload = client.open(Method::POST, "/upload").await;
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    // Past the 2 MiB limit, then the upload stalls, unfinished: the
+    // drain after the 413 then waits on a read until its 1 s bound, and
+    // stops the stream with that read in flight (where h3-quinn panicked).
+    for _ in 0..32 {
+        within("h3 send_data", upload.send_data(chunk.clone()))
+            .await
+            .expect("send_data");
+    }
+    // Less than the drain reads before it stops (64 KiB): it reads this
+    // and waits for more.
+    within("h3 send_data", upload.send_data(chunk.slice(..16 * 1024)))
+        .await
+        .expect("send_data");
+    let response = within("h3 response", upload.recv_response())
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    drop(upload);
+    client.close();
+
+    let mut next = H3Client::connect(&endpoint, addr, "localhost", &ca.pem()).await;
+    let answer = next.request(Method::GET, "/", b"").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, b"ok");
+    next.close();
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "h3-quinn panicked");
+    serving.abort();
+}
