@@ -286,7 +286,9 @@ impl ControlChannel {
     /// Closes the channel gracefully (`CloseControlChannelReq` and the
     /// engine's answer) and stops reconnecting. Every tunnel created on it
     /// closes; streams already accepted keep flowing. While reconnecting,
-    /// the channel closes at once.
+    /// the channel closes at once. The engine ending the connection after
+    /// the request, before its answer is read, is a close too (`Ok`); an
+    /// answer that does not come within the operation timeout is an error.
     ///
     /// # Cancel safety
     ///

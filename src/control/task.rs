@@ -33,7 +33,7 @@ use super::reconnect::{loss_is_transient, ConnectionStatus, ReconnectPolicy};
 use super::requests::{Pending, QueuedOpen};
 use super::slots::Slot;
 use super::{Command, Session, SessionInfo};
-use crate::error::{Chain, Error, Result};
+use crate::error::{Chain, Error, ErrorKind, Result};
 use crate::link::EngineLink;
 use crate::proto::{message::Payload, CloseTunnelRsp, Message};
 
@@ -135,6 +135,16 @@ impl Supervisor {
 
             let error = match end {
                 End::Clean => None,
+                // After our `CloseControlChannelReq`, the engine ending the
+                // connection before its `CloseControlChannelRsp` was read
+                // (it stops reading once it has the request: a message
+                // still queued, a `DatagramChannelClose` say, then fails
+                // to write) is the close that was asked for. Only running
+                // out of time is an error.
+                End::Failed(e) if closing.is_some() && e.kind() != ErrorKind::Timeout => {
+                    tracing::debug!(error = %Chain(&e), "control channel ended while closing");
+                    None
+                }
                 End::Failed(e) => Some(e),
             };
             let retry = match &error {
